@@ -1,0 +1,149 @@
+"""Waiting for a permit: one loop, two drivers (threads and asyncio).
+
+``AcquireLoop.steps()`` is a generator that yields what must happen next, a store call or a
+sleep, and never does I/O itself; ``run_sync`` and ``run_async`` carry the steps out. So the
+sync and async APIs share every decision: when to ask again, when a timeout is certain to be
+missed (fail at once with the retry-after instead of sleeping into the failure), when to reap
+dead holders, and leaving the queue on any exit (timeout, cancellation, error).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Any
+
+from cross_instance.core.records import Granted, PermitRequest, Waiting
+from cross_instance.errors import RateLimitExceeded
+from cross_instance.stores.base import Store
+
+SLOT_POLL_S = 0.004  # first poll for a freed slot; grows with the place in the queue
+SLOT_POLL_MAX_S = 0.1
+REAP_EVERY_S = 0.25
+CANCEL_POLL_S = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    seconds: float
+
+
+class Cancelled(Exception):
+    """The caller's cancel event was set while waiting."""
+
+
+class AcquireLoop:
+    """State of one wait: the queue ticket to give back if the wait ends without a grant."""
+
+    def __init__(self, store: Store, request: PermitRequest, timeout: float | None,
+                 on_wait: Callable[[Waiting], None] | None = None,
+                 refresh_s: float = 3.0) -> None:
+        self.store = store
+        self.request = request
+        self.deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        self.ticket: int | None = None
+        self.on_wait = on_wait
+        self.refresh_s = refresh_s
+        self.waited = False
+
+    def steps(self) -> Generator[Call | Sleep, Any, Granted]:
+        last_reap = 0.0
+        while True:
+            result = yield Call(self.store.acquire, (self.request, self.ticket))
+            if isinstance(result, Granted):
+                self.ticket = None
+                return result
+            self.ticket = result.ticket
+            if not self.waited and self.on_wait is not None:
+                self.on_wait(result)
+            self.waited = True
+            rate_delay = max(0.0, (result.ready_ns - result.now_ns) / 1e9)
+            remaining = float("inf") if self.deadline is None else self.deadline - time.monotonic()
+            if rate_delay > remaining or remaining <= 0:
+                raise RateLimitExceeded(
+                    self.request.provider, self.request.model,
+                    rate_delay if rate_delay > 0 else SLOT_POLL_S * (1 + result.ahead),
+                    result.reason if remaining > 0 or rate_delay else "timed out " + result.reason)
+            if result.slot_blocked:
+                now = time.monotonic()
+                if now - last_reap >= REAP_EVERY_S:
+                    last_reap = now
+                    yield Call(self.store.reap, ())
+                delay = min(SLOT_POLL_MAX_S, SLOT_POLL_S * (1 + result.ahead))
+            else:
+                delay = rate_delay
+            yield Sleep(min(delay, remaining, self.refresh_s))
+
+
+def run_sync(loop: AcquireLoop, wake: threading.Condition | None = None,
+             cancel: threading.Event | None = None) -> Granted:
+    """Drive ``loop`` in this thread. ``wake`` is notified when a permit is released in this
+    process; ``cancel`` set by another thread ends the wait with ``Cancelled``."""
+    gen = loop.steps()
+    try:
+        step = next(gen)
+        while True:
+            if isinstance(step, Call):
+                value = step.fn(*step.args)
+            else:
+                _sleep(step.seconds, wake, cancel)
+                value = None
+            step = gen.send(value)
+    except StopIteration as done:
+        granted: Granted = done.value
+        return granted
+    finally:
+        gen.close()
+        if loop.ticket is not None:
+            loop.store.cancel_wait(loop.ticket)
+            loop.ticket = None
+
+
+def _sleep(seconds: float, wake: threading.Condition | None, cancel: threading.Event | None
+           ) -> None:
+    end = time.monotonic() + seconds
+    while True:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("permit wait cancelled")
+        left = end - time.monotonic()
+        if left <= 0:
+            return
+        chunk = min(left, CANCEL_POLL_S) if cancel is not None else left
+        if wake is not None:
+            with wake:
+                if wake.wait(chunk):
+                    return  # a permit was released here: ask again now
+        else:
+            time.sleep(chunk)
+
+
+async def run_async(loop: AcquireLoop, call: Callable[..., Any]) -> Granted:
+    """Drive ``loop`` on the event loop; store calls go through ``call`` (an executor)."""
+    gen = loop.steps()
+    try:
+        step = next(gen)
+        while True:
+            if isinstance(step, Call):
+                value = await call(step.fn, *step.args)
+            else:
+                await asyncio.sleep(step.seconds)
+                value = None
+            step = gen.send(value)
+    except StopIteration as done:
+        granted: Granted = done.value
+        return granted
+    finally:
+        gen.close()
+        if loop.ticket is not None:
+            ticket, loop.ticket = loop.ticket, None
+            # Leave the queue even when cancelled: shield the store call from the cancellation.
+            await asyncio.shield(call(loop.store.cancel_wait, ticket))

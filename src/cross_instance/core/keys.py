@@ -1,0 +1,56 @@
+"""Names of buckets and slot groups, and the request a permit makes (pure).
+
+Buckets: ``r:<provider>`` requests, ``t:<provider>`` tokens, and ``r:<provider>/<model>``,
+``t:<provider>/<model>`` when the model's pattern sets limits: a per-model limit applies to
+each concrete model name, as providers count them. Slot groups: ``*`` (totalMaxLlm),
+``p:<provider>`` and ``m:<provider>/<model>`` (maxConcurrency).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cross_instance.core.arbiter import GLOBAL_GROUP
+from cross_instance.core.limiter import RateSpec
+from cross_instance.core.limits import ResolvedLimits
+from cross_instance.core.records import PermitRequest
+from cross_instance.errors import PermitRequestError
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A request plus the limits it relies on (to publish before first use)."""
+
+    request: PermitRequest
+    rates: dict[str, RateSpec]
+    groups: dict[str, int]
+
+
+def plan_request(instance_id: str, limits: ResolvedLimits, tokens: int | None,
+                 total_max_llm: int) -> Plan:
+    """What a permit for ``limits`` takes; ``PermitRequestError`` if it can never be granted."""
+    if tokens is not None and tokens < 0:
+        raise PermitRequestError(f"tokens must be >= 0 (got {tokens})")
+    p, m = limits.provider, limits.model
+    rates: dict[str, RateSpec] = {f"r:{p}": limits.requests}
+    costs: list[tuple[str, int]] = [(f"r:{p}", 1)]
+    groups: dict[str, int] = {GLOBAL_GROUP: total_max_llm}
+    if limits.model_requests is not None:
+        rates[f"r:{p}/{m}"] = limits.model_requests
+        costs.append((f"r:{p}/{m}", 1))
+    if tokens:
+        for key, spec in ((f"t:{p}", limits.tokens), (f"t:{p}/{m}", limits.model_tokens)):
+            if spec is None:
+                continue
+            if tokens > spec.burst:
+                raise PermitRequestError(
+                    f"{tokens} tokens requested but the token bucket {key} holds at most "
+                    f"{spec.burst}; split the call or raise tokenBurst")
+            rates[key] = spec
+            costs.append((key, tokens))
+    if limits.max_concurrency is not None:
+        groups[f"p:{p}"] = limits.max_concurrency
+    if limits.model_max_concurrency is not None:
+        groups[f"m:{p}/{m}"] = limits.model_max_concurrency
+    request = PermitRequest(instance_id, p, m, tuple(costs), tuple(groups), tokens or 0)
+    return Plan(request, rates, groups)

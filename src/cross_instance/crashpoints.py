@@ -1,0 +1,22 @@
+"""Named crash points for fault tests: ``PI_XI_CRASHPOINT=<name>[:n]`` makes the n-th pass
+(default 1st) through ``crash_at(name)`` end the process with ``os._exit(137)``.
+
+Read once at import; when unset, ``crash_at`` is a no-op costing one comparison.
+"""
+
+from __future__ import annotations
+
+import os
+
+_spec = os.environ.get("PI_XI_CRASHPOINT", "")
+_name, _, _count = _spec.partition(":")
+_remaining = int(_count) if _count.isdigit() else 1
+ACTIVE = bool(_name)
+
+
+def crash_at(name: str) -> None:
+    global _remaining
+    if ACTIVE and name == _name:
+        _remaining -= 1
+        if _remaining <= 0:
+            os._exit(137)

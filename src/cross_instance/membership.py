@@ -1,0 +1,122 @@
+"""This process as a registered instance: register, heartbeat, leave.
+
+Promises:
+- a background daemon thread renews the lease every ``heartbeatIntervalMs`` and reaps dead
+  instances; if this instance was judged dead (a stall past the lease) it registers again and
+  reports it (everything it held was freed by then);
+- it leaves the registry on normal exit (``atexit``) and on SIGTERM/SIGINT. A signal handler is
+  installed only where the host program left the default one, and after cleanup the default
+  action runs, so the program's exit code is what it would have been without us. A program
+  that installs its own handler keeps it; ``atexit`` still runs when it exits normally.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+
+from cross_instance.core.records import InstanceRecord, Workload
+from cross_instance.errors import CrossInstanceError
+from cross_instance.stores.base import Store
+
+
+class Membership:
+    def __init__(self, store: Store, record: InstanceRecord, interval_s: float,
+                 log: Callable[..., None], on_rejoin: Callable[[], None]) -> None:
+        self.store = store
+        self.record = record
+        self.interval_s = interval_s
+        self.log = log
+        self.on_rejoin = on_rejoin
+        self.workload: Workload | None = None
+        self.registered = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def instance_id(self) -> str:
+        return self.record.instance_id
+
+    def join(self) -> None:
+        self.store.register_instance(self.record)
+        self.registered = True
+        self.log("Instance %s registered (pid %d)", self.instance_id, self.record.pid)
+        self._thread = threading.Thread(target=self._beat, name="pi-xi-heartbeat", daemon=True)
+        self._thread.start()
+        atexit.register(self.leave)
+        _install_signal_cleanup(self.leave)
+
+    def rejoin(self) -> None:
+        """Register again after having been judged dead."""
+        with self._lock:
+            if self._stop.is_set():
+                return
+            self.store.register_instance(self.record)
+            self.log("Instance %s was judged dead (stalled past its lease); registered again, "
+                     "permits it held were freed", self.instance_id)
+            self.on_rejoin()
+
+    def beat(self) -> None:
+        """One heartbeat plus cleanup of dead instances (seed: enhancedHeartbeat)."""
+        if not self.store.heartbeat(self.instance_id, self.workload):
+            self.rejoin()
+        for dead in self.store.reap():
+            self.log("Instance %s is dead: its permits and waits were freed", dead)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.beat()
+            except CrossInstanceError as err:
+                self.log("Heartbeat of %s failed: %s", self.instance_id, err)
+
+    def leave(self) -> None:
+        """Stop heartbeating and unregister. Idempotent."""
+        with self._lock:
+            if self._stop.is_set():
+                return
+            self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=self.interval_s + 1)
+        if self.leave in _cleanups:
+            _cleanups.remove(self.leave)
+        try:
+            atexit.unregister(self.leave)
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+        if self.registered:
+            try:
+                self.store.unregister_instance(self.instance_id)
+                self.log("Instance %s unregistered", self.instance_id)
+            except CrossInstanceError as err:
+                self.log("Unregistering %s failed: %s", self.instance_id, err)
+            self.registered = False
+
+
+_cleanups: list[Callable[[], None]] = []
+
+
+def _install_signal_cleanup(cleanup: Callable[[], None]) -> None:
+    _cleanups.append(cleanup)
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        if signal.getsignal(signum) is signal.SIG_DFL:
+            signal.signal(signum, _on_signal)
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    for cleanup in list(_cleanups):
+        try:
+            cleanup()
+        except Exception:  # noqa: BLE001 - best effort on the way out
+            pass
+    _cleanups.clear()
+    # Restore the default action and re-deliver: the process ends exactly as it would have.
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)

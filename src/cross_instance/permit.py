@@ -1,0 +1,69 @@
+"""A held permit: rate tokens already spent and one concurrency slot, until released.
+
+Use it as a context manager (``with`` or ``async with``); ``release()`` is idempotent. If the
+process dies instead, the slot comes back when the instance is judged dead (same host: as soon
+as another instance looks; otherwise within the heartbeat timeout).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+
+
+class Permit:
+    """Permission for one LLM call to ``provider`` (and ``model``), holding ``tokens``."""
+
+    __slots__ = ("provider", "model", "tokens", "permit_id", "granted_at", "waited_s",
+                 "_release", "_arelease", "released")
+
+    def __init__(self, provider: str, model: str | None, tokens: int, permit_id: int,
+                 waited_s: float, release: Callable[[int], None] | None,
+                 arelease: Callable[[int], Awaitable[None]] | None = None) -> None:
+        self.provider = provider
+        self.model = model
+        self.tokens = tokens
+        self.permit_id = permit_id
+        self.granted_at = time.monotonic()
+        self.waited_s = waited_s
+        self._release = release
+        self._arelease = arelease
+        self.released = False
+
+    def release(self) -> None:
+        """Give the slot back (rate tokens stay spent). Safe to call twice."""
+        if self.released:
+            return
+        self.released = True
+        if self._release is not None:
+            self._release(self.permit_id)
+
+    def __enter__(self) -> Permit:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.release()
+
+    async def __aenter__(self) -> Permit:
+        return self
+
+    async def arelease(self) -> None:
+        """``release()`` without blocking the event loop."""
+        if self.released:
+            return
+        if self._arelease is None:
+            self.release()
+            return
+        self.released = True
+        await self._arelease(self.permit_id)
+
+    async def __aexit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.arelease()
+
+    def __repr__(self) -> str:
+        state = "released" if self.released else "held"
+        target = self.provider if self.model is None else f"{self.provider}/{self.model}"
+        return f"<Permit {self.permit_id} {target} tokens={self.tokens} {state}>"

@@ -1,0 +1,374 @@
+"""The facade an agent process uses: ``Runtime.start()``, permits, status, and the registry
+and limit functions of the original coordinator (seed 001) under snake_case names.
+
+    with Runtime.start() as rt:
+        with rt.permit("anthropic", model="claude-sonnet", tokens=1200):
+            call_the_provider()
+
+With ``enabled: false`` (or ``PI_CROSS_INSTANCE_ENABLED=false``) nothing is shared: permits
+are granted at once and nothing is registered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from cross_instance import hostinfo
+from cross_instance.acquire import AcquireLoop, run_async, run_sync
+from cross_instance.config import Config, load_config
+from cross_instance.core import parallel
+from cross_instance.core.ids import generate_instance_id
+from cross_instance.core.keys import Plan, plan_request
+from cross_instance.core.records import Granted, InstanceRecord, Waiting, Workload
+from cross_instance.errors import NotRegisteredError
+from cross_instance.logs import LineLog, log_path
+from cross_instance.membership import Membership
+from cross_instance.permit import Permit
+from cross_instance.status import build_status
+from cross_instance.stores.base import Store
+from cross_instance.stores.sqlite.store import SqliteStore
+
+T = TypeVar("T")
+
+
+class Runtime:
+    """One registered instance. Thread-safe; use ``start()`` rather than the constructor."""
+
+    def __init__(self, config: Config, store: Store | None, *, cwd: Path,
+                 instance_id: str, session_id: str) -> None:
+        self.config = config
+        self.store = store
+        self.cwd = cwd
+        self.instance_id = instance_id
+        self.session_id = session_id
+        self.log = LineLog(log_path(cwd, "coordinator") if store is not None else None,
+                           "coordinator")
+        self._published: set[str] = set()
+        self._plans: dict[tuple[str, str | None, int | None], Plan] = {}
+        self._wake = threading.Condition()
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._membership: Membership | None = None
+        self.closed = False
+
+    # --- life cycle -----------------------------------------------------------------------
+    @classmethod
+    def start(cls, *, cwd: str | os.PathLike[str] | None = None, config: Config | None = None,
+              store: Store | None = None, instance_id: str | None = None,
+              session_id: str | None = None) -> Runtime:
+        """Load config (``.pi/config.json`` + env), open the store, register, heartbeat."""
+        where = Path(cwd if cwd is not None else os.getcwd()).absolute()
+        cfg = config if config is not None else load_config(where)
+        me = hostinfo.self_identity()
+        iid = instance_id or cfg.instance_id or generate_instance_id(
+            hostinfo.hostname(), me.pid, time.time_ns() // 1_000_000)
+        if not cfg.enabled:
+            return cls(cfg, None, cwd=where, instance_id=iid, session_id=session_id or "")
+        if store is None:
+            store = SqliteStore(cfg.runtime_dir, waiter_ttl_ns=cfg.heartbeat_timeout_ms * 10**6)
+        rt = cls(cfg, store, cwd=where, instance_id=iid,
+                 session_id=session_id or uuid.uuid4().hex[:12])
+        policy = cfg.policy_for(iid)
+        record = InstanceRecord(
+            instance_id=iid, domain=me.domain, pid=me.pid, start_ticks=me.start_ticks,
+            session_id=rt.session_id, cwd=str(where), started_wall_ms=time.time_ns() // 10**6,
+            lease_ns=cfg.heartbeat_timeout_ms * 10**6, priority=policy.priority,
+            reserved=policy.reserved_capacity)
+        rt._membership = Membership(store, record, cfg.heartbeat_interval_ms / 1000, rt.log,
+                                    rt._published.clear)
+        try:
+            rt._membership.join()
+        except BaseException:
+            rt.log.close()
+            raise
+        return rt
+
+    def close(self) -> None:
+        """Unregister (freeing every permit still held) and stop the heartbeat. Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._membership is not None:
+            self._membership.leave()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+        self.log.close()
+        if self.store is not None:
+            self.store.close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Runtime:
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self._call(self.close)
+
+    # --- permits --------------------------------------------------------------------------
+    def permit(self, provider: str, *, model: str | None = None, tokens: int | None = None,
+               timeout: float | None = None, cancel: threading.Event | None = None) -> Permit:
+        """Wait (first come, first served across processes) and return a held ``Permit``.
+
+        ``timeout`` (s) raises ``RateLimitExceeded`` (with ``retry_after``) when it ends, or at
+        once when the rate limit makes it certain to end first. Setting ``cancel`` ends the
+        wait with ``acquire.Cancelled``. Use the result as a context manager."""
+        store = self._store_or_none()
+        if store is None:
+            return Permit(provider, model, tokens or 0, 0, 0.0, None)
+        plan = self._plan(provider, model, tokens)
+        started = time.monotonic()
+        self._log_request(plan)
+        granted = self._retry_unregistered(lambda: run_sync(
+            AcquireLoop(store, plan.request, timeout, self._log_wait,
+                        self._refresh_s()), self._wake, cancel))
+        return self._permit(plan, granted, time.monotonic() - started)
+
+    def try_permit(self, provider: str, *, model: str | None = None,
+                   tokens: int | None = None) -> Permit | None:
+        """A permit if one is free now (and nobody queued earlier needs it), else None."""
+        store = self._store_or_none()
+        if store is None:
+            return Permit(provider, model, tokens or 0, 0, 0.0, None)
+        plan = self._plan(provider, model, tokens)
+        granted = self._retry_unregistered(lambda: store.try_acquire(plan.request))
+        if granted is None:
+            self.log("Denied: instance %s, %s: no capacity free now", self.instance_id,
+                     _target(plan))
+            return None
+        return self._permit(plan, granted, 0.0)
+
+    def apermit(self, provider: str, *, model: str | None = None, tokens: int | None = None,
+                timeout: float | None = None) -> _AsyncPermit:
+        """``async with rt.apermit(...)``: the asyncio twin of ``permit`` (same wait loop);
+        cancel the task to stop waiting. Also awaitable: ``p = await rt.apermit(...)``."""
+        return _AsyncPermit(self, provider, model, tokens, timeout)
+
+    async def _aacquire(self, provider: str, model: str | None, tokens: int | None,
+                        timeout: float | None) -> Permit:
+        store = self._store_or_none()
+        if store is None:
+            return Permit(provider, model, tokens or 0, 0, 0.0, None)
+        plan = await self._call(self._plan, provider, model, tokens)
+        started = time.monotonic()
+        self._log_request(plan)
+        loop = AcquireLoop(store, plan.request, timeout, self._log_wait, self._refresh_s())
+        try:
+            granted = await run_async(loop, self._call)
+        except NotRegisteredError:
+            await self._call(self._rejoin)
+            loop = AcquireLoop(store, plan.request, timeout, self._log_wait, self._refresh_s())
+            granted = await run_async(loop, self._call)
+        return self._permit(plan, granted, time.monotonic() - started)
+
+    # --- internals ------------------------------------------------------------------------
+    def _store_or_none(self) -> Store | None:
+        if self.closed:
+            raise NotRegisteredError(f"runtime of instance {self.instance_id} is closed")
+        return self.store
+
+    def _refresh_s(self) -> float:
+        return self.config.heartbeat_timeout_ms / 3000
+
+    def _plan(self, provider: str, model: str | None, tokens: int | None) -> Plan:
+        key = (provider, model, tokens)
+        plan = self._plans.get(key)
+        if plan is None:
+            limits = self.config.resolve(provider, model)
+            plan = plan_request(self.instance_id, limits, tokens, self.config.total_max_llm)
+            if len(self._plans) < 4096:
+                self._plans[key] = plan
+        fresh = [k for k in (*plan.rates, *plan.groups) if k not in self._published]
+        if fresh:
+            assert self.store is not None
+            self.store.publish_limits(self.instance_id, plan.rates, plan.groups)
+            self._published.update(fresh)
+        return plan
+
+    def _retry_unregistered(self, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except NotRegisteredError:
+            self._rejoin()
+            return fn()
+
+    def _rejoin(self) -> None:
+        if self._membership is None or self.closed:
+            raise NotRegisteredError(f"runtime of instance {self.instance_id} is closed")
+        self._membership.rejoin()
+        self._published.clear()
+
+    def _permit(self, plan: Plan, granted: Granted, waited: float) -> Permit:
+        self.log("Approved: %d/%d requests used", granted.usage, granted.limit)
+        req = plan.request
+        return Permit(req.provider, req.model, req.tokens, granted.permit_id, waited,
+                      self._release, self._arelease)
+
+    def _release(self, permit_id: int) -> None:
+        assert self.store is not None
+        if not self.closed:
+            self.store.release(permit_id)
+        with self._wake:
+            self._wake.notify_all()
+
+    async def _arelease(self, permit_id: int) -> None:
+        await self._call(self._release, permit_id)
+
+    def _log_request(self, plan: Plan) -> None:
+        req = plan.request
+        extra = f", {req.tokens} tokens" if req.tokens else ""
+        self.log("Instance %s requested 1 request (%s%s)", self.instance_id, _target(plan), extra)
+
+    def _log_wait(self, waiting: Waiting) -> None:
+        self.log("Waiting: instance %s, %s: %s (%d ahead), ready in %.3fs", self.instance_id,
+                 waiting.reason.removeprefix("waiting for "), waiting.reason, waiting.ahead,
+                 max(0, waiting.ready_ns - waiting.now_ns) / 1e9)
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=4, thread_name_prefix="pi-xi-store")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    # --- observation ----------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """What ``pi-xi status --json`` prints, plus this instance's own view."""
+        view = build_status(self.store, self.config) if self.store is not None else {
+            "enabled": False, "instances": [], "providers": {}}
+        view["instanceId"] = self.instance_id
+        view["coordinatorConnected"] = self.store is not None and not self.closed
+        mine = [i for i in view["instances"] if i["instanceId"] == self.instance_id]
+        view["activeRequests"] = mine[0]["activeRequests"] if mine else 0
+        return view
+
+    # --- seed 001 registry and limit functions -------------------------------------------
+    def update_heartbeat(self) -> None:
+        self._require_membership().beat()
+
+    enhanced_heartbeat = update_heartbeat
+
+    def cleanup_dead_instances(self) -> list[str]:
+        return self._require_store().reap()
+
+    def get_active_instances(self) -> list[InstanceRecord]:
+        store = self._require_store()
+        now = store.now_ns()
+        return [r for r in store.list_instances() if not hostinfo.verdict(r, now).is_dead]
+
+    def get_active_instance_count(self) -> int:
+        return len(self.get_active_instances())
+
+    def get_total_max_llm(self) -> int:
+        return self.config.total_max_llm
+
+    def get_my_parallel_limit(self) -> int:
+        active = self.get_active_instances()
+        priorities = [r.priority for r in active]
+        mine = next((r.priority for r in active if r.instance_id == self.instance_id), 1)
+        if len(set(priorities)) <= 1:
+            return parallel.my_parallel_limit(self.config.total_max_llm, len(active))
+        return parallel.weighted_share(self.config.total_max_llm, mine, priorities)
+
+    def update_workload_info(self, pending_task_count: int, avg_latency_ms: float | None = None,
+                             active_orchestrations: int = 0) -> None:
+        membership = self._require_membership()
+        membership.workload = Workload(pending_task_count, avg_latency_ms, active_orchestrations)
+        self._require_store().heartbeat(self.instance_id, membership.workload)
+
+    def get_dynamic_parallel_limit(self, my_pending_tasks: int) -> int:
+        others = [r.workload.pending_tasks for r in self.get_active_instances()
+                  if r.instance_id != self.instance_id]
+        return parallel.dynamic_parallel_limit(self.config.total_max_llm, my_pending_tasks,
+                                               [my_pending_tasks, *others])
+
+    def set_active_model(self, provider: str, model: str) -> None:
+        self._require_store().set_active_model(self.instance_id, provider, model, 1)
+
+    def clear_active_model(self, provider: str, model: str) -> None:
+        self._require_store().set_active_model(self.instance_id, provider, model, -1)
+
+    def clear_all_active_models(self) -> None:
+        self._require_store().clear_active_models(self.instance_id)
+
+    def get_active_instances_for_model(self, provider: str, model: str) -> int:
+        return sum(1 for r in self.get_active_instances()
+                   if any(p == provider and m == model and c > 0 for p, m, c in r.active_models))
+
+    def get_model_parallel_limit(self, provider: str, model: str, base_limit: int) -> int:
+        return parallel.model_parallel_limit(
+            base_limit, max(1, self.get_active_instances_for_model(provider, model)))
+
+    def get_model_usage_summary(self) -> dict[str, Any]:
+        counts: dict[tuple[str, str], int] = {}
+        active = self.get_active_instances()
+        for r in active:
+            for p, m, c in r.active_models:
+                if c > 0:
+                    counts[(p, m)] = counts.get((p, m), 0) + 1
+        return {"models": [{"provider": p, "model": m, "instanceCount": n}
+                           for (p, m), n in sorted(counts.items())],
+                "instances": [r.instance_id for r in active]}
+
+    def get_coordinator_status(self) -> dict[str, Any]:
+        active = self.get_active_instances() if self.store is not None else []
+        return {"registered": self._membership is not None and self._membership.registered,
+                "myInstanceId": self.instance_id, "activeInstanceCount": len(active),
+                "myParallelLimit": self.get_my_parallel_limit() if active else 1,
+                "config": {"totalMaxLlm": self.config.total_max_llm,
+                           "heartbeatIntervalMs": self.config.heartbeat_interval_ms,
+                           "heartbeatTimeoutMs": self.config.heartbeat_timeout_ms},
+                "instances": [r.instance_id for r in active]}
+
+    def is_coordinator_initialized(self) -> bool:
+        return not self.closed and self._membership is not None and self._membership.registered
+
+    def _require_store(self) -> Store:
+        store = self._store_or_none()
+        if store is None:
+            raise NotRegisteredError("cross-instance coordination is disabled")
+        return store
+
+    def _require_membership(self) -> Membership:
+        self._require_store()
+        assert self._membership is not None
+        return self._membership
+
+
+class _AsyncPermit:
+    """Returned by ``apermit``: an async context manager, and awaitable for the permit."""
+
+    def __init__(self, rt: Runtime, provider: str, model: str | None, tokens: int | None,
+                 timeout: float | None) -> None:
+        self._args = (provider, model, tokens, timeout)
+        self._rt = rt
+        self._permit: Permit | None = None
+
+    def __await__(self) -> Any:
+        return self._rt._aacquire(*self._args).__await__()
+
+    async def __aenter__(self) -> Permit:
+        self._permit = await self._rt._aacquire(*self._args)
+        return self._permit
+
+    async def __aexit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        if self._permit is not None:
+            await self._permit.arelease()
+
+
+def _target(plan: Plan) -> str:
+    req = plan.request
+    return req.provider if req.model is None else f"{req.provider}/{req.model}"

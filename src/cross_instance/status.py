@@ -1,0 +1,107 @@
+"""The status view (``pi-xi status``, ``pi-xi limits``, ``rt.status()``): one snapshot of a
+store turned into plain JSON-ready data. Pure apart from reading the snapshot."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from cross_instance import hostinfo
+from cross_instance.config import Config
+from cross_instance.core import limiter, parallel
+from cross_instance.core.arbiter import GLOBAL_GROUP
+from cross_instance.core.records import BucketState, Snapshot
+from cross_instance.stores.base import Store
+
+
+def _iso(wall_ms: int) -> str:
+    return dt.datetime.fromtimestamp(wall_ms / 1000, dt.timezone.utc).isoformat(
+        timespec="seconds")
+
+
+def _percent(used: int, limit: int) -> int:
+    return round(100 * used / limit) if limit else 0
+
+
+def _bucket_view(b: BucketState, now: int) -> dict[str, Any]:
+    return {
+        "requestsPerMinute" if b.key.startswith("r:") else "tokensPerMinute": b.spec.per_minute,
+        "burst" if b.key.startswith("r:") else "tokenBurst": b.spec.burst,
+        "currentUsage": b.used_last_minute,
+        "percent": _percent(b.used_last_minute, b.spec.per_minute),
+        "burstAvailable": limiter.available(b.tat_ns, now, b.spec),
+    }
+
+
+def build_status(store: Store, config: Config) -> dict[str, Any]:
+    return status_from_snapshot(store.snapshot(), config, store.url)
+
+
+def status_from_snapshot(snap: Snapshot, config: Config, url: str) -> dict[str, Any]:
+    now = snap.now_ns
+    groups = {g.key: g for g in snap.groups}
+    active_by_instance: dict[str, int] = {}
+    active_by_provider: dict[str, int] = {}
+    for p in snap.permits:
+        active_by_instance[p.instance_id] = active_by_instance.get(p.instance_id, 0) + 1
+        active_by_provider[p.provider] = active_by_provider.get(p.provider, 0) + 1
+
+    providers: dict[str, dict[str, Any]] = {}
+    for b in snap.buckets:
+        kind, _, name = b.key.partition(":")
+        provider, _, model = name.partition("/")
+        entry = providers.setdefault(provider, {"models": {}})
+        target = entry["models"].setdefault(model, {}) if model else entry
+        view = _bucket_view(b, now)
+        if kind == "t":
+            view = {"tokensPerMinute": view["tokensPerMinute"], "tokenBurst": view["tokenBurst"],
+                    "tokenUsage": view["currentUsage"], "tokensAvailable": view["burstAvailable"]}
+        target.update(view)
+    for name, entry in providers.items():
+        entry["activeRequests"] = active_by_provider.get(name, 0)
+        group = groups.get(f"p:{name}")
+        entry["maxConcurrency"] = group.limit if group else None
+
+    live = []
+    statuses = {}
+    for r in snap.instances:
+        verdict = hostinfo.verdict(r, now)
+        statuses[r.instance_id] = verdict.value
+        if not verdict.is_dead:
+            live.append(r)
+    total = groups[GLOBAL_GROUP].limit if GLOBAL_GROUP in groups else config.total_max_llm
+    priorities = [r.priority for r in live]
+    instances = []
+    for r in snap.instances:
+        usage = {}
+        for b in snap.buckets:
+            if b.key.startswith("r:") and "/" not in b.key and r.instance_id in b.used_by_instance:
+                used = b.used_by_instance[r.instance_id]
+                usage[b.key[2:]] = {"used": used, "limit": b.spec.per_minute,
+                                    "percent": _percent(used, b.spec.per_minute)}
+        instances.append({
+            "instanceId": r.instance_id, "status": statuses[r.instance_id],
+            "pid": r.pid, "host": r.domain.host, "sessionId": r.session_id, "cwd": r.cwd,
+            "startedAt": _iso(r.started_wall_ms), "lastHeartbeat": _iso(r.heartbeat_wall_ms),
+            "heartbeatAgeMs": max(0, now - r.heartbeat_ns) // 1_000_000,
+            "activeRequests": active_by_instance.get(r.instance_id, 0),
+            "priority": r.priority, "reservedCapacity": r.reserved,
+            "parallelLimit": parallel.weighted_share(total, r.priority, priorities or [1]),
+            "activeModels": [{"provider": p, "model": m, "count": c}
+                             for p, m, c in r.active_models],
+            "workload": {"pendingTasks": r.workload.pending_tasks,
+                         "avgLatencyMs": r.workload.avg_latency_ms,
+                         "activeOrchestrations": r.workload.active_orchestrations},
+            "providers": usage,
+        })
+    in_use = groups[GLOBAL_GROUP].used if GLOBAL_GROUP in groups else 0
+    return {
+        "enabled": True,
+        "store": url,
+        "stateDir": str(config.runtime_dir),
+        "totalMaxLlm": total,
+        "activeInstanceCount": len(live),
+        "concurrency": {"limit": total, "inUse": in_use, "waiting": snap.waiting},
+        "instances": instances,
+        "providers": providers,
+    }

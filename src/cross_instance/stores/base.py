@@ -1,0 +1,117 @@
+"""The store protocol: every coordination step as one atomic operation.
+
+Three implementations share it: ``sqlite`` (embedded default, one host), ``redis`` (many hosts)
+and ``remote`` (a client of the coordinator daemon). Each method is one transaction / one
+script / one request: no caller ever composes a read and a write across two calls. The same
+behaviour suite runs against every store; a store may be faster, never different.
+
+Time is the store's own (``now_ns``): one clock decides for every instance of a store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Protocol, runtime_checkable
+
+from cross_instance.core.limiter import RateSpec
+from cross_instance.core.records import (
+    Event,
+    Granted,
+    InstanceRecord,
+    PermitRequest,
+    Snapshot,
+    Waiting,
+    Workload,
+)
+
+#: What a store can do; a feature that needs a missing capability is refused at start.
+CAP_PERMITS = "permits"
+CAP_REGISTRY = "registry"
+CAP_EVENTS = "events"
+CAP_PID_LIVENESS = "pid-liveness"  # can check pids of same-host instances
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Atomic coordination operations. Errors: ``StoreUnavailable`` (retryable),
+    ``StoreCorrupt``, ``DuplicateInstanceError``, ``PermitRequestError``."""
+
+    url: str
+    capabilities: frozenset[str]
+
+    def now_ns(self) -> int:
+        """The store clock (ns)."""
+        ...
+
+    # --- registry -------------------------------------------------------------------------
+    def register_instance(self, record: InstanceRecord) -> InstanceRecord:
+        """Add ``record`` (heartbeat = now). A live instance with the same id is refused
+        (``DuplicateInstanceError`` naming it); a dead one is replaced and its permits freed."""
+        ...
+
+    def heartbeat(self, instance_id: str, workload: Workload | None = None) -> bool:
+        """Renew the lease. False when the record is gone (this instance was judged dead and
+        everything it held was freed): the caller must re-register and treat its permits as lost."""
+        ...
+
+    def unregister_instance(self, instance_id: str) -> None:
+        """Remove the instance, its waiters, permits and active models. Idempotent."""
+        ...
+
+    def list_instances(self) -> list[InstanceRecord]:
+        """Every instance record, alive or not yet reaped."""
+        ...
+
+    def reap(self) -> list[str]:
+        """Remove every dead instance (lease expired, or same-host process gone or reused)
+        with all it held; returns their ids."""
+        ...
+
+    def set_active_model(self, instance_id: str, provider: str, model: str, delta: int) -> None:
+        """Add ``delta`` to the instance's use count of a model (a counter, never below 0)."""
+        ...
+
+    def clear_active_models(self, instance_id: str) -> None:
+        ...
+
+    # --- limits and permits ---------------------------------------------------------------
+    def publish_limits(
+        self, instance_id: str, rates: Mapping[str, RateSpec], groups: Mapping[str, int]
+    ) -> None:
+        """Declare the limits this instance's config gives for buckets and slot groups. The
+        effective limit of each is the strictest among live instances."""
+        ...
+
+    def acquire(self, request: PermitRequest, ticket: int | None) -> Granted | Waiting:
+        """Grant now, first come first served, or queue (``ticket``) and say when to ask again.
+        Raises ``PermitRequestError`` when the request can never be granted."""
+        ...
+
+    def try_acquire(self, request: PermitRequest) -> Granted | None:
+        """Grant now or return None; never queues. Honours earlier waiters."""
+        ...
+
+    def cancel_wait(self, ticket: int) -> None:
+        """Leave the queue. Idempotent."""
+        ...
+
+    def release(self, permit_id: int) -> bool:
+        """Return the permit's slots. False if it was already freed (owner judged dead)."""
+        ...
+
+    # --- observation ----------------------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        ...
+
+    def record_event(self, kind: str, instance_id: str | None, data: Mapping[str, object]) -> None:
+        ...
+
+    def events(self, after_id: int = 0, limit: int = 100) -> list[Event]:
+        ...
+
+    def reset_buckets(self, keys: Iterable[str] | None = None) -> int:
+        """Forget rate state (all buckets, or ``keys``); returns how many were reset."""
+        ...
+
+    def close(self) -> None:
+        ...

@@ -1,0 +1,149 @@
+"""Instance registry operations, each run inside one write transaction (see ``db.Database``)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from cross_instance.core.liveness import Domain
+from cross_instance.hostinfo import verdict
+from cross_instance.core.records import InstanceRecord, Workload
+from cross_instance.errors import DuplicateInstanceError
+
+_COLUMNS = (
+    "id, host, boot_id, pid_ns, pid, start_ticks, session_id, cwd, started_wall_ms, started_ns, "
+    "heartbeat_ns, heartbeat_wall_ms, lease_ns, priority, reserved, pending, avg_latency_ms, "
+    "active_orch, slots"
+)
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def row_to_record(row: tuple[Any, ...], models: tuple[tuple[str, str, int], ...] = ()
+                  ) -> InstanceRecord:
+    (iid, host, boot, pidns, pid, ticks, session, cwd, started_wall, started_ns, hb_ns, hb_wall,
+     lease, priority, reserved, pending, latency, orch, slots) = row
+    return InstanceRecord(
+        instance_id=str(iid), domain=Domain(str(host), str(boot), str(pidns)), pid=int(pid),
+        start_ticks=int(ticks), session_id=str(session), cwd=str(cwd),
+        started_wall_ms=int(started_wall), lease_ns=int(lease), priority=int(priority),
+        reserved=int(reserved), started_ns=int(started_ns), heartbeat_ns=int(hb_ns),
+        heartbeat_wall_ms=int(hb_wall),
+        workload=Workload(int(pending), None if latency is None else float(latency),
+                          int(orch)),
+        active_models=models, slots_in_use=int(slots),
+    )
+
+
+def load(conn: sqlite3.Connection, instance_id: str | None = None) -> list[InstanceRecord]:
+    models: dict[str, list[tuple[str, str, int]]] = {}
+    for iid, provider, model, count in conn.execute(
+        "SELECT instance_id, provider, model, count FROM active_models ORDER BY since_wall_ms"
+    ):
+        models.setdefault(iid, []).append((provider, model, count))
+    if instance_id is None:
+        rows = conn.execute(f"SELECT {_COLUMNS} FROM instances ORDER BY started_ns, id").fetchall()
+    else:
+        rows = conn.execute(f"SELECT {_COLUMNS} FROM instances WHERE id=?", (instance_id,)
+                            ).fetchall()
+    return [row_to_record(r, tuple(models.get(str(r[0]), ()))) for r in rows]
+
+
+def add_event(conn: sqlite3.Connection, kind: str, instance_id: str | None,
+              data: dict[str, object]) -> None:
+    cur = conn.execute(
+        "INSERT INTO events(wall_ms, kind, instance_id, data) VALUES(?,?,?,?)",
+        (wall_ms(), kind, instance_id, json.dumps(data, sort_keys=True)),
+    )
+    if cur.lastrowid and cur.lastrowid % 256 == 0:
+        conn.execute("DELETE FROM events WHERE id <= ?", (cur.lastrowid - 10_000,))
+
+
+def recompute_limits(conn: sqlite3.Connection, keys: Iterable[str]) -> None:
+    """Effective limit of each key = the strictest among the instances that published one."""
+    for key in keys:
+        a, b = conn.execute("SELECT MIN(a), MIN(b) FROM limits WHERE key=?", (key,)).fetchone()
+        if a is None:
+            continue  # nobody left: keep the last effective limit (and the bucket's history)
+        if key.startswith(("r:", "t:")):
+            conn.execute("UPDATE buckets SET per_minute=?, burst=? WHERE key=?", (a, b, key))
+        else:
+            conn.execute("UPDATE groups SET lim=? WHERE key=?", (a, key))
+
+
+def remove(conn: sqlite3.Connection, instance_id: str, kind: str, reason: str) -> bool:
+    """Delete an instance and everything it held; True if it existed."""
+    for groups, count in conn.execute(
+        "SELECT groups, COUNT(*) FROM permits WHERE instance_id=? GROUP BY groups", (instance_id,)
+    ).fetchall():
+        for group in json.loads(groups):
+            conn.execute("UPDATE groups SET used=MAX(0, used-?) WHERE key=?", (count, group))
+    conn.execute("DELETE FROM permits WHERE instance_id=?", (instance_id,))
+    conn.execute("DELETE FROM waiters WHERE instance_id=?", (instance_id,))
+    conn.execute("DELETE FROM active_models WHERE instance_id=?", (instance_id,))
+    conn.execute("DELETE FROM usage WHERE instance_id=?", (instance_id,))
+    keys = [k for (k,) in conn.execute("SELECT key FROM limits WHERE instance_id=?", (instance_id,))]
+    conn.execute("DELETE FROM limits WHERE instance_id=?", (instance_id,))
+    recompute_limits(conn, keys)
+    gone = conn.execute("DELETE FROM instances WHERE id=?", (instance_id,)).rowcount > 0
+    if gone:
+        add_event(conn, kind, instance_id, {"reason": reason})
+    return gone
+
+
+def register(conn: sqlite3.Connection, now: int, rec: InstanceRecord) -> InstanceRecord:
+    for existing in load(conn, rec.instance_id):
+        v = verdict(existing, now)
+        if not v.is_dead and not (existing.pid == rec.pid and existing.domain == rec.domain
+                                  and existing.start_ticks == rec.start_ticks):
+            raise DuplicateInstanceError(rec.instance_id, existing.pid, existing.domain.host)
+        remove(conn, rec.instance_id, "instance_replaced", f"replaced ({v.value})")
+    wall = wall_ms()
+    conn.execute(
+        f"INSERT INTO instances({_COLUMNS}) VALUES({','.join('?' * 19)})",
+        (rec.instance_id, rec.domain.host, rec.domain.boot_id, rec.domain.pid_ns, rec.pid,
+         rec.start_ticks, rec.session_id, rec.cwd, rec.started_wall_ms, now, now, wall,
+         rec.lease_ns, rec.priority, rec.reserved, rec.workload.pending_tasks,
+         rec.workload.avg_latency_ms, rec.workload.active_orchestrations, 0),
+    )
+    add_event(conn, "instance_up", rec.instance_id, {"pid": rec.pid, "host": rec.domain.host})
+    return load(conn, rec.instance_id)[0]
+
+
+def heartbeat(conn: sqlite3.Connection, now: int, instance_id: str, work: Workload | None) -> bool:
+    if work is None:
+        cur = conn.execute("UPDATE instances SET heartbeat_ns=?, heartbeat_wall_ms=? WHERE id=?",
+                           (now, wall_ms(), instance_id))
+    else:
+        cur = conn.execute(
+            "UPDATE instances SET heartbeat_ns=?, heartbeat_wall_ms=?, pending=?, "
+            "avg_latency_ms=?, active_orch=? WHERE id=?",
+            (now, wall_ms(), work.pending_tasks, work.avg_latency_ms, work.active_orchestrations,
+             instance_id))
+    return cur.rowcount > 0
+
+
+def reap(conn: sqlite3.Connection, now: int) -> list[str]:
+    dead = [r for r in load(conn) if verdict(r, now).is_dead]
+    for r in dead:
+        age_ms = (now - r.heartbeat_ns) // 1_000_000
+        remove(conn, r.instance_id, "instance_down", f"dead (pid {r.pid}, heartbeat {age_ms} ms ago)")
+    return [r.instance_id for r in dead]
+
+
+def set_active_model(conn: sqlite3.Connection, instance_id: str, provider: str, model: str,
+                     delta: int) -> None:
+    conn.execute(
+        "INSERT INTO active_models(instance_id, provider, model, count, since_wall_ms) "
+        "VALUES(?,?,?,MAX(0,?),?) ON CONFLICT(instance_id, provider, model) "
+        "DO UPDATE SET count=MAX(0, count+excluded.count)",
+        (instance_id, provider, model, delta, wall_ms()),
+    ) if delta >= 0 else conn.execute(
+        "UPDATE active_models SET count=MAX(0, count+?) WHERE instance_id=? AND provider=? "
+        "AND model=?", (delta, instance_id, provider, model))
+    conn.execute("DELETE FROM active_models WHERE count<=0 AND instance_id=?", (instance_id,))

@@ -1,0 +1,45 @@
+"""The SQLite schema, versioned. ``MIGRATIONS[i]`` takes the database from version i to i+1;
+each runs in the same transaction as the version bump, so a crash leaves the old version."""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE instances(
+        id TEXT PRIMARY KEY, host TEXT NOT NULL, boot_id TEXT NOT NULL, pid_ns TEXT NOT NULL,
+        pid INTEGER NOT NULL, start_ticks INTEGER NOT NULL, session_id TEXT NOT NULL,
+        cwd TEXT NOT NULL, started_wall_ms INTEGER NOT NULL, started_ns INTEGER NOT NULL,
+        heartbeat_ns INTEGER NOT NULL, heartbeat_wall_ms INTEGER NOT NULL,
+        lease_ns INTEGER NOT NULL, priority INTEGER NOT NULL, reserved INTEGER NOT NULL,
+        pending INTEGER NOT NULL DEFAULT 0, avg_latency_ms REAL, active_orch INTEGER NOT NULL
+        DEFAULT 0, slots INTEGER NOT NULL DEFAULT 0);
+    CREATE TABLE active_models(
+        instance_id TEXT NOT NULL, provider TEXT NOT NULL, model TEXT NOT NULL,
+        count INTEGER NOT NULL, since_wall_ms INTEGER NOT NULL,
+        PRIMARY KEY(instance_id, provider, model));
+    CREATE TABLE limits(
+        key TEXT NOT NULL, instance_id TEXT NOT NULL, a INTEGER NOT NULL, b INTEGER NOT NULL,
+        PRIMARY KEY(key, instance_id));
+    CREATE INDEX limits_instance ON limits(instance_id);
+    CREATE TABLE buckets(
+        key TEXT PRIMARY KEY, per_minute INTEGER NOT NULL, burst INTEGER NOT NULL,
+        tat INTEGER NOT NULL, win INTEGER NOT NULL DEFAULT 0, cur INTEGER NOT NULL DEFAULT 0,
+        prev INTEGER NOT NULL DEFAULT 0);
+    CREATE TABLE groups(key TEXT PRIMARY KEY, lim INTEGER NOT NULL, used INTEGER NOT NULL);
+    CREATE TABLE permits(
+        id INTEGER PRIMARY KEY, instance_id TEXT NOT NULL, provider TEXT NOT NULL,
+        model TEXT, groups TEXT NOT NULL, tokens INTEGER NOT NULL, granted_ns INTEGER NOT NULL);
+    CREATE TABLE waiters(
+        ticket INTEGER PRIMARY KEY AUTOINCREMENT, instance_id TEXT NOT NULL,
+        rates TEXT NOT NULL, slots TEXT NOT NULL, seen_ns INTEGER NOT NULL);
+    CREATE TABLE usage(
+        key TEXT NOT NULL, instance_id TEXT NOT NULL, win INTEGER NOT NULL,
+        cur INTEGER NOT NULL, prev INTEGER NOT NULL, PRIMARY KEY(key, instance_id));
+    CREATE TABLE events(
+        id INTEGER PRIMARY KEY AUTOINCREMENT, wall_ms INTEGER NOT NULL, kind TEXT NOT NULL,
+        instance_id TEXT, data TEXT NOT NULL);
+    """,
+)

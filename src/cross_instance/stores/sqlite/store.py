@@ -1,0 +1,151 @@
+"""The embedded SQLite store: one host, no daemon, exact shared limits.
+
+State lives in ``<state dir>/coordinator.sqlite3``; time is ``CLOCK_BOOTTIME``. See ``db`` for
+the transaction discipline and ``stores.base.Store`` for what each operation promises.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+
+from cross_instance import hostinfo
+from cross_instance.core.limiter import NS_PER_MINUTE, RateSpec
+from cross_instance.core.records import (
+    BucketState,
+    Event,
+    Granted,
+    GroupState,
+    InstanceRecord,
+    PermitRequest,
+    PermitState,
+    Snapshot,
+    Waiting,
+    Workload,
+)
+from cross_instance.stores import base
+from cross_instance.stores.sqlite import permits, registry
+from cross_instance.stores.sqlite.db import Database
+
+
+class SqliteStore:
+    """``Store`` on one SQLite file. ``create=False`` opens an existing state only (CLI)."""
+
+    capabilities = frozenset(
+        {base.CAP_PERMITS, base.CAP_REGISTRY, base.CAP_EVENTS, base.CAP_PID_LIVENESS}
+    )
+
+    def __init__(self, directory: str | Path, *, waiter_ttl_ns: int = 10_000_000_000,
+                 clock: Callable[[], int] = hostinfo.boottime_ns, create: bool = True,
+                 mountinfo: str | None = None) -> None:
+        self.directory = Path(directory).expanduser().absolute()
+        self.db = Database(self.directory, clock=clock, create=create, mountinfo=mountinfo)
+        self.url = f"sqlite:///{self.db.path}"
+        self.waiter_ttl_ns = waiter_ttl_ns
+
+    def now_ns(self) -> int:
+        return self.db.clock()
+
+    # --- registry -------------------------------------------------------------------------
+    def register_instance(self, record: InstanceRecord) -> InstanceRecord:
+        return self.db.write(lambda c, now: registry.register(c, now, record))
+
+    def heartbeat(self, instance_id: str, workload: Workload | None = None) -> bool:
+        return self.db.write(lambda c, now: registry.heartbeat(c, now, instance_id, workload))
+
+    def unregister_instance(self, instance_id: str) -> None:
+        self.db.write(lambda c, now: registry.remove(c, instance_id, "instance_down", "unregistered"))
+
+    def list_instances(self) -> list[InstanceRecord]:
+        return self.db.read(lambda c, now: registry.load(c))
+
+    def reap(self) -> list[str]:
+        return self.db.write(registry.reap)
+
+    def set_active_model(self, instance_id: str, provider: str, model: str, delta: int) -> None:
+        self.db.write(lambda c, now: registry.set_active_model(c, instance_id, provider, model,
+                                                               delta))
+
+    def clear_active_models(self, instance_id: str) -> None:
+        self.db.write(lambda c, now: c.execute(
+            "DELETE FROM active_models WHERE instance_id=?", (instance_id,)))
+
+    # --- limits and permits ---------------------------------------------------------------
+    def publish_limits(self, instance_id: str, rates: Mapping[str, RateSpec],
+                       groups: Mapping[str, int]) -> None:
+        self.db.write(lambda c, now: permits.publish(c, instance_id, rates, groups))
+
+    def acquire(self, request: PermitRequest, ticket: int | None) -> Granted | Waiting:
+        result = self.db.write(
+            lambda c, now: permits.acquire(c, now, request, ticket, self.waiter_ttl_ns))
+        assert result is not None
+        return result
+
+    def try_acquire(self, request: PermitRequest) -> Granted | None:
+        result = self.db.write(
+            lambda c, now: permits.acquire(c, now, request, None, self.waiter_ttl_ns, False))
+        assert not isinstance(result, Waiting)
+        return result
+
+    def cancel_wait(self, ticket: int) -> None:
+        self.db.write(lambda c, now: c.execute("DELETE FROM waiters WHERE ticket=?", (ticket,)))
+
+    def release(self, permit_id: int) -> bool:
+        return self.db.write(lambda c, now: permits.release(c, permit_id))
+
+    # --- observation ----------------------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        return self.db.read(_snapshot)
+
+    def record_event(self, kind: str, instance_id: str | None, data: Mapping[str, object]) -> None:
+        self.db.write(lambda c, now: registry.add_event(c, kind, instance_id, dict(data)))
+
+    def events(self, after_id: int = 0, limit: int = 100) -> list[Event]:
+        rows = self.db.read(lambda c, now: c.execute(
+            "SELECT id, wall_ms, kind, instance_id, data FROM events WHERE id>? ORDER BY id "
+            "LIMIT ?", (after_id, limit)).fetchall())
+        return [Event(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
+
+    def reset_buckets(self, keys: Iterable[str] | None = None) -> int:
+        wanted = None if keys is None else list(keys)
+
+        def step(conn: sqlite3.Connection, now: int) -> int:
+            if wanted is None:
+                return conn.execute("UPDATE buckets SET tat=0").rowcount
+            return sum(conn.execute("UPDATE buckets SET tat=0 WHERE key=?", (k,)).rowcount
+                       for k in wanted)
+
+        return self.db.write(step)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _windowed(win: int, cur: int, prev: int, now: int) -> int:
+    this_win = now // NS_PER_MINUTE
+    if win == this_win:
+        return permits.estimate(cur, prev, now)
+    if win == this_win - 1:
+        return permits.estimate(0, cur, now)
+    return 0
+
+
+def _snapshot(conn: sqlite3.Connection, now: int) -> Snapshot:
+    instances = tuple(registry.load(conn))
+    usage: dict[str, dict[str, int]] = {}
+    for key, iid, win, cur, prev in conn.execute(
+            "SELECT key, instance_id, win, cur, prev FROM usage"):
+        usage.setdefault(key, {})[iid] = _windowed(win, cur, prev, now)
+    buckets = tuple(
+        BucketState(key, RateSpec(per_minute, burst), tat, _windowed(win, cur, prev, now),
+                    usage.get(key, {}))
+        for key, per_minute, burst, tat, win, cur, prev in conn.execute(
+            "SELECT key, per_minute, burst, tat, win, cur, prev FROM buckets ORDER BY key"))
+    groups = tuple(GroupState(k, lim, used) for k, lim, used in conn.execute(
+        "SELECT key, lim, used FROM groups ORDER BY key"))
+    held = tuple(PermitState(r[0], r[1], r[2], r[3], r[4], r[5]) for r in conn.execute(
+        "SELECT id, instance_id, provider, model, tokens, granted_ns FROM permits ORDER BY id"))
+    waiting = conn.execute("SELECT COUNT(*) FROM waiters").fetchone()[0]
+    return Snapshot(now, instances, buckets, groups, held, int(waiting))
