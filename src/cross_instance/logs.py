@@ -18,12 +18,15 @@ import threading
 import time
 from pathlib import Path
 
-_FORMAT = "[%(asctime)s] %(message)s"
 _DATEFMT = "%Y-%m-%d %H:%M:%S"
 
 
 class LineLog:
-    """One log file, fed from any thread; ``flush()`` writes what is pending now."""
+    """One log file, fed from any thread; ``flush()`` writes what is pending now.
+
+    Lines are formatted in batches by the writer thread (one timestamp per second, one
+    handler call per batch) so that logging every permit costs the caller a deque append.
+    """
 
     def __init__(self, path: Path | None, name: str) -> None:
         self.path = path
@@ -44,7 +47,7 @@ class LineLog:
             except OSError:
                 self.path = None  # unwritable cwd: run without a log file rather than fail
             else:
-                handler.setFormatter(logging.Formatter(_FORMAT, _DATEFMT))
+                handler.setFormatter(logging.Formatter("%(message)s"))
                 self._logger.addHandler(handler)
                 self._handler = handler
                 self._thread = threading.Thread(target=self._run, name=f"pi-xi-{name}-log",
@@ -61,14 +64,22 @@ class LineLog:
             self.flush()
 
     def flush(self) -> None:
+        """Format everything pending and hand it to the file handler as one block."""
         with self._lock:
+            if not self._pending or self._handler is None:
+                return
+            lines = []
+            stamp_second, stamp = -1, ""
             while self._pending:
                 created, template, args = self._pending.popleft()
-                record = self._logger.makeRecord(
-                    self._logger.name, logging.INFO, "", 0, template, args, None)
-                record.created = created
-                record.msecs = (created % 1) * 1000
-                self._logger.handle(record)
+                second = int(created)
+                if second != stamp_second:
+                    stamp_second = second
+                    stamp = time.strftime(_DATEFMT, time.localtime(second))
+                lines.append(f"[{stamp}] {template % args if args else template}")
+            record = self._logger.makeRecord(
+                self._logger.name, logging.INFO, "", 0, "\n".join(lines), None, None)
+            self._handler.handle(record)
 
     def close(self) -> None:
         self._stop.set()

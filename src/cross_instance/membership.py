@@ -26,12 +26,14 @@ from cross_instance.stores.base import Store
 
 class Membership:
     def __init__(self, store: Store, record: InstanceRecord, interval_s: float,
-                 log: Callable[..., None], on_rejoin: Callable[[], None]) -> None:
+                 log: Callable[..., None], on_rejoin: Callable[[], None],
+                 usage: Callable[[], dict[str, int]] | None = None) -> None:
         self.store = store
         self.record = record
         self.interval_s = interval_s
         self.log = log
         self.on_rejoin = on_rejoin
+        self.usage = usage
         self.workload: Workload | None = None
         self.registered = False
         self._stop = threading.Event()
@@ -63,7 +65,8 @@ class Membership:
 
     def beat(self) -> None:
         """One heartbeat plus cleanup of dead instances (seed: enhancedHeartbeat)."""
-        if not self.store.heartbeat(self.instance_id, self.workload):
+        usage = self.usage() if self.usage is not None else None
+        if not self.store.heartbeat(self.instance_id, self.workload, usage):
             self.rejoin()
         for dead in self.store.reap():
             self.log("Instance %s is dead: its permits and waits were freed", dead)

@@ -28,6 +28,7 @@ from cross_instance.config import Config, load_config
 from cross_instance.core import parallel
 from cross_instance.core.ids import generate_instance_id
 from cross_instance.core.keys import Plan, plan_request
+from cross_instance.core.window import SlidingCount
 from cross_instance.core.records import Granted, InstanceRecord, Waiting, Workload
 from cross_instance.errors import NotRegisteredError
 from cross_instance.logs import LineLog, log_path
@@ -53,6 +54,7 @@ class Runtime:
         self.log = LineLog(log_path(cwd, "coordinator") if store is not None else None,
                            "coordinator")
         self._published: set[str] = set()
+        self._usage: dict[str, SlidingCount] = {}
         self._plans: dict[tuple[str, str | None, int | None], Plan] = {}
         self._wake = threading.Condition()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -83,7 +85,7 @@ class Runtime:
             lease_ns=cfg.heartbeat_timeout_ms * 10**6, priority=policy.priority,
             reserved=policy.reserved_capacity)
         rt._membership = Membership(store, record, cfg.heartbeat_interval_ms / 1000, rt.log,
-                                    rt._published.clear)
+                                    rt._published.clear, rt._usage_snapshot)
         try:
             rt._membership.join()
         except BaseException:
@@ -214,8 +216,20 @@ class Runtime:
     def _permit(self, plan: Plan, granted: Granted, waited: float) -> Permit:
         self.log("Approved: %d/%d requests used", granted.usage, granted.limit)
         req = plan.request
+        for key, cost in req.rates:
+            counter = self._usage.get(key)
+            if counter is None:
+                counter = self._usage[key] = SlidingCount()
+            counter.add(granted.granted_ns, cost)
         return Permit(req.provider, req.model, req.tokens, granted.permit_id, waited,
                       self._release, self._arelease)
+
+    def _usage_snapshot(self) -> dict[str, int]:
+        """This instance's admissions per bucket over the last minute (sent with heartbeats)."""
+        if self.store is None:
+            return {}
+        now = self.store.now_ns()
+        return {key: c.value(now) for key, c in list(self._usage.items())}
 
     def _release(self, permit_id: int) -> None:
         assert self.store is not None

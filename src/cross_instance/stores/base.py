@@ -49,8 +49,10 @@ class Store(Protocol):
         (``DuplicateInstanceError`` naming it); a dead one is replaced and its permits freed."""
         ...
 
-    def heartbeat(self, instance_id: str, workload: Workload | None = None) -> bool:
-        """Renew the lease. False when the record is gone (this instance was judged dead and
+    def heartbeat(self, instance_id: str, workload: Workload | None = None,
+                  usage: Mapping[str, int] | None = None) -> bool:
+        """Renew the lease, publishing the workload and this instance's usage per bucket over
+        the last minute (for status) when given. False when the record is gone (this instance was judged dead and
         everything it held was freed): the caller must re-register and treat its permits as lost."""
         ...
 

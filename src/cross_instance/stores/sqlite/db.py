@@ -155,7 +155,6 @@ class Database:
             return
         for table in ("instances", "permits", "waiters", "limits", "active_models", "usage"):
             conn.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
-        conn.execute("UPDATE groups SET used=0")
         conn.execute("UPDATE buckets SET tat=0")
         conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('boot_id', ?)", (current,))
 

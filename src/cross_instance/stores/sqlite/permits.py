@@ -1,11 +1,14 @@
 """Permit operations (limits, acquire, release, queue), each inside one write transaction.
 
 The decision itself is ``core.arbiter.arbitrate``; this module only loads the state it needs
-and writes the outcome. Fast path: with nobody queued, no queue is read or sorted.
+(one statement on the fast path) and writes the outcome. A permit row *is* its slot: slot usage
+is counted from the permits held, so there are no counters to keep in step, and releasing a
+permit is one ``DELETE``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 import sqlite3
@@ -30,58 +33,78 @@ def publish(conn: sqlite3.Connection, instance_id: str, rates: Mapping[str, Rate
     for key, limit in groups.items():
         conn.execute("INSERT OR REPLACE INTO limits(key, instance_id, a, b) VALUES(?,?,?,0)",
                      (key, instance_id, limit))
-        conn.execute("INSERT OR IGNORE INTO groups(key, lim, used) VALUES(?,?,0)", (key, limit))
+        conn.execute("INSERT OR IGNORE INTO groups(key, lim) VALUES(?,?)", (key, limit))
     recompute_limits(conn, [*rates, *groups])
 
 
-def _need(req: PermitRequest, ticket: int | None) -> Need:
-    return Need(req.instance_id, req.rates, req.slots, ticket)
+@functools.cache
+def _state_sql(n_keys: int) -> str:
+    marks = ",".join("?" * n_keys)
+    return (
+        "SELECT 0, ticket, instance_id, rates, slots, seen_ns FROM waiters "
+        f"UNION ALL SELECT 1, key, per_minute, burst, tat, 0 FROM buckets WHERE key IN ({marks}) "
+        "UNION ALL SELECT 2, key, lim, 0, 0, 0 FROM groups "
+        "UNION ALL SELECT 3, instance_id, provider, model, 0, 0 FROM permits "
+        "UNION ALL SELECT 4, id, reserved, priority, 0, 0 FROM instances"
+    )
 
 
-def _waiters(conn: sqlite3.Connection, now: int, ttl_ns: int) -> list[Need]:
-    conn.execute("DELETE FROM waiters WHERE seen_ns < ?", (now - ttl_ns,))
-    return [
-        Need(iid, tuple((k, c) for k, c in json.loads(rates)), tuple(json.loads(slots)), ticket)
-        for ticket, iid, rates, slots in conn.execute(
-            "SELECT ticket, instance_id, rates, slots FROM waiters ORDER BY ticket")
-    ]
-
-
-def _capacity(conn: sqlite3.Connection, needs: list[Need], me: str) -> Capacity:
-    rate_keys = sorted({k for n in needs for k, _ in n.rates})
-    group_keys = sorted({g for n in needs for g in n.slots})
+def _load(conn: sqlite3.Connection, me: PermitRequest, now: int, ttl_ns: int,
+          ticket: int | None) -> tuple[list[Need], Capacity]:
+    """Everything one decision needs: the live queue, bucket state, slot limits and use, and
+    the instances' reservations and priorities."""
+    keys = [k for k, _ in me.rates]
+    waiters: list[Need] = []
     tats: dict[str, int] = {}
     specs: dict[str, RateSpec] = {}
-    for key in rate_keys:
+    limit: dict[str, int] = {}
+    used: dict[str, int] = {}
+    held: dict[str, int] = {}
+    instances: list[tuple[str, int, int]] = []
+    stale = False
+    for kind, a, b, c, d, e in conn.execute(_state_sql(len(keys)), keys):
+        if kind == 0:
+            if e < now - ttl_ns and a != ticket:
+                stale = True  # its owner stopped asking: it has left the queue
+            else:
+                rates = tuple((k, n) for k, n in json.loads(c))
+                waiters.append(Need(b, rates, tuple(json.loads(d)), a))
+        elif kind == 1:
+            specs[a], tats[a] = RateSpec(b, c), d
+        elif kind == 2:
+            limit[a] = b
+        elif kind == 3:
+            held[a] = held.get(a, 0) + 1
+            for group in (GLOBAL_GROUP, f"p:{b}", f"m:{b}/{c}"):
+                used[group] = used.get(group, 0) + 1
+        else:
+            instances.append((a, b, c))
+    if stale:
+        conn.execute("DELETE FROM waiters WHERE seen_ns < ? AND ticket IS NOT ?",
+                     (now - ttl_ns, ticket))
+    for key in {k for w in waiters for k, _ in w.rates} - specs.keys():
         row = conn.execute("SELECT per_minute, burst, tat FROM buckets WHERE key=?", (key,)
                            ).fetchone()
-        if row is None:
-            raise PermitRequestError(f"no limit published for bucket {key}")
-        specs[key] = RateSpec(row[0], row[1])
-        tats[key] = row[2]
-    used: dict[str, int] = {}
-    limit: dict[str, int] = {}
-    for key in group_keys:
-        row = conn.execute("SELECT lim, used FROM groups WHERE key=?", (key,)).fetchone()
         if row is not None:
-            limit[key], used[key] = row
-    rows = conn.execute("SELECT id, slots, reserved, priority FROM instances").fetchall()
-    if not any(r[0] == me for r in rows):
-        raise NotRegisteredError(f"instance {me} is not registered (it may have been judged dead)")
+            specs[key], tats[key] = RateSpec(row[0], row[1]), row[2]
+    missing = [k for k in keys if k not in specs]
+    if missing:
+        raise PermitRequestError(f"no limit published for bucket {missing[0]}")
+    if not any(i[0] == me.instance_id for i in instances):
+        raise NotRegisteredError(
+            f"instance {me.instance_id} is not registered (it may have been judged dead)")
     total = limit.get(GLOBAL_GROUP, 1 << 30)
-    priorities = [r[3] for r in rows]
-    holders = {r[0]: Holder(r[1], r[2], weighted_share(total, r[3], priorities)) for r in rows}
-    return Capacity(tats, specs, used, limit, holders)
+    priorities = [i[2] for i in instances]
+    holders = {i[0]: Holder(held.get(i[0], 0), i[1], weighted_share(total, i[2], priorities))
+               for i in instances}
+    return waiters, Capacity(tats, specs, used, limit, holders)
 
 
-_SLIDE = (
+_TAKE = (
+    "UPDATE buckets SET tat=:tat, "
     "prev=CASE WHEN win=:win THEN prev WHEN win=:win-1 THEN cur ELSE 0 END, "
-    "cur=CASE WHEN win=:win THEN cur+:cost ELSE :cost END, win=:win"
-)
-_TAKE = f"UPDATE buckets SET tat=:tat, {_SLIDE} WHERE key=:key RETURNING cur, prev, per_minute"
-_COUNT = (
-    "INSERT INTO usage(key, instance_id, win, cur, prev) VALUES(:key, :iid, :win, :cost, 0) "
-    f"ON CONFLICT(key, instance_id) DO UPDATE SET {_SLIDE}"
+    "cur=CASE WHEN win=:win THEN cur+:cost ELSE :cost END, win=:win "
+    "WHERE key=:key RETURNING cur, prev, per_minute"
 )
 
 
@@ -97,22 +120,16 @@ def _grant(conn: sqlite3.Connection, now: int, req: PermitRequest, cap: Capacity
     usage = lim = 0
     for i, (key, cost) in enumerate(req.rates):
         tat = limiter.consume(cap.tats[key], now, cap.specs[key], cost)
-        args = {"tat": tat, "win": win, "cost": cost, "key": key, "iid": req.instance_id}
-        cur, prev, per_minute = conn.execute(_TAKE, args).fetchone()
-        conn.execute(_COUNT, args)
+        cur, prev, per_minute = conn.execute(
+            _TAKE, {"tat": tat, "win": win, "cost": cost, "key": key}).fetchone()
         if i == 0:
             usage, lim = estimate(cur, prev, now), per_minute
-    for group in req.slots:
-        conn.execute("UPDATE groups SET used=used+1 WHERE key=?", (group,))
-    if GLOBAL_GROUP in req.slots:
-        conn.execute("UPDATE instances SET slots=slots+1 WHERE id=?", (req.instance_id,))
     # Random ids: a stale release can never hit a later permit that reused a row id.
     permit_id = secrets.randbits(62) + 1
     conn.execute(
-        "INSERT INTO permits(id, instance_id, provider, model, groups, tokens, granted_ns) "
-        "VALUES(?,?,?,?,?,?,?)",
-        (permit_id, req.instance_id, req.provider, req.model, json.dumps(req.slots), req.tokens,
-         now))
+        "INSERT INTO permits(id, instance_id, provider, model, tokens, granted_ns) "
+        "VALUES(?,?,?,?,?,?)",
+        (permit_id, req.instance_id, req.provider, req.model, req.tokens, now))
     if ticket is not None:
         conn.execute("DELETE FROM waiters WHERE ticket=?", (ticket,))
     return Granted(permit_id, now, usage, lim)
@@ -120,11 +137,10 @@ def _grant(conn: sqlite3.Connection, now: int, req: PermitRequest, cap: Capacity
 
 def acquire(conn: sqlite3.Connection, now: int, req: PermitRequest, ticket: int | None,
             ttl_ns: int, queue: bool = True) -> Granted | Waiting | None:
-    waiters = _waiters(conn, now, ttl_ns) if _any_waiters(conn) else []
+    waiters, cap = _load(conn, req, now, ttl_ns, ticket)
     if ticket is not None and not any(w.ticket == ticket for w in waiters):
-        ticket = None  # our place expired (we were away too long): queue again at the back
-    me = _need(req, ticket)
-    cap = _capacity(conn, [me, *waiters], req.instance_id)
+        ticket = None  # our place was given up (we were away too long): queue again at the back
+    me = Need(req.instance_id, req.rates, req.slots, ticket)
     why = arbiter.impossible(me, cap.specs)
     if why is not None:
         raise PermitRequestError(why)
@@ -143,18 +159,5 @@ def acquire(conn: sqlite3.Connection, now: int, req: PermitRequest, ticket: int 
                    verdict.reason, now)
 
 
-def _any_waiters(conn: sqlite3.Connection) -> bool:
-    return conn.execute("SELECT 1 FROM waiters LIMIT 1").fetchone() is not None
-
-
 def release(conn: sqlite3.Connection, permit_id: int) -> bool:
-    row = conn.execute("DELETE FROM permits WHERE id=? RETURNING instance_id, groups",
-                       (permit_id,)).fetchone()
-    if row is None:
-        return False
-    instance_id, groups = row
-    for group in json.loads(groups):
-        conn.execute("UPDATE groups SET used=MAX(0, used-1) WHERE key=?", (group,))
-        if group == GLOBAL_GROUP:
-            conn.execute("UPDATE instances SET slots=MAX(0, slots-1) WHERE id=?", (instance_id,))
-    return True
+    return conn.execute("DELETE FROM permits WHERE id=?", (permit_id,)).rowcount > 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from cross_instance.core.liveness import Domain
@@ -16,7 +16,7 @@ from cross_instance.errors import DuplicateInstanceError
 _COLUMNS = (
     "id, host, boot_id, pid_ns, pid, start_ticks, session_id, cwd, started_wall_ms, started_ns, "
     "heartbeat_ns, heartbeat_wall_ms, lease_ns, priority, reserved, pending, avg_latency_ms, "
-    "active_orch, slots"
+    "active_orch"
 )
 
 
@@ -24,10 +24,10 @@ def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def row_to_record(row: tuple[Any, ...], models: tuple[tuple[str, str, int], ...] = ()
-                  ) -> InstanceRecord:
+def row_to_record(row: tuple[Any, ...], models: tuple[tuple[str, str, int], ...] = (),
+                  slots: int = 0) -> InstanceRecord:
     (iid, host, boot, pidns, pid, ticks, session, cwd, started_wall, started_ns, hb_ns, hb_wall,
-     lease, priority, reserved, pending, latency, orch, slots) = row
+     lease, priority, reserved, pending, latency, orch) = row
     return InstanceRecord(
         instance_id=str(iid), domain=Domain(str(host), str(boot), str(pidns)), pid=int(pid),
         start_ticks=int(ticks), session_id=str(session), cwd=str(cwd),
@@ -36,7 +36,7 @@ def row_to_record(row: tuple[Any, ...], models: tuple[tuple[str, str, int], ...]
         heartbeat_wall_ms=int(hb_wall),
         workload=Workload(int(pending), None if latency is None else float(latency),
                           int(orch)),
-        active_models=models, slots_in_use=int(slots),
+        active_models=models, slots_in_use=slots,
     )
 
 
@@ -51,7 +51,8 @@ def load(conn: sqlite3.Connection, instance_id: str | None = None) -> list[Insta
     else:
         rows = conn.execute(f"SELECT {_COLUMNS} FROM instances WHERE id=?", (instance_id,)
                             ).fetchall()
-    return [row_to_record(r, tuple(models.get(str(r[0]), ()))) for r in rows]
+    held = dict(conn.execute("SELECT instance_id, COUNT(*) FROM permits GROUP BY instance_id"))
+    return [row_to_record(r, tuple(models.get(str(r[0]), ())), held.get(r[0], 0)) for r in rows]
 
 
 def add_event(conn: sqlite3.Connection, kind: str, instance_id: str | None,
@@ -78,11 +79,6 @@ def recompute_limits(conn: sqlite3.Connection, keys: Iterable[str]) -> None:
 
 def remove(conn: sqlite3.Connection, instance_id: str, kind: str, reason: str) -> bool:
     """Delete an instance and everything it held; True if it existed."""
-    for groups, count in conn.execute(
-        "SELECT groups, COUNT(*) FROM permits WHERE instance_id=? GROUP BY groups", (instance_id,)
-    ).fetchall():
-        for group in json.loads(groups):
-            conn.execute("UPDATE groups SET used=MAX(0, used-?) WHERE key=?", (count, group))
     conn.execute("DELETE FROM permits WHERE instance_id=?", (instance_id,))
     conn.execute("DELETE FROM waiters WHERE instance_id=?", (instance_id,))
     conn.execute("DELETE FROM active_models WHERE instance_id=?", (instance_id,))
@@ -105,17 +101,18 @@ def register(conn: sqlite3.Connection, now: int, rec: InstanceRecord) -> Instanc
         remove(conn, rec.instance_id, "instance_replaced", f"replaced ({v.value})")
     wall = wall_ms()
     conn.execute(
-        f"INSERT INTO instances({_COLUMNS}) VALUES({','.join('?' * 19)})",
+        f"INSERT INTO instances({_COLUMNS}) VALUES({','.join('?' * 18)})",
         (rec.instance_id, rec.domain.host, rec.domain.boot_id, rec.domain.pid_ns, rec.pid,
          rec.start_ticks, rec.session_id, rec.cwd, rec.started_wall_ms, now, now, wall,
          rec.lease_ns, rec.priority, rec.reserved, rec.workload.pending_tasks,
-         rec.workload.avg_latency_ms, rec.workload.active_orchestrations, 0),
+         rec.workload.avg_latency_ms, rec.workload.active_orchestrations),
     )
     add_event(conn, "instance_up", rec.instance_id, {"pid": rec.pid, "host": rec.domain.host})
     return load(conn, rec.instance_id)[0]
 
 
-def heartbeat(conn: sqlite3.Connection, now: int, instance_id: str, work: Workload | None) -> bool:
+def heartbeat(conn: sqlite3.Connection, now: int, instance_id: str, work: Workload | None,
+              usage: Mapping[str, int] | None = None) -> bool:
     if work is None:
         cur = conn.execute("UPDATE instances SET heartbeat_ns=?, heartbeat_wall_ms=? WHERE id=?",
                            (now, wall_ms(), instance_id))
@@ -125,6 +122,11 @@ def heartbeat(conn: sqlite3.Connection, now: int, instance_id: str, work: Worklo
             "avg_latency_ms=?, active_orch=? WHERE id=?",
             (now, wall_ms(), work.pending_tasks, work.avg_latency_ms, work.active_orchestrations,
              instance_id))
+    if cur.rowcount and usage:
+        win = now // 60_000_000_000
+        conn.executemany(
+            "INSERT OR REPLACE INTO usage(key, instance_id, win, cur, prev) VALUES(?,?,?,?,0)",
+            [(key, instance_id, win, n) for key, n in usage.items()])
     return cur.rowcount > 0
 
 

@@ -15,7 +15,7 @@ MIGRATIONS: tuple[str, ...] = (
         heartbeat_ns INTEGER NOT NULL, heartbeat_wall_ms INTEGER NOT NULL,
         lease_ns INTEGER NOT NULL, priority INTEGER NOT NULL, reserved INTEGER NOT NULL,
         pending INTEGER NOT NULL DEFAULT 0, avg_latency_ms REAL, active_orch INTEGER NOT NULL
-        DEFAULT 0, slots INTEGER NOT NULL DEFAULT 0);
+        DEFAULT 0);
     CREATE TABLE active_models(
         instance_id TEXT NOT NULL, provider TEXT NOT NULL, model TEXT NOT NULL,
         count INTEGER NOT NULL, since_wall_ms INTEGER NOT NULL,
@@ -28,10 +28,10 @@ MIGRATIONS: tuple[str, ...] = (
         key TEXT PRIMARY KEY, per_minute INTEGER NOT NULL, burst INTEGER NOT NULL,
         tat INTEGER NOT NULL, win INTEGER NOT NULL DEFAULT 0, cur INTEGER NOT NULL DEFAULT 0,
         prev INTEGER NOT NULL DEFAULT 0);
-    CREATE TABLE groups(key TEXT PRIMARY KEY, lim INTEGER NOT NULL, used INTEGER NOT NULL);
+    CREATE TABLE groups(key TEXT PRIMARY KEY, lim INTEGER NOT NULL);
     CREATE TABLE permits(
         id INTEGER PRIMARY KEY, instance_id TEXT NOT NULL, provider TEXT NOT NULL,
-        model TEXT, groups TEXT NOT NULL, tokens INTEGER NOT NULL, granted_ns INTEGER NOT NULL);
+        model TEXT, tokens INTEGER NOT NULL, granted_ns INTEGER NOT NULL);
     CREATE TABLE waiters(
         ticket INTEGER PRIMARY KEY AUTOINCREMENT, instance_id TEXT NOT NULL,
         rates TEXT NOT NULL, slots TEXT NOT NULL, seen_ns INTEGER NOT NULL);

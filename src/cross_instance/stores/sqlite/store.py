@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from cross_instance import hostinfo
+from cross_instance.core.arbiter import GLOBAL_GROUP
 from cross_instance.core.limiter import NS_PER_MINUTE, RateSpec
 from cross_instance.core.records import (
     BucketState,
@@ -52,8 +53,10 @@ class SqliteStore:
     def register_instance(self, record: InstanceRecord) -> InstanceRecord:
         return self.db.write(lambda c, now: registry.register(c, now, record))
 
-    def heartbeat(self, instance_id: str, workload: Workload | None = None) -> bool:
-        return self.db.write(lambda c, now: registry.heartbeat(c, now, instance_id, workload))
+    def heartbeat(self, instance_id: str, workload: Workload | None = None,
+                  usage: Mapping[str, int] | None = None) -> bool:
+        return self.db.write(
+            lambda c, now: registry.heartbeat(c, now, instance_id, workload, usage))
 
     def unregister_instance(self, instance_id: str) -> None:
         self.db.write(lambda c, now: registry.remove(c, instance_id, "instance_down", "unregistered"))
@@ -143,9 +146,13 @@ def _snapshot(conn: sqlite3.Connection, now: int) -> Snapshot:
                     usage.get(key, {}))
         for key, per_minute, burst, tat, win, cur, prev in conn.execute(
             "SELECT key, per_minute, burst, tat, win, cur, prev FROM buckets ORDER BY key"))
-    groups = tuple(GroupState(k, lim, used) for k, lim, used in conn.execute(
-        "SELECT key, lim, used FROM groups ORDER BY key"))
     held = tuple(PermitState(r[0], r[1], r[2], r[3], r[4], r[5]) for r in conn.execute(
         "SELECT id, instance_id, provider, model, tokens, granted_ns FROM permits ORDER BY id"))
+    used: dict[str, int] = {}
+    for p in held:
+        for group in (GLOBAL_GROUP, f"p:{p.provider}", f"m:{p.provider}/{p.model}"):
+            used[group] = used.get(group, 0) + 1
+    groups = tuple(GroupState(k, lim, used.get(k, 0)) for k, lim in conn.execute(
+        "SELECT key, lim FROM groups ORDER BY key"))
     waiting = conn.execute("SELECT COUNT(*) FROM waiters").fetchone()[0]
     return Snapshot(now, instances, buckets, groups, held, int(waiting))
