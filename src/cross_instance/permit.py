@@ -15,17 +15,19 @@ from types import TracebackType
 class Permit:
     """Permission for one LLM call to ``provider`` (and ``model``), holding ``tokens``."""
 
-    __slots__ = ("provider", "model", "tokens", "permit_id", "granted_at", "waited_s",
+    __slots__ = ("provider", "model", "tokens", "permit_id", "granted_at", "granted_ns", "waited_s",
                  "_release", "_arelease", "released")
 
     def __init__(self, provider: str, model: str | None, tokens: int, permit_id: int,
                  waited_s: float, release: Callable[[int], None] | None,
-                 arelease: Callable[[int], Awaitable[None]] | None = None) -> None:
+                 arelease: Callable[[int], Awaitable[None]] | None = None,
+                 granted_ns: int = 0) -> None:
         self.provider = provider
         self.model = model
         self.tokens = tokens
         self.permit_id = permit_id
         self.granted_at = time.monotonic()
+        self.granted_ns = granted_ns  # on the store's clock: when the limit counted this call
         self.waited_s = waited_s
         self._release = release
         self._arelease = arelease

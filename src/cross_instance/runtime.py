@@ -222,7 +222,7 @@ class Runtime:
                 counter = self._usage[key] = SlidingCount()
             counter.add(granted.granted_ns, cost)
         return Permit(req.provider, req.model, req.tokens, granted.permit_id, waited,
-                      self._release, self._arelease)
+                      self._release, self._arelease, granted.granted_ns)
 
     def _usage_snapshot(self) -> dict[str, int]:
         """This instance's admissions per bucket over the last minute (sent with heartbeats)."""

@@ -1,0 +1,24 @@
+"""Stores, picked by URL: ``sqlite:///<state dir>`` (the embedded default). Redis and the
+daemon's client register here as they arrive; an unknown scheme is refused by name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from cross_instance.errors import ConfigError
+from cross_instance.stores.base import Store
+
+
+def open_store(url: str, **options: Any) -> Store:
+    """Open the store named by ``url``; ``options`` go to the store's constructor."""
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        if not parts.path or parts.netloc:
+            raise ConfigError("store URL", url, "expected sqlite:///<absolute state directory>")
+        from cross_instance.stores.sqlite.store import SqliteStore
+
+        return SqliteStore(Path(parts.path), **options)
+    raise ConfigError("store URL", url, f"unsupported store scheme {parts.scheme!r} "
+                      "(supported: sqlite)")

@@ -1,0 +1,126 @@
+"""``pi-xi``: status, limits and the demo. Errors are one line on stderr, exit code 2 for bad
+input (config, arguments) and 1 for an unavailable or damaged state store."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from cross_instance.config import Config, load_config
+from cross_instance.errors import ConfigError, CrossInstanceError, StoreError
+from cross_instance.limits_view import build_limits
+from cross_instance.status import build_status
+from cross_instance.stores.sqlite.db import DB_NAME
+from cross_instance.stores.sqlite.store import SqliteStore
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Coordinate LLM rate limits across agent processes.")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _fail(message: str, code: int) -> None:
+    typer.echo(f"pi-xi: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _config() -> Config:
+    try:
+        return load_config()
+    except ConfigError as err:
+        _fail(str(err), 2)
+        raise AssertionError from err
+
+
+def _open_status(config: Config) -> dict[str, Any] | None:
+    """The shared state's status, or None when no instance has ever run here."""
+    if not (config.runtime_dir / DB_NAME).exists():
+        return None
+    try:
+        store = SqliteStore(config.runtime_dir, create=False)
+    except StoreError as err:
+        _fail(str(err), 1)
+        raise AssertionError from err
+    try:
+        return build_status(store, config)
+    finally:
+        store.close()
+
+
+def _emit(data: Any, as_json: bool, text: str) -> None:
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        typer.echo(text)
+
+
+@app.command()
+def status(as_json: JsonOpt = False) -> None:
+    """Every instance, its active requests and provider usage (= pi_instance_status)."""
+    from cross_instance.cli.render import render_status
+
+    config = _config()
+    view = _open_status(config)
+    if view is None:
+        message = (f"No state directory at {config.runtime_dir}: no instance has run here yet "
+                   f"(set PI_RUNTIME_DIR to use another)")
+        _emit({"stateDir": str(config.runtime_dir), "instances": [], "message": message},
+              as_json, message)
+        return
+    if not view["instances"] and not as_json:
+        typer.echo(f"No instances registered (state: {config.runtime_dir}).")
+        return
+    _emit(view, as_json, render_status(view))
+
+
+@app.command()
+def limits(provider: Annotated[Optional[str], typer.Option(  # noqa: UP007 - typer needs Optional
+        "--provider", help="Only this provider.")] = None, as_json: JsonOpt = False) -> None:
+    """Configured and effective limits, usage and burst per provider (= pi_model_limits)."""
+    from cross_instance.cli.render import render_limits
+
+    config = _config()
+    view = build_limits(config, _open_status(config), provider)
+    _emit(view, as_json, render_limits(view))
+
+
+@app.command()
+def demo(
+    instances: Annotated[int, typer.Option(min=1, max=32, help="Instance processes.")] = 3,
+    duration: Annotated[float, typer.Option(min=0.5, max=600, help="Seconds per run.")] = 12.0,
+    rpm: Annotated[int, typer.Option(min=1, help="The fake provider's requests/minute.")] = 300,
+    out: Annotated[Path, typer.Option(help="Where the chart goes.")] = Path(".pi/demo"),
+    progress: Annotated[bool, typer.Option(help="Show live progress.")] = True,
+) -> None:
+    """N instances against a local fake provider: uncoordinated, then coordinated."""
+    from cross_instance.demo.run import run_demo
+
+    try:
+        run_demo(instances=instances, duration=duration, rpm=rpm, out_dir=out,
+                 progress=progress)
+    except ValueError as err:
+        _fail(str(err), 2)
+
+
+def main() -> None:
+    try:
+        app()
+    except CrossInstanceError as err:  # anything not handled by a command: one line, no trace
+        typer.echo(f"pi-xi: {err}", err=True)
+        sys.exit(1)
+
+
+def instance_status_main() -> None:
+    """``pi_instance_status`` = ``pi-xi status``."""
+    sys.argv = [sys.argv[0], "status", *sys.argv[1:]]
+    main()
+
+
+def model_limits_main() -> None:
+    """``pi_model_limits`` = ``pi-xi limits``."""
+    sys.argv = [sys.argv[0], "limits", *sys.argv[1:]]
+    main()

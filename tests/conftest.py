@@ -1,0 +1,91 @@
+"""Shared fixtures: a controllable clock and a store factory parametrised by store kind.
+
+Every behaviour test in tests/stores runs once per store kind; the Redis store and the
+daemon's client join the ``STORE_KINDS`` list when they land.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from cross_instance import hostinfo
+from cross_instance.core.liveness import Domain
+from cross_instance.core.records import InstanceRecord
+from cross_instance.stores import open_store
+from cross_instance.stores.base import Store
+
+STORE_KINDS = ["sqlite"]
+
+
+class FakeClock:
+    """A store clock the test moves by hand (starts at the real boot time)."""
+
+    def __init__(self) -> None:
+        self.now = hostinfo.boottime_ns()
+
+    def __call__(self) -> int:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += int(seconds * 1e9)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite://{tmp_path / 'state'}"
+    raise AssertionError(request.param)
+
+
+@pytest.fixture
+def make_store(store_url: str, clock: FakeClock) -> Iterator[Callable[..., Store]]:
+    """Open more connections to the same shared state (as other processes would)."""
+    opened: list[Store] = []
+
+    def make(**options: object) -> Store:
+        options.setdefault("clock", clock)
+        store = open_store(store_url, **options)
+        opened.append(store)
+        return store
+
+    yield make
+    for s in opened:
+        s.close()
+
+
+@pytest.fixture
+def store(make_store: Callable[..., Store]) -> Store:
+    return make_store()
+
+
+def record(instance_id: str, *, pid: int | None = None, start_ticks: int | None = None,
+           lease_s: float = 10.0, reserved: int = 0, priority: int = 1,
+           domain: Domain | None = None) -> InstanceRecord:
+    me = hostinfo.self_identity()
+    return InstanceRecord(
+        instance_id=instance_id, domain=domain or me.domain,
+        pid=me.pid if pid is None else pid,
+        start_ticks=me.start_ticks if start_ticks is None else start_ticks,
+        session_id="test", cwd=os.getcwd(), started_wall_ms=int(time.time() * 1000),
+        lease_ns=int(lease_s * 1e9), priority=priority, reserved=reserved)
+
+
+@pytest.fixture
+def sleeper() -> Iterator[subprocess.Popen[bytes]]:
+    """A live unrelated process (its pid is real, its start time is not ours)."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield proc
+    proc.kill()
+    proc.wait()

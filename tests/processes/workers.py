@@ -1,0 +1,53 @@
+"""Bodies of the worker processes used by the multi-process tests (importable under spawn)."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from cross_instance import hostinfo
+from cross_instance.runtime import Runtime
+from tests.helpers_runtime import make_config
+
+
+def _start(state: str, name: str, **cfg: Any) -> Runtime:
+    return Runtime.start(cwd=Path(state).parent, config=make_config(Path(state), **cfg),
+                         instance_id=name)
+
+
+def saturate(state: str, name: str, seconds: float, cfg: dict[str, Any], barrier: Any,
+             out: Any) -> None:
+    """Take permits as fast as they come for ``seconds``; report grant times (store clock)."""
+    with _start(state, name, **cfg) as rt:
+        barrier.wait()
+        end = time.monotonic() + seconds
+        grants = []
+        while time.monotonic() < end:
+            with rt.permit("p", timeout=30) as p:
+                grants.append(p.granted_ns)
+        out.put((name, grants))
+
+
+def hold_briefly(state: str, name: str, rounds: int, cfg: dict[str, Any], barrier: Any,
+                 out: Any) -> None:
+    """Hold a permit a few ms at a time; report [after grant, before release] intervals."""
+    rng = random.Random(name)
+    with _start(state, name, **cfg) as rt:
+        barrier.wait()
+        spans = []
+        for _ in range(rounds):
+            with rt.permit("p", timeout=30):
+                start = hostinfo.boottime_ns()
+                time.sleep(rng.uniform(0.001, 0.008))
+                spans.append((start, hostinfo.boottime_ns()))
+        out.put((name, spans))
+
+
+def hold_forever(state: str, name: str, n: int, cfg: dict[str, Any], ready: Any) -> None:
+    rt = _start(state, name, **cfg)
+    held = [rt.permit("p") for _ in range(n)]
+    ready.put((os.getpid(), len(held)))
+    time.sleep(600)
