@@ -140,12 +140,18 @@ def task_pyrate(ctx: TaskContext) -> dict[str, Any]:
 
 def task_raw_sqlite(ctx: TaskContext) -> dict[str, Any]:
     db = os.path.join(ctx.state_dir, "raw.sqlite3")
-    conn = sqlite3.connect(db, isolation_level=None, timeout=30.0)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("CREATE TABLE IF NOT EXISTS c(id INTEGER PRIMARY KEY, v INTEGER NOT NULL)")
-    conn.execute("INSERT OR IGNORE INTO c(id, v) VALUES(1, 0)")
     lock_fd = os.open(os.path.join(ctx.state_dir, "raw.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    # Set-up under the flock: concurrent "PRAGMA journal_mode=WAL" on a new file fails with
+    # "database is locked" at once (SQLite's busy handler does not cover it).
+    fcntl.flock(lock_fd, fcntl.LOCK_EX)
+    try:
+        conn = sqlite3.connect(db, isolation_level=None, timeout=30.0)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("CREATE TABLE IF NOT EXISTS c(id INTEGER PRIMARY KEY, v INTEGER NOT NULL)")
+        conn.execute("INSERT OR IGNORE INTO c(id, v) VALUES(1, 0)")
+    finally:
+        fcntl.flock(lock_fd, fcntl.LOCK_UN)
     use_flock = ctx.params["mode"] == "flock"
     pc = time.perf_counter_ns
 
@@ -247,10 +253,13 @@ def main() -> None:
     try:
         for system, task, params in systems:
             for n in COUNTS:
+                t0 = time.monotonic()
                 row = summarize(system, n, pool.run(task, n, args.duration, params))
                 row["target"] = target_of(row)
+                row["scenario_wall_s"] = round(time.monotonic() - t0, 2)
                 rows.append(row)
-                print(f"  {system:32} {n} proc: {row['ok_per_s']:>10,.0f}/s", flush=True)
+                print(f"  {system:32} {n} proc: {row['ok_per_s']:>10,.0f}/s "
+                      f"({row['scenario_wall_s']} s)", flush=True)
     finally:
         pool.close()
     table = markdown_table(

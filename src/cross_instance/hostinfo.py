@@ -122,7 +122,8 @@ def filesystem_type(path: str, mountinfo: str) -> str | None:
         mount_point = fields[4].replace("\\040", " ")
         prefix = mount_point.rstrip("/") + "/"
         if (target == mount_point or target.startswith(prefix)) and len(mount_point) > best:
-            best, best_type = len(mount_point), (right.split() or [None])[0]
+            fs = right.split()
+            best, best_type = len(mount_point), (fs[0] if fs else None)
     return best_type
 
 

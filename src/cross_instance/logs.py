@@ -78,7 +78,7 @@ class LineLog:
                     stamp = time.strftime(_DATEFMT, time.localtime(second))
                 lines.append(f"[{stamp}] {template % args if args else template}")
             record = self._logger.makeRecord(
-                self._logger.name, logging.INFO, "", 0, "\n".join(lines), None, None)
+                self._logger.name, logging.INFO, "", 0, "\n".join(lines), (), None)
             self._handler.handle(record)
 
     def close(self) -> None:

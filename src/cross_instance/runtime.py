@@ -30,7 +30,7 @@ from cross_instance.core.ids import generate_instance_id
 from cross_instance.core.keys import Plan, plan_request
 from cross_instance.core.window import SlidingCount
 from cross_instance.core.records import Granted, InstanceRecord, Waiting, Workload
-from cross_instance.errors import NotRegisteredError
+from cross_instance.errors import NotRegisteredError, RateLimitExceeded
 from cross_instance.logs import LineLog, log_path
 from cross_instance.membership import Membership
 from cross_instance.permit import Permit
@@ -134,9 +134,13 @@ class Runtime:
         plan = self._plan(provider, model, tokens)
         started = time.monotonic()
         self._log_request(plan)
-        granted = self._retry_unregistered(lambda: run_sync(
-            AcquireLoop(store, plan.request, timeout, self._log_wait,
-                        self._refresh_s()), self._wake, cancel))
+        try:
+            granted = self._retry_unregistered(lambda: run_sync(
+                AcquireLoop(store, plan.request, timeout, self._wait_logger(plan),
+                            self._refresh_s()), self._wake, cancel))
+        except RateLimitExceeded as err:
+            self._log_denied(plan, err)
+            raise
         return self._permit(plan, granted, time.monotonic() - started)
 
     def try_permit(self, provider: str, *, model: str | None = None,
@@ -167,13 +171,19 @@ class Runtime:
         plan = await self._call(self._plan, provider, model, tokens)
         started = time.monotonic()
         self._log_request(plan)
-        loop = AcquireLoop(store, plan.request, timeout, self._log_wait, self._refresh_s())
+        loop = AcquireLoop(store, plan.request, timeout, self._wait_logger(plan),
+                           self._refresh_s())
         try:
-            granted = await run_async(loop, self._call)
-        except NotRegisteredError:
-            await self._call(self._rejoin)
-            loop = AcquireLoop(store, plan.request, timeout, self._log_wait, self._refresh_s())
-            granted = await run_async(loop, self._call)
+            try:
+                granted = await run_async(loop, self._call)
+            except NotRegisteredError:
+                await self._call(self._rejoin)
+                loop = AcquireLoop(store, plan.request, timeout, self._wait_logger(plan),
+                                   self._refresh_s())
+                granted = await run_async(loop, self._call)
+        except RateLimitExceeded as err:
+            self._log_denied(plan, err)
+            raise
         return self._permit(plan, granted, time.monotonic() - started)
 
     # --- internals ------------------------------------------------------------------------
@@ -246,10 +256,17 @@ class Runtime:
         extra = f", {req.tokens} tokens" if req.tokens else ""
         self.log("Instance %s requested 1 request (%s%s)", self.instance_id, _target(plan), extra)
 
-    def _log_wait(self, waiting: Waiting) -> None:
-        self.log("Waiting: instance %s, %s: %s (%d ahead), ready in %.3fs", self.instance_id,
-                 waiting.reason.removeprefix("waiting for "), waiting.reason, waiting.ahead,
-                 max(0, waiting.ready_ns - waiting.now_ns) / 1e9)
+    def _log_denied(self, plan: Plan, err: RateLimitExceeded) -> None:
+        self.log("Denied: instance %s, %s: %s, retry after %.3fs", self.instance_id,
+                 _target(plan), err.reason, err.retry_after)
+
+    def _wait_logger(self, plan: Plan) -> Callable[[Waiting], None]:
+        def log_wait(waiting: Waiting) -> None:
+            self.log("Waiting: instance %s, %s: %s (%d ahead), ready in %.3fs",
+                     self.instance_id, _target(plan), waiting.reason, waiting.ahead,
+                     max(0, waiting.ready_ns - waiting.now_ns) / 1e9)
+
+        return log_wait
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         if self._executor is None:
@@ -260,8 +277,9 @@ class Runtime:
     # --- observation ----------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         """What ``pi-xi status --json`` prints, plus this instance's own view."""
-        view = build_status(self.store, self.config) if self.store is not None else {
-            "enabled": False, "instances": [], "providers": {}}
+        view: dict[str, Any] = (
+            build_status(self.store, self.config) if self.store is not None
+            else {"enabled": False, "instances": [], "providers": {}})
         view["instanceId"] = self.instance_id
         view["coordinatorConnected"] = self.store is not None and not self.closed
         mine = [i for i in view["instances"] if i["instanceId"] == self.instance_id]

@@ -48,6 +48,9 @@ def test_timeout_that_cannot_be_met_fails_at_once_with_retry_after(rt):
     assert err.value.code == "RATE_LIMIT_EXCEEDED"
     assert 0.5 < err.value.retry_after <= 1.0
     assert rt.status()["concurrency"]["waiting"] == 0  # left the queue
+    rt.log.flush()
+    text = (rt.cwd / ".pi" / "logs" / "coordinator.log").read_text()
+    assert f"Denied: instance {rt.instance_id}, p: waiting for rate tokens, retry after" in text
 
 
 def test_waits_for_the_next_token(rt):
