@@ -28,8 +28,8 @@ from cross_instance.config import Config, load_config
 from cross_instance.core import parallel
 from cross_instance.core.ids import generate_instance_id
 from cross_instance.core.keys import Plan, plan_request
-from cross_instance.core.window import SlidingCount
 from cross_instance.core.records import Granted, InstanceRecord, Waiting, Workload
+from cross_instance.core.window import SlidingCount
 from cross_instance.errors import NotRegisteredError, RateLimitExceeded
 from cross_instance.logs import LineLog, log_path
 from cross_instance.membership import Membership

@@ -3,12 +3,10 @@ program ends; a second live instance cannot take its id."""
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 

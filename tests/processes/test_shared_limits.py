@@ -5,7 +5,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
-import time
 
 from cross_instance.core.limiter import RateSpec
 from cross_instance.runtime import Runtime

@@ -30,7 +30,7 @@ from rich.table import Table
 
 from cross_instance.demo.chart import Panel, write_chart
 from cross_instance.demo.worker import Record, WorkerSpec, worker_main
-from cross_instance.fakeprovider import FakeProvider, Limits
+from cross_instance.fakeprovider import FakeProvider
 
 START_TIMEOUT_S = 60.0
 POLL_S = 0.25
@@ -110,7 +110,7 @@ def run_demo(*, instances: int = 3, duration: float = 12.0, rpm: int = 300, burs
                     runtime_dir=str(state) if run_name == "coordinated" else None,
                     cwd=str(cwd), rpm=rpm, burst=max(1, burst // 2),
                     total_max_llm=instances * concurrency) for n in names]
-                fake.limits = Limits(rpm, burst)  # a fresh, full provider bucket per run
+                fake.refill()  # a fresh, full provider bucket per run
                 records = _run_once(run_name, specs, fake, console if progress else None)
                 results.append(_summarize(run_name, records, duration, rpm, burst))
     finally:

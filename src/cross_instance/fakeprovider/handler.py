@@ -17,7 +17,11 @@ from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from cross_instance.fakeprovider import responses as rs
-from cross_instance.fakeprovider.headers import HeaderStyle, ratelimit_headers, retry_headers
+from cross_instance.fakeprovider.headers import (
+    HeaderStyle,
+    ratelimit_headers,
+    retry_headers,
+)
 from cross_instance.fakeprovider.limits import Decision, Limits
 from cross_instance.fakeprovider.stats import StatsRecorder
 

@@ -150,6 +150,12 @@ class FakeProvider:
         turns token limiting off. Spent capacity stays spent. Returns the limits now in force."""
         return self.limits.set(requests_per_minute, burst, tokens_per_minute, token_burst)
 
+    def refill(self) -> None:
+        """Full buckets again, same limits (a fresh provider minute for a new experiment)."""
+        cfg = self.limits.config()
+        self.limits = Limits(cfg.requests_per_minute, cfg.burst, cfg.tokens_per_minute,
+                             cfg.token_burst)
+
     def set_latency(self, latency_s: Latency) -> None:
         """Change the latency of requests admitted from now on."""
         self._latency = _check_latency(latency_s)

@@ -9,9 +9,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from cross_instance.core.liveness import Domain
-from cross_instance.hostinfo import verdict
 from cross_instance.core.records import InstanceRecord, Workload
 from cross_instance.errors import DuplicateInstanceError
+from cross_instance.hostinfo import verdict
 
 _COLUMNS = (
     "id, host, boot_id, pid_ns, pid, start_ticks, session_id, cwd, started_wall_ms, started_ns, "
