@@ -61,7 +61,7 @@ def _worker_main(inbox: Any, outbox: Any, barriers: dict[int, Any]) -> None:
         barrier = barriers[n]
         waited = False
 
-        def ready() -> None:
+        def ready(barrier: Any = barrier) -> None:
             nonlocal waited
             waited = True
             barrier.wait(BARRIER_TIMEOUT_S)
@@ -69,7 +69,7 @@ def _worker_main(inbox: Any, outbox: Any, barriers: dict[int, Any]) -> None:
         try:
             result = fn(TaskContext(index, n, state_dir, duration, params, ready))
             outbox.put((index, True, result))
-        except BaseException:  # report everything; the parent decides
+        except BaseException:  # noqa: BLE001 - report everything; the parent decides
             if not waited:
                 barrier.abort()
             outbox.put((index, False, traceback.format_exc()))
@@ -190,6 +190,7 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "temp_dir": tempfile.gettempdir(),
         "temp_dir_fs": _fs_type(tempfile.gettempdir()),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
@@ -208,7 +209,7 @@ def percentile(sorted_values: Sequence[float], q: float) -> float | None:
     return float(sorted_values[min(len(sorted_values), int(rank)) - 1])
 
 
-def fmt(value: float | int | None, digits: int = 0) -> str:
+def fmt(value: float | None, digits: int = 0) -> str:
     if value is None:
         return "-"
     if isinstance(value, int) or digits == 0:

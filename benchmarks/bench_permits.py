@@ -33,8 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import (TaskContext, WorkerPool, fmt, machine_info, machine_line, markdown_table,
-                     percentile, start_runtime, temp_state_dir, write_results)
+import _common as common
+from _common import TaskContext, WorkerPool
 
 NAME = "bench_permits"
 COUNTS = (1, 2, 4, 8)
@@ -72,7 +72,7 @@ def task_ours(ctx: TaskContext) -> dict[str, Any]:
     cfg = dataclasses.replace(
         Config(), runtime_dir=Path(ctx.state_dir) / "state", total_max_llm=TOTAL_MAX_LLM,
         providers={"bench": ProviderLimits(RATE_PER_MIN, BURST)})
-    rt, start_failures = start_runtime(ctx, cfg)
+    rt, start_failures = common.start_runtime(ctx, cfg)
     pc = time.perf_counter_ns
 
     def cycle(acq: array.array[int], cyc: array.array[int]) -> bool:
@@ -183,7 +183,7 @@ def probe_pyrate_nonblocking() -> str | None:
     the error it raises."""
     from pyrate_limiter import Duration, Limiter, Rate, SQLiteBucket
 
-    with temp_state_dir() as d:
+    with common.temp_state_dir() as d:
         limiter = Limiter(SQLiteBucket.init_from_file(
             [Rate(10, Duration.SECOND)], db_path=os.path.join(d, "p.sqlite"), use_file_lock=True))
         try:
@@ -207,7 +207,7 @@ def summarize(system: str, n: int, results: list[dict[str, Any]]) -> dict[str, A
     ok = sum(r["ok"] for r in results)
 
     def us(values: list[int], q: float) -> float | None:
-        v = percentile(values, q)
+        v = common.percentile(values, q)
         return None if v is None else v / 1000
 
     return {
@@ -237,7 +237,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per run")
     args = parser.parse_args()
-    info = machine_info()
+    info = common.machine_info()
     nonblocking_error = probe_pyrate_nonblocking()
     systems = [
         ("ours permit", task_ours, {"mode": "permit"}),
@@ -254,31 +254,33 @@ def main() -> None:
         for system, task, params in systems:
             for n in COUNTS:
                 t0 = time.monotonic()
+                load = os.getloadavg()[0]
                 row = summarize(system, n, pool.run(task, n, args.duration, params))
                 row["target"] = target_of(row)
                 row["scenario_wall_s"] = round(time.monotonic() - t0, 2)
+                row["load1_before"] = load
                 rows.append(row)
                 print(f"  {system:32} {n} proc: {row['ok_per_s']:>10,.0f}/s "
                       f"({row['scenario_wall_s']} s)", flush=True)
     finally:
         pool.close()
-    table = markdown_table(
+    table = common.markdown_table(
         ["system", "procs", "ok/s total", "per-process ok", "acq p50 µs", "acq p99 µs",
          "cycle p50 µs", "cycle p99 µs", "refused", "errors", "target"],
-        [[r["system"], str(r["processes"]), fmt(r["ok_per_s"]),
+        [[r["system"], str(r["processes"]), common.fmt(r["ok_per_s"]),
           " / ".join(f"{c:,}" for c in r["per_process_ok"]),
-          fmt(r["acquire_us"]["p50"], 1), fmt(r["acquire_us"]["p99"], 1),
-          fmt(r["cycle_us"]["p50"], 1), fmt(r["cycle_us"]["p99"], 1),
-          fmt(r["refused"]), fmt(r["errors"]), r["target"]] for r in rows])
+          common.fmt(r["acquire_us"]["p50"], 1), common.fmt(r["acquire_us"]["p99"], 1),
+          common.fmt(r["cycle_us"]["p50"], 1), common.fmt(r["cycle_us"]["p99"], 1),
+          common.fmt(r["refused"]), common.fmt(r["errors"]), r["target"]] for r in rows])
     notes = [
         "pyrate-limiter try_acquire(blocking=False) with SQLiteBucket(use_file_lock=True): "
         + ("works" if nonblocking_error is None else f"cannot run ({nonblocking_error}); "
            "measured blocking=True, timeout=0 instead (one lock attempt, no wait)"),
-        "pyrate rows: 'refused' = try_acquire returned False although the Rate never limits "
-        "(the file lock was busy, or the wait timed out); acquire = cycle = one try_acquire call.",
+        ("pyrate rows: 'refused' = try_acquire returned False although the Rate never limits "
+        "(the file lock was busy, or the wait timed out); acquire = cycle = one try_acquire call."),
         "raw rows: one op = one write transaction; acquire = cycle = its duration.",
     ]
-    write_results(NAME, {
+    common.write_results(NAME, {
         "benchmark": NAME, "machine": info,
         "config": {"duration_s": args.duration, "process_counts": list(COUNTS),
                    "requests_per_minute": RATE_PER_MIN, "burst": BURST,
@@ -287,9 +289,13 @@ def main() -> None:
                                TARGET_MANY, "spurious_refusals": 0}},
         "pyrate_nonblocking_error": nonblocking_error, "notes": notes,
         "wall_time_s": round(time.monotonic() - started, 1), "results": rows})
-    print(f"\n{machine_line(info)}\n\n{table}\n")
+    print(f"\n{common.machine_line(info)}\n\n{table}\n")
     for note in notes:
         print(f"- {note}")
+    for r in rows:
+        if r["start_failures"]:
+            print(f"- {r['system']}, {r['processes']} processes: Runtime.start failed "
+                  f"{len(r['start_failures'])} time(s) and was retried: {r['start_failures'][0]}")
 
 
 if __name__ == "__main__":

@@ -46,11 +46,12 @@ class AcquireLoop:
 
     def __init__(self, store: Store, request: PermitRequest, timeout: float | None,
                  on_wait: Callable[[Waiting], None] | None = None,
-                 refresh_s: float = 3.0) -> None:
+                 refresh_s: float = 3.0, first: Waiting | None = None) -> None:
         self.store = store
         self.request = request
         self.deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
-        self.ticket: int | None = None
+        self.first = first  # the answer of an attempt already made (and its queue ticket)
+        self.ticket: int | None = None if first is None else first.ticket
         self.on_wait = on_wait
         self.refresh_s = refresh_s
         self.waited = False
@@ -58,7 +59,11 @@ class AcquireLoop:
     def steps(self) -> Generator[Call | Sleep, Any, Granted]:
         last_reap = 0.0
         while True:
-            result = yield Call(self.store.acquire, (self.request, self.ticket))
+            if self.first is not None:
+                result: Granted | Waiting = self.first
+                self.first = None
+            else:
+                result = yield Call(self.store.acquire, (self.request, self.ticket))
             if isinstance(result, Granted):
                 self.ticket = None
                 return result

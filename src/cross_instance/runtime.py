@@ -134,10 +134,16 @@ class Runtime:
         plan = self._plan(provider, model, tokens)
         started = time.monotonic()
         self._log_request(plan)
+        def attempt() -> Granted:
+            first = store.acquire(plan.request, None)  # the common case: granted at once
+            if isinstance(first, Granted):
+                return first
+            loop = AcquireLoop(store, plan.request, timeout, self._wait_logger(plan),
+                               self._refresh_s(), first)
+            return run_sync(loop, self._wake, cancel)
+
         try:
-            granted = self._retry_unregistered(lambda: run_sync(
-                AcquireLoop(store, plan.request, timeout, self._wait_logger(plan),
-                            self._refresh_s()), self._wake, cancel))
+            granted = self._retry_unregistered(attempt)
         except RateLimitExceeded as err:
             self._log_denied(plan, err)
             raise

@@ -51,3 +51,14 @@ def hold_forever(state: str, name: str, n: int, cfg: dict[str, Any], ready: Any)
     held = [rt.permit("p") for _ in range(n)]
     ready.put((os.getpid(), len(held)))
     time.sleep(600)
+
+
+def open_store_together(state: str, barrier: Any, out: Any) -> None:
+    from cross_instance.stores.sqlite.store import SqliteStore
+
+    barrier.wait()
+    try:
+        SqliteStore(state).close()
+        out.put("ok")
+    except Exception as err:  # noqa: BLE001 - reported to the test
+        out.put(repr(err))

@@ -51,7 +51,10 @@ class Holder:
 
 @dataclass(frozen=True, slots=True)
 class Capacity:
-    """The store's state for one decision (bucket TATs and specs, group usage, holders)."""
+    """The store's state for one decision (bucket TATs and specs, group usage, holders).
+
+    ``holders`` may leave out instances that reserve nothing when nobody is queued: their
+    slots still count through ``group_used``."""
 
     tats: Mapping[str, int]
     specs: Mapping[str, RateSpec]
@@ -93,7 +96,11 @@ class _Ledger:
         self.held = {k: h.used for k, h in cap.holders.items()}
         self.blocked_rates: set[str] = set()
         self.blocked_slots: set[str] = set()
-        self.reserved_excess = sum(max(h.used, h.reserved) for h in cap.holders.values())
+        # Slots counted as taken for the reservation rule: sum of max(used, reserved) over the
+        # listed holders, plus the slots of holders not listed (they reserve nothing).
+        listed = sum(h.used for h in cap.holders.values())
+        self.reserved_excess = (sum(max(h.used, h.reserved) for h in cap.holders.values())
+                                + max(0, cap.group_used.get(GLOBAL_GROUP, 0) - listed))
 
     def rate_ok(self, key: str, cost: int) -> bool:
         spec = self.cap.specs.get(key)
@@ -175,15 +182,16 @@ def queue_key(need: Need, holders: Mapping[str, Holder]) -> tuple[int, int]:
 def arbitrate(me: Need, waiters: Sequence[Need], cap: Capacity, now: int) -> Verdict:
     """Decide ``me`` against the ``waiters`` queued (``me`` may be among them by ticket)."""
     ledger = _Ledger(cap, now)
-    mine = queue_key(me, cap.holders)
     ahead = 0
-    for w in sorted(waiters, key=lambda n: queue_key(n, cap.holders)):
-        if me.ticket is not None and w.ticket == me.ticket:
-            continue
-        if queue_key(w, cap.holders) >= mine:
-            break
-        ledger.visit(w)
-        ahead += 1
+    if waiters:
+        mine = queue_key(me, cap.holders)
+        for w in sorted(waiters, key=lambda n: queue_key(n, cap.holders)):
+            if me.ticket is not None and w.ticket == me.ticket:
+                continue
+            if queue_key(w, cap.holders) >= mine:
+                break
+            ledger.visit(w)
+            ahead += 1
     rates_ok, slots_ok, at = ledger.visit(me)
     if rates_ok and slots_ok:
         return Verdict(True, now, False, ahead)

@@ -16,6 +16,7 @@ import fcntl
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -83,6 +84,17 @@ def _touch_private(path: Path) -> None:
         path.chmod(0o600)
 
 
+_OPEN: weakref.WeakSet[Database] = weakref.WeakSet()
+
+
+def _mark_forked() -> None:
+    for db in list(_OPEN):
+        db._forked = True
+
+
+os.register_at_fork(after_in_child=_mark_forked)
+
+
 class Database:
     """A connection plus the write lock; safe to share between threads of one process."""
 
@@ -103,10 +115,24 @@ class Database:
         self._open()
         self._migrate()
 
+    def _reopen_after_fork(self) -> None:
+        """A forked child never shares a connection or a flock with its parent."""
+        self._forked = False
+        self._thread_lock = threading.Lock()
+        self._open()
+
     def _open(self) -> None:
-        self._pid = os.getpid()
+        self._forked = False
+        _OPEN.add(self)
         try:
             self._lock_fd = os.open(self.directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as err:
+            raise StoreUnavailable(f"cannot open {self.directory / LOCK_NAME}: {err.strerror}",
+                                   location=str(self.directory)) from err
+        # Under the write lock: switching a new file to WAL needs it exclusively, and SQLite's
+        # busy handler does not cover that step (processes starting together would fail).
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
             self.conn = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=10.0
             )
@@ -120,9 +146,13 @@ class Database:
             self.conn.execute("PRAGMA wal_autocheckpoint=8000")
             self.conn.execute("PRAGMA temp_store=MEMORY")
         except sqlite3.Error as err:
+            os.close(self._lock_fd)
             raise map_error(err, self.path) from err
-        except OSError as err:
-            raise StoreUnavailable(f"cannot open {self.path}: {err.strerror}") from err
+        finally:
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            except OSError:
+                pass
 
     def _migrate(self) -> None:
         def step(conn: sqlite3.Connection, now: int) -> None:
@@ -160,8 +190,8 @@ class Database:
 
     def write(self, fn: Callable[[sqlite3.Connection, int], T]) -> T:
         """Run ``fn(conn, now)`` as one immediate transaction under the write lock."""
-        if self._pid != os.getpid():
-            self._open()  # forked: never share a connection or a flock with the parent
+        if self._forked:
+            self._reopen_after_fork()
         with self._thread_lock:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
             try:
@@ -185,8 +215,8 @@ class Database:
 
     def read(self, fn: Callable[[sqlite3.Connection, int], T]) -> T:
         """Run ``fn(conn, now)`` in one consistent read transaction (no write lock)."""
-        if self._pid != os.getpid():
-            self._open()
+        if self._forked:
+            self._reopen_after_fork()
         with self._thread_lock:
             conn = self.conn
             try:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import functools
 import json
-import secrets
+import os
+import random
 import sqlite3
 from collections.abc import Mapping
 
@@ -93,19 +94,30 @@ def _load(conn: sqlite3.Connection, me: PermitRequest, now: int, ttl_ns: int,
     if not any(i[0] == me.instance_id for i in instances):
         raise NotRegisteredError(
             f"instance {me.instance_id} is not registered (it may have been judged dead)")
-    total = limit.get(GLOBAL_GROUP, 1 << 30)
-    priorities = [i[2] for i in instances]
-    holders = {i[0]: Holder(held.get(i[0], 0), i[1], weighted_share(total, i[2], priorities))
-               for i in instances}
+    holders: dict[str, Holder] = {}
+    if waiters or any(i[1] for i in instances):  # shares and reservations matter
+        total = limit.get(GLOBAL_GROUP, 1 << 30)
+        priorities = [i[2] for i in instances]
+        holders = {i[0]: Holder(held.get(i[0], 0), i[1], weighted_share(total, i[2], priorities))
+                   for i in instances}
     return waiters, Capacity(tats, specs, used, limit, holders)
 
 
 _TAKE = (
-    "UPDATE buckets SET tat=:tat, "
-    "prev=CASE WHEN win=:win THEN prev WHEN win=:win-1 THEN cur ELSE 0 END, "
-    "cur=CASE WHEN win=:win THEN cur+:cost ELSE :cost END, win=:win "
-    "WHERE key=:key RETURNING cur, prev, per_minute"
+    "UPDATE buckets SET tat=?1, "
+    "prev=CASE WHEN win=?2 THEN prev WHEN win=?2-1 THEN cur ELSE 0 END, "
+    "cur=CASE WHEN win=?2 THEN cur+?3 ELSE ?3 END, win=?2 "
+    "WHERE key=?4 RETURNING cur, prev, per_minute"
 )
+_ids = random.Random()
+
+
+def _reseed() -> None:
+    _ids.seed(os.urandom(32))
+
+
+_reseed()
+os.register_at_fork(after_in_child=_reseed)
 
 
 def estimate(cur: int, prev: int, now: int) -> int:
@@ -120,12 +132,12 @@ def _grant(conn: sqlite3.Connection, now: int, req: PermitRequest, cap: Capacity
     usage = lim = 0
     for i, (key, cost) in enumerate(req.rates):
         tat = limiter.consume(cap.tats[key], now, cap.specs[key], cost)
-        cur, prev, per_minute = conn.execute(
-            _TAKE, {"tat": tat, "win": win, "cost": cost, "key": key}).fetchone()
+        cur, prev, per_minute = conn.execute(_TAKE, (tat, win, cost, key)).fetchone()
         if i == 0:
             usage, lim = estimate(cur, prev, now), per_minute
-    # Random ids: a stale release can never hit a later permit that reused a row id.
-    permit_id = secrets.randbits(62) + 1
+    # Random 62-bit ids (from a per-process generator seeded by the OS): a stale release can
+    # never hit a later permit that reused a row id.
+    permit_id = _ids.getrandbits(62) + 1
     conn.execute(
         "INSERT INTO permits(id, instance_id, provider, model, tokens, granted_ns) "
         "VALUES(?,?,?,?,?,?)",
