@@ -17,7 +17,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -34,6 +34,7 @@ from cross_instance.errors import NotRegisteredError, RateLimitExceeded
 from cross_instance.logs import LineLog, log_path
 from cross_instance.membership import Membership
 from cross_instance.permit import Permit
+from cross_instance.releases import ReleaseQueue
 from cross_instance.status import build_status
 from cross_instance.stores.base import Store
 from cross_instance.stores.sqlite.store import SqliteStore
@@ -57,6 +58,8 @@ class Runtime:
         self._usage: dict[str, SlidingCount] = {}
         self._plans: dict[tuple[str, str | None, int | None], Plan] = {}
         self._wake = threading.Condition()
+        self._releases = ReleaseQueue(self._send_releases, self._notify_local,
+                                      self._release_failed)
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._membership: Membership | None = None
         self.closed = False
@@ -98,6 +101,7 @@ class Runtime:
         if self.closed:
             return
         self.closed = True
+        self._releases.close()
         if self._membership is not None:
             self._membership.leave()
         if self._executor is not None:
@@ -135,8 +139,8 @@ class Runtime:
         started = time.monotonic()
         self._log_request(plan)
         def attempt() -> Granted:
-            first = store.acquire(plan.request, None)  # the common case: granted at once
-            if isinstance(first, Granted):
+            first = self._with_releases(store.acquire, plan.request, None)
+            if isinstance(first, Granted):  # the common case: granted at once
                 return first
             loop = AcquireLoop(store, plan.request, timeout, self._wait_logger(plan),
                                self._refresh_s(), first)
@@ -156,7 +160,8 @@ class Runtime:
         if store is None:
             return Permit(provider, model, tokens or 0, 0, 0.0, None)
         plan = self._plan(provider, model, tokens)
-        granted = self._retry_unregistered(lambda: store.try_acquire(plan.request))
+        granted = self._retry_unregistered(
+            lambda: self._with_releases(store.try_acquire, plan.request))
         if granted is None:
             self.log("Denied: instance %s, %s: no capacity free now", self.instance_id,
                      _target(plan))
@@ -177,16 +182,21 @@ class Runtime:
         plan = await self._call(self._plan, provider, model, tokens)
         started = time.monotonic()
         self._log_request(plan)
-        loop = AcquireLoop(store, plan.request, timeout, self._wait_logger(plan),
-                           self._refresh_s())
+
+        async def attempt() -> Granted:
+            first = await self._call(self._with_releases, store.acquire, plan.request, None)
+            if isinstance(first, Granted):
+                return first
+            loop = AcquireLoop(store, plan.request, timeout, self._wait_logger(plan),
+                               self._refresh_s(), first)
+            return await run_async(loop, self._call)
+
         try:
             try:
-                granted = await run_async(loop, self._call)
+                granted = await attempt()
             except NotRegisteredError:
                 await self._call(self._rejoin)
-                loop = AcquireLoop(store, plan.request, timeout, self._wait_logger(plan),
-                                   self._refresh_s())
-                granted = await run_async(loop, self._call)
+                granted = await attempt()
         except RateLimitExceeded as err:
             self._log_denied(plan, err)
             raise
@@ -247,15 +257,35 @@ class Runtime:
         now = self.store.now_ns()
         return {key: c.value(now) for key, c in list(self._usage.items())}
 
-    def _release(self, permit_id: int) -> None:
+    def _with_releases(self, op: Callable[..., T], *args: Any) -> T:
+        """Run a store operation carrying the releases queued since the last one."""
+        ids = self._releases.take()
+        try:
+            result = op(*args, release=ids)
+        except BaseException:
+            self._releases.give_back(ids)
+            raise
+        if ids:
+            self._notify_local()
+        return result
+
+    def _send_releases(self, ids: Sequence[int]) -> None:
         assert self.store is not None
-        if not self.closed:
-            self.store.release(permit_id)
+        self.store.release(ids)
+
+    def _release_failed(self, err: Exception) -> None:
+        self.log("Releasing permits of %s failed (will retry): %s", self.instance_id, err)
+
+    def _notify_local(self) -> None:
         with self._wake:
             self._wake.notify_all()
 
+    def _release(self, permit_id: int) -> None:
+        if not self.closed:
+            self._releases.put(permit_id)
+
     async def _arelease(self, permit_id: int) -> None:
-        await self._call(self._release, permit_id)
+        self._release(permit_id)  # only queues: nothing blocks the event loop
 
     def _log_request(self, plan: Plan) -> None:
         req = plan.request
@@ -283,6 +313,7 @@ class Runtime:
     # --- observation ----------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         """What ``pi-xi status --json`` prints, plus this instance's own view."""
+        self._releases.flush()
         view: dict[str, Any] = (
             build_status(self.store, self.config) if self.store is not None
             else {"enabled": False, "instances": [], "providers": {}})

@@ -36,7 +36,7 @@ def test_burst_then_exact_wait(two, clock):
 
 def test_first_come_first_served_across_instances(two, clock):
     for g in (two.acquire(req("a"), None), two.acquire(req("a"), None)):
-        two.release(g.permit_id)  # slots back; the rate tokens stay spent
+        two.release([g.permit_id])  # slots back; the rate tokens stay spent
     first = two.acquire(req("b"), None)
     assert isinstance(first, Waiting)
     clock.advance(RATE.interval_ns / 1e9)
@@ -70,8 +70,8 @@ def test_global_slots_are_capped_and_released(two):
     assert two.try_acquire(req("b", provider="q")) is None
     blocked = two.acquire(req("b", provider="q"), None)
     assert isinstance(blocked, Waiting) and blocked.slot_blocked
-    assert two.release(held[0].permit_id) is True
-    assert two.release(held[0].permit_id) is False  # idempotent, no double free
+    assert two.release([held[0].permit_id]) == 1
+    assert two.release([held[0].permit_id]) == 0  # idempotent, no double free
     assert isinstance(two.acquire(req("b", provider="q"), blocked.ticket), Granted)
 
 
@@ -115,7 +115,7 @@ def test_unregister_and_death_free_permits(two, clock):
     assert len(two.snapshot().permits) == 1
     two.unregister_instance("a")
     assert two.snapshot().permits == ()
-    assert two.release(g.permit_id) is False
+    assert two.release([g.permit_id]) == 0
 
 
 def test_snapshot_and_reset(two):
@@ -127,3 +127,15 @@ def test_snapshot_and_reset(two):
     assert two.reset_buckets(["r:p"]) == 1
     assert isinstance(two.acquire(req("b"), None), Granted)
     assert isinstance(two.acquire(req("b"), None), Granted)
+
+
+def test_releases_carried_by_the_next_acquire(two):
+    fast = RateSpec(6000, 100)
+    two.publish_limits("a", {"r:q": fast}, {"*": 3})
+    held = [two.try_acquire(req("a", provider="q")) for _ in range(3)]
+    assert two.try_acquire(req("a", provider="q")) is None
+    again = two.acquire(req("a", provider="q"), None, release=[held[0].permit_id])
+    assert isinstance(again, Granted)  # the slot released in the same step was reused
+    with pytest.raises(PermitRequestError):  # a failing step releases nothing
+        two.acquire(req("a", cost=50), None, release=[held[1].permit_id])
+    assert len(two.snapshot().permits) == 3

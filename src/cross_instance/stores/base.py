@@ -10,7 +10,7 @@ Time is the store's own (``now_ns``): one clock decides for every instance of a 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from cross_instance.core.limiter import RateSpec
@@ -84,21 +84,26 @@ class Store(Protocol):
         effective limit of each is the strictest among live instances."""
         ...
 
-    def acquire(self, request: PermitRequest, ticket: int | None) -> Granted | Waiting:
-        """Grant now, first come first served, or queue (``ticket``) and say when to ask again.
-        Raises ``PermitRequestError`` when the request can never be granted."""
+    def acquire(self, request: PermitRequest, ticket: int | None,
+                release: Sequence[int] = ()) -> Granted | Waiting:
+        """Release the permits ``release`` (this process's, returned since its last call), then
+        grant now, first come first served, or queue (``ticket``) and say when to ask again.
+        Raises ``PermitRequestError`` when the request can never be granted (nothing released
+        then: the whole operation is undone)."""
         ...
 
-    def try_acquire(self, request: PermitRequest) -> Granted | None:
-        """Grant now or return None; never queues. Honours earlier waiters."""
+    def try_acquire(self, request: PermitRequest, release: Sequence[int] = ()
+                    ) -> Granted | None:
+        """Like ``acquire`` but never queues: a grant now or None. Honours earlier waiters."""
         ...
 
     def cancel_wait(self, ticket: int) -> None:
         """Leave the queue. Idempotent."""
         ...
 
-    def release(self, permit_id: int) -> bool:
-        """Return the permit's slots. False if it was already freed (owner judged dead)."""
+    def release(self, permit_ids: Sequence[int]) -> int:
+        """Return the permits' slots; how many were still held (a permit already freed, its
+        owner judged dead, counts 0). Idempotent."""
         ...
 
     # --- observation ----------------------------------------------------------------------

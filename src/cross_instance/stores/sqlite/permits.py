@@ -13,7 +13,7 @@ import json
 import os
 import random
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from cross_instance.core import arbiter, limiter
 from cross_instance.core.arbiter import GLOBAL_GROUP, Capacity, Holder, Need
@@ -148,7 +148,10 @@ def _grant(conn: sqlite3.Connection, now: int, req: PermitRequest, cap: Capacity
 
 
 def acquire(conn: sqlite3.Connection, now: int, req: PermitRequest, ticket: int | None,
-            ttl_ns: int, queue: bool = True) -> Granted | Waiting | None:
+            ttl_ns: int, queue: bool = True, release_first: Sequence[int] = ()
+            ) -> Granted | Waiting | None:
+    if release_first:
+        release(conn, release_first)
     waiters, cap = _load(conn, req, now, ttl_ns, ticket)
     if ticket is not None and not any(w.ticket == ticket for w in waiters):
         ticket = None  # our place was given up (we were away too long): queue again at the back
@@ -171,5 +174,7 @@ def acquire(conn: sqlite3.Connection, now: int, req: PermitRequest, ticket: int 
                    verdict.reason, now)
 
 
-def release(conn: sqlite3.Connection, permit_id: int) -> bool:
-    return conn.execute("DELETE FROM permits WHERE id=?", (permit_id,)).rowcount > 0
+def release(conn: sqlite3.Connection, permit_ids: Sequence[int]) -> int:
+    if len(permit_ids) == 1:
+        return int(conn.execute("DELETE FROM permits WHERE id=?", (permit_ids[0],)).rowcount)
+    return sum(conn.execute("DELETE FROM permits WHERE id=?", (i,)).rowcount for i in permit_ids)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from cross_instance import hostinfo
@@ -80,23 +80,25 @@ class SqliteStore:
                        groups: Mapping[str, int]) -> None:
         self.db.write(lambda c, now: permits.publish(c, instance_id, rates, groups))
 
-    def acquire(self, request: PermitRequest, ticket: int | None) -> Granted | Waiting:
-        result = self.db.write(
-            lambda c, now: permits.acquire(c, now, request, ticket, self.waiter_ttl_ns))
+    def acquire(self, request: PermitRequest, ticket: int | None,
+                release: Sequence[int] = ()) -> Granted | Waiting:
+        result = self.db.write(lambda c, now: permits.acquire(
+            c, now, request, ticket, self.waiter_ttl_ns, True, release))
         assert result is not None
         return result
 
-    def try_acquire(self, request: PermitRequest) -> Granted | None:
-        result = self.db.write(
-            lambda c, now: permits.acquire(c, now, request, None, self.waiter_ttl_ns, False))
+    def try_acquire(self, request: PermitRequest, release: Sequence[int] = ()
+                    ) -> Granted | None:
+        result = self.db.write(lambda c, now: permits.acquire(
+            c, now, request, None, self.waiter_ttl_ns, False, release))
         assert not isinstance(result, Waiting)
         return result
 
     def cancel_wait(self, ticket: int) -> None:
         self.db.write(lambda c, now: c.execute("DELETE FROM waiters WHERE ticket=?", (ticket,)))
 
-    def release(self, permit_id: int) -> bool:
-        return self.db.write(lambda c, now: permits.release(c, permit_id))
+    def release(self, permit_ids: Sequence[int]) -> int:
+        return self.db.write(lambda c, now: permits.release(c, permit_ids))
 
     # --- observation ----------------------------------------------------------------------
     def snapshot(self) -> Snapshot:
