@@ -13,7 +13,12 @@ from cross_instance.errors import (
     UnsupportedLocation,
 )
 
+from cross_instance.permit import Permit
+from cross_instance.runtime import Runtime
+
 __all__ = [
+    "Permit",
+    "Runtime",
     "ConfigError",
     "CrossInstanceError",
     "DuplicateInstanceError",

@@ -86,3 +86,23 @@ def test_first_grantable_waiter_in_order_is_granted_never_a_later_conflicting_on
                 assert arbitrate(earlier, waiters, c, NOW).grant
     total_granted_slots = len(granted)
     assert total_granted_slots <= max(0, 6 - used) + len(granted)  # sanity
+
+
+@given(st.lists(st.tuples(st.integers(0, 5 * SPEC.interval_ns), st.integers(1, 2)), min_size=1,
+                max_size=3),
+       st.lists(st.tuples(st.integers(0, 8), st.one_of(st.none(), st.integers(1, 8))),
+                min_size=1, max_size=3))
+@settings(max_examples=300, deadline=None)
+def test_uncontended_shortcut_equals_the_arbiter(rates, groups):
+    """fits_now (the store's fast path) decides exactly like arbitrate when nobody is queued
+    and nothing is reserved."""
+    from cross_instance.core.arbiter import fits_now
+
+    keys = [f"r:{i}" for i in range(len(rates))]
+    names = [GLOBAL_GROUP] + [f"p:{i}" for i in range(len(groups) - 1)]
+    c = Capacity({k: NOW + lag for k, (lag, _) in zip(keys, rates)}, {k: SPEC for k in keys},
+                 {g: used for g, (used, _) in zip(names, groups)},
+                 {g: lim for g, (_, lim) in zip(names, groups) if lim is not None}, {})
+    me = Need("i1", tuple((k, cost) for k, (_, cost) in zip(keys, rates)), tuple(names))
+    quick = fits_now([(NOW + lag, SPEC, cost) for lag, cost in rates], groups, NOW)
+    assert quick == arbitrate(me, [], c, NOW).grant

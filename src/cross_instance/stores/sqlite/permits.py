@@ -147,11 +147,62 @@ def _grant(conn: sqlite3.Connection, now: int, req: PermitRequest, cap: Capacity
     return Granted(permit_id, now, usage, lim)
 
 
+@functools.cache
+def _quick_sql(keys: int, slots: tuple[str, ...]) -> str:
+    """One row: queue length, instances with reservations, whether the caller is registered,
+    then (used, limit) per slot group and (per_minute, burst, tat) per bucket."""
+    parts = ["(SELECT COUNT(*) FROM waiters)",
+             "(SELECT COUNT(*) FROM instances WHERE reserved > 0)",
+             "(SELECT COUNT(*) FROM instances WHERE id=:iid)"]
+    for i, group in enumerate(slots):
+        where = ("" if group == GLOBAL_GROUP else " WHERE provider=:p" if group.startswith("p:")
+                 else " WHERE provider=:p AND model=:m")
+        parts += [f"(SELECT COUNT(*) FROM permits{where})",
+                  f"(SELECT lim FROM groups WHERE key=:g{i})"]
+    for i in range(keys):
+        parts += [f"(SELECT {col} FROM buckets WHERE key=:k{i})"
+                  for col in ("per_minute", "burst", "tat")]
+    return "SELECT " + ", ".join(parts)
+
+
+def _quick(conn: sqlite3.Connection, now: int, req: PermitRequest) -> Granted | None:
+    """The uncontended case (nobody queued, nothing reserved) decided from one row; None when
+    it does not apply or does not fit (the full arbiter then decides)."""
+    args: dict[str, object] = {"iid": req.instance_id, "p": req.provider, "m": req.model}
+    for i, group in enumerate(req.slots):
+        args[f"g{i}"] = group
+    for i, (key, _) in enumerate(req.rates):
+        args[f"k{i}"] = key
+    row = conn.execute(_quick_sql(len(req.rates), req.slots), args).fetchone()
+    if row[0] or row[1] or not row[2]:
+        return None
+    n = len(req.slots)
+    groups = [(row[3 + 2 * i], row[4 + 2 * i]) for i in range(n)]
+    base = 3 + 2 * n
+    rates = []
+    for i, (key, cost) in enumerate(req.rates):
+        per_minute, burst, tat = row[base + 3 * i: base + 3 * i + 3]
+        if per_minute is None:
+            return None
+        rates.append((tat, RateSpec(per_minute, burst), cost))
+    if any(cost > spec.burst for _, spec, cost in rates):
+        return None  # the full path reports it
+    if not arbiter.fits_now(rates, groups, now):
+        return None
+    cap = Capacity({k: r[0] for (k, _), r in zip(req.rates, rates, strict=True)},
+                   {k: r[1] for (k, _), r in zip(req.rates, rates, strict=True)}, {}, {}, {})
+    return _grant(conn, now, req, cap, None)
+
+
 def acquire(conn: sqlite3.Connection, now: int, req: PermitRequest, ticket: int | None,
             ttl_ns: int, queue: bool = True, release_first: Sequence[int] = ()
             ) -> Granted | Waiting | None:
     if release_first:
         release(conn, release_first)
+    if ticket is None:
+        quick = _quick(conn, now, req)
+        if quick is not None:
+            return quick
     waiters, cap = _load(conn, req, now, ttl_ns, ticket)
     if ticket is not None and not any(w.ticket == ticket for w in waiters):
         ticket = None  # our place was given up (we were away too long): queue again at the back

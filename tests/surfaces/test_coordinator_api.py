@@ -1,0 +1,41 @@
+"""The seed's module-level coordinator functions, on a process-wide instance."""
+
+from __future__ import annotations
+
+import pytest
+
+from cross_instance import Runtime, coordinator
+from cross_instance.errors import NotRegisteredError
+
+
+def test_module_level_api(tmp_path, monkeypatch):
+    monkeypatch.setenv("PI_RUNTIME_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("PI_INSTANCE_ID", "seed-1")
+    assert not coordinator.is_coordinator_initialized()
+    with pytest.raises(NotRegisteredError):
+        coordinator.get_my_parallel_limit()
+    assert coordinator.get_env_overrides()["instanceId"] == "seed-1"
+    rt = coordinator.register_instance("session", str(tmp_path), {"totalMaxLlm": 4})
+    try:
+        assert isinstance(rt, Runtime) and coordinator.register_instance() is rt
+        assert coordinator.is_coordinator_initialized()
+        assert coordinator.get_total_max_llm() == 4
+        assert coordinator.get_active_instance_count() == 1
+        assert coordinator.get_my_parallel_limit() == 4
+        coordinator.set_active_model("openai", "gpt-4o")
+        assert coordinator.get_active_instances_for_model("openai", "gpt-4o") == 1
+        assert coordinator.get_model_usage_summary()["models"] == [
+            {"provider": "openai", "model": "gpt-4o", "instanceCount": 1}]
+        coordinator.clear_all_active_models()
+        coordinator.update_workload_info(3, 120.0)
+        coordinator.enhanced_heartbeat()
+        assert coordinator.cleanup_dead_instances() == []
+        assert coordinator.get_coordinator_status()["myInstanceId"] == "seed-1"
+        assert coordinator.matches_model_pattern("gpt-4*", "gpt-4o")
+        with pytest.raises(ValueError, match="unknown key"):
+            coordinator.unregister_instance()
+            coordinator.register_instance(config_overrides={"bogus": 1})
+    finally:
+        coordinator.unregister_instance()
+    assert not coordinator.is_coordinator_initialized()
+    assert coordinator.get_coordinator_status()["registered"] is False
