@@ -47,11 +47,16 @@ def register_instance(session_id: str | None = None, cwd: str | None = None,
             return _default
         where = cwd if cwd is not None else os.getcwd()
         config = load_config(where)
+        changes: dict[str, Any] = {}
         for key, value in (config_overrides or {}).items():
             if key not in _OVERRIDABLE:
                 raise ValueError(f"config_overrides: unknown key {key!r} "
                                  f"(allowed: {', '.join(_OVERRIDABLE)})")
-            config = dataclasses.replace(config, **{_OVERRIDABLE[key]: value})
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"config_overrides: {key} must be a positive integer "
+                                 f"(got {value!r})")
+            changes[_OVERRIDABLE[key]] = value
+        config = dataclasses.replace(config, **changes)
         _default = Runtime.start(cwd=where, config=config, session_id=session_id)
         return _default
 
