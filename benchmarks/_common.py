@@ -229,3 +229,13 @@ def write_results(name: str, payload: dict[str, Any]) -> Path:
     path = RESULTS_DIR / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     return path
+
+
+def print_footnotes(notes: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
+    """The notes under a results table, and any retried ``Runtime.start`` failures."""
+    for note in notes:
+        print(f"- {note}")
+    for r in rows:
+        if r["start_failures"]:
+            print(f"- {r['system']}, {r['processes']} processes: Runtime.start failed "
+                  f"{len(r['start_failures'])} time(s) and was retried: {r['start_failures'][0]}")

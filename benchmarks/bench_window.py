@@ -224,12 +224,7 @@ def main() -> None:
                                "jain": TARGET_JAIN}},
         "notes": notes, "wall_time_s": round(time.monotonic() - started, 1), "results": rows})
     print(f"\n{common.machine_line(info)}\n\n{summary}\n\n{detail}\n")
-    for note in notes:
-        print(f"- {note}")
-    for r in rows:
-        if r["start_failures"]:
-            print(f"- {r['system']}, {r['processes']} processes: Runtime.start failed "
-                  f"{len(r['start_failures'])} time(s) and was retried: {r['start_failures'][0]}")
+    common.print_footnotes(notes, rows)
 
 
 if __name__ == "__main__":

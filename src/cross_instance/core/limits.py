@@ -23,6 +23,10 @@ def default_burst(requests_per_minute: int) -> int:
     return max(1, min(MAX_BURST, requests_per_minute // 5))
 
 
+def _rate(per_minute: int | None, burst: int | None) -> RateSpec | None:
+    return None if per_minute is None or burst is None else RateSpec(per_minute, burst)
+
+
 @dataclass(frozen=True, slots=True)
 class ModelLimits:
     """Extra limits for models matching one pattern; None means "not limited at model level"."""
@@ -36,16 +40,12 @@ class ModelLimits:
     @property
     def requests(self) -> RateSpec | None:
         """The request rate, if this level limits requests."""
-        if self.requests_per_minute is None or self.burst is None:
-            return None
-        return RateSpec(self.requests_per_minute, self.burst)
+        return _rate(self.requests_per_minute, self.burst)
 
     @property
     def tokens(self) -> RateSpec | None:
         """The token rate, if this level limits tokens."""
-        if self.tokens_per_minute is None or self.token_burst is None:
-            return None
-        return RateSpec(self.tokens_per_minute, self.token_burst)
+        return _rate(self.tokens_per_minute, self.token_burst)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +68,7 @@ class ProviderLimits:
     @property
     def tokens(self) -> RateSpec | None:
         """The provider-wide token rate, if configured."""
-        if self.tokens_per_minute is None or self.token_burst is None:
-            return None
-        return RateSpec(self.tokens_per_minute, self.token_burst)
+        return _rate(self.tokens_per_minute, self.token_burst)
 
 
 @dataclass(frozen=True, slots=True)
