@@ -188,8 +188,10 @@ class Database:
         conn.execute("UPDATE buckets SET tat=0")
         conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('boot_id', ?)", (current,))
 
-    def write(self, fn: Callable[[sqlite3.Connection, int], T]) -> T:
-        """Run ``fn(conn, now)`` as one immediate transaction under the write lock."""
+    def write(self, fn: Callable[[sqlite3.Connection, int], T], op: str = "write") -> T:
+        """Run ``fn(conn, now)`` as one immediate transaction under the write lock. ``op``
+        names the crash points around its commit (``sqlite.<op>.before_commit`` and
+        ``sqlite.<op>.after_commit``) for fault tests."""
         if self._forked:
             self._reopen_after_fork()
         with self._thread_lock:
@@ -200,7 +202,7 @@ class Database:
                     conn.execute("BEGIN IMMEDIATE")
                     try:
                         result = fn(conn, self.clock())
-                        crash_at("sqlite.before_commit")
+                        crash_at(f"sqlite.{op}.before_commit")
                         conn.execute("COMMIT")
                     except BaseException:
                         if conn.in_transaction:
@@ -208,7 +210,7 @@ class Database:
                         raise
                 except sqlite3.Error as err:
                     raise map_error(err, self.path) from err
-                crash_at("sqlite.after_commit")
+                crash_at(f"sqlite.{op}.after_commit")
                 return result
             finally:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)

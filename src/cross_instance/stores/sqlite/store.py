@@ -51,7 +51,7 @@ class SqliteStore:
 
     # --- registry -------------------------------------------------------------------------
     def register_instance(self, record: InstanceRecord) -> InstanceRecord:
-        return self.db.write(lambda c, now: registry.register(c, now, record))
+        return self.db.write(lambda c, now: registry.register(c, now, record), "register")
 
     def heartbeat(self, instance_id: str, workload: Workload | None = None,
                   usage: Mapping[str, int] | None = None) -> bool:
@@ -65,7 +65,7 @@ class SqliteStore:
         return self.db.read(lambda c, now: registry.load(c))
 
     def reap(self) -> list[str]:
-        return self.db.write(registry.reap)
+        return self.db.write(registry.reap, "reap")
 
     def set_active_model(self, instance_id: str, provider: str, model: str, delta: int) -> None:
         self.db.write(lambda c, now: registry.set_active_model(c, instance_id, provider, model,
@@ -83,7 +83,7 @@ class SqliteStore:
     def acquire(self, request: PermitRequest, ticket: int | None,
                 release: Sequence[int] = ()) -> Granted | Waiting:
         result = self.db.write(lambda c, now: permits.acquire(
-            c, now, request, ticket, self.waiter_ttl_ns, True, release))
+            c, now, request, ticket, self.waiter_ttl_ns, True, release), "acquire")
         assert result is not None
         return result
 
@@ -98,7 +98,7 @@ class SqliteStore:
         self.db.write(lambda c, now: c.execute("DELETE FROM waiters WHERE ticket=?", (ticket,)))
 
     def release(self, permit_ids: Sequence[int]) -> int:
-        return self.db.write(lambda c, now: permits.release(c, permit_ids))
+        return self.db.write(lambda c, now: permits.release(c, permit_ids), "release")
 
     # --- observation ----------------------------------------------------------------------
     def snapshot(self) -> Snapshot:
