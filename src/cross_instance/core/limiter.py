@@ -12,7 +12,7 @@ decision more conservative, never admit more.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 NS_PER_MINUTE = 60_000_000_000
 
@@ -23,15 +23,13 @@ class RateSpec:
 
     per_minute: int
     burst: int
+    #: Emission interval T in ns, rounded up so the admitted rate never exceeds the spec.
+    interval_ns: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.per_minute < 1 or self.burst < 1:
             raise ValueError(f"rate spec needs per_minute >= 1 and burst >= 1, got {self}")
-
-    @property
-    def interval_ns(self) -> int:
-        """Emission interval T in ns, rounded up so the admitted rate never exceeds the spec."""
-        return -(-NS_PER_MINUTE // self.per_minute)
+        object.__setattr__(self, "interval_ns", -(-NS_PER_MINUTE // self.per_minute))
 
 
 def admits(tat: int, now: int, spec: RateSpec, cost: int) -> bool:

@@ -126,12 +126,13 @@ def estimate(cur: int, prev: int, now: int) -> int:
     return int(cur + prev * (1.0 - frac))
 
 
-def _grant(conn: sqlite3.Connection, now: int, req: PermitRequest, cap: Capacity,
-           ticket: int | None) -> Granted:
+def _grant(conn: sqlite3.Connection, now: int, req: PermitRequest, tats: Sequence[int],
+           specs: Sequence[RateSpec], ticket: int | None) -> Granted:
+    """Take the tokens (``tats``/``specs`` follow ``req.rates``) and the slot."""
     win = now // NS_PER_MINUTE
     usage = lim = 0
     for i, (key, cost) in enumerate(req.rates):
-        tat = limiter.consume(cap.tats[key], now, cap.specs[key], cost)
+        tat = limiter.consume(tats[i], now, specs[i], cost)
         cur, prev, per_minute = conn.execute(_TAKE, (tat, win, cost, key)).fetchone()
         if i == 0:
             usage, lim = estimate(cur, prev, now), per_minute
@@ -149,49 +150,47 @@ def _grant(conn: sqlite3.Connection, now: int, req: PermitRequest, cap: Capacity
 
 @functools.cache
 def _quick_sql(keys: int, slots: tuple[str, ...]) -> str:
-    """One row: queue length, instances with reservations, whether the caller is registered,
-    then (used, limit) per slot group and (per_minute, burst, tat) per bucket."""
+    """One row: queue length, instances with reservations, whether the caller (?1) is
+    registered, then (used, limit) per slot group and (per_minute, burst, tat) per bucket.
+    Parameters: ?1 instance, ?2 provider, ?3 model, then the group keys, then bucket keys."""
     parts = ["(SELECT COUNT(*) FROM waiters)",
              "(SELECT COUNT(*) FROM instances WHERE reserved > 0)",
-             "(SELECT COUNT(*) FROM instances WHERE id=:iid)"]
+             "(SELECT COUNT(*) FROM instances WHERE id=?1)"]
     for i, group in enumerate(slots):
-        where = ("" if group == GLOBAL_GROUP else " WHERE provider=:p" if group.startswith("p:")
-                 else " WHERE provider=:p AND model=:m")
+        where = ("" if group == GLOBAL_GROUP else " WHERE provider=?2" if group.startswith("p:")
+                 else " WHERE provider=?2 AND model=?3")
         parts += [f"(SELECT COUNT(*) FROM permits{where})",
-                  f"(SELECT lim FROM groups WHERE key=:g{i})"]
+                  f"(SELECT lim FROM groups WHERE key=?{4 + i})"]
+    tables = []
     for i in range(keys):
-        parts += [f"(SELECT {col} FROM buckets WHERE key=:k{i})"
-                  for col in ("per_minute", "burst", "tat")]
-    return "SELECT " + ", ".join(parts)
+        parts += [f"b{i}.per_minute", f"b{i}.burst", f"b{i}.tat"]
+        tables.append(f"LEFT JOIN buckets b{i} ON b{i}.key=?{4 + len(slots) + i}")
+    return f"SELECT {', '.join(parts)} FROM (SELECT 1) {' '.join(tables)}"
 
 
 def _quick(conn: sqlite3.Connection, now: int, req: PermitRequest) -> Granted | None:
     """The uncontended case (nobody queued, nothing reserved) decided from one row; None when
     it does not apply or does not fit (the full arbiter then decides)."""
-    args: dict[str, object] = {"iid": req.instance_id, "p": req.provider, "m": req.model}
-    for i, group in enumerate(req.slots):
-        args[f"g{i}"] = group
-    for i, (key, _) in enumerate(req.rates):
-        args[f"k{i}"] = key
-    row = conn.execute(_quick_sql(len(req.rates), req.slots), args).fetchone()
+    row = conn.execute(_quick_sql(len(req.rates), req.slots),
+                       (req.instance_id, req.provider, req.model, *req.slots,
+                        *(key for key, _ in req.rates))).fetchone()
     if row[0] or row[1] or not row[2]:
         return None
     n = len(req.slots)
     groups = [(row[3 + 2 * i], row[4 + 2 * i]) for i in range(n)]
     base = 3 + 2 * n
-    rates = []
-    for i, (key, cost) in enumerate(req.rates):
+    tats, specs, rates = [], [], []
+    for i, (_, cost) in enumerate(req.rates):
         per_minute, burst, tat = row[base + 3 * i: base + 3 * i + 3]
-        if per_minute is None:
-            return None
-        rates.append((tat, RateSpec(per_minute, burst), cost))
-    if any(cost > spec.burst for _, spec, cost in rates):
-        return None  # the full path reports it
+        if per_minute is None or cost > burst:
+            return None  # the full path reports it
+        spec = RateSpec(per_minute, burst)
+        tats.append(tat)
+        specs.append(spec)
+        rates.append((tat, spec, cost))
     if not arbiter.fits_now(rates, groups, now):
         return None
-    cap = Capacity({k: r[0] for (k, _), r in zip(req.rates, rates, strict=True)},
-                   {k: r[1] for (k, _), r in zip(req.rates, rates, strict=True)}, {}, {}, {})
-    return _grant(conn, now, req, cap, None)
+    return _grant(conn, now, req, tats, specs, None)
 
 
 def acquire(conn: sqlite3.Connection, now: int, req: PermitRequest, ticket: int | None,
@@ -212,7 +211,8 @@ def acquire(conn: sqlite3.Connection, now: int, req: PermitRequest, ticket: int 
         raise PermitRequestError(why)
     verdict = arbiter.arbitrate(me, waiters, cap, now)
     if verdict.grant:
-        return _grant(conn, now, req, cap, ticket)
+        return _grant(conn, now, req, [cap.tats[k] for k, _ in req.rates],
+                      [cap.specs[k] for k, _ in req.rates], ticket)
     if not queue:
         return None
     if ticket is None:
