@@ -64,3 +64,29 @@ def test_state_from_an_earlier_boot_is_forgotten(tmp_path):
     store = SqliteStore(state)
     assert store.list_instances() == []
     store.close()
+
+
+def test_migration_from_version_1_keeps_the_state(tmp_path):
+    """A v1 database (as the first release wrote it) is migrated in place, state kept."""
+    from cross_instance.core.limiter import RateSpec
+    from cross_instance.stores.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
+
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    with sqlite3.connect(state / DB_NAME) as conn:
+        for statement in MIGRATIONS[0].split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute("INSERT INTO buckets(key, per_minute, burst, tat) VALUES('r:p', 60, 2, 7)")
+        conn.execute("INSERT INTO groups(key, lim) VALUES('*', 3)")
+        conn.execute("INSERT INTO meta(key, value) VALUES('boot_id', ?)", (hostinfo.boot_id(),))
+        conn.execute("PRAGMA user_version=1")
+    store = SqliteStore(state)
+    try:
+        snap = store.snapshot()
+        assert [(b.key, b.spec, b.tat_ns) for b in snap.buckets] == [("r:p", RateSpec(60, 2), 7)]
+        assert [(g.key, g.limit) for g in snap.groups] == [("*", 3)]
+    finally:
+        store.close()
+    with sqlite3.connect(state / DB_NAME) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION

@@ -3,7 +3,7 @@ each runs in the same transaction as the version bump, so a crash leaves the old
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -41,5 +41,23 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE events(
         id INTEGER PRIMARY KEY AUTOINCREMENT, wall_ms INTEGER NOT NULL, kind TEXT NOT NULL,
         instance_id TEXT, data TEXT NOT NULL);
+    """,
+    # v2: every page a permit reads is re-read after another process commits, so the fast
+    # path should touch few: a covering index answers "does anyone reserve slots?" without
+    # the wide instance rows, and buckets and groups become clustered on their key
+    # (WITHOUT ROWID: one page per lookup instead of index page + table page).
+    """
+    CREATE INDEX instances_policy ON instances(id, reserved, priority);
+    CREATE TABLE buckets_v2(
+        key TEXT PRIMARY KEY, per_minute INTEGER NOT NULL, burst INTEGER NOT NULL,
+        tat INTEGER NOT NULL, win INTEGER NOT NULL DEFAULT 0, cur INTEGER NOT NULL DEFAULT 0,
+        prev INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
+    INSERT INTO buckets_v2 SELECT key, per_minute, burst, tat, win, cur, prev FROM buckets;
+    DROP TABLE buckets;
+    ALTER TABLE buckets_v2 RENAME TO buckets;
+    CREATE TABLE groups_v2(key TEXT PRIMARY KEY, lim INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT INTO groups_v2 SELECT key, lim FROM groups;
+    DROP TABLE groups;
+    ALTER TABLE groups_v2 RENAME TO groups;
     """,
 )
