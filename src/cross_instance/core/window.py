@@ -28,4 +28,4 @@ class SlidingCount:
     def value(self, now_ns: int) -> int:
         self._roll(now_ns)
         frac = (now_ns % NS_PER_MINUTE) / NS_PER_MINUTE
-        return int(self.cur + self.prev * (1.0 - frac))
+        return round(self.cur + self.prev * (1.0 - frac))

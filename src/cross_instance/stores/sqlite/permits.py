@@ -123,7 +123,7 @@ os.register_at_fork(after_in_child=_reseed)
 def estimate(cur: int, prev: int, now: int) -> int:
     """Admissions in the last minute, from this minute's count and a share of the last one."""
     frac = (now % NS_PER_MINUTE) / NS_PER_MINUTE
-    return int(cur + prev * (1.0 - frac))
+    return round(cur + prev * (1.0 - frac))
 
 
 def _grant(conn: sqlite3.Connection, now: int, req: PermitRequest, tats: Sequence[int],
