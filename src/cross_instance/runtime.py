@@ -283,6 +283,7 @@ class Runtime:
     def _release(self, permit_id: int) -> None:
         if not self.closed:
             self._releases.put(permit_id)
+            self._notify_local()  # a local waiter's next attempt carries the release
 
     async def _arelease(self, permit_id: int) -> None:
         self._release(permit_id)  # only queues: nothing blocks the event loop

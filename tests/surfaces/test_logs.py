@@ -33,4 +33,6 @@ def test_concurrent_writers_and_rotation(tmp_path):
     lines = [line for f in files for line in f.read_text().splitlines()]
     assert len(lines) == 4000  # nothing lost
     assert all(line.endswith("x" * 40) and line.count(" line ") == 1 for line in lines)
-    assert len(files) > 2 and all(f.stat().st_size <= 20_000 + 100 for f in files)
+    # Writers append without a lock, so a file may overshoot by one write per other writer
+    # (a check-then-append race, or a write landing just after another process rotated).
+    assert len(files) > 2 and all(f.stat().st_size <= 20_000 + 4 * 100 for f in files)
