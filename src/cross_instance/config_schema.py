@@ -19,6 +19,7 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from cross_instance.core.ids import is_valid_instance_id
+from cross_instance.core.keys import PROVIDER_NAME
 from cross_instance.core.modelmatch import pattern_problem
 from cross_instance.errors import ConfigError
 
@@ -41,7 +42,7 @@ BOUNDS: dict[str, tuple[int, int]] = {
     "maxRequestsPerMinute": (1, 10_000_000),
 }
 
-_PROVIDER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_PROVIDER = PROVIDER_NAME
 _ADDR = re.compile(r"(\[[0-9A-Za-z:.%]+\]|[A-Za-z0-9._-]+):([0-9]{1,5})")
 _SIMPLE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 

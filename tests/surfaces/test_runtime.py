@@ -143,3 +143,18 @@ def test_log_lines_like_the_guide(tmp_path):
     assert "Instance a1 requested 1 request (p)" in text
     assert "Approved: 1/6000 requests used" in text
     assert text.startswith("[20")
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"provider": ""}, "provider must be a name"),
+    ({"provider": "open/ai"}, "provider must be a name"),
+    ({"provider": "p", "model": ""}, "must not be empty"),
+    ({"provider": "p", "model": "gpt\n4"}, "control characters"),
+    ({"provider": "p", "tokens": -1}, "tokens must be an integer >= 0"),
+    ({"provider": "p", "tokens": 1.5}, "tokens must be an integer >= 0"),
+])
+def test_bad_permit_arguments_are_named(rt, kwargs, fragment):
+    provider = kwargs.pop("provider")
+    with pytest.raises(PermitRequestError, match=fragment):
+        rt.permit(provider, **kwargs)
+    assert rt.try_permit("p") is not None  # nothing was taken by the bad calls

@@ -8,13 +8,18 @@ each concrete model name, as providers count them. Slot groups: ``*`` (totalMaxL
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from cross_instance.core.arbiter import GLOBAL_GROUP
 from cross_instance.core.limiter import RateSpec
 from cross_instance.core.limits import ResolvedLimits
+from cross_instance.core.modelmatch import pattern_problem
 from cross_instance.core.records import PermitRequest
 from cross_instance.errors import PermitRequestError
+
+
+PROVIDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,8 +34,17 @@ class Plan:
 def plan_request(instance_id: str, limits: ResolvedLimits, tokens: int | None,
                  total_max_llm: int) -> Plan:
     """What a permit for ``limits`` takes; ``PermitRequestError`` if it can never be granted."""
-    if tokens is not None and tokens < 0:
-        raise PermitRequestError(f"tokens must be >= 0 (got {tokens})")
+    if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int)
+                               or tokens < 0):
+        raise PermitRequestError(f"tokens must be an integer >= 0 (got {tokens!r})")
+    if not isinstance(limits.provider, str) or not PROVIDER_NAME.fullmatch(limits.provider):
+        raise PermitRequestError(
+            f"provider must be a name like 'openai' (letters, digits, '_', '.', '-'; at most "
+            f"64 characters), got {limits.provider!r}")
+    if limits.model is not None:
+        problem = pattern_problem(limits.model) if isinstance(limits.model, str) else "not a string"
+        if problem is not None:
+            raise PermitRequestError(f"model {limits.model!r}: {problem.replace('pattern ', '')}")
     p, m = limits.provider, limits.model
     rates: dict[str, RateSpec] = {f"r:{p}": limits.requests}
     costs: list[tuple[str, int]] = [(f"r:{p}", 1)]
