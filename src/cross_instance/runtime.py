@@ -25,16 +25,16 @@ from typing import Any, TypeVar
 from cross_instance import hostinfo
 from cross_instance.acquire import AcquireLoop, run_async, run_sync
 from cross_instance.config import Config, load_config
-from cross_instance.core import parallel
 from cross_instance.core.ids import generate_instance_id
 from cross_instance.core.keys import Plan, plan_request
-from cross_instance.core.records import Granted, InstanceRecord, Waiting, Workload
+from cross_instance.core.records import Granted, InstanceRecord, Waiting
 from cross_instance.core.window import SlidingCount
 from cross_instance.errors import NotRegisteredError, RateLimitExceeded
 from cross_instance.logs import LineLog, log_path
 from cross_instance.membership import Membership
 from cross_instance.permit import Permit
 from cross_instance.releases import ReleaseQueue
+from cross_instance.seed_functions import SeedFunctions
 from cross_instance.status import build_status
 from cross_instance.stores.base import Store
 from cross_instance.stores.sqlite.store import SqliteStore
@@ -42,7 +42,7 @@ from cross_instance.stores.sqlite.store import SqliteStore
 T = TypeVar("T")
 
 
-class Runtime:
+class Runtime(SeedFunctions):
     """One registered instance. Thread-safe; use ``start()`` rather than the constructor."""
 
     def __init__(self, config: Config, store: Store | None, *, cwd: Path,
@@ -323,87 +323,6 @@ class Runtime:
         mine = [i for i in view["instances"] if i["instanceId"] == self.instance_id]
         view["activeRequests"] = mine[0]["activeRequests"] if mine else 0
         return view
-
-    # --- seed 001 registry and limit functions -------------------------------------------
-    def update_heartbeat(self) -> None:
-        self._require_membership().beat()
-
-    enhanced_heartbeat = update_heartbeat
-
-    def cleanup_dead_instances(self) -> list[str]:
-        return self._require_store().reap()
-
-    def get_active_instances(self) -> list[InstanceRecord]:
-        store = self._require_store()
-        now = store.now_ns()
-        return [r for r in store.list_instances() if not hostinfo.verdict(r, now).is_dead]
-
-    def get_active_instance_count(self) -> int:
-        return len(self.get_active_instances())
-
-    def get_total_max_llm(self) -> int:
-        return self.config.total_max_llm
-
-    def get_my_parallel_limit(self) -> int:
-        active = self.get_active_instances()
-        priorities = [r.priority for r in active]
-        mine = next((r.priority for r in active if r.instance_id == self.instance_id), 1)
-        if len(set(priorities)) <= 1:
-            return parallel.my_parallel_limit(self.config.total_max_llm, len(active))
-        return parallel.weighted_share(self.config.total_max_llm, mine, priorities)
-
-    def update_workload_info(self, pending_task_count: int, avg_latency_ms: float | None = None,
-                             active_orchestrations: int = 0) -> None:
-        membership = self._require_membership()
-        membership.workload = Workload(pending_task_count, avg_latency_ms, active_orchestrations)
-        self._require_store().heartbeat(self.instance_id, membership.workload)
-
-    def get_dynamic_parallel_limit(self, my_pending_tasks: int) -> int:
-        others = [r.workload.pending_tasks for r in self.get_active_instances()
-                  if r.instance_id != self.instance_id]
-        return parallel.dynamic_parallel_limit(self.config.total_max_llm, my_pending_tasks,
-                                               [my_pending_tasks, *others])
-
-    def set_active_model(self, provider: str, model: str) -> None:
-        self._require_store().set_active_model(self.instance_id, provider, model, 1)
-
-    def clear_active_model(self, provider: str, model: str) -> None:
-        self._require_store().set_active_model(self.instance_id, provider, model, -1)
-
-    def clear_all_active_models(self) -> None:
-        self._require_store().clear_active_models(self.instance_id)
-
-    def get_active_instances_for_model(self, provider: str, model: str) -> int:
-        return sum(1 for r in self.get_active_instances()
-                   if any(p == provider and m == model and c > 0 for p, m, c in r.active_models))
-
-    def get_model_parallel_limit(self, provider: str, model: str, base_limit: int) -> int:
-        return parallel.model_parallel_limit(
-            base_limit, max(1, self.get_active_instances_for_model(provider, model)))
-
-    def get_model_usage_summary(self) -> dict[str, Any]:
-        counts: dict[tuple[str, str], int] = {}
-        active = self.get_active_instances()
-        for r in active:
-            for p, m, c in r.active_models:
-                if c > 0:
-                    counts[(p, m)] = counts.get((p, m), 0) + 1
-        return {"models": [{"provider": p, "model": m, "instanceCount": n}
-                           for (p, m), n in sorted(counts.items())],
-                "instances": [r.instance_id for r in active]}
-
-    def get_coordinator_status(self) -> dict[str, Any]:
-        active = self.get_active_instances() if self.store is not None else []
-        return {"registered": self._membership is not None and self._membership.registered,
-                "myInstanceId": self.instance_id, "activeInstanceCount": len(active),
-                "myParallelLimit": self.get_my_parallel_limit() if active else 1,
-                "config": {"totalMaxLlm": self.config.total_max_llm,
-                           "heartbeatIntervalMs": self.config.heartbeat_interval_ms,
-                           "heartbeatTimeoutMs": self.config.heartbeat_timeout_ms},
-                "instances": [r.instance_id for r in active]}
-
-    def is_coordinator_initialized(self) -> bool:
-        return not self.closed and self._membership is not None and self._membership.registered
 
     def _require_store(self) -> Store:
         store = self._store_or_none()
