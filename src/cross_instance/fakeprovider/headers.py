@@ -7,10 +7,11 @@ rounded *up* (a client that waits as told is never early).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
+
+from cross_instance.core.headers import parse_duration
 
 HeaderStyle = Literal["openai", "anthropic", "none"]
 HEADER_STYLES: tuple[HeaderStyle, ...] = ("openai", "anthropic", "none")
@@ -49,26 +50,16 @@ def format_openai_duration(ns: int) -> str:
     return f"{sec}s"
 
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s|us|µs|ns)")
-_UNIT_NS = {"h": 3600 * NS_PER_S, "m": 60 * NS_PER_S, "s": NS_PER_S, "ms": NS_PER_MS,
-            "us": 1000, "µs": 1000, "ns": 1}
-
 
 def parse_openai_duration(text: str) -> int:
     """Nanoseconds in a Go-style duration string (inverse of :func:`format_openai_duration`).
 
     Raises ``ValueError`` on anything that is not a sequence of ``<number><unit>`` parts.
     """
-    text = text.strip()
-    pos, total = 0, 0
-    for match in _DURATION_PART.finditer(text):
-        if match.start() != pos:
-            break
-        total += round(float(match.group(1)) * _UNIT_NS[match.group(2)])
-        pos = match.end()
-    if pos != len(text) or not text:
+    seconds = parse_duration(text)
+    if seconds is None:
         raise ValueError(f"not a duration: {text!r}")
-    return total
+    return round(seconds * NS_PER_S)
 
 
 def format_rfc3339(unix_ns: int) -> str:
