@@ -1,0 +1,94 @@
+"""Learning a provider's real limit from its answers (AIMD), pure: the clock is an argument.
+
+State per bucket is shared by every instance (the store keeps it), so all instances learn from
+every instance's responses. Rules:
+
+- **One decrease per congestion epoch.** A 429 lowers the rate (× ``reduction_factor``) only if
+  the call it answers was *granted after* the last decrease. Calls already in flight when the
+  limit was lowered were admitted under the old rate; their 429s are the same congestion, and a
+  burst of them from several processes counts once, not ×N (TCP's rule, with no timer to tune).
+- **Cooldown.** A ``Retry-After`` (or remaining = 0 with a reset time) sets ``cooldown_until``;
+  nobody is admitted before it. It only ever moves later.
+- **Recovery** (× ``recovery_factor``) only while the limit is really used (``utilisation`` of
+  the last minute ≥ ``RECOVER_WHEN_USED``), no 429 came for ``QUIET_NS``, and at most once per
+  ``RECOVER_EVERY_NS``.
+- **Headers win.** A response that states the limit sets the rate to it at once (clamped to the
+  bounds); AIMD remains the fallback for providers that state nothing.
+- The rate never leaves ``[floor, ceiling]``: the configured min and max (max defaults to the
+  configured requests per minute).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+QUIET_NS = 30_000_000_000
+RECOVER_EVERY_NS = 5_000_000_000
+RECOVER_WHEN_USED = 0.8
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    floor: float
+    ceiling: float
+    reduction: float
+    recovery: float
+
+    def clamp(self, rate: float) -> float:
+        return min(self.ceiling, max(self.floor, rate))
+
+
+@dataclass(frozen=True, slots=True)
+class Learned:
+    """The shared learned state of one bucket (times on the store clock, ns)."""
+
+    rate: float
+    decreased_at_ns: int = 0
+    last_429_ns: int = 0
+    last_increase_ns: int = 0
+    cooldown_until_ns: int = 0
+    reported_limit: int | None = None
+
+
+def bounds(configured_rpm: int, reduction: float, recovery: float, min_rpm: int,
+           max_rpm: int | None) -> Bounds:
+    ceiling = float(max_rpm if max_rpm is not None else configured_rpm)
+    return Bounds(min(float(min_rpm), ceiling), ceiling, reduction, recovery)
+
+
+def on_rate_limited(state: Learned, b: Bounds, now_ns: int, granted_ns: int,
+                    retry_after_ns: int | None) -> tuple[Learned, bool]:
+    """A 429 for a call granted at ``granted_ns``; returns the new state and whether the
+    rate was lowered (False: same congestion epoch as an earlier decrease)."""
+    cooldown = state.cooldown_until_ns
+    if retry_after_ns is not None:
+        cooldown = max(cooldown, now_ns + max(0, retry_after_ns))
+    new = replace(state, last_429_ns=max(state.last_429_ns, now_ns), cooldown_until_ns=cooldown)
+    if granted_ns < state.decreased_at_ns:
+        return new, False
+    lowered = b.clamp(state.rate * b.reduction)
+    return replace(new, rate=lowered, decreased_at_ns=now_ns), lowered < state.rate
+
+
+def on_success(state: Learned, b: Bounds, now_ns: int, utilisation: float) -> tuple[Learned, bool]:
+    """A successful call; returns the new state and whether the rate was raised."""
+    if (utilisation < RECOVER_WHEN_USED or now_ns - state.last_429_ns < QUIET_NS
+            or now_ns - state.last_increase_ns < RECOVER_EVERY_NS
+            or state.reported_limit is not None):
+        return state, False
+    raised = b.clamp(state.rate * b.recovery)
+    if raised <= state.rate:
+        return state, False
+    return replace(state, rate=raised, last_increase_ns=now_ns), True
+
+
+def on_reported(state: Learned, b: Bounds, now_ns: int, limit_per_minute: int | None,
+                remaining: int | None, reset_ns: int | None) -> Learned:
+    """Headers stated the limit (per minute) and/or that nothing remains until a reset."""
+    new = state
+    if limit_per_minute is not None and limit_per_minute > 0:
+        new = replace(new, rate=b.clamp(float(limit_per_minute)),
+                      reported_limit=limit_per_minute)
+    if remaining == 0 and reset_ns is not None:
+        new = replace(new, cooldown_until_ns=max(new.cooldown_until_ns, now_ns + reset_ns))
+    return new
