@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from cross_instance.core.limiter import RateSpec
+
 QUIET_NS = 30_000_000_000
 RECOVER_EVERY_NS = 5_000_000_000
 RECOVER_WHEN_USED = 0.8
@@ -50,6 +52,20 @@ class Learned:
     reported_limit: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The ``adaptiveRateControl`` settings as the store needs them."""
+
+    enabled: bool = True
+    reduction: float = 0.9
+    recovery: float = 1.05
+    min_rpm: int = 1
+    max_rpm: int | None = None
+
+    def bounds(self, configured_rpm: int) -> Bounds:
+        return bounds(configured_rpm, self.reduction, self.recovery, self.min_rpm, self.max_rpm)
+
+
 def bounds(configured_rpm: int, reduction: float, recovery: float, min_rpm: int,
            max_rpm: int | None) -> Bounds:
     ceiling = float(max_rpm if max_rpm is not None else configured_rpm)
@@ -64,7 +80,7 @@ def on_rate_limited(state: Learned, b: Bounds, now_ns: int, granted_ns: int,
     if retry_after_ns is not None:
         cooldown = max(cooldown, now_ns + max(0, retry_after_ns))
     new = replace(state, last_429_ns=max(state.last_429_ns, now_ns), cooldown_until_ns=cooldown)
-    if granted_ns < state.decreased_at_ns:
+    if state.decreased_at_ns and granted_ns <= state.decreased_at_ns:
         return new, False
     lowered = b.clamp(state.rate * b.reduction)
     return replace(new, rate=lowered, decreased_at_ns=now_ns), lowered < state.rate
@@ -92,3 +108,16 @@ def on_reported(state: Learned, b: Bounds, now_ns: int, limit_per_minute: int | 
     if remaining == 0 and reset_ns is not None:
         new = replace(new, cooldown_until_ns=max(new.cooldown_until_ns, now_ns + reset_ns))
     return new
+
+
+def effective(spec: RateSpec, tat: int, learned_rate: float | None, cooldown_until_ns: int
+              ) -> tuple[RateSpec, int]:
+    """The spec and TAT the limiter uses: the learned rate (never above the configured one),
+    its burst scaled down with it, and a TAT that admits nothing before the cooldown ends and
+    then one call per interval (waiters resume in order and paced, not all at once)."""
+    if learned_rate is not None and learned_rate < spec.per_minute:
+        per_minute = max(1, int(learned_rate))
+        spec = RateSpec(per_minute, max(1, spec.burst * per_minute // spec.per_minute))
+    if cooldown_until_ns:
+        tat = max(tat, cooldown_until_ns + (spec.burst - 1) * spec.interval_ns)
+    return spec, tat

@@ -81,6 +81,9 @@ class BucketState:
     tat_ns: int
     used_last_minute: int
     used_by_instance: dict[str, int]
+    learned_rate: float | None = None  # adaptive control's rate, when it learned one
+    cooldown_until_ns: int = 0
+    reported_limit: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,3 +122,27 @@ class Snapshot:
     groups: tuple[GroupState, ...]
     permits: tuple[PermitState, ...]
     waiting: int
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a call made under a permit met, for adaptive control.
+
+    ``reported`` holds (bucket key, limit per minute, remaining, ns until reset) for each
+    bucket whose limit the response stated."""
+
+    granted_ns: int
+    rate_limited: bool
+    retry_after_ns: int | None = None
+    reported: tuple[tuple[str, int | None, int | None, int | None], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Adjustment:
+    """A change to a bucket's learned state, for the adaptive controller's log."""
+
+    key: str
+    old_rate: float
+    new_rate: float
+    cooldown_until_ns: int
+    reason: str

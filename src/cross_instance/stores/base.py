@@ -13,11 +13,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
+from cross_instance.core.adaptive import Policy
 from cross_instance.core.limiter import RateSpec
 from cross_instance.core.records import (
+    Adjustment,
     Event,
     Granted,
     InstanceRecord,
+    Outcome,
     PermitRequest,
     Snapshot,
     Waiting,
@@ -104,6 +107,12 @@ class Store(Protocol):
     def release(self, permit_ids: Sequence[int]) -> int:
         """Return the permits' slots; how many were still held (a permit already freed, its
         owner judged dead, counts 0). Idempotent."""
+        ...
+
+    def record_outcome(self, keys: Sequence[str], outcome: Outcome, policy: Policy
+                       ) -> list[Adjustment]:
+        """Apply what a call met (429, retry-after, stated limits, success) to the shared
+        learned state of ``keys`` in one step; returns what changed."""
         ...
 
     # --- observation ----------------------------------------------------------------------

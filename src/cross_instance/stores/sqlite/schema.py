@@ -3,7 +3,7 @@ each runs in the same transaction as the version bump, so a crash leaves the old
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -59,5 +59,14 @@ MIGRATIONS: tuple[str, ...] = (
     INSERT INTO groups_v2 SELECT key, lim FROM groups;
     DROP TABLE groups;
     ALTER TABLE groups_v2 RENAME TO groups;
+    """,
+    # v3: what adaptive rate control learned per bucket, shared by every instance.
+    """
+    ALTER TABLE buckets ADD COLUMN lrate REAL;
+    ALTER TABLE buckets ADD COLUMN decreased_at INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE buckets ADD COLUMN last_429 INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE buckets ADD COLUMN last_increase INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE buckets ADD COLUMN cooldown_until INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE buckets ADD COLUMN reported_limit INTEGER;
     """,
 )

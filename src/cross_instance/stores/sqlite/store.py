@@ -12,14 +12,17 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from cross_instance import hostinfo
+from cross_instance.core.adaptive import Policy
 from cross_instance.core.arbiter import GLOBAL_GROUP
 from cross_instance.core.limiter import NS_PER_MINUTE, RateSpec
 from cross_instance.core.records import (
+    Adjustment,
     BucketState,
     Event,
     Granted,
     GroupState,
     InstanceRecord,
+    Outcome,
     PermitRequest,
     PermitState,
     Snapshot,
@@ -27,7 +30,7 @@ from cross_instance.core.records import (
     Workload,
 )
 from cross_instance.stores import base
-from cross_instance.stores.sqlite import permits, registry
+from cross_instance.stores.sqlite import learning, permits, registry
 from cross_instance.stores.sqlite.db import Database
 
 
@@ -100,6 +103,11 @@ class SqliteStore:
     def release(self, permit_ids: Sequence[int]) -> int:
         return self.db.write(lambda c, now: permits.release(c, permit_ids), "release")
 
+    def record_outcome(self, keys: Sequence[str], outcome: Outcome, policy: Policy
+                       ) -> list[Adjustment]:
+        return self.db.write(lambda c, now: learning.record(c, now, keys, outcome, policy),
+                             "record_outcome")
+
     # --- observation ----------------------------------------------------------------------
     def snapshot(self) -> Snapshot:
         return self.db.read(_snapshot)
@@ -145,9 +153,10 @@ def _snapshot(conn: sqlite3.Connection, now: int) -> Snapshot:
         usage.setdefault(key, {})[iid] = _windowed(win, cur, prev, now)
     buckets = tuple(
         BucketState(key, RateSpec(per_minute, burst), tat, _windowed(win, cur, prev, now),
-                    usage.get(key, {}))
-        for key, per_minute, burst, tat, win, cur, prev in conn.execute(
-            "SELECT key, per_minute, burst, tat, win, cur, prev FROM buckets ORDER BY key"))
+                    usage.get(key, {}), lrate, cooldown, reported)
+        for key, per_minute, burst, tat, win, cur, prev, lrate, cooldown, reported in conn.execute(
+            "SELECT key, per_minute, burst, tat, win, cur, prev, lrate, cooldown_until, "
+            "reported_limit FROM buckets ORDER BY key"))
     held = tuple(PermitState(r[0], r[1], r[2], r[3], r[4], r[5]) for r in conn.execute(
         "SELECT id, instance_id, provider, model, tokens, granted_ns FROM permits ORDER BY id"))
     used: dict[str, int] = {}

@@ -1,0 +1,56 @@
+"""Adaptive control's shared state in the SQLite store: one transaction applies one call's
+outcome to its buckets (decisions by ``core.adaptive``)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+from cross_instance.core import adaptive
+from cross_instance.core.adaptive import Learned, Policy
+from cross_instance.core.records import Adjustment, Outcome
+from cross_instance.stores.sqlite.permits import estimate
+
+_LOAD = ("SELECT per_minute, lrate, decreased_at, last_429, last_increase, cooldown_until, "
+         "reported_limit, win, cur, prev FROM buckets WHERE key=?")
+_SAVE = ("UPDATE buckets SET lrate=?, decreased_at=?, last_429=?, last_increase=?, "
+         "cooldown_until=?, reported_limit=? WHERE key=?")
+
+
+def record(conn: sqlite3.Connection, now: int, keys: Sequence[str], outcome: Outcome,
+           policy: Policy) -> list[Adjustment]:
+    reported = {key: rest for key, *rest in outcome.reported}
+    changes = []
+    for key in keys:
+        row = conn.execute(_LOAD, (key,)).fetchone()
+        if row is None:
+            continue
+        per_minute, lrate, decreased, last_429, last_inc, cooldown, reported_limit, win, cur, \
+            prev = row
+        before = Learned(lrate if lrate is not None else float(per_minute), decreased,
+                         last_429, last_inc, cooldown, reported_limit)
+        state, reason = before, ""
+        b = policy.bounds(per_minute)
+        if policy.enabled and key in reported:
+            limit, remaining, reset_ns = reported[key]
+            state = adaptive.on_reported(state, b, now, limit, remaining, reset_ns)
+            reason = "limit stated by the provider"
+        if outcome.rate_limited:
+            state, lowered = adaptive.on_rate_limited(
+                state, b, now, outcome.granted_ns, outcome.retry_after_ns)
+            if not policy.enabled:  # cooldowns still apply; the rate stays configured
+                state = Learned(before.rate, state.decreased_at_ns, state.last_429_ns,
+                                state.last_increase_ns, state.cooldown_until_ns,
+                                state.reported_limit)
+            reason = "429 error detected" if lowered and policy.enabled else "429 (same epoch)"
+        elif policy.enabled:
+            used = estimate(cur, prev, now) if win == now // 60_000_000_000 else 0
+            state, raised = adaptive.on_success(state, b, now, used / max(state.rate, 1.0))
+            reason = "recovered" if raised else reason
+        if state != before:
+            conn.execute(_SAVE, (state.rate, state.decreased_at_ns, state.last_429_ns,
+                                 state.last_increase_ns, state.cooldown_until_ns,
+                                 state.reported_limit, key))
+            changes.append(Adjustment(key, before.rate, state.rate, state.cooldown_until_ns,
+                                      reason))
+    return changes

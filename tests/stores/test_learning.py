@@ -1,0 +1,73 @@
+"""Adaptive control's shared state, on every store: one decrease per epoch whoever reports
+it, cooldowns honoured by every acquirer, stated limits taken at once."""
+
+from __future__ import annotations
+
+from cross_instance.core.adaptive import Policy
+from cross_instance.core.limiter import RateSpec
+from cross_instance.core.records import Granted, Outcome, PermitRequest, Waiting
+from tests.conftest import record
+
+POLICY = Policy(reduction=0.9, recovery=1.05, min_rpm=6)
+SPEC = RateSpec(600, 10)
+
+
+def req(iid: str) -> PermitRequest:
+    return PermitRequest(iid, "p", None, (("r:p", 1),), ("*",))
+
+
+def setup(make_store):
+    stores = [make_store(), make_store()]  # two connections, as two processes
+    for s, iid in zip(stores, ("a", "b")):
+        s.register_instance(record(iid))
+        s.publish_limits(iid, {"r:p": SPEC}, {"*": 50})
+    return stores
+
+
+def bucket(store):
+    return {b.key: b for b in store.snapshot().buckets}["r:p"]
+
+
+def test_a_burst_of_429s_from_several_processes_lowers_the_rate_once(make_store, clock):
+    a, b = setup(make_store)
+    grants = [s.acquire(req(i), None) for s, i in ((a, "a"), (b, "b"), (a, "a"))]
+    assert all(isinstance(g, Granted) for g in grants)
+    changes = []
+    for s, g in zip((a, b, a), grants):
+        changes += s.record_outcome(["r:p"], Outcome(g.granted_ns, True), POLICY)
+    assert [c.reason for c in changes].count("429 error detected") == 1
+    assert bucket(a).learned_rate == 540.0
+    clock.advance(0.5)
+    late = a.acquire(req("a"), None)  # granted after the decrease: a new epoch if it fails
+    a.record_outcome(["r:p"], Outcome(late.granted_ns, True), POLICY)
+    assert bucket(b).learned_rate == 486.0
+
+
+def test_cooldown_is_honoured_by_every_acquirer_and_ends_paced(make_store, clock):
+    a, b = setup(make_store)
+    g = a.acquire(req("a"), None)
+    a.record_outcome(["r:p"], Outcome(g.granted_ns, True, retry_after_ns=2_000_000_000), POLICY)
+    waiting = b.acquire(req("b"), None)
+    assert isinstance(waiting, Waiting) and waiting.ready_ns >= clock.now + 2_000_000_000
+    clock.advance(2.0)
+    assert isinstance(b.acquire(req("b"), waiting.ticket), Granted)
+    assert isinstance(a.acquire(req("a"), None), Waiting)  # paced: one at a time after it
+
+
+def test_a_stated_limit_is_taken_at_once_and_bounded(make_store):
+    a, _ = setup(make_store)
+    g = a.acquire(req("a"), None)
+    a.record_outcome(["r:p"], Outcome(g.granted_ns, False, reported=(("r:p", 120, 100, None),)),
+                     POLICY)
+    assert bucket(a).learned_rate == 120.0 and bucket(a).reported_limit == 120
+    a.record_outcome(["r:p"], Outcome(g.granted_ns, False, reported=(("r:p", 5000, 1, None),)),
+                     POLICY)
+    assert bucket(a).learned_rate == 600.0  # never above the configured limit
+
+
+def test_disabled_adaptive_control_keeps_the_rate_but_honours_cooldowns(make_store):
+    a, _ = setup(make_store)
+    g = a.acquire(req("a"), None)
+    off = Policy(enabled=False)
+    a.record_outcome(["r:p"], Outcome(g.granted_ns, True, retry_after_ns=10**9), off)
+    assert bucket(a).learned_rate == 600.0 and bucket(a).cooldown_until_ns > 0
