@@ -10,18 +10,20 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
+from typing import Any
 
 
 class Permit:
     """Permission for one LLM call to ``provider`` (and ``model``), holding ``tokens``."""
 
     __slots__ = ("provider", "model", "tokens", "permit_id", "granted_at", "granted_ns", "waited_s",
-                 "_release", "_arelease", "released")
+                 "_release", "_arelease", "_report", "request", "released")
 
     def __init__(self, provider: str, model: str | None, tokens: int, permit_id: int,
                  waited_s: float, release: Callable[[int], None] | None,
                  arelease: Callable[[int], Awaitable[None]] | None = None,
-                 granted_ns: int = 0) -> None:
+                 granted_ns: int = 0, report: Callable[..., object] | None = None,
+                 request: object = None) -> None:
         self.provider = provider
         self.model = model
         self.tokens = tokens
@@ -31,6 +33,8 @@ class Permit:
         self.waited_s = waited_s
         self._release = release
         self._arelease = arelease
+        self._report = report
+        self.request = request  # what the permit took (a PermitRequest), for reports
         self.released = False
 
     def release(self) -> None:
@@ -40,6 +44,15 @@ class Permit:
         self.released = True
         if self._release is not None:
             self._release(self.permit_id)
+
+    def report(self, status: int | None = None, headers: Any = None, *,
+               body: bytes | str | None = None, error: BaseException | None = None) -> None:
+        """Tell the shared controller what the call met: the HTTP ``status`` with the
+        response ``headers`` (and ``body`` for Gemini's 429 details), or the SDK ``error``
+        that carries them. 429s and cooldowns reach every instance; malformed headers are
+        ignored. Call it before or after ``release()``."""
+        if self._report is not None:
+            self._report(self, status, headers, body, error)
 
     def __enter__(self) -> Permit:
         return self

@@ -25,11 +25,13 @@ from typing import Any, TypeVar
 from cross_instance import hostinfo
 from cross_instance.acquire import AcquireLoop, run_async, run_sync
 from cross_instance.config import Config, load_config
+from cross_instance.core.adaptive import Policy
 from cross_instance.core.ids import generate_instance_id
 from cross_instance.core.keys import Plan, plan_request
-from cross_instance.core.records import Granted, InstanceRecord, Waiting
+from cross_instance.core.records import Granted, InstanceRecord, PermitRequest, Waiting
 from cross_instance.core.window import SlidingCount
 from cross_instance.errors import NotRegisteredError, RateLimitExceeded
+from cross_instance.feedback import Feedback, from_error
 from cross_instance.logs import LineLog, log_path
 from cross_instance.membership import Membership
 from cross_instance.permit import Permit
@@ -54,6 +56,15 @@ class Runtime(SeedFunctions):
         self.session_id = session_id
         self.log = LineLog(log_path(cwd, "coordinator") if store is not None else None,
                            "coordinator")
+        self.adaptive_log = LineLog(
+            log_path(cwd, "adaptive-rate-controller") if store is not None else None,
+            "adaptive-rate-controller")
+        a = config.adaptive
+        self._feedback = Feedback(
+            store.record_outcome if store is not None else (lambda *args: []),
+            Policy(a.enabled, a.reduction_factor, a.recovery_factor, a.min_requests_per_minute,
+                   a.max_requests_per_minute),
+            self.adaptive_log, store.now_ns if store is not None else (lambda: 0))
         self._published: set[str] = set()
         self._usage: dict[str, SlidingCount] = {}
         self._plans: dict[tuple[str, str | None, int | None], Plan] = {}
@@ -107,6 +118,7 @@ class Runtime(SeedFunctions):
         if self._executor is not None:
             self._executor.shutdown(wait=False)
         self.log.close()
+        self.adaptive_log.close()
         if self.store is not None:
             self.store.close()
 
@@ -248,7 +260,7 @@ class Runtime(SeedFunctions):
                 counter = self._usage[key] = SlidingCount()
             counter.add(granted.granted_ns, cost)
         return Permit(req.provider, req.model, req.tokens, granted.permit_id, waited,
-                      self._release, self._arelease, granted.granted_ns)
+                      self._release, self._arelease, granted.granted_ns, self._report, req)
 
     def _usage_snapshot(self) -> dict[str, int]:
         """This instance's admissions per bucket over the last minute (sent with heartbeats)."""
@@ -256,6 +268,17 @@ class Runtime(SeedFunctions):
             return {}
         now = self.store.now_ns()
         return {key: c.value(now) for key, c in list(self._usage.items())}
+
+    def _report(self, permit: Permit, status: int | None, headers: Any,
+                body: bytes | str | None, error: BaseException | None) -> None:
+        req = permit.request
+        if not isinstance(req, PermitRequest) or self.closed:
+            return
+        if error is not None:
+            status, headers, body = from_error(error)
+        if not status:
+            return  # no answer from the provider: nothing to learn
+        self._feedback.report(req, permit.granted_ns, status, headers, body)
 
     def _with_releases(self, op: Callable[..., T], *args: Any) -> T:
         """Run a store operation carrying the releases queued since the last one."""

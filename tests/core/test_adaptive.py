@@ -52,6 +52,8 @@ def test_headers_state_the_limit_at_once_and_remaining_zero_cools_down():
     state = on_reported(Learned(rate=500.0), B, 10 * S, 300, 0, 2 * S)
     assert state.rate == 300.0 and state.cooldown_until_ns == 12 * S
     assert on_reported(Learned(rate=500.0), B, 0, 5000, None, None).rate == 1000.0  # clamped
+    # calls granted before the stated limit lowered the rate: their 429s are the same epoch
+    assert not on_rate_limited(state, B, 11 * S, 9 * S, None)[1]
 
 
 @given(st.lists(st.tuples(st.sampled_from(["429", "ok", "hdr"]), st.integers(0, 10**12),

@@ -103,8 +103,11 @@ def on_reported(state: Learned, b: Bounds, now_ns: int, limit_per_minute: int | 
     """Headers stated the limit (per minute) and/or that nothing remains until a reset."""
     new = state
     if limit_per_minute is not None and limit_per_minute > 0:
-        new = replace(new, rate=b.clamp(float(limit_per_minute)),
-                      reported_limit=limit_per_minute)
+        rate = b.clamp(float(limit_per_minute))
+        # Lowering to a stated limit opens a congestion epoch like a decrease does: 429s for
+        # calls granted under the old rate must not cut it again.
+        decreased = now_ns if rate < state.rate else state.decreased_at_ns
+        new = replace(new, rate=rate, reported_limit=limit_per_minute, decreased_at_ns=decreased)
     if remaining == 0 and reset_ns is not None:
         new = replace(new, cooldown_until_ns=max(new.cooldown_until_ns, now_ns + reset_ns))
     return new

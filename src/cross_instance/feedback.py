@@ -1,0 +1,114 @@
+"""From a provider's answer to the shared learned state: ``Permit.report(...)``.
+
+The answer (status, headers, body, or an SDK exception carrying them) is parsed by
+``core.headers``; a 429, a cooldown or a stated limit goes to the store at once (every instance
+learns from it); plain successes only matter for recovery, which cannot happen more often than
+``core.adaptive.RECOVER_EVERY_NS``, so each process sends at most one per bucket per that
+interval. Adjustments are written to ``.pi/logs/adaptive-rate-controller.log``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from cross_instance.core import adaptive
+from cross_instance.core.adaptive import Policy
+from cross_instance.core.headers import Signals, parse_response
+from cross_instance.core.records import Adjustment, Outcome, PermitRequest
+from cross_instance.logs import LineLog
+
+Headers = Mapping[str, str] | Iterable[tuple[str, str]] | None
+
+
+def from_error(error: BaseException) -> tuple[int, Headers, bytes | str | None]:
+    """Status, headers and body of an SDK or httpx exception (openai/anthropic errors carry
+    ``status_code`` and ``response``); status 0 when it carries none (a network error)."""
+    response = getattr(error, "response", None)
+    status = getattr(error, "status_code", None) or getattr(response, "status_code", 0) or 0
+    headers = getattr(response, "headers", None)
+    body: bytes | str | None = None
+    try:
+        body = getattr(response, "text", None)
+    except Exception:  # noqa: BLE001 - a streamed body that was never read
+        body = None
+    return int(status), headers, body if isinstance(body, str | bytes) else None
+
+
+def request_keys(req: PermitRequest) -> list[str]:
+    return [key for key, _ in req.rates if key.startswith("r:")]
+
+
+def outcome_for(req: PermitRequest, granted_ns: int, signals: Signals) -> Outcome:
+    keys = request_keys(req)
+    reported = []
+    r = signals.requests
+    if r.known and keys:
+        reset_ns = None if r.reset_s is None else int(r.reset_s * 1e9)
+        reported.append((keys[-1], r.limit, r.remaining, reset_ns))  # the most specific bucket
+    retry = None if signals.retry_after_s is None else int(signals.retry_after_s * 1e9)
+    return Outcome(granted_ns, signals.rate_limited, retry, tuple(reported))
+
+
+class Feedback:
+    """Per runtime: decides what to send, sends it, logs what changed."""
+
+    def __init__(self, send: Callable[[list[str], Outcome, Policy], list[Adjustment]],
+                 policy: Policy, log: LineLog, now_ns: Callable[[], int]) -> None:
+        self.send = send
+        self.now_ns = now_ns
+        self.policy = policy
+        self.log = log
+        self._last_success: dict[str, float] = {}
+        self._last_reported: dict[str, tuple[Any, ...]] = {}
+        self._lock = threading.Lock()
+
+    def report(self, req: PermitRequest, granted_ns: int, status: int, headers: Headers,
+               body: bytes | str | None) -> list[Adjustment]:
+        signals = parse_response(status, headers, body, time.time())
+        outcome = outcome_for(req, granted_ns, signals)
+        keys = request_keys(req)
+        if not keys or not self._worth_sending(keys, outcome, signals):
+            return []
+        changes = self.send(keys, outcome, self.policy)
+        for c in changes:
+            self._log(req, c)
+        return changes
+
+    def _worth_sending(self, keys: list[str], outcome: Outcome, signals: Signals) -> bool:
+        if outcome.rate_limited or outcome.retry_after_ns is not None:
+            return True
+        if not (200 <= signals.status < 300):
+            return False  # other errors say nothing about the rate
+        now = time.monotonic()
+        with self._lock:
+            if outcome.reported:
+                key, *values = outcome.reported[0]
+                stated = (values[0], values[1] == 0)
+                if self._last_reported.get(key) != stated:
+                    self._last_reported[key] = stated
+                    return True
+            if now - self._last_success.get(keys[0], 0.0) < adaptive.RECOVER_EVERY_NS / 1e9:
+                return False
+            self._last_success[keys[0]] = now
+            return True
+
+    def _log(self, req: PermitRequest, c: Adjustment) -> None:
+        target = c.key[2:]
+        if c.reason == "429 error detected":
+            self.log("429 error detected, adjusting rate limit (%s)", target)
+        elif c.reason.startswith("429"):
+            self.log("429 error detected for %s in the same congestion epoch: rate stays at %d",
+                     target, c.new_rate)
+        if int(c.new_rate) < int(c.old_rate):
+            self.log("Reduced requests per minute from %d to %d (%s, %s)", c.old_rate,
+                     c.new_rate, target, c.reason)
+        elif int(c.new_rate) > int(c.old_rate):
+            self.log("Increased requests per minute from %d to %d (%s, %s)", c.old_rate,
+                     c.new_rate, target, c.reason)
+        left = c.cooldown_until_ns - self.now_ns()
+        if left > 0:
+            self.log("Cooldown: every instance waits %.3fs before calling %s (reported to %s)",
+                     left / 1e9, target, req.instance_id)

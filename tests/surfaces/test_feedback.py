@@ -1,0 +1,63 @@
+"""permit.report(): real responses from the fake provider teach every instance the limit."""
+
+from __future__ import annotations
+
+import dataclasses
+from types import MappingProxyType
+
+import httpx
+import pytest
+
+from cross_instance.core.limits import ProviderLimits
+from cross_instance.fakeprovider import FakeProvider
+from cross_instance.runtime import Runtime
+from tests.helpers_runtime import make_config
+
+BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+
+
+@pytest.fixture
+def fake():
+    with FakeProvider(requests_per_minute=120, burst=2, header_style="openai") as f:
+        yield f
+
+
+def test_stated_limit_and_429_cooldown_reach_every_instance(tmp_path, fake):
+    cfg = dataclasses.replace(make_config(tmp_path / "state"),
+                              providers=MappingProxyType({"fake": ProviderLimits(600, 10)}))
+    url = fake.base_url_openai + "/chat/completions"
+    with Runtime.start(cwd=tmp_path, config=cfg, instance_id="a") as a, \
+            Runtime.start(cwd=tmp_path, config=cfg, instance_id="b") as b, httpx.Client() as http:
+        permits = [a.permit("fake") for _ in range(3)]  # all granted before any answer
+        answers = [http.post(url, json=BODY) for _ in permits]
+        assert [r.status_code for r in answers] == [200, 200, 429]
+        for p, r in zip(permits, answers):
+            if r.status_code == 429:
+                with pytest.raises(httpx.HTTPStatusError) as err:
+                    r.raise_for_status()
+                p.report(error=err.value)  # the SDK-exception form
+            else:
+                p.report(r.status_code, r.headers)
+            p.release()
+        bucket = b.status()["providers"]["fake"]
+        assert b.try_permit("fake") is None  # b never talked to the provider: cooldown shared
+        view = {x.key: x for x in b.store.snapshot().buckets}["r:fake"]
+        assert view.learned_rate == 120.0 and view.reported_limit == 120
+        assert view.cooldown_until_ns > b.store.now_ns()
+        assert bucket["requestsPerMinute"] == 600  # configured stays visible
+        a.adaptive_log.flush()
+    text = (tmp_path / ".pi" / "logs" / "adaptive-rate-controller.log").read_text()
+    assert "Reduced requests per minute from 600 to 120" in text
+    assert "Cooldown: every instance waits" in text
+    assert "same congestion epoch: rate stays at 120" in text  # no second cut
+    assert "Reduced requests per minute from 120" not in text
+
+
+def test_garbage_and_other_errors_change_nothing(tmp_path):
+    with Runtime.start(cwd=tmp_path, config=make_config(tmp_path / "s")) as rt:
+        p = rt.permit("p")
+        p.report(200, {"x-ratelimit-limit-requests": "lots", "retry-after": "later"})
+        p.report(500, {})
+        p.report(error=ConnectionError("reset by peer"))
+        view = {x.key: x for x in rt.store.snapshot().buckets}["r:p"]
+        assert view.learned_rate is None and view.cooldown_until_ns == 0
