@@ -8,7 +8,7 @@ from typing import Any
 
 from cross_instance import hostinfo
 from cross_instance.config import Config
-from cross_instance.core import limiter, parallel
+from cross_instance.core import adaptive, limiter, parallel
 from cross_instance.core.arbiter import GLOBAL_GROUP
 from cross_instance.core.records import BucketState, Snapshot
 from cross_instance.stores.base import Store
@@ -24,12 +24,17 @@ def _percent(used: int, limit: int) -> int:
 
 
 def _bucket_view(b: BucketState, now: int) -> dict[str, Any]:
+    spec, tat = adaptive.effective(b.spec, b.tat_ns, b.learned_rate, b.cooldown_until_ns)
     return {
         "requestsPerMinute" if b.key.startswith("r:") else "tokensPerMinute": b.spec.per_minute,
         "burst" if b.key.startswith("r:") else "tokenBurst": b.spec.burst,
         "currentUsage": b.used_last_minute,
-        "percent": _percent(b.used_last_minute, b.spec.per_minute),
-        "burstAvailable": limiter.available(b.tat_ns, now, b.spec),
+        "percent": _percent(b.used_last_minute, spec.per_minute),
+        "burstAvailable": limiter.available(tat, now, spec),
+        "learnedRequestsPerMinute": b.learned_rate,
+        "reportedLimit": b.reported_limit,
+        "effectiveRequestsPerMinute": spec.per_minute,
+        "cooldownRemainingS": round(max(0, b.cooldown_until_ns - now) / 1e9, 3),
     }
 
 

@@ -71,3 +71,15 @@ def test_disabled_adaptive_control_keeps_the_rate_but_honours_cooldowns(make_sto
     off = Policy(enabled=False)
     a.record_outcome(["r:p"], Outcome(g.granted_ns, True, retry_after_ns=10**9), off)
     assert bucket(a).learned_rate == 600.0 and bucket(a).cooldown_until_ns > 0
+
+
+def test_reset_forgets_what_was_learned_but_not_the_rate_state(make_store):
+    a, b = setup(make_store)
+    g = a.acquire(req("a"), None)
+    a.record_outcome(["r:p"], Outcome(g.granted_ns, True, retry_after_ns=10**10), POLICY)
+    tat_before = bucket(a).tat_ns
+    assert b.reset_learned(["r:p"]) == 1
+    after = bucket(a)
+    assert after.learned_rate is None and after.cooldown_until_ns == 0
+    assert after.tat_ns == tat_before
+    assert a.reset_learned() == 1

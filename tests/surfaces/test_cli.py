@@ -80,3 +80,27 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path, config, fragment):
 def test_bad_cli_arguments_are_refused(tmp_path):
     out = cli(tmp_path, "pi-xi", "demo", "--instances", "0")
     assert out.returncode == 2 and "instances" in out.stderr
+
+
+def test_limits_show_learned_state_and_reset_forgets_it(tmp_path):
+    from cross_instance.core.adaptive import Policy
+    from cross_instance.core.records import Outcome
+
+    cfg = make_config(tmp_path / "state", rpm=600, burst=10)
+    with Runtime.start(cwd=tmp_path, config=cfg, instance_id="learner") as rt:
+        p = rt.permit("p")
+        rt.store.record_outcome(["r:p"], Outcome(p.granted_ns, True, 60 * 10**9,
+                                                 (("r:p", 100, 0, None),)), Policy())
+        text = cli(tmp_path, "pi-xi", "limits", "--provider", "p").stdout
+        assert "Learned: 100/min (stated by the provider)" in text
+        assert "Cooldown: 5" in text or "Cooldown: 6" in text
+        data = json.loads(cli(tmp_path, "pi-xi", "limits", "--json").stdout)
+        eff = data["providers"]["p"]["effective"]
+        assert eff["learnedRequestsPerMinute"] == 100 and eff["cooldownRemainingS"] > 50
+        out = cli(tmp_path, "pi-xi", "limits", "reset", "--provider", "p")
+        assert out.stdout.strip() == "Reset the learned state of p: 1 bucket(s)."
+        text = cli(tmp_path, "pi-xi", "limits", "--provider", "p").stdout
+        assert "Learned:" not in text and "Cooldown:" not in text
+        assert json.loads(cli(tmp_path, "pi-xi", "limits", "reset", "--json").stdout) == {
+            "reset": 1}
+        p.release()

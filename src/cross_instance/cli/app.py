@@ -77,15 +77,45 @@ def status(as_json: JsonOpt = False) -> None:
     _emit(view, as_json, render_status(view))
 
 
-@app.command()
-def limits(provider: Annotated[Optional[str], typer.Option(  # noqa: UP007 - typer needs Optional
-        "--provider", help="Only this provider.")] = None, as_json: JsonOpt = False) -> None:
-    """Configured and effective limits, usage and burst per provider (= pi_model_limits)."""
+limits_app = typer.Typer(help="Limits, learned limits, usage and cooldowns (= pi_model_limits).")
+app.add_typer(limits_app, name="limits")
+ProviderOpt = Annotated[Optional[str], typer.Option(  # noqa: UP007 - typer needs Optional
+    "--provider", help="Only this provider.")]
+
+
+@limits_app.callback(invoke_without_command=True)
+def limits(ctx: typer.Context, provider: ProviderOpt = None, as_json: JsonOpt = False) -> None:
+    """Configured, learned and effective limits, usage, burst and cooldowns per provider."""
+    if ctx.invoked_subcommand is not None:
+        return
     from cross_instance.cli.render import render_limits
 
     config = _config()
     view = build_limits(config, _open_status(config), provider)
     _emit(view, as_json, render_limits(view))
+
+
+@limits_app.command("reset")
+def limits_reset(provider: ProviderOpt = None, as_json: JsonOpt = False) -> None:
+    """Forget what adaptive control learned (all providers, or one); limits stay enforced."""
+    config = _config()
+    if not (config.runtime_dir / DB_NAME).exists():
+        _emit({"reset": 0}, as_json, f"Nothing to reset: no state in {config.runtime_dir}.")
+        return
+    store = SqliteStore(config.runtime_dir, create=False)
+    try:
+        keys = None
+        if provider is not None:
+            keys = [b.key for b in store.snapshot().buckets
+                    if b.key.partition(":")[2].partition("/")[0] == provider]
+        count = store.reset_learned(keys)
+    except StoreError as err:
+        _fail(str(err), 1)
+        return
+    finally:
+        store.close()
+    target = f" of {provider}" if provider else ""
+    _emit({"reset": count}, as_json, f"Reset the learned state{target}: {count} bucket(s).")
 
 
 @app.command()

@@ -68,7 +68,15 @@ def render_limits(view: dict[str, Any]) -> str:
             if (eff["requestsPerMinute"], eff["burst"]) != (cfg["requestsPerMinute"], cfg["burst"]):
                 lines.append(f"  (this directory's config says {cfg['requestsPerMinute']}/min, "
                              f"burst {cfg['burst']}; the strictest live instance's limit applies)")
-            lines.append(f"  Current usage: {eff['currentUsage']}/{eff['requestsPerMinute']}")
+            if eff.get("learnedRequestsPerMinute") is not None:
+                source = ("stated by the provider" if eff.get("reportedLimit") is not None
+                          else "learned from 429s")
+                lines.append(f"  Learned: {eff['effectiveRequestsPerMinute']}/min ({source})")
+            if eff.get("cooldownRemainingS"):
+                lines.append(f"  Cooldown: {eff['cooldownRemainingS']:.1f}s left "
+                             f"(no instance calls before it ends)")
+            lines.append(f"  Current usage: {eff['currentUsage']}/"
+                         f"{eff.get('effectiveRequestsPerMinute', eff['requestsPerMinute'])}")
             lines.append(f"  Burst available: {eff['burstAvailable']}")
             if "tokenUsage" in eff:
                 lines.append(f"  Token usage: {eff['tokenUsage']}/{eff['tokensPerMinute']}")

@@ -125,8 +125,10 @@ class Store(Protocol):
     def events(self, after_id: int = 0, limit: int = 100) -> list[Event]:
         ...
 
-    def reset_buckets(self, keys: Iterable[str] | None = None) -> int:
-        """Forget rate state (all buckets, or ``keys``); returns how many were reset."""
+    def reset_learned(self, keys: Iterable[str] | None = None) -> int:
+        """Forget what adaptive control learned (rate, stated limit, cooldown) for all buckets
+        or ``keys``; the rate limiting state itself is kept (a reset never grants a burst the
+        limit would not). Returns how many buckets were reset."""
         ...
 
     def close(self) -> None:

@@ -121,16 +121,17 @@ class SqliteStore:
             "LIMIT ?", (after_id, limit)).fetchall())
         return [Event(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
 
-    def reset_buckets(self, keys: Iterable[str] | None = None) -> int:
+    def reset_learned(self, keys: Iterable[str] | None = None) -> int:
         wanted = None if keys is None else list(keys)
+        forget = ("UPDATE buckets SET lrate=NULL, decreased_at=0, last_429=0, last_increase=0, "
+                  "cooldown_until=0, reported_limit=NULL")
 
         def step(conn: sqlite3.Connection, now: int) -> int:
             if wanted is None:
-                return conn.execute("UPDATE buckets SET tat=0").rowcount
-            return sum(conn.execute("UPDATE buckets SET tat=0 WHERE key=?", (k,)).rowcount
-                       for k in wanted)
+                return int(conn.execute(forget).rowcount)
+            return sum(conn.execute(forget + " WHERE key=?", (k,)).rowcount for k in wanted)
 
-        return self.db.write(step)
+        return self.db.write(step, "reset_learned")
 
     def close(self) -> None:
         self.db.close()
