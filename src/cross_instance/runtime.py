@@ -280,6 +280,12 @@ class Runtime(SeedFunctions):
             return  # no answer from the provider: nothing to learn
         self._feedback.report(req, permit.granted_ns, status, headers, body)
 
+    async def areport(self, permit: Permit, status: int | None, headers: Any = None, *,
+                      body: bytes | str | None = None,
+                      error: BaseException | None = None) -> None:
+        """``permit.report(...)`` without blocking the event loop."""
+        await self._call(self._report, permit, status, headers, body, error)
+
     def _with_releases(self, op: Callable[..., T], *args: Any) -> T:
         """Run a store operation carrying the releases queued since the last one."""
         ids = self._releases.take()

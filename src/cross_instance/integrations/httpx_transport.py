@@ -1,0 +1,146 @@
+"""Coordinated ``httpx`` transports: every request waits for a permit, reports its response,
+and holds the permit until the response is closed (a stream holds it to its end).
+
+The official SDKs take an httpx client, so one line makes them coordinated::
+
+    client = coordinated_client(openai.OpenAI, rt, "openai", api_key=...)
+    client = coordinated_client(anthropic.AsyncAnthropic, rt, "anthropic")
+    http = httpx.Client(transport=CoordinatedTransport(rt, "deepseek"))
+
+The transports implement httpx's documented transport interface and wrap the user's own
+(``inner``, default the library's) rather than replacing it. Some SDK releases ship httpx under
+another package name (``httpx2``); ``transports_for(module)`` builds the same pair for it, and
+``coordinated_client`` picks the one the SDK uses.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+from collections.abc import AsyncIterator, Callable, Iterator
+from types import ModuleType
+from typing import Any
+
+import httpx
+
+from cross_instance.permit import Permit
+from cross_instance.runtime import Runtime
+
+ModelOf = Callable[[Any], str | None]
+
+
+def model_from_json_body(request: Any) -> str | None:
+    """The ``model`` field of a JSON request body (OpenAI, Anthropic, DeepSeek), if any."""
+    if "json" not in request.headers.get("content-type", ""):
+        return None
+    try:
+        data = json.loads(request.content or b"null")
+    except Exception:  # noqa: BLE001 - unread or non-JSON bodies carry no model
+        return None
+    model = data.get("model") if isinstance(data, dict) else None
+    return model if isinstance(model, str) and model else None
+
+
+@functools.cache
+def transports_for(hx: ModuleType) -> tuple[type[Any], type[Any]]:
+    """(sync, async) coordinated transport classes for an httpx-compatible module."""
+
+    class HeldStream(hx.SyncByteStream):  # type: ignore[name-defined, misc]
+        def __init__(self, inner: Any, permit: Permit) -> None:
+            self._inner, self._permit = inner, permit
+
+        def __iter__(self) -> Iterator[bytes]:
+            yield from self._inner
+
+        def close(self) -> None:
+            try:
+                self._inner.close()
+            finally:
+                self._permit.release()
+
+    class AsyncHeldStream(hx.AsyncByteStream):  # type: ignore[name-defined, misc]
+        def __init__(self, inner: Any, permit: Permit) -> None:
+            self._inner, self._permit = inner, permit
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            async for chunk in self._inner:
+                yield chunk
+
+        async def aclose(self) -> None:
+            try:
+                await self._inner.aclose()
+            finally:
+                await self._permit.arelease()
+
+    class Transport(hx.BaseTransport):  # type: ignore[name-defined, misc]
+        """Sync transport for ``provider``; ``model_of`` picks the model of a request,
+        ``timeout`` bounds the wait for a permit (``RateLimitExceeded`` after it)."""
+
+        def __init__(self, runtime: Runtime, provider: str, *, inner: Any = None,
+                     model_of: ModelOf = model_from_json_body,
+                     timeout: float | None = None) -> None:
+            self.runtime, self.provider = runtime, provider
+            self.inner = inner if inner is not None else hx.HTTPTransport()
+            self.model_of, self.timeout = model_of, timeout
+
+        def handle_request(self, request: Any) -> Any:
+            permit = self.runtime.permit(self.provider, model=self.model_of(request),
+                                         timeout=self.timeout)
+            try:
+                response = self.inner.handle_request(request)
+            except BaseException:
+                permit.release()
+                raise
+            permit.report(response.status_code, response.headers)
+            response.stream = HeldStream(response.stream, permit)
+            return response
+
+        def close(self) -> None:
+            self.inner.close()
+
+    class AsyncTransport(hx.AsyncBaseTransport):  # type: ignore[name-defined, misc]
+        """The asyncio twin of the sync transport."""
+
+        def __init__(self, runtime: Runtime, provider: str, *, inner: Any = None,
+                     model_of: ModelOf = model_from_json_body,
+                     timeout: float | None = None) -> None:
+            self.runtime, self.provider = runtime, provider
+            self.inner = inner if inner is not None else hx.AsyncHTTPTransport()
+            self.model_of, self.timeout = model_of, timeout
+
+        async def handle_async_request(self, request: Any) -> Any:
+            permit = await self.runtime.apermit(self.provider, model=self.model_of(request),
+                                                timeout=self.timeout)
+            try:
+                response = await self.inner.handle_async_request(request)
+            except BaseException:
+                await permit.arelease()
+                raise
+            await self.runtime.areport(permit, response.status_code, response.headers)
+            response.stream = AsyncHeldStream(response.stream, permit)
+            return response
+
+        async def aclose(self) -> None:
+            await self.inner.aclose()
+
+    Transport.__name__ = Transport.__qualname__ = "CoordinatedTransport"
+    AsyncTransport.__name__ = AsyncTransport.__qualname__ = "AsyncCoordinatedTransport"
+    return Transport, AsyncTransport
+
+
+CoordinatedTransport, AsyncCoordinatedTransport = transports_for(httpx)
+
+
+def coordinated_client(sdk_client: type[Any], runtime: Runtime, provider: str, *,
+                       timeout: float | None = None, **client_kwargs: Any) -> Any:
+    """An SDK client (``openai.OpenAI``, ``anthropic.AsyncAnthropic``, ...) whose every
+    request takes a permit from ``runtime`` for ``provider`` and reports its response."""
+    sdk = importlib.import_module(sdk_client.__module__.partition(".")[0])
+    is_async = sdk_client.__name__.startswith("Async")
+    http_cls = getattr(sdk, "DefaultAsyncHttpxClient" if is_async else "DefaultHttpxClient")
+    roots = (c.__module__.partition(".")[0] for c in http_cls.__mro__)
+    hx = importlib.import_module(next(r for r in roots if r.startswith("httpx")))
+    sync_cls, async_cls = transports_for(hx)
+    transport = (async_cls if is_async else sync_cls)(runtime, provider, timeout=timeout)
+    return sdk_client(http_client=http_cls(transport=transport), **client_kwargs)

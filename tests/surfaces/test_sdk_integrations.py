@@ -1,0 +1,99 @@
+"""The official SDKs made coordinated in one line (an httpx transport), against the fake
+provider on loopback: permits taken, responses reported, streams hold their permit."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from types import MappingProxyType
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from cross_instance.core.limits import ProviderLimits
+from cross_instance.fakeprovider import FakeProvider
+from cross_instance.integrations.httpx_transport import CoordinatedTransport, coordinated_client
+from cross_instance.runtime import Runtime
+from tests.helpers_runtime import make_config
+
+MESSAGES = [{"role": "user", "content": "hello"}]
+
+
+@pytest.fixture
+def rt(tmp_path):
+    cfg = dataclasses.replace(make_config(tmp_path / "state"), providers=MappingProxyType({
+        "openai": ProviderLimits(600, 10), "anthropic": ProviderLimits(600, 10)}))
+    with Runtime.start(cwd=tmp_path, config=cfg) as runtime:
+        yield runtime
+
+
+def usage(rt, key):
+    return {b.key: b for b in rt.store.snapshot().buckets}[key].used_last_minute
+
+
+def test_openai_client_takes_a_permit_per_request(rt):
+    with FakeProvider(requests_per_minute=600, burst=20) as fake:
+        client = openai.OpenAI(base_url=fake.base_url_openai, api_key="test", max_retries=0,
+                               http_client=httpx.Client(transport=CoordinatedTransport(rt, "openai")))
+        for _ in range(3):
+            reply = client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+            assert reply.choices[0].message.content
+        assert usage(rt, "r:openai") == 3
+        assert rt.status()["activeRequests"] == 0
+        assert fake.stats()["rate_limited"] == 0
+
+
+def test_a_stream_holds_its_permit_until_it_ends(rt):
+    with FakeProvider(requests_per_minute=600, burst=20, latency_s=0.2) as fake:
+        client = openai.OpenAI(base_url=fake.base_url_openai, api_key="test", max_retries=0,
+                               http_client=httpx.Client(transport=CoordinatedTransport(rt, "openai")))
+        stream = client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)
+        chunks = iter(stream)
+        next(chunks)
+        assert rt.status()["activeRequests"] == 1
+        rest = list(chunks)
+        assert rest and rt.status()["activeRequests"] == 0
+
+
+def test_stated_limits_pace_the_next_calls(rt):
+    """The first answer states 60/min with burst 1: the runtime learns it and waits instead
+    of sending the second call into a 429."""
+    with FakeProvider(requests_per_minute=60, burst=1, header_style="openai") as fake:
+        client = coordinated_client(openai.OpenAI, rt, "openai", base_url=fake.base_url_openai,
+                                    api_key="test", max_retries=0)
+        for _ in range(2):
+            client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+        assert fake.stats()["rate_limited"] == 0
+        assert {b.key: b for b in rt.store.snapshot().buckets}["r:openai"].reported_limit == 60
+
+
+def test_a_429_without_headers_reaches_the_shared_state(rt):
+    with FakeProvider(requests_per_minute=60, burst=1, header_style="none") as fake:
+        client = coordinated_client(openai.OpenAI, rt, "openai", base_url=fake.base_url_openai,
+                                    api_key="test", max_retries=0)
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+        with pytest.raises(openai.RateLimitError):
+            client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+        bucket = {b.key: b for b in rt.store.snapshot().buckets}["r:openai"]
+        assert bucket.learned_rate == 540.0  # AIMD: one decrease
+        assert bucket.cooldown_until_ns > rt.store.now_ns()  # Retry-After, shared
+        assert rt.try_permit("openai") is None  # nobody sends into the known cooldown
+
+
+def test_async_anthropic_client(rt):
+    async def main():
+        with FakeProvider(requests_per_minute=600, burst=20, header_style="anthropic") as fake:
+            client = coordinated_client(anthropic.AsyncAnthropic, rt, "anthropic",
+                                        base_url=fake.base_url_anthropic, api_key="test",
+                                        max_retries=0)
+            replies = await asyncio.gather(*[
+                client.messages.create(model="claude-sonnet", max_tokens=16, messages=MESSAGES)
+                for _ in range(4)])
+            assert all(r.content[0].text for r in replies)
+            await client.close()
+
+    asyncio.run(main())
+    assert usage(rt, "r:anthropic") == 4
+    assert rt.status()["activeRequests"] == 0
