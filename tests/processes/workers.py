@@ -62,3 +62,24 @@ def open_store_together(state: str, barrier: Any, out: Any) -> None:
         out.put("ok")
     except Exception as err:  # noqa: BLE001 - reported to the test
         out.put(repr(err))
+
+
+def storm(state: str, name: str, url: str, calls: int, barrier: Any, out: Any) -> None:
+    """Take ``calls`` permits, wait until every process holds its own, then send them all at
+    once to the provider and report the answers; finally try for one more permit."""
+    import concurrent.futures
+
+    import httpx
+
+    cfg = {"rpm": 6000, "burst": 100, "total": 64}
+    with _start(state, name, **cfg) as rt, httpx.Client() as http:
+        permits = [rt.permit("p") for _ in range(calls)]
+        barrier.wait()  # every grant happened before any answer is reported
+        body = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+        with concurrent.futures.ThreadPoolExecutor(calls) as pool:
+            answers = list(pool.map(lambda _: http.post(url, json=body), permits))
+        for p, r in zip(permits, answers):
+            p.report(r.status_code, r.headers)
+            p.release()
+        barrier.wait()  # every report is in
+        out.put((name, [r.status_code for r in answers], rt.try_permit("p") is None))
