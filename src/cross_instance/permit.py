@@ -45,14 +45,16 @@ class Permit:
         if self._release is not None:
             self._release(self.permit_id)
 
-    def report(self, status: int | None = None, headers: Any = None, *,
-               body: bytes | str | None = None, error: BaseException | None = None) -> None:
+    def report(self, status: int | None = None, headers: Any = None,
+               usage_tokens: int | None = None, *, body: bytes | str | None = None,
+               error: BaseException | None = None) -> None:
         """Tell the shared controller what the call met: the HTTP ``status`` with the
         response ``headers`` (and ``body`` for Gemini's 429 details), or the SDK ``error``
-        that carries them. 429s and cooldowns reach every instance; malformed headers are
-        ignored. Call it before or after ``release()``."""
+        that carries them; ``usage_tokens`` (the real usage) reconciles the ``tokens=``
+        estimate: the difference is refunded or charged. 429s and cooldowns reach every
+        instance; malformed headers are ignored. Call it before or after ``release()``."""
         if self._report is not None:
-            self._report(self, status, headers, body, error)
+            self._report(self, status, headers, body, error, usage_tokens)
 
     def __enter__(self) -> Permit:
         return self

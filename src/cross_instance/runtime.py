@@ -30,7 +30,7 @@ from cross_instance.core.ids import generate_instance_id
 from cross_instance.core.keys import Plan, plan_request
 from cross_instance.core.records import Granted, InstanceRecord, PermitRequest, Waiting
 from cross_instance.core.window import SlidingCount
-from cross_instance.errors import NotRegisteredError, RateLimitExceeded
+from cross_instance.errors import NotRegisteredError, PermitRequestError, RateLimitExceeded
 from cross_instance.feedback import Feedback, from_error
 from cross_instance.logs import LineLog, log_path
 from cross_instance.membership import Membership
@@ -270,21 +270,30 @@ class Runtime(SeedFunctions):
         return {key: c.value(now) for key, c in list(self._usage.items())}
 
     def _report(self, permit: Permit, status: int | None, headers: Any,
-                body: bytes | str | None, error: BaseException | None) -> None:
+                body: bytes | str | None, error: BaseException | None,
+                usage_tokens: int | None = None) -> None:
         req = permit.request
-        if not isinstance(req, PermitRequest) or self.closed:
+        if not isinstance(req, PermitRequest) or self.closed or self.store is None:
             return
+        if usage_tokens is not None:
+            if isinstance(usage_tokens, bool) or not isinstance(usage_tokens, int) \
+                    or usage_tokens < 0:
+                raise PermitRequestError(
+                    f"usage_tokens must be an integer >= 0 (got {usage_tokens!r})")
+            changes = [(k, usage_tokens - cost) for k, cost in req.rates if k.startswith("t:")]
+            if changes:
+                self.store.adjust_tokens(changes)
         if error is not None:
             status, headers, body = from_error(error)
         if not status:
             return  # no answer from the provider: nothing to learn
         self._feedback.report(req, permit.granted_ns, status, headers, body)
 
-    async def areport(self, permit: Permit, status: int | None, headers: Any = None, *,
-                      body: bytes | str | None = None,
+    async def areport(self, permit: Permit, status: int | None, headers: Any = None,
+                      usage_tokens: int | None = None, *, body: bytes | str | None = None,
                       error: BaseException | None = None) -> None:
         """``permit.report(...)`` without blocking the event loop."""
-        await self._call(self._report, permit, status, headers, body, error)
+        await self._call(self._report, permit, status, headers, body, error, usage_tokens)
 
     def _with_releases(self, op: Callable[..., T], *args: Any) -> T:
         """Run a store operation carrying the releases queued since the last one."""

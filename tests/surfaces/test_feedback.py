@@ -78,3 +78,23 @@ def test_a_timeout_shorter_than_the_cooldown_fails_at_once(tmp_path):
             rt.permit("p", timeout=1.0)
         assert time.monotonic() - started < 1.0  # no sleeping into a certain failure
         assert 25 < err.value.retry_after <= 30
+
+
+def test_usage_tokens_refund_or_charge_the_estimate(tmp_path):
+    from cross_instance.errors import PermitRequestError
+
+    cfg = make_config(tmp_path / "s", tokens_per_minute=60, token_burst=100)  # 1 token/s
+
+    def tokens_left(rt):
+        return rt.status()["providers"]["p"]["tokensAvailable"]
+
+    with Runtime.start(cwd=tmp_path, config=cfg) as rt:
+        p = rt.permit("p", tokens=80)
+        assert tokens_left(rt) == 20
+        p.report(200, {}, usage_tokens=10)  # used less than estimated: 70 come back
+        assert 90 <= tokens_left(rt) <= 91
+        q = rt.permit("p", tokens=10)
+        q.report(200, {}, usage_tokens=60)  # used more: 50 more are charged
+        assert 30 <= tokens_left(rt) <= 31
+        with pytest.raises(PermitRequestError, match="usage_tokens"):
+            q.report(200, {}, usage_tokens=-1)

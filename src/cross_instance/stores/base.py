@@ -109,6 +109,11 @@ class Store(Protocol):
         owner judged dead, counts 0). Idempotent."""
         ...
 
+    def adjust_tokens(self, changes: Sequence[tuple[str, int]]) -> None:
+        """Reconcile token buckets with real usage: a negative change refunds tokens (never
+        beyond a full bucket), a positive one charges them (later callers wait for them)."""
+        ...
+
     def record_outcome(self, keys: Sequence[str], outcome: Outcome, policy: Policy
                        ) -> list[Adjustment]:
         """Apply what a call met (429, retry-after, stated limits, success) to the shared

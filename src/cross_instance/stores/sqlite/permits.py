@@ -229,6 +229,19 @@ def acquire(conn: sqlite3.Connection, now: int, req: PermitRequest, ticket: int 
                    verdict.reason, now)
 
 
+def adjust_tokens(conn: sqlite3.Connection, now: int, changes: Sequence[tuple[str, int]]) -> None:
+    for key, delta in changes:
+        row = conn.execute("SELECT per_minute, burst, tat FROM buckets WHERE key=?", (key,)
+                           ).fetchone()
+        if row is None or delta == 0:
+            continue
+        spec = RateSpec(row[0], row[1])
+        tat = (limiter.refund(row[2], now, spec, -delta) if delta < 0
+               else limiter.consume(row[2], now, spec, delta))
+        conn.execute("UPDATE buckets SET tat=?, cur=MAX(0, cur+?) WHERE key=?",
+                     (tat, delta, key))
+
+
 def release(conn: sqlite3.Connection, permit_ids: Sequence[int]) -> int:
     if len(permit_ids) == 1:
         return int(conn.execute("DELETE FROM permits WHERE id=?", (permit_ids[0],)).rowcount)

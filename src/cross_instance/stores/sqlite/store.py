@@ -103,6 +103,9 @@ class SqliteStore:
     def release(self, permit_ids: Sequence[int]) -> int:
         return self.db.write(lambda c, now: permits.release(c, permit_ids), "release")
 
+    def adjust_tokens(self, changes: Sequence[tuple[str, int]]) -> None:
+        self.db.write(lambda c, now: permits.adjust_tokens(c, now, changes), "adjust_tokens")
+
     def record_outcome(self, keys: Sequence[str], outcome: Outcome, policy: Policy
                        ) -> list[Adjustment]:
         return self.db.write(lambda c, now: learning.record(c, now, keys, outcome, policy),
