@@ -41,13 +41,17 @@ def request_keys(req: PermitRequest) -> list[str]:
     return [key for key, _ in req.rates if key.startswith("r:")]
 
 
+def token_keys(req: PermitRequest) -> list[str]:
+    return [key for key, _ in req.rates if key.startswith("t:")]
+
+
 def outcome_for(req: PermitRequest, granted_ns: int, signals: Signals) -> Outcome:
-    keys = request_keys(req)
     reported = []
-    r = signals.requests
-    if r.known and keys:
-        reset_ns = None if r.reset_s is None else int(r.reset_s * 1e9)
-        reported.append((keys[-1], r.limit, r.remaining, reset_ns))  # the most specific bucket
+    tokens = signals.tokens if signals.tokens.known else signals.input_tokens
+    for keys, r in ((request_keys(req), signals.requests), (token_keys(req), tokens)):
+        if r.known and keys:
+            reset_ns = None if r.reset_s is None else int(r.reset_s * 1e9)
+            reported.append((keys[-1], r.limit, r.remaining, reset_ns))  # most specific
     retry = None if signals.retry_after_s is None else int(signals.retry_after_s * 1e9)
     return Outcome(granted_ns, signals.rate_limited, retry, tuple(reported))
 
@@ -72,6 +76,8 @@ class Feedback:
         keys = request_keys(req)
         if not keys or not self._worth_sending(keys, outcome, signals):
             return []
+        # 429s and cooldowns concern the request buckets; stated token limits their own
+        keys += [key for key, *_ in outcome.reported if key not in keys]
         changes = self.send(keys, outcome, self.policy)
         for c in changes:
             self._log(req, c)
@@ -84,12 +90,14 @@ class Feedback:
             return False  # other errors say nothing about the rate
         now = time.monotonic()
         with self._lock:
-            if outcome.reported:
-                key, *values = outcome.reported[0]
-                stated = (values[0], values[1] == 0)
+            fresh = False
+            for key, limit, remaining, _ in outcome.reported:
+                stated = (limit, remaining == 0)
                 if self._last_reported.get(key) != stated:
                     self._last_reported[key] = stated
-                    return True
+                    fresh = True
+            if fresh:
+                return True
             if now - self._last_success.get(keys[0], 0.0) < adaptive.RECOVER_EVERY_NS / 1e9:
                 return False
             self._last_success[keys[0]] = now

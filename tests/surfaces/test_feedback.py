@@ -98,3 +98,17 @@ def test_usage_tokens_refund_or_charge_the_estimate(tmp_path):
         assert 30 <= tokens_left(rt) <= 31
         with pytest.raises(PermitRequestError, match="usage_tokens"):
             q.report(200, {}, usage_tokens=-1)
+
+
+def test_token_limits_are_learned_from_token_headers(tmp_path):
+    cfg = dataclasses.replace(make_config(tmp_path / "state"), providers=MappingProxyType({
+        "fake": ProviderLimits(600, 10, tokens_per_minute=100_000, token_burst=100_000)}))
+    with FakeProvider(requests_per_minute=600, burst=10, tokens_per_minute=30_000,
+                      header_style="openai") as fake, \
+            Runtime.start(cwd=tmp_path, config=cfg) as rt, httpx.Client() as http:
+        with rt.permit("fake", tokens=50) as p:
+            r = http.post(fake.base_url_openai + "/chat/completions", json=BODY)
+            p.report(r.status_code, r.headers)
+        view = {x.key: x for x in rt.store.snapshot().buckets}
+        assert view["t:fake"].learned_rate == 30_000 and view["t:fake"].reported_limit == 30_000
+        assert view["r:fake"].learned_rate == 600  # the stated request limit: as configured

@@ -35,7 +35,7 @@ def record(conn: sqlite3.Connection, now: int, keys: Sequence[str], outcome: Out
             limit, remaining, reset_ns = reported[key]
             state = adaptive.on_reported(state, b, now, limit, remaining, reset_ns)
             reason = "limit stated by the provider"
-        if outcome.rate_limited:
+        if outcome.rate_limited and key.startswith("r:"):
             state, lowered = adaptive.on_rate_limited(
                 state, b, now, outcome.granted_ns, outcome.retry_after_ns)
             if not policy.enabled:  # cooldowns still apply; the rate stays configured
@@ -43,7 +43,7 @@ def record(conn: sqlite3.Connection, now: int, keys: Sequence[str], outcome: Out
                                 state.last_increase_ns, state.cooldown_until_ns,
                                 state.reported_limit)
             reason = "429 error detected" if lowered and policy.enabled else "429 (same epoch)"
-        elif policy.enabled:
+        elif policy.enabled and key.startswith("r:"):
             used = estimate(cur, prev, now) if win == now // 60_000_000_000 else 0
             state, raised = adaptive.on_success(state, b, now, used / max(state.rate, 1.0))
             reason = "recovered" if raised else reason
