@@ -12,7 +12,6 @@ from cross_instance.errors import (
     StoreUnavailable,
     UnsupportedLocation,
 )
-
 from cross_instance.permit import Permit
 from cross_instance.runtime import Runtime
 

@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from cross_instance.core import adaptive
-from cross_instance.core.adaptive import Policy
 from cross_instance.core.headers import Signals, parse_response
+from cross_instance.core.limits import AdaptiveSettings
 from cross_instance.core.records import Adjustment, Outcome, PermitRequest
 from cross_instance.logs import LineLog
 
@@ -59,8 +59,8 @@ def outcome_for(req: PermitRequest, granted_ns: int, signals: Signals) -> Outcom
 class Feedback:
     """Per runtime: decides what to send, sends it, logs what changed."""
 
-    def __init__(self, send: Callable[[list[str], Outcome, Policy], list[Adjustment]],
-                 policy: Policy, log: LineLog, now_ns: Callable[[], int]) -> None:
+    def __init__(self, send: Callable[[list[str], Outcome, AdaptiveSettings], list[Adjustment]],
+                 policy: AdaptiveSettings, log: LineLog, now_ns: Callable[[], int]) -> None:
         self.send = send
         self.now_ns = now_ns
         self.policy = policy

@@ -25,12 +25,15 @@ from typing import Any, TypeVar
 from cross_instance import hostinfo
 from cross_instance.acquire import AcquireLoop, run_async, run_sync
 from cross_instance.config import Config, load_config
-from cross_instance.core.adaptive import Policy
 from cross_instance.core.ids import generate_instance_id
 from cross_instance.core.keys import Plan, plan_request
 from cross_instance.core.records import Granted, InstanceRecord, PermitRequest, Waiting
 from cross_instance.core.window import SlidingCount
-from cross_instance.errors import NotRegisteredError, PermitRequestError, RateLimitExceeded
+from cross_instance.errors import (
+    NotRegisteredError,
+    PermitRequestError,
+    RateLimitExceeded,
+)
 from cross_instance.feedback import Feedback, from_error
 from cross_instance.logs import LineLog, log_path
 from cross_instance.membership import Membership
@@ -59,12 +62,10 @@ class Runtime(SeedFunctions):
         self.adaptive_log = LineLog(
             log_path(cwd, "adaptive-rate-controller") if store is not None else None,
             "adaptive-rate-controller")
-        a = config.adaptive
         self._feedback = Feedback(
             store.record_outcome if store is not None else (lambda *args: []),
-            Policy(a.enabled, a.reduction_factor, a.recovery_factor, a.min_requests_per_minute,
-                   a.max_requests_per_minute),
-            self.adaptive_log, store.now_ns if store is not None else (lambda: 0))
+            config.adaptive, self.adaptive_log,
+            store.now_ns if store is not None else (lambda: 0))
         self._published: set[str] = set()
         self._usage: dict[str, SlidingCount] = {}
         self._plans: dict[tuple[str, str | None, int | None], Plan] = {}

@@ -3,12 +3,12 @@ it, cooldowns honoured by every acquirer, stated limits taken at once."""
 
 from __future__ import annotations
 
-from cross_instance.core.adaptive import Policy
 from cross_instance.core.limiter import RateSpec
+from cross_instance.core.limits import AdaptiveSettings
 from cross_instance.core.records import Granted, Outcome, PermitRequest, Waiting
 from tests.conftest import record
 
-POLICY = Policy(reduction=0.9, recovery=1.05, min_rpm=6)
+POLICY = AdaptiveSettings(reduction_factor=0.9, recovery_factor=1.05, min_requests_per_minute=6)
 SPEC = RateSpec(600, 10)
 
 
@@ -68,7 +68,7 @@ def test_a_stated_limit_is_taken_at_once_and_bounded(make_store):
 def test_disabled_adaptive_control_keeps_the_rate_but_honours_cooldowns(make_store):
     a, _ = setup(make_store)
     g = a.acquire(req("a"), None)
-    off = Policy(enabled=False)
+    off = AdaptiveSettings(enabled=False)
     a.record_outcome(["r:p"], Outcome(g.granted_ns, True, retry_after_ns=10**9), off)
     assert bucket(a).learned_rate == 600.0 and bucket(a).cooldown_until_ns > 0
 

@@ -83,14 +83,14 @@ def test_bad_cli_arguments_are_refused(tmp_path):
 
 
 def test_limits_show_learned_state_and_reset_forgets_it(tmp_path):
-    from cross_instance.core.adaptive import Policy
+    from cross_instance.core.limits import AdaptiveSettings
     from cross_instance.core.records import Outcome
 
     cfg = make_config(tmp_path / "state", rpm=600, burst=10)
     with Runtime.start(cwd=tmp_path, config=cfg, instance_id="learner") as rt:
         p = rt.permit("p")
         rt.store.record_outcome(["r:p"], Outcome(p.granted_ns, True, 60 * 10**9,
-                                                 (("r:p", 100, 0, None),)), Policy())
+                                                 (("r:p", 100, 0, None),)), AdaptiveSettings())
         text = cli(tmp_path, "pi-xi", "limits", "--provider", "p").stdout
         assert "Learned: 100/min (stated by the provider)" in text
         assert "Cooldown: 5" in text or "Cooldown: 6" in text

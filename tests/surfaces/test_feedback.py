@@ -67,12 +67,12 @@ def test_a_timeout_shorter_than_the_cooldown_fails_at_once(tmp_path):
     import time
 
     from cross_instance import RateLimitExceeded
-    from cross_instance.core.adaptive import Policy
+    from cross_instance.core.limits import AdaptiveSettings
     from cross_instance.core.records import Outcome
 
     with Runtime.start(cwd=tmp_path, config=make_config(tmp_path / "s")) as rt:
         p = rt.permit("p")
-        rt.store.record_outcome(["r:p"], Outcome(p.granted_ns, True, 30 * 10**9), Policy())
+        rt.store.record_outcome(["r:p"], Outcome(p.granted_ns, True, 30 * 10**9), AdaptiveSettings())
         started = time.monotonic()
         with pytest.raises(RateLimitExceeded) as err:
             rt.permit("p", timeout=1.0)

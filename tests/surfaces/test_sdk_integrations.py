@@ -14,7 +14,10 @@ import pytest
 
 from cross_instance.core.limits import ProviderLimits
 from cross_instance.fakeprovider import FakeProvider
-from cross_instance.integrations.httpx_transport import CoordinatedTransport, coordinated_client
+from cross_instance.integrations.httpx_transport import (
+    CoordinatedTransport,
+    coordinated_client,
+)
 from cross_instance.runtime import Runtime
 from tests.helpers_runtime import make_config
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from cross_instance.core.limiter import RateSpec
+from cross_instance.core.limits import AdaptiveSettings
 
 QUIET_NS = 30_000_000_000
 RECOVER_EVERY_NS = 5_000_000_000
@@ -52,24 +53,17 @@ class Learned:
     reported_limit: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Policy:
-    """The ``adaptiveRateControl`` settings as the store needs them."""
-
-    enabled: bool = True
-    reduction: float = 0.9
-    recovery: float = 1.05
-    min_rpm: int = 1
-    max_rpm: int | None = None
-
-    def bounds(self, configured_rpm: int) -> Bounds:
-        return bounds(configured_rpm, self.reduction, self.recovery, self.min_rpm, self.max_rpm)
-
-
 def bounds(configured_rpm: int, reduction: float, recovery: float, min_rpm: int,
            max_rpm: int | None) -> Bounds:
     ceiling = float(max_rpm if max_rpm is not None else configured_rpm)
     return Bounds(min(float(min_rpm), ceiling), ceiling, reduction, recovery)
+
+
+def bounds_for(settings: AdaptiveSettings, configured_rpm: int) -> Bounds:
+    """The bounds the ``adaptiveRateControl`` settings give a bucket configured for
+    ``configured_rpm``."""
+    return bounds(configured_rpm, settings.reduction_factor, settings.recovery_factor,
+                  settings.min_requests_per_minute, settings.max_requests_per_minute)
 
 
 def on_rate_limited(state: Learned, b: Bounds, now_ns: int, granted_ns: int,

@@ -18,7 +18,6 @@ from cross_instance.core.modelmatch import pattern_problem
 from cross_instance.core.records import PermitRequest
 from cross_instance.errors import PermitRequestError
 
-
 PROVIDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 

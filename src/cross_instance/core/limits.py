@@ -97,7 +97,7 @@ class InstancePolicy:
 
 @dataclass(frozen=True, slots=True)
 class AdaptiveSettings:
-    """Adaptive rate control settings (validated here, applied by a later feature)."""
+    """``adaptiveRateControl``: how the shared learned rate moves (see ``core.adaptive``)."""
 
     enabled: bool = True
     reduction_factor: float = 0.9

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
-from cross_instance.core.adaptive import Policy
 from cross_instance.core.limiter import RateSpec
+from cross_instance.core.limits import AdaptiveSettings
 from cross_instance.core.records import (
     Adjustment,
     Event,
@@ -114,7 +114,7 @@ class Store(Protocol):
         beyond a full bucket), a positive one charges them (later callers wait for them)."""
         ...
 
-    def record_outcome(self, keys: Sequence[str], outcome: Outcome, policy: Policy
+    def record_outcome(self, keys: Sequence[str], outcome: Outcome, policy: AdaptiveSettings
                        ) -> list[Adjustment]:
         """Apply what a call met (429, retry-after, stated limits, success) to the shared
         learned state of ``keys`` in one step; returns what changed."""

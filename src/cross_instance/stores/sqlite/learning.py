@@ -7,7 +7,8 @@ import sqlite3
 from collections.abc import Sequence
 
 from cross_instance.core import adaptive
-from cross_instance.core.adaptive import Learned, Policy
+from cross_instance.core.adaptive import Learned
+from cross_instance.core.limits import AdaptiveSettings
 from cross_instance.core.records import Adjustment, Outcome
 from cross_instance.stores.sqlite.permits import estimate
 
@@ -18,7 +19,7 @@ _SAVE = ("UPDATE buckets SET lrate=?, decreased_at=?, last_429=?, last_increase=
 
 
 def record(conn: sqlite3.Connection, now: int, keys: Sequence[str], outcome: Outcome,
-           policy: Policy) -> list[Adjustment]:
+           policy: AdaptiveSettings) -> list[Adjustment]:
     reported = {key: rest for key, *rest in outcome.reported}
     changes = []
     for key in keys:
@@ -30,7 +31,7 @@ def record(conn: sqlite3.Connection, now: int, keys: Sequence[str], outcome: Out
         before = Learned(lrate if lrate is not None else float(per_minute), decreased,
                          last_429, last_inc, cooldown, reported_limit)
         state, reason = before, ""
-        b = policy.bounds(per_minute)
+        b = adaptive.bounds_for(policy, per_minute)
         if policy.enabled and key in reported:
             limit, remaining, reset_ns = reported[key]
             state = adaptive.on_reported(state, b, now, limit, remaining, reset_ns)

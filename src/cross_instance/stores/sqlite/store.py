@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from cross_instance import hostinfo
-from cross_instance.core.adaptive import Policy
 from cross_instance.core.arbiter import GLOBAL_GROUP
 from cross_instance.core.limiter import NS_PER_MINUTE, RateSpec
+from cross_instance.core.limits import AdaptiveSettings
 from cross_instance.core.records import (
     Adjustment,
     BucketState,
@@ -106,7 +106,7 @@ class SqliteStore:
     def adjust_tokens(self, changes: Sequence[tuple[str, int]]) -> None:
         self.db.write(lambda c, now: permits.adjust_tokens(c, now, changes), "adjust_tokens")
 
-    def record_outcome(self, keys: Sequence[str], outcome: Outcome, policy: Policy
+    def record_outcome(self, keys: Sequence[str], outcome: Outcome, policy: AdaptiveSettings
                        ) -> list[Adjustment]:
         return self.db.write(lambda c, now: learning.record(c, now, keys, outcome, policy),
                              "record_outcome")
