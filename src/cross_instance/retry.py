@@ -42,7 +42,8 @@ def call(rt: Runtime, provider: str, fn: Callable[[], T], *, model: str | None =
          tokens: int | None = None, attempts: int = 5, timeout: float | None = None) -> T:
     """``fn()`` under a permit, retried on 429 up to ``attempts`` times in all."""
     for attempt in tenacity.Retrying(**_retrying(attempts)):
-        with attempt, rt.permit(provider, model=model, tokens=tokens, timeout=timeout) as p:
+        with attempt, rt.permit(provider, model=model, tokens=tokens, timeout=timeout,
+                                reports=True) as p:
             try:
                 result = fn()
             except Exception as err:
@@ -59,7 +60,8 @@ async def acall(rt: Runtime, provider: str, fn: Callable[[], Awaitable[T]], *,
     """The asyncio twin of ``call``."""
     async for attempt in tenacity.AsyncRetrying(**_retrying(attempts)):
         with attempt:
-            async with rt.apermit(provider, model=model, tokens=tokens, timeout=timeout) as p:
+            async with rt.apermit(provider, model=model, tokens=tokens, timeout=timeout,
+                                  reports=True) as p:
                 try:
                     result = await fn()
                 except Exception as err:

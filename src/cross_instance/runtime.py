@@ -68,7 +68,7 @@ class Runtime(SeedFunctions):
             store.now_ns if store is not None else (lambda: 0))
         self._published: set[str] = set()
         self._usage: dict[str, SlidingCount] = {}
-        self._plans: dict[tuple[str, str | None, int | None], Plan] = {}
+        self._plans: dict[tuple[str, str | None, int | None, bool], Plan] = {}
         self._wake = threading.Condition()
         self._releases = ReleaseQueue(self._send_releases, self._notify_local,
                                       self._release_failed)
@@ -139,12 +139,16 @@ class Runtime(SeedFunctions):
 
     # --- permits --------------------------------------------------------------------------
     def permit(self, provider: str, *, model: str | None = None, tokens: int | None = None,
-               timeout: float | None = None, cancel: threading.Event | None = None) -> Permit:
+               timeout: float | None = None, cancel: threading.Event | None = None,
+               reports: bool = False) -> Permit:
         """Wait (first come, first served across processes) and return a held ``Permit``.
 
         ``timeout`` (s) raises ``RateLimitExceeded`` (with ``retry_after``) when it ends, or at
         once when the rate limit makes it certain to end first. Setting ``cancel`` ends the
-        wait with ``acquire.Cancelled``. Use the result as a context manager."""
+        wait with ``acquire.Cancelled``. ``reports=True`` promises ``permit.report(...)`` (the
+        integrations do): a bucket nobody has heard about yet then starts slowly, one call
+        per interval, until the first answer says what the provider allows. Use the result
+        as a context manager."""
         store = self._store_or_none()
         if store is None:
             return Permit(provider, model, tokens or 0, 0, 0.0, None)
@@ -182,17 +186,17 @@ class Runtime(SeedFunctions):
         return self._permit(plan, granted, 0.0)
 
     def apermit(self, provider: str, *, model: str | None = None, tokens: int | None = None,
-                timeout: float | None = None) -> _AsyncPermit:
+                timeout: float | None = None, reports: bool = False) -> _AsyncPermit:
         """``async with rt.apermit(...)``: the asyncio twin of ``permit`` (same wait loop);
         cancel the task to stop waiting. Also awaitable: ``p = await rt.apermit(...)``."""
-        return _AsyncPermit(self, provider, model, tokens, timeout)
+        return _AsyncPermit(self, provider, model, tokens, timeout, reports)
 
     async def _aacquire(self, provider: str, model: str | None, tokens: int | None,
-                        timeout: float | None) -> Permit:
+                        timeout: float | None, reports: bool = False) -> Permit:
         store = self._store_or_none()
         if store is None:
             return Permit(provider, model, tokens or 0, 0, 0.0, None)
-        plan = await self._call(self._plan, provider, model, tokens)
+        plan = await self._call(self._plan, provider, model, tokens, reports)
         started = time.monotonic()
         self._log_request(plan)
 
@@ -224,12 +228,14 @@ class Runtime(SeedFunctions):
     def _refresh_s(self) -> float:
         return self.config.heartbeat_timeout_ms / 3000
 
-    def _plan(self, provider: str, model: str | None, tokens: int | None) -> Plan:
-        key = (provider, model, tokens)
+    def _plan(self, provider: str, model: str | None, tokens: int | None,
+              reports: bool = False) -> Plan:
+        key = (provider, model, tokens, reports)
         plan = self._plans.get(key)
         if plan is None:
             limits = self.config.resolve(provider, model)
-            plan = plan_request(self.instance_id, limits, tokens, self.config.total_max_llm)
+            plan = plan_request(self.instance_id, limits, tokens, self.config.total_max_llm,
+                                reports)
             if len(self._plans) < 4096:
                 self._plans[key] = plan
         fresh = [k for k in (*plan.rates, *plan.groups) if k not in self._published]
@@ -379,8 +385,8 @@ class _AsyncPermit:
     """Returned by ``apermit``: an async context manager, and awaitable for the permit."""
 
     def __init__(self, rt: Runtime, provider: str, model: str | None, tokens: int | None,
-                 timeout: float | None) -> None:
-        self._args = (provider, model, tokens, timeout)
+                 timeout: float | None, reports: bool = False) -> None:
+        self._args = (provider, model, tokens, timeout, reports)
         self._rt = rt
         self._permit: Permit | None = None
 

@@ -70,7 +70,7 @@ def test_disabled_adaptive_control_keeps_the_rate_but_honours_cooldowns(make_sto
     g = a.acquire(req("a"), None)
     off = AdaptiveSettings(enabled=False)
     a.record_outcome(["r:p"], Outcome(g.granted_ns, True, retry_after_ns=10**9), off)
-    assert bucket(a).learned_rate == 600.0 and bucket(a).cooldown_until_ns > 0
+    assert bucket(a).learned_rate is None and bucket(a).cooldown_until_ns > 0
 
 
 def test_reset_forgets_what_was_learned_but_not_the_rate_state(make_store):
@@ -83,3 +83,24 @@ def test_reset_forgets_what_was_learned_but_not_the_rate_state(make_store):
     assert after.learned_rate is None and after.cooldown_until_ns == 0
     assert after.tat_ns == tat_before
     assert a.reset_learned() == 1
+
+
+def test_slow_start_for_reporting_callers_until_the_first_answer(make_store):
+    a, _ = setup(make_store)
+    slow = PermitRequest("a", "p", None, (("r:p", 1),), ("*",), reports=True)
+    first = a.acquire(slow, None)
+    assert isinstance(first, Granted)
+    assert isinstance(a.acquire(slow, None), Waiting)  # burst 1 while nothing is known
+    assert isinstance(a.acquire(req("a"), None), Granted)  # non-reporting callers: no change
+    a.record_outcome(["r:p"], Outcome(first.granted_ns, False, reported=(("r:p", 600, 9, None),)),
+                     POLICY)
+    assert isinstance(a.acquire(slow, None), Granted)  # the answer ended the slow start
+
+
+def test_reported_remaining_caps_what_is_available(make_store):
+    a, _ = setup(make_store)
+    g = a.acquire(req("a"), None)
+    a.record_outcome(["r:p"], Outcome(g.granted_ns, False, reported=(("r:p", None, 2, None),)),
+                     POLICY)
+    grants = [a.acquire(req("a"), None) for _ in range(3)]
+    assert [isinstance(x, Granted) for x in grants] == [True, True, False]

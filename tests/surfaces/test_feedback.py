@@ -111,4 +111,4 @@ def test_token_limits_are_learned_from_token_headers(tmp_path):
             p.report(r.status_code, r.headers)
         view = {x.key: x for x in rt.store.snapshot().buckets}
         assert view["t:fake"].learned_rate == 30_000 and view["t:fake"].reported_limit == 30_000
-        assert view["r:fake"].learned_rate == 600  # the stated request limit: as configured
+        assert view["r:fake"].reported_limit == 600  # stated, equal to the configured limit

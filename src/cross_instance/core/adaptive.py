@@ -107,14 +107,26 @@ def on_reported(state: Learned, b: Bounds, now_ns: int, limit_per_minute: int | 
     return new
 
 
-def effective(spec: RateSpec, tat: int, learned_rate: float | None, cooldown_until_ns: int
-              ) -> tuple[RateSpec, int]:
+def synced_tat(tat: int, now_ns: int, spec: RateSpec, remaining: int) -> int:
+    """A TAT that leaves at most ``remaining`` tokens available now: the provider said that is
+    all it has left, whatever our own bucket believed."""
+    return max(tat, now_ns + max(0, spec.burst - remaining) * spec.interval_ns)
+
+
+def effective(spec: RateSpec, tat: int, learned_rate: float | None, cooldown_until_ns: int,
+              slow_start: bool = False) -> tuple[RateSpec, int]:
     """The spec and TAT the limiter uses: the learned rate (never above the configured one),
     its burst scaled down with it, and a TAT that admits nothing before the cooldown ends and
-    then one call per interval (waiters resume in order and paced, not all at once)."""
+    then one call per interval (waiters resume in order and paced, not all at once).
+
+    ``slow_start``: nothing has been heard from the provider about this bucket yet and the
+    caller will report, so calls go one interval apart (burst 1) until the first answer says
+    what the provider allows, instead of a configured burst the provider may not honour."""
     if learned_rate is not None and learned_rate < spec.per_minute:
         per_minute = max(1, int(learned_rate))
         spec = RateSpec(per_minute, max(1, spec.burst * per_minute // spec.per_minute))
+    if slow_start and spec.burst > 1:
+        spec = RateSpec(spec.per_minute, 1)
     if cooldown_until_ns:
         tat = max(tat, cooldown_until_ns + (spec.burst - 1) * spec.interval_ns)
     return spec, tat

@@ -31,7 +31,7 @@ class Plan:
 
 
 def plan_request(instance_id: str, limits: ResolvedLimits, tokens: int | None,
-                 total_max_llm: int) -> Plan:
+                 total_max_llm: int, reports: bool = False) -> Plan:
     """What a permit for ``limits`` takes; ``PermitRequestError`` if it can never be granted."""
     if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int)
                                or tokens < 0):
@@ -65,5 +65,5 @@ def plan_request(instance_id: str, limits: ResolvedLimits, tokens: int | None,
         groups[f"p:{p}"] = limits.max_concurrency
     if limits.model_max_concurrency is not None:
         groups[f"m:{p}/{m}"] = limits.model_max_concurrency
-    request = PermitRequest(instance_id, p, m, tuple(costs), tuple(groups), tokens or 0)
+    request = PermitRequest(instance_id, p, m, tuple(costs), tuple(groups), tokens or 0, reports)
     return Plan(request, rates, groups)

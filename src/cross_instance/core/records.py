@@ -54,6 +54,7 @@ class PermitRequest:
     rates: tuple[tuple[str, int], ...]
     slots: tuple[str, ...]
     tokens: int = 0
+    reports: bool = False  # the caller reports outcomes: slow start applies to new buckets
 
 
 @dataclass(frozen=True, slots=True)

@@ -86,7 +86,7 @@ def transports_for(hx: ModuleType) -> tuple[type[Any], type[Any]]:
 
         def handle_request(self, request: Any) -> Any:
             permit = self.runtime.permit(self.provider, model=self.model_of(request),
-                                         timeout=self.timeout)
+                                         timeout=self.timeout, reports=True)
             try:
                 response = self.inner.handle_request(request)
             except BaseException:
@@ -111,7 +111,7 @@ def transports_for(hx: ModuleType) -> tuple[type[Any], type[Any]]:
 
         async def handle_async_request(self, request: Any) -> Any:
             permit = await self.runtime.apermit(self.provider, model=self.model_of(request),
-                                                timeout=self.timeout)
+                                                timeout=self.timeout, reports=True)
             try:
                 response = await self.inner.handle_async_request(request)
             except BaseException:

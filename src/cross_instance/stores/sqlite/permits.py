@@ -43,7 +43,8 @@ def _state_sql(n_keys: int) -> str:
     marks = ",".join("?" * n_keys)
     return (
         "SELECT 0, ticket, instance_id, rates, slots, seen_ns, 0, 0 FROM waiters "
-        "UNION ALL SELECT 1, key, per_minute, burst, tat, lrate, cooldown_until, 0 FROM buckets "
+        "UNION ALL SELECT 1, key, per_minute, burst, tat, lrate, cooldown_until, probed "
+        "FROM buckets "
         f"WHERE key IN ({marks}) "
         "UNION ALL SELECT 2, key, lim, 0, 0, 0, 0, 0 FROM groups "
         "UNION ALL SELECT 3, instance_id, provider, model, 0, 0, 0, 0 FROM permits "
@@ -64,7 +65,7 @@ def _load(conn: sqlite3.Connection, me: PermitRequest, now: int, ttl_ns: int,
     held: dict[str, int] = {}
     instances: list[tuple[str, int, int]] = []
     stale = False
-    for kind, a, b, c, d, e, f, _ in conn.execute(_state_sql(len(keys)), keys):
+    for kind, a, b, c, d, e, f, g in conn.execute(_state_sql(len(keys)), keys):
         if kind == 0:
             if e < now - ttl_ns and a != ticket:
                 stale = True  # its owner stopped asking: it has left the queue
@@ -72,7 +73,8 @@ def _load(conn: sqlite3.Connection, me: PermitRequest, now: int, ttl_ns: int,
                 rates = tuple((k, n) for k, n in json.loads(c))
                 waiters.append(Need(b, rates, tuple(json.loads(d)), a))
         elif kind == 1:
-            specs[a], tats[a] = adaptive.effective(RateSpec(b, c), d, e, f)
+            specs[a], tats[a] = adaptive.effective(RateSpec(b, c), d, e, f,
+                                                   me.reports and not g)
         elif kind == 2:
             limit[a] = b
         elif kind == 3:
@@ -85,10 +87,11 @@ def _load(conn: sqlite3.Connection, me: PermitRequest, now: int, ttl_ns: int,
         conn.execute("DELETE FROM waiters WHERE seen_ns < ? AND ticket IS NOT ?",
                      (now - ttl_ns, ticket))
     for key in {k for w in waiters for k, _ in w.rates} - specs.keys():
-        row = conn.execute("SELECT per_minute, burst, tat, lrate, cooldown_until FROM buckets "
-                           "WHERE key=?", (key,)).fetchone()
+        row = conn.execute("SELECT per_minute, burst, tat, lrate, cooldown_until, probed "
+                           "FROM buckets WHERE key=?", (key,)).fetchone()
         if row is not None:
-            specs[key], tats[key] = adaptive.effective(RateSpec(row[0], row[1]), *row[2:])
+            specs[key], tats[key] = adaptive.effective(
+                RateSpec(row[0], row[1]), row[2], row[3], row[4], me.reports and not row[5])
     missing = [k for k in keys if k not in specs]
     if missing:
         raise PermitRequestError(f"no limit published for bucket {missing[0]}")
@@ -165,7 +168,7 @@ def _quick_sql(keys: int, slots: tuple[str, ...]) -> str:
     tables = []
     for i in range(keys):
         parts += [f"b{i}.per_minute", f"b{i}.burst", f"b{i}.tat", f"b{i}.lrate",
-                  f"b{i}.cooldown_until"]
+                  f"b{i}.cooldown_until", f"b{i}.probed"]
         tables.append(f"LEFT JOIN buckets b{i} ON b{i}.key=?{4 + len(slots) + i}")
     return f"SELECT {', '.join(parts)} FROM (SELECT 1) {' '.join(tables)}"
 
@@ -183,10 +186,11 @@ def _quick(conn: sqlite3.Connection, now: int, req: PermitRequest) -> Granted | 
     base = 3 + 2 * n
     tats, specs, rates = [], [], []
     for i, (_, cost) in enumerate(req.rates):
-        per_minute, burst, tat, lrate, cooldown = row[base + 5 * i: base + 5 * i + 5]
+        per_minute, burst, tat, lrate, cooldown, probed = row[base + 6 * i: base + 6 * i + 6]
         if per_minute is None:
             return None  # the full path reports it
-        spec, tat = adaptive.effective(RateSpec(per_minute, burst), tat, lrate, cooldown)
+        spec, tat = adaptive.effective(RateSpec(per_minute, burst), tat, lrate, cooldown,
+                                       req.reports and not probed)
         if cost > spec.burst:
             return None
         tats.append(tat)

@@ -3,7 +3,7 @@ each runs in the same transaction as the version bump, so a crash leaves the old
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -68,5 +68,9 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE buckets ADD COLUMN last_increase INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE buckets ADD COLUMN cooldown_until INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE buckets ADD COLUMN reported_limit INTEGER;
+    """,
+    # v4: whether any outcome was ever reported for the bucket (ends the slow start).
+    """
+    ALTER TABLE buckets ADD COLUMN probed INTEGER NOT NULL DEFAULT 0;
     """,
 )
