@@ -255,8 +255,7 @@ class Runtime(SeedFunctions):
     def _rejoin(self) -> None:
         if self._membership is None or self.closed:
             raise NotRegisteredError(f"runtime of instance {self.instance_id} is closed")
-        self._membership.rejoin()
-        self._published.clear()
+        self._membership.rejoin()  # its on_rejoin forgets what this process published
 
     def _permit(self, plan: Plan, granted: Granted, waited: float) -> Permit:
         self.log("Approved: %d/%d requests used", granted.usage, granted.limit)

@@ -11,10 +11,10 @@ from cross_instance.core.adaptive import Learned
 from cross_instance.core.limiter import RateSpec
 from cross_instance.core.limits import AdaptiveSettings
 from cross_instance.core.records import Adjustment, Outcome
-from cross_instance.stores.sqlite.permits import estimate
+from cross_instance.core.window import windowed
 
 _LOAD = ("SELECT per_minute, lrate, decreased_at, last_429, last_increase, cooldown_until, "
-         "reported_limit, win, cur, prev, burst, tat FROM buckets WHERE key=?")
+         "reported_limit, win, cur, prev, burst, tat, probed FROM buckets WHERE key=?")
 _SAVE = ("UPDATE buckets SET lrate=?, decreased_at=?, last_429=?, last_increase=?, "
          "cooldown_until=?, reported_limit=?, tat=?, probed=1 WHERE key=?")
 
@@ -28,7 +28,7 @@ def record(conn: sqlite3.Connection, now: int, keys: Sequence[str], outcome: Out
         if row is None:
             continue
         per_minute, lrate, decreased, last_429, last_inc, cooldown, reported_limit, win, cur, \
-            prev, burst, tat = row
+            prev, burst, tat, probed = row
         before = Learned(lrate if lrate is not None else float(per_minute), decreased,
                          last_429, last_inc, cooldown, reported_limit)
         state, reason, new_tat = before, "", tat
@@ -51,9 +51,11 @@ def record(conn: sqlite3.Connection, now: int, keys: Sequence[str], outcome: Out
                                 state.reported_limit)
             reason = "429 error detected" if lowered and policy.enabled else "429 (same epoch)"
         elif policy.enabled and key.startswith("r:"):
-            used = estimate(cur, prev, now) if win == now // 60_000_000_000 else 0
+            used = windowed(win, cur, prev, now)
             state, raised = adaptive.on_success(state, b, now, used / max(state.rate, 1.0))
             reason = "recovered" if raised else reason
+        if state == before and new_tat == tat and probed:
+            continue  # nothing new (most plain successes): no write
         learned = None if lrate is None and state.rate == before.rate else state.rate
         conn.execute(_SAVE, (learned, state.decreased_at_ns, state.last_429_ns,
                              state.last_increase_ns, state.cooldown_until_ns,

@@ -20,6 +20,7 @@ from cross_instance.core.arbiter import GLOBAL_GROUP, Capacity, Holder, Need
 from cross_instance.core.limiter import NS_PER_MINUTE, RateSpec
 from cross_instance.core.parallel import weighted_share
 from cross_instance.core.records import Granted, PermitRequest, Waiting
+from cross_instance.core.window import windowed
 from cross_instance.errors import NotRegisteredError, PermitRequestError
 from cross_instance.stores.sqlite.registry import recompute_limits
 
@@ -124,12 +125,6 @@ _reseed()
 os.register_at_fork(after_in_child=_reseed)
 
 
-def estimate(cur: int, prev: int, now: int) -> int:
-    """Admissions in the last minute, from this minute's count and a share of the last one."""
-    frac = (now % NS_PER_MINUTE) / NS_PER_MINUTE
-    return round(cur + prev * (1.0 - frac))
-
-
 def _grant(conn: sqlite3.Connection, now: int, req: PermitRequest, tats: Sequence[int],
            specs: Sequence[RateSpec], ticket: int | None) -> Granted:
     """Take the tokens (``tats``/``specs`` follow ``req.rates``) and the slot."""
@@ -139,7 +134,7 @@ def _grant(conn: sqlite3.Connection, now: int, req: PermitRequest, tats: Sequenc
         tat = limiter.consume(tats[i], now, specs[i], cost)
         cur, prev, per_minute = conn.execute(_TAKE, (tat, win, cost, key)).fetchone()
         if i == 0:
-            usage, lim = estimate(cur, prev, now), per_minute
+            usage, lim = windowed(win, cur, prev, now), per_minute
     # Random 62-bit ids (from a per-process generator seeded by the OS): a stale release can
     # never hit a later permit that reused a row id.
     permit_id = _ids.getrandbits(62) + 1

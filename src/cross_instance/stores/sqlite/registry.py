@@ -140,12 +140,14 @@ def reap(conn: sqlite3.Connection, now: int) -> list[str]:
 
 def set_active_model(conn: sqlite3.Connection, instance_id: str, provider: str, model: str,
                      delta: int) -> None:
-    conn.execute(
-        "INSERT INTO active_models(instance_id, provider, model, count, since_wall_ms) "
-        "VALUES(?,?,?,MAX(0,?),?) ON CONFLICT(instance_id, provider, model) "
-        "DO UPDATE SET count=MAX(0, count+excluded.count)",
-        (instance_id, provider, model, delta, wall_ms()),
-    ) if delta >= 0 else conn.execute(
-        "UPDATE active_models SET count=MAX(0, count+?) WHERE instance_id=? AND provider=? "
-        "AND model=?", (delta, instance_id, provider, model))
+    if delta >= 0:
+        conn.execute(
+            "INSERT INTO active_models(instance_id, provider, model, count, since_wall_ms) "
+            "VALUES(?,?,?,?,?) ON CONFLICT(instance_id, provider, model) "
+            "DO UPDATE SET count=count+excluded.count",
+            (instance_id, provider, model, delta, wall_ms()))
+    else:
+        conn.execute(
+            "UPDATE active_models SET count=MAX(0, count+?) WHERE instance_id=? AND provider=? "
+            "AND model=?", (delta, instance_id, provider, model))
     conn.execute("DELETE FROM active_models WHERE count<=0 AND instance_id=?", (instance_id,))

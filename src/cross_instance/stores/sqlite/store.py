@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cross_instance import hostinfo
 from cross_instance.core.arbiter import GLOBAL_GROUP
-from cross_instance.core.limiter import NS_PER_MINUTE, RateSpec
+from cross_instance.core.limiter import RateSpec
 from cross_instance.core.limits import AdaptiveSettings
 from cross_instance.core.records import (
     Adjustment,
@@ -29,6 +29,7 @@ from cross_instance.core.records import (
     Waiting,
     Workload,
 )
+from cross_instance.core.window import windowed
 from cross_instance.stores import base
 from cross_instance.stores.sqlite import learning, permits, registry
 from cross_instance.stores.sqlite.db import Database
@@ -140,23 +141,14 @@ class SqliteStore:
         self.db.close()
 
 
-def _windowed(win: int, cur: int, prev: int, now: int) -> int:
-    this_win = now // NS_PER_MINUTE
-    if win == this_win:
-        return permits.estimate(cur, prev, now)
-    if win == this_win - 1:
-        return permits.estimate(0, cur, now)
-    return 0
-
-
 def _snapshot(conn: sqlite3.Connection, now: int) -> Snapshot:
     instances = tuple(registry.load(conn))
     usage: dict[str, dict[str, int]] = {}
     for key, iid, win, cur, prev in conn.execute(
             "SELECT key, instance_id, win, cur, prev FROM usage"):
-        usage.setdefault(key, {})[iid] = _windowed(win, cur, prev, now)
+        usage.setdefault(key, {})[iid] = windowed(win, cur, prev, now)
     buckets = tuple(
-        BucketState(key, RateSpec(per_minute, burst), tat, _windowed(win, cur, prev, now),
+        BucketState(key, RateSpec(per_minute, burst), tat, windowed(win, cur, prev, now),
                     usage.get(key, {}), lrate, cooldown, reported)
         for key, per_minute, burst, tat, win, cur, prev, lrate, cooldown, reported in conn.execute(
             "SELECT key, per_minute, burst, tat, win, cur, prev, lrate, cooldown_until, "
