@@ -13,6 +13,7 @@ from cross_instance.core.adaptive import (
     on_rate_limited,
     on_reported,
     on_success,
+    slow_starts,
 )
 
 B = bounds(500, 0.9, 1.05, 100, 1000)
@@ -70,3 +71,11 @@ def test_rate_never_leaves_its_bounds(events):
         else:
             state = on_reported(state, B, now, limit, None, None)
         assert B.floor <= state.rate <= B.ceiling
+
+
+def test_slow_start_paces_calls_but_never_token_buckets():
+    assert slow_starts("r:openai", reports=True, probed=False)
+    assert slow_starts("r:openai/gpt-4o", reports=True, probed=False)
+    assert not slow_starts("t:openai", reports=True, probed=False)
+    assert not slow_starts("r:openai", reports=False, probed=False)
+    assert not slow_starts("r:openai", reports=True, probed=True)

@@ -100,3 +100,59 @@ def test_async_anthropic_client(rt):
     asyncio.run(main())
     assert usage(rt, "r:anthropic") == 4
     assert rt.status()["activeRequests"] == 0
+
+
+@pytest.fixture
+def token_rt(tmp_path):
+    limits = ProviderLimits(600, 10, tokens_per_minute=60, token_burst=10_000)  # 1 token/s
+    cfg = dataclasses.replace(make_config(tmp_path / "state"), providers=MappingProxyType({
+        "openai": limits, "anthropic": limits}))
+    with Runtime.start(cwd=tmp_path, config=cfg) as runtime:
+        yield runtime
+
+
+def tokens_left(rt, provider):
+    return rt.status()["providers"][provider]["tokensAvailable"]
+
+
+def test_openai_client_reserves_the_estimate_and_settles_with_the_usage(token_rt):
+    rt = token_rt
+    with FakeProvider(requests_per_minute=600, burst=20, latency_s=0.2) as fake:
+        client = coordinated_client(openai.OpenAI, rt, "openai", base_url=fake.base_url_openai,
+                                    api_key="test", max_retries=0)
+        reply = client.chat.completions.create(model="gpt-4o", messages=MESSAGES,
+                                               max_tokens=1000)
+        used = reply.usage.total_tokens
+        assert 0 < used < 100
+        assert 10_000 - used - 1 <= tokens_left(rt, "openai") <= 10_000 - used + 2
+        stream = client.chat.completions.create(model="gpt-4o", messages=MESSAGES,
+                                                max_tokens=2000, stream=True,
+                                                stream_options={"include_usage": True})
+        chunks = iter(stream)
+        next(chunks)  # held: the whole estimate (prompt / 4 + max_tokens) is reserved
+        assert tokens_left(rt, "openai") <= 10_000 - used - 2000 + 2
+        final = [c for c in chunks if c.usage is not None][-1]
+        left = 10_000 - used - final.usage.total_tokens
+        assert left - 1 <= tokens_left(rt, "openai") <= left + 3
+
+
+def test_anthropic_stream_settles_and_a_429_refunds(token_rt):
+    rt = token_rt
+
+    async def main():
+        with FakeProvider(requests_per_minute=60, burst=1, header_style="none") as fake:
+            client = coordinated_client(anthropic.AsyncAnthropic, rt, "anthropic",
+                                        base_url=fake.base_url_anthropic, api_key="test",
+                                        max_retries=0)
+            async with client.messages.stream(model="claude-sonnet", max_tokens=500,
+                                              messages=MESSAGES) as stream:
+                message = await stream.get_final_message()
+            used = message.usage.input_tokens + message.usage.output_tokens
+            assert 10_000 - used - 1 <= tokens_left(rt, "anthropic") <= 10_000 - used + 2
+            with pytest.raises(anthropic.RateLimitError):  # the fake allows 1 per minute
+                await client.messages.create(model="claude-sonnet", max_tokens=3000,
+                                             messages=MESSAGES)
+            assert tokens_left(rt, "anthropic") >= 10_000 - used - 1  # refused: refunded
+            await client.close()
+
+    asyncio.run(main())

@@ -113,6 +113,13 @@ def synced_tat(tat: int, now_ns: int, spec: RateSpec, remaining: int) -> int:
     return max(tat, now_ns + max(0, spec.burst - remaining) * spec.interval_ns)
 
 
+def slow_starts(key: str, reports: bool, probed: bool) -> bool:
+    """Whether ``effective`` runs bucket ``key`` in slow start for a caller: only request
+    buckets (pacing *calls*; a token bucket with burst 1 could not admit a real call), only
+    for callers that will report, only until the provider's first answer."""
+    return reports and not probed and key.startswith("r:")
+
+
 def effective(spec: RateSpec, tat: int, learned_rate: float | None, cooldown_until_ns: int,
               slow_start: bool = False) -> tuple[RateSpec, int]:
     """The spec and TAT the limiter uses: the learned rate (never above the configured one),

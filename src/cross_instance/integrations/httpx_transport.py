@@ -1,6 +1,11 @@
 """Coordinated ``httpx`` transports: every request waits for a permit, reports its response,
 and holds the permit until the response is closed (a stream holds it to its end).
 
+Where the provider has a tokens-per-minute limit, the permit reserves the request's estimated
+tokens (``core.usage.estimate_tokens``, capped at the bucket's burst) and, when the response
+ends, settles them with the ``usage`` the provider returned (JSON or event stream): the user
+writes neither number.
+
 The official SDKs take an httpx client, so one line makes them coordinated::
 
     client = coordinated_client(openai.OpenAI, rt, "openai", api_key=...)
@@ -24,22 +29,62 @@ from typing import Any
 
 import httpx
 
+from cross_instance.core.usage import estimate_tokens, usage_from_body
 from cross_instance.permit import Permit
 from cross_instance.runtime import Runtime
 
 ModelOf = Callable[[Any], str | None]
+CAPTURE_LIMIT = 4 << 20  # response bytes kept to read the usage from; longer: not settled
+
+
+def _json_body(request: Any) -> Any:
+    if "json" not in request.headers.get("content-type", ""):
+        return None
+    try:
+        return json.loads(request.content or b"null")
+    except Exception:  # noqa: BLE001 - unread or non-JSON bodies carry nothing
+        return None
 
 
 def model_from_json_body(request: Any) -> str | None:
     """The ``model`` field of a JSON request body (OpenAI, Anthropic, DeepSeek), if any."""
-    if "json" not in request.headers.get("content-type", ""):
-        return None
-    try:
-        data = json.loads(request.content or b"null")
-    except Exception:  # noqa: BLE001 - unread or non-JSON bodies carry no model
-        return None
+    data = _json_body(request)
     model = data.get("model") if isinstance(data, dict) else None
     return model if isinstance(model, str) and model else None
+
+
+def tokens_to_reserve(runtime: Runtime, provider: str, model: str | None,
+                      request: Any) -> int | None:
+    """The request's estimated tokens when ``provider`` (or the model) has a token limit,
+    capped at the smallest token burst (a bigger reservation could never be granted)."""
+    limits = runtime.config.resolve(provider, model)
+    bursts = [s.burst for s in (limits.tokens, limits.model_tokens) if s is not None]
+    if not bursts:
+        return None
+    estimate = estimate_tokens(_json_body(request))
+    return None if estimate is None else min(estimate, *bursts)
+
+
+class _Settlement:
+    """The response bytes seen so far, read for the provider's ``usage`` when it ends."""
+
+    def __init__(self, permit: Permit, status: int, content_type: str) -> None:
+        self.permit, self.status, self.content_type = permit, status, content_type
+        self.seen: bytearray | None = bytearray() if permit.tokens else None
+
+    def see(self, chunk: bytes) -> None:
+        if self.seen is not None:
+            self.seen += chunk
+            if len(self.seen) > CAPTURE_LIMIT:
+                self.seen = None
+
+    def used(self) -> int | None:
+        if not self.permit.tokens:
+            return None
+        if self.status >= 400:
+            return 0  # refused or failed: the provider counted no tokens for it
+        return None if self.seen is None else usage_from_body(bytes(self.seen),
+                                                              self.content_type)
 
 
 @functools.cache
@@ -47,29 +92,40 @@ def transports_for(hx: ModuleType) -> tuple[type[Any], type[Any]]:
     """(sync, async) coordinated transport classes for an httpx-compatible module."""
 
     class HeldStream(hx.SyncByteStream):  # type: ignore[name-defined, misc]
-        def __init__(self, inner: Any, permit: Permit) -> None:
-            self._inner, self._permit = inner, permit
+        def __init__(self, inner: Any, permit: Permit, settle: _Settlement) -> None:
+            self._inner, self._permit, self._settle = inner, permit, settle
 
         def __iter__(self) -> Iterator[bytes]:
-            yield from self._inner
+            for chunk in self._inner:
+                self._settle.see(chunk)
+                yield chunk
 
         def close(self) -> None:
             try:
                 self._inner.close()
+                used = self._settle.used()
+                if used is not None:
+                    self._permit.report(usage_tokens=used)
             finally:
                 self._permit.release()
 
     class AsyncHeldStream(hx.AsyncByteStream):  # type: ignore[name-defined, misc]
-        def __init__(self, inner: Any, permit: Permit) -> None:
-            self._inner, self._permit = inner, permit
+        def __init__(self, inner: Any, permit: Permit, settle: _Settlement,
+                     runtime: Runtime) -> None:
+            self._inner, self._permit, self._settle = inner, permit, settle
+            self._runtime = runtime
 
         async def __aiter__(self) -> AsyncIterator[bytes]:
             async for chunk in self._inner:
+                self._settle.see(chunk)
                 yield chunk
 
         async def aclose(self) -> None:
             try:
                 await self._inner.aclose()
+                used = self._settle.used()
+                if used is not None:
+                    await self._runtime.areport(self._permit, None, None, used)
             finally:
                 await self._permit.arelease()
 
@@ -85,15 +141,19 @@ def transports_for(hx: ModuleType) -> tuple[type[Any], type[Any]]:
             self.model_of, self.timeout = model_of, timeout
 
         def handle_request(self, request: Any) -> Any:
-            permit = self.runtime.permit(self.provider, model=self.model_of(request),
-                                         timeout=self.timeout, reports=True)
+            model = self.model_of(request)
+            permit = self.runtime.permit(
+                self.provider, model=model, timeout=self.timeout, reports=True,
+                tokens=tokens_to_reserve(self.runtime, self.provider, model, request))
             try:
                 response = self.inner.handle_request(request)
             except BaseException:
                 permit.release()
                 raise
             permit.report(response.status_code, response.headers)
-            response.stream = HeldStream(response.stream, permit)
+            settle = _Settlement(permit, response.status_code,
+                                 response.headers.get("content-type", ""))
+            response.stream = HeldStream(response.stream, permit, settle)
             return response
 
         def close(self) -> None:
@@ -110,15 +170,19 @@ def transports_for(hx: ModuleType) -> tuple[type[Any], type[Any]]:
             self.model_of, self.timeout = model_of, timeout
 
         async def handle_async_request(self, request: Any) -> Any:
-            permit = await self.runtime.apermit(self.provider, model=self.model_of(request),
-                                                timeout=self.timeout, reports=True)
+            model = self.model_of(request)
+            permit = await self.runtime.apermit(
+                self.provider, model=model, timeout=self.timeout, reports=True,
+                tokens=tokens_to_reserve(self.runtime, self.provider, model, request))
             try:
                 response = await self.inner.handle_async_request(request)
             except BaseException:
                 await permit.arelease()
                 raise
             await self.runtime.areport(permit, response.status_code, response.headers)
-            response.stream = AsyncHeldStream(response.stream, permit)
+            settle = _Settlement(permit, response.status_code,
+                                 response.headers.get("content-type", ""))
+            response.stream = AsyncHeldStream(response.stream, permit, settle, self.runtime)
             return response
 
         async def aclose(self) -> None:

@@ -75,7 +75,7 @@ def _load(conn: sqlite3.Connection, me: PermitRequest, now: int, ttl_ns: int,
                 waiters.append(Need(b, rates, tuple(json.loads(d)), a))
         elif kind == 1:
             specs[a], tats[a] = adaptive.effective(RateSpec(b, c), d, e, f,
-                                                   me.reports and not g)
+                                                   adaptive.slow_starts(a, me.reports, g))
         elif kind == 2:
             limit[a] = b
         elif kind == 3:
@@ -92,7 +92,8 @@ def _load(conn: sqlite3.Connection, me: PermitRequest, now: int, ttl_ns: int,
                            "FROM buckets WHERE key=?", (key,)).fetchone()
         if row is not None:
             specs[key], tats[key] = adaptive.effective(
-                RateSpec(row[0], row[1]), row[2], row[3], row[4], me.reports and not row[5])
+                RateSpec(row[0], row[1]), row[2], row[3], row[4],
+                adaptive.slow_starts(key, me.reports, row[5]))
     missing = [k for k in keys if k not in specs]
     if missing:
         raise PermitRequestError(f"no limit published for bucket {missing[0]}")
@@ -180,12 +181,12 @@ def _quick(conn: sqlite3.Connection, now: int, req: PermitRequest) -> Granted | 
     groups = [(row[3 + 2 * i], row[4 + 2 * i]) for i in range(n)]
     base = 3 + 2 * n
     tats, specs, rates = [], [], []
-    for i, (_, cost) in enumerate(req.rates):
+    for i, (key, cost) in enumerate(req.rates):
         per_minute, burst, tat, lrate, cooldown, probed = row[base + 6 * i: base + 6 * i + 6]
         if per_minute is None:
             return None  # the full path reports it
         spec, tat = adaptive.effective(RateSpec(per_minute, burst), tat, lrate, cooldown,
-                                       req.reports and not probed)
+                                       adaptive.slow_starts(key, req.reports, probed))
         if cost > spec.burst:
             return None
         tats.append(tat)
