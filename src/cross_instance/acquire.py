@@ -1,4 +1,4 @@
-"""Waiting for a permit: one loop, two drivers (threads and asyncio).
+"""Waiting for a permit (or a lock): one loop, two drivers (threads and asyncio).
 
 ``AcquireLoop.steps()`` is a generator that yields what must happen next, a store call or a
 sleep, and never does I/O itself; ``run_sync`` and ``run_async`` carry the steps out. So the
@@ -14,7 +14,10 @@ import threading
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
+
+T_co = TypeVar("T_co", covariant=True)
+T = TypeVar("T")
 
 from cross_instance.core.records import Granted, PermitRequest, Waiting
 from cross_instance.errors import RateLimitExceeded
@@ -39,6 +42,18 @@ class Sleep:
 
 class Cancelled(Exception):
     """The caller's cancel event was set while waiting."""
+
+
+class Loop(Protocol[T_co]):
+    """A wait as steps: ``steps()`` yields store calls and sleeps and returns the grant;
+    ``abandon()`` is the call that gives the caller's place back when the wait ends without
+    one (timeout, cancellation, error), or None."""
+
+    def steps(self) -> Generator[Call | Sleep, Any, T_co]:
+        ...
+
+    def abandon(self) -> Call | None:
+        ...
 
 
 class AcquireLoop:
@@ -88,9 +103,13 @@ class AcquireLoop:
                 delay = rate_delay
             yield Sleep(min(delay, remaining, self.refresh_s))
 
+    def abandon(self) -> Call | None:
+        ticket, self.ticket = self.ticket, None
+        return None if ticket is None else Call(self.store.cancel_wait, (ticket,))
 
-def run_sync(loop: AcquireLoop, wake: threading.Condition | None = None,
-             cancel: threading.Event | None = None) -> Granted:
+
+def run_sync(loop: Loop[T], wake: threading.Condition | None = None,
+             cancel: threading.Event | None = None) -> T:
     """Drive ``loop`` in this thread. ``wake`` is notified when a permit is released in this
     process; ``cancel`` set by another thread ends the wait with ``Cancelled``."""
     gen = loop.steps()
@@ -104,13 +123,13 @@ def run_sync(loop: AcquireLoop, wake: threading.Condition | None = None,
                 value = None
             step = gen.send(value)
     except StopIteration as done:
-        granted: Granted = done.value
-        return granted
+        result: T = done.value
+        return result
     finally:
         gen.close()
-        if loop.ticket is not None:
-            loop.store.cancel_wait(loop.ticket)
-            loop.ticket = None
+        leave = loop.abandon()
+        if leave is not None:
+            leave.fn(*leave.args)
 
 
 def _sleep(seconds: float, wake: threading.Condition | None, cancel: threading.Event | None
@@ -131,7 +150,7 @@ def _sleep(seconds: float, wake: threading.Condition | None, cancel: threading.E
             time.sleep(chunk)
 
 
-async def run_async(loop: AcquireLoop, call: Callable[..., Any]) -> Granted:
+async def run_async(loop: Loop[T], call: Callable[..., Any]) -> T:
     """Drive ``loop`` on the event loop; store calls go through ``call`` (an executor)."""
     gen = loop.steps()
     try:
@@ -144,11 +163,11 @@ async def run_async(loop: AcquireLoop, call: Callable[..., Any]) -> Granted:
                 value = None
             step = gen.send(value)
     except StopIteration as done:
-        granted: Granted = done.value
-        return granted
+        result: T = done.value
+        return result
     finally:
         gen.close()
-        if loop.ticket is not None:
-            ticket, loop.ticket = loop.ticket, None
+        leave = loop.abandon()
+        if leave is not None:
             # Leave the queue even when cancelled: shield the store call from the cancellation.
-            await asyncio.shield(call(loop.store.cancel_wait, ticket))
+            await asyncio.shield(call(leave.fn, *leave.args))

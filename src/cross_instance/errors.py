@@ -9,6 +9,12 @@ what went wrong, so callers never parse messages::
     ├── DuplicateInstanceError      another live instance holds this instance id
     ├── NotRegisteredError          the runtime is closed or was never started
     ├── PermitRequestError          a permit that can never be granted (cost above the burst)
+    ├── LockRequestError            a bad lock resource or ttl
+    ├── WorkflowRequestError        a bad workflow id or state key
+    ├── WorkflowOwnedError          workflow_owned_by_other: another live instance owns it
+    ├── StaleEpochError             stale_epoch: the caller's ownership was superseded
+    ├── LockLostError               lock_lost: a held lock expired or was taken over
+    ├── LockTimeoutError            lock_timeout: the lock was not free before the timeout
     └── StoreError                  the shared store failed
         ├── StoreUnavailable        retryable: disk full, locked, unreachable
         ├── StoreCorrupt            the database file is damaged; restore or quarantine it
@@ -81,6 +87,81 @@ class PermitRequestError(CrossInstanceError, ValueError):
     """The request can never be granted as asked (for example more tokens than the burst)."""
 
     code = "PERMIT_REQUEST_INVALID"
+
+
+class LockRequestError(CrossInstanceError, ValueError):
+    code = "LOCK_REQUEST_INVALID"
+
+
+class WorkflowRequestError(CrossInstanceError, ValueError):
+    code = "WORKFLOW_REQUEST_INVALID"
+
+
+class WorkflowOwnedError(CrossInstanceError):
+    """Seed 002's ``workflow_owned_by_other``: another instance owns the workflow and is alive
+    (or cannot be told dead). Not retryable: wait for it to finish, or force-claim it."""
+
+    code = "workflow_owned_by_other"
+
+    def __init__(self, workflow_id: str, owner_instance_id: str, owner_pid: int,
+                 owner_host: str, reason: str) -> None:
+        self.workflow_id = workflow_id
+        self.owner_instance_id = owner_instance_id
+        self.owner_pid = owner_pid
+        self.owner_host = owner_host
+        self.reason = reason
+        super().__init__(
+            f"UL workflow {workflow_id} is owned by another instance ({owner_instance_id}, "
+            f"pid {owner_pid} on {owner_host}): {reason}")
+
+    def payload(self) -> dict[str, object]:
+        """The seed's structured error (``details`` of a tool result)."""
+        return {"error": self.code, "ulTaskId": self.workflow_id,
+                "ownerInstanceId": self.owner_instance_id, "ownerPid": self.owner_pid,
+                "outcomeCode": "NONRETRYABLE_FAILURE", "retryRecommended": False}
+
+
+class StaleEpochError(CrossInstanceError):
+    """A fenced operation carried an epoch that is no longer the workflow's (someone claimed it
+    since, or the caller released it). The caller must stop acting for the workflow."""
+
+    code = "stale_epoch"
+
+    def __init__(self, workflow_id: str, epoch: int, current_epoch: int,
+                 current_owner: str | None) -> None:
+        self.workflow_id = workflow_id
+        self.epoch = epoch
+        self.current_epoch = current_epoch
+        self.current_owner = current_owner
+        owner = f"owned by {current_owner}" if current_owner else "released"
+        super().__init__(f"stale epoch {epoch} for workflow {workflow_id}: it is now at epoch "
+                         f"{current_epoch}, {owner}")
+
+
+class LockLostError(CrossInstanceError):
+    """A held lock ended without its holder releasing it (expired, or taken after expiry)."""
+
+    code = "lock_lost"
+
+    def __init__(self, resource: str, token: int, reason: str) -> None:
+        self.resource = resource
+        self.token = token
+        self.reason = reason
+        super().__init__(f"lock on {resource!r} (token {token}) was lost: {reason}")
+
+
+class LockTimeoutError(CrossInstanceError):
+    """A waiting lock acquire reached its timeout; ``holder`` held the lock then (if known)."""
+
+    code = "lock_timeout"
+    retryable = True
+
+    def __init__(self, resource: str, holder: str | None, waited_s: float) -> None:
+        self.resource = resource
+        self.holder = holder
+        self.waited_s = waited_s
+        by = f" (held by {holder})" if holder else ""
+        super().__init__(f"lock on {resource!r} not acquired within {waited_s:.3f}s{by}")
 
 
 class StoreError(CrossInstanceError):

@@ -16,6 +16,7 @@ import atexit
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from types import FrameType
 
@@ -39,13 +40,18 @@ class Membership:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self.lease_s = record.lease_ns / 1e9
+        self.valid_until = 0.0  # monotonic: until then the store surely still holds our lease
+        self.generation = 0  # +1 each time this instance was judged dead and registered again
 
     @property
     def instance_id(self) -> str:
         return self.record.instance_id
 
     def join(self) -> None:
+        sent = time.monotonic()
         self.store.register_instance(self.record)
+        self.valid_until = sent + self.lease_s
         self.registered = True
         self.log("Instance %s registered (pid %d)", self.instance_id, self.record.pid)
         self._thread = threading.Thread(target=self._beat, name="pi-xi-heartbeat", daemon=True)
@@ -58,7 +64,10 @@ class Membership:
         with self._lock:
             if self._stop.is_set():
                 return
+            sent = time.monotonic()
             self.store.register_instance(self.record)
+            self.valid_until = sent + self.lease_s
+            self.generation += 1
             self.log("Instance %s was judged dead (stalled past its lease); registered again, "
                      "permits it held were freed", self.instance_id)
             self.on_rejoin()
@@ -66,10 +75,27 @@ class Membership:
     def beat(self) -> None:
         """One heartbeat plus cleanup of dead instances (seed: enhancedHeartbeat)."""
         usage = self.usage() if self.usage is not None else None
-        if not self.store.heartbeat(self.instance_id, self.workload, usage):
+        sent = time.monotonic()
+        if self.store.heartbeat(self.instance_id, self.workload, usage):
+            self.valid_until = max(self.valid_until, sent + self.lease_s)
+        else:
             self.rejoin()
         for dead in self.store.reap():
             self.log("Instance %s is dead: its permits and waits were freed", dead)
+
+    def confirm(self) -> bool:
+        """Self-fencing before acting for something this instance holds: when the last
+        confirmed lease may have run out (a stall, a paused process), heartbeat first. False
+        when this instance had been judged dead meanwhile: it registered again, and what it
+        held may belong to others now (their fenced state will say)."""
+        if time.monotonic() < self.valid_until:
+            return True
+        sent = time.monotonic()
+        if self.store.heartbeat(self.instance_id):
+            self.valid_until = max(self.valid_until, sent + self.lease_s)
+            return True
+        self.rejoin()
+        return False
 
     def _beat(self) -> None:
         while not self._stop.wait(self.interval_s):

@@ -38,8 +38,10 @@ from cross_instance.feedback import Feedback, from_error
 from cross_instance.logs import LineLog, log_path
 from cross_instance.membership import Membership
 from cross_instance.permit import Permit
+from cross_instance.locks import LockFunctions
 from cross_instance.releases import ReleaseQueue
 from cross_instance.seed_functions import SeedFunctions
+from cross_instance.workflows import WorkflowFunctions
 from cross_instance.status import build_status
 from cross_instance.stores.base import Store
 from cross_instance.stores.sqlite.store import SqliteStore
@@ -47,7 +49,7 @@ from cross_instance.stores.sqlite.store import SqliteStore
 T = TypeVar("T")
 
 
-class Runtime(SeedFunctions):
+class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
     """One registered instance. Thread-safe; use ``start()`` rather than the constructor."""
 
     def __init__(self, config: Config, store: Store | None, *, cwd: Path,

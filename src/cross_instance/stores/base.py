@@ -11,10 +11,12 @@ Time is the store's own (``now_ns``): one clock decides for every instance of a 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from cross_instance.core.limiter import RateSpec
 from cross_instance.core.limits import AdaptiveSettings
+from cross_instance.core.locking import LockRecord, LockWaiting
+from cross_instance.core.ownership import Claim, Force, WorkflowRecord
 from cross_instance.core.records import (
     Adjustment,
     Event,
@@ -32,6 +34,8 @@ CAP_PERMITS = "permits"
 CAP_REGISTRY = "registry"
 CAP_EVENTS = "events"
 CAP_PID_LIVENESS = "pid-liveness"  # can check pids of same-host instances
+CAP_WORKFLOWS = "workflows"
+CAP_LOCKS = "locks"
 
 
 @runtime_checkable
@@ -118,6 +122,64 @@ class Store(Protocol):
                        ) -> list[Adjustment]:
         """Apply what a call met (429, retry-after, stated limits, success) to the shared
         learned state of ``keys`` in one step; returns what changed."""
+        ...
+
+    # --- workflows (seed 002; rules in ``core.ownership``) ------------------------------------
+    def claim_workflow(self, workflow_id: str, instance_id: str, *, take: bool = True,
+                       auto_claim: bool = True, force: Force = Force.NO) -> Claim:
+        """Seed 002's check flow for the registered ``instance_id``, in one step: ``take``
+        claims a free workflow, and with ``auto_claim`` one whose owner is dead; ``force`` names the
+        move a force-claim (``Force.LIVE``: even from a live owner). Every change of owner adds
+        one to the epoch and is an event. ``NotRegisteredError`` for an unknown caller."""
+        ...
+
+    def release_workflow(self, workflow_id: str, instance_id: str,
+                         epoch: int | None = None) -> bool:
+        """Give up ownership (only the owner; at ``epoch`` when given). The epoch is kept."""
+        ...
+
+    def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
+        ...
+
+    def list_workflows(self) -> list[WorkflowRecord]:
+        ...
+
+    def write_workflow_state(self, workflow_id: str, instance_id: str, epoch: int,
+                             values: Mapping[str, Any]) -> None:
+        """Store JSON ``values`` under the workflow if ``instance_id`` owns it at ``epoch``,
+        checked in the same step; else ``StaleEpochError`` and nothing is written."""
+        ...
+
+    def validate_epoch(self, workflow_id: str, instance_id: str, epoch: int) -> None:
+        """``StaleEpochError`` unless ``instance_id`` owns the workflow at ``epoch``."""
+        ...
+
+    def read_workflow_state(self, workflow_id: str) -> dict[str, Any]:
+        ...
+
+    # --- locks (seed 001; rules in ``core.locking``) -----------------------------------------
+    def acquire_lock(self, resource: str, instance_id: str, ttl_ns: int, ticket: int | None,
+                     wait: bool) -> LockRecord | LockWaiting | None:
+        """Grant the lock if free (released, expired or its holder dead) and nobody queued
+        earlier; otherwise queue (``wait``: keep ``ticket`` and ask again) or None."""
+        ...
+
+    def cancel_lock_wait(self, ticket: int) -> None:
+        ...
+
+    def renew_lock(self, resource: str, lock_id: str, ttl_ns: int) -> LockRecord | None:
+        """Extend the TTL from now if ``lock_id`` still holds it unexpired; None: lost."""
+        ...
+
+    def release_lock(self, resource: str, lock_id: str) -> bool:
+        """Free the lock if ``lock_id`` holds it; a forged or stale id changes nothing."""
+        ...
+
+    def list_locks(self) -> list[LockRecord]:
+        ...
+
+    def cleanup_expired_locks(self) -> list[LockRecord]:
+        """Free expired locks and those of dead holders (a ``lock_lost`` event each)."""
         ...
 
     # --- observation ----------------------------------------------------------------------

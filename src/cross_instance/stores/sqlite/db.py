@@ -231,7 +231,11 @@ class Database:
                 raise map_error(err, self.path) from err
 
     def close(self) -> None:
+        """Close the connection and the lock file. Idempotent."""
+        if self._lock_fd < 0:
+            return
         try:
             self.conn.close()
         finally:
-            os.close(self._lock_fd)
+            fd, self._lock_fd = self._lock_fd, -1
+            os.close(fd)

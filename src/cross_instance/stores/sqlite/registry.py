@@ -83,6 +83,12 @@ def remove(conn: sqlite3.Connection, instance_id: str, kind: str, reason: str) -
     conn.execute("DELETE FROM waiters WHERE instance_id=?", (instance_id,))
     conn.execute("DELETE FROM active_models WHERE instance_id=?", (instance_id,))
     conn.execute("DELETE FROM usage WHERE instance_id=?", (instance_id,))
+    for resource, token in conn.execute("SELECT resource, token FROM locks WHERE holder=?",
+                                        (instance_id,)).fetchall():
+        add_event(conn, "lock_lost", instance_id, {"resource": resource, "token": token,
+                                                   "reason": f"holder {reason}"})
+    conn.execute("UPDATE locks SET holder=NULL, lock_id=NULL WHERE holder=?", (instance_id,))
+    conn.execute("DELETE FROM lock_waiters WHERE instance_id=?", (instance_id,))
     keys = [k for (k,) in conn.execute("SELECT key FROM limits WHERE instance_id=?", (instance_id,))]
     conn.execute("DELETE FROM limits WHERE instance_id=?", (instance_id,))
     recompute_limits(conn, keys)

@@ -3,7 +3,7 @@ each runs in the same transaction as the version bump, so a crash leaves the old
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -72,5 +72,27 @@ MIGRATIONS: tuple[str, ...] = (
     # v4: whether any outcome was ever reported for the bucket (ends the slow start).
     """
     ALTER TABLE buckets ADD COLUMN probed INTEGER NOT NULL DEFAULT 0;
+    """,
+    # v5: workflow ownership with fenced state, and TTL locks with fencing tokens. Rows of
+    # released workflows and locks stay (owner / holder NULL) so their epochs and tokens keep
+    # growing and are never handed out twice.
+    """
+    CREATE TABLE workflows(
+        id TEXT PRIMARY KEY, owner TEXT, pid INTEGER, host TEXT, boot_id TEXT, pid_ns TEXT,
+        start_ticks INTEGER, epoch INTEGER NOT NULL, claimed_wall_ms INTEGER NOT NULL,
+        updated_wall_ms INTEGER NOT NULL) WITHOUT ROWID;
+    CREATE TABLE workflow_state(
+        workflow_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+        epoch INTEGER NOT NULL, updated_wall_ms INTEGER NOT NULL,
+        PRIMARY KEY(workflow_id, key)) WITHOUT ROWID;
+    CREATE TABLE locks(
+        resource TEXT PRIMARY KEY, lock_id TEXT, holder TEXT, token INTEGER NOT NULL,
+        acquired_ns INTEGER, expires_ns INTEGER, acquired_wall_ms INTEGER,
+        expires_wall_ms INTEGER) WITHOUT ROWID;
+    CREATE INDEX locks_holder ON locks(holder);
+    CREATE TABLE lock_waiters(
+        ticket INTEGER PRIMARY KEY AUTOINCREMENT, resource TEXT NOT NULL,
+        instance_id TEXT NOT NULL, seen_ns INTEGER NOT NULL);
+    CREATE INDEX lock_waiters_resource ON lock_waiters(resource, ticket);
     """,
 )

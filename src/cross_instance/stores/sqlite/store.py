@@ -10,6 +10,7 @@ import json
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from cross_instance import hostinfo
 from cross_instance.core.arbiter import GLOBAL_GROUP
@@ -29,9 +30,11 @@ from cross_instance.core.records import (
     Waiting,
     Workload,
 )
+from cross_instance.core.locking import LockRecord, LockWaiting
+from cross_instance.core.ownership import Claim, Force, WorkflowRecord
 from cross_instance.core.window import windowed
 from cross_instance.stores import base
-from cross_instance.stores.sqlite import learning, permits, registry
+from cross_instance.stores.sqlite import learning, locks, ownership, permits, registry
 from cross_instance.stores.sqlite.db import Database
 
 
@@ -39,7 +42,8 @@ class SqliteStore:
     """``Store`` on one SQLite file. ``create=False`` opens an existing state only (CLI)."""
 
     capabilities = frozenset(
-        {base.CAP_PERMITS, base.CAP_REGISTRY, base.CAP_EVENTS, base.CAP_PID_LIVENESS}
+        {base.CAP_PERMITS, base.CAP_REGISTRY, base.CAP_EVENTS, base.CAP_PID_LIVENESS,
+         base.CAP_WORKFLOWS, base.CAP_LOCKS}
     )
 
     def __init__(self, directory: str | Path, *, waiter_ttl_ns: int = 10_000_000_000,
@@ -111,6 +115,59 @@ class SqliteStore:
                        ) -> list[Adjustment]:
         return self.db.write(lambda c, now: learning.record(c, now, keys, outcome, policy),
                              "record_outcome")
+
+    # --- workflows ------------------------------------------------------------------------
+    def claim_workflow(self, workflow_id: str, instance_id: str, *, take: bool = True,
+                       auto_claim: bool = True, force: Force = Force.NO) -> Claim:
+        return self.db.write(lambda c, now: ownership.claim(
+            c, now, workflow_id, instance_id, take, auto_claim, force), "claim")
+
+    def release_workflow(self, workflow_id: str, instance_id: str,
+                         epoch: int | None = None) -> bool:
+        return self.db.write(lambda c, now: ownership.release(c, workflow_id, instance_id,
+                                                              epoch), "release_workflow")
+
+    def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
+        found = self.db.read(lambda c, now: ownership.load(c, workflow_id))
+        return found[0] if found else None
+
+    def list_workflows(self) -> list[WorkflowRecord]:
+        return self.db.read(lambda c, now: ownership.load(c))
+
+    def write_workflow_state(self, workflow_id: str, instance_id: str, epoch: int,
+                             values: Mapping[str, Any]) -> None:
+        self.db.write(lambda c, now: ownership.write_state(c, workflow_id, instance_id, epoch,
+                                                           dict(values)), "write_state")
+
+    def validate_epoch(self, workflow_id: str, instance_id: str, epoch: int) -> None:
+        self.db.read(lambda c, now: ownership.validate(c, workflow_id, instance_id, epoch))
+
+    def read_workflow_state(self, workflow_id: str) -> dict[str, Any]:
+        return self.db.read(lambda c, now: ownership.read_state(c, workflow_id))
+
+    # --- locks ----------------------------------------------------------------------------
+    def acquire_lock(self, resource: str, instance_id: str, ttl_ns: int, ticket: int | None,
+                     wait: bool) -> LockRecord | LockWaiting | None:
+        return self.db.write(lambda c, now: locks.acquire(
+            c, now, resource, instance_id, ttl_ns, ticket, wait, self.waiter_ttl_ns),
+            "acquire_lock")
+
+    def cancel_lock_wait(self, ticket: int) -> None:
+        self.db.write(lambda c, now: locks.cancel_wait(c, ticket))
+
+    def renew_lock(self, resource: str, lock_id: str, ttl_ns: int) -> LockRecord | None:
+        return self.db.write(lambda c, now: locks.renew(c, now, resource, lock_id, ttl_ns),
+                             "renew_lock")
+
+    def release_lock(self, resource: str, lock_id: str) -> bool:
+        return self.db.write(lambda c, now: locks.release(c, resource, lock_id),
+                             "release_lock")
+
+    def list_locks(self) -> list[LockRecord]:
+        return self.db.read(lambda c, now: locks.held(c))
+
+    def cleanup_expired_locks(self) -> list[LockRecord]:
+        return self.db.write(locks.cleanup, "cleanup_locks")
 
     # --- observation ----------------------------------------------------------------------
     def snapshot(self) -> Snapshot:

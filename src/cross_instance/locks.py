@@ -1,0 +1,274 @@
+"""TTL locks for users (seed 001's ``tryAcquireLock`` / ``releaseLock``), with fencing tokens.
+
+``rt.lock(resource, ttl)`` waits its turn (first come, first served across processes), renews
+in the background while held, and on exit releases. If the lock is lost anyway (the process
+was paused past the TTL, the store was unreachable until expiry, or the instance was judged
+dead), the holder is told: ``on_lost`` is called, ``held.ensure()`` raises ``LockLostError``,
+and leaving the ``with`` block raises it, never a silent continuation. Pass ``held.token`` to
+whatever the lock protects so it can refuse a stale holder (fencing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from collections.abc import Callable, Generator
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from cross_instance.acquire import Call, Sleep, run_async, run_sync
+from cross_instance.core.locking import LockRecord, LockWaiting, check_resource, check_ttl
+from cross_instance.errors import CrossInstanceError, LockLostError, LockTimeoutError
+
+if TYPE_CHECKING:
+    from cross_instance.stores.base import Store
+
+LOCK_POLL_S = 0.01  # first poll while the lock is held; doubles up to LOCK_POLL_MAX_S
+LOCK_POLL_MAX_S = 0.1
+OnLost = Callable[["HeldLock", LockLostError], None]
+
+
+class LockLoop:
+    """One wait for a lock, as steps for the shared drivers of ``acquire``."""
+
+    def __init__(self, store: Store, resource: str, instance_id: str, ttl_ns: int,
+                 timeout: float | None) -> None:
+        self.store, self.resource, self.instance_id = store, resource, instance_id
+        self.ttl_ns = ttl_ns
+        self.started = time.monotonic()
+        self.deadline = None if timeout is None else self.started + max(0.0, timeout)
+        self.ticket: int | None = None
+        self.sent = 0.0
+
+    def steps(self) -> Generator[Call | Sleep, Any, LockRecord]:
+        poll = LOCK_POLL_S
+        while True:
+            self.sent = time.monotonic()
+            result = yield Call(self.store.acquire_lock,
+                                (self.resource, self.instance_id, self.ttl_ns, self.ticket, True))
+            if isinstance(result, LockRecord):
+                self.ticket = None
+                return result
+            assert isinstance(result, LockWaiting)
+            self.ticket = result.ticket
+            remaining = float("inf") if self.deadline is None else self.deadline - time.monotonic()
+            if remaining <= 0:
+                raise LockTimeoutError(self.resource, result.holder,
+                                       time.monotonic() - self.started)
+            until_expiry = max(0.0, (result.retry_ns - result.now_ns) / 1e9)
+            delay = min(poll, until_expiry) if until_expiry > 0 else poll
+            poll = min(LOCK_POLL_MAX_S, poll * 2)
+            yield Sleep(min(delay * random.uniform(0.8, 1.2), remaining))
+
+    def abandon(self) -> Call | None:
+        ticket, self.ticket = self.ticket, None
+        return None if ticket is None else Call(self.store.cancel_lock_wait, (ticket,))
+
+
+class HeldLock:
+    """A lock this process holds: ``lock_id``, ``resource``, ``token`` (fencing),
+    ``acquired_at`` / ``expires_at`` (wall ms, as in the seed). As a context manager it renews
+    in the background (every third of the TTL) and releases on exit."""
+
+    def __init__(self, store: Store, record: LockRecord, ttl_ns: int, sent: float,
+                 on_lost: OnLost | None = None) -> None:
+        self._store = store
+        self.record = record
+        self.ttl_ns = ttl_ns
+        self.valid_until = sent + ttl_ns / 1e9  # monotonic, conservative (from the request)
+        self.on_lost = on_lost
+        self.lost: LockLostError | None = None
+        self.released = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    resource = property(lambda self: self.record.resource)
+    lock_id = property(lambda self: self.record.lock_id)
+    token = property(lambda self: self.record.token)
+    acquired_at = property(lambda self: self.record.acquired_wall_ms)
+    expires_at = property(lambda self: self.record.expires_wall_ms)
+
+    def __repr__(self) -> str:
+        state = "lost" if self.lost else "released" if self.released else "held"
+        return f"<HeldLock {self.resource!r} token {self.token} {state}>"
+
+    # --- one renewal: the decision shared by the thread and the asyncio task ----------------
+    def renew(self, ttl: float | None = None) -> bool:
+        """Extend the TTL from now; False (and the holder told) when the lock was lost."""
+        if self.lost is not None or self.released:
+            return False
+        ttl_ns = self.ttl_ns if ttl is None else check_ttl(ttl)
+        sent = time.monotonic()
+        try:
+            record = self._store.renew_lock(self.resource, self.lock_id, ttl_ns)
+        except CrossInstanceError as err:
+            if time.monotonic() < self.valid_until:
+                return True  # not confirmed, but not expired either: try again soon
+            self._mark_lost(f"could not be renewed before its TTL ended ({err})")
+            return False
+        if record is None:
+            self._mark_lost("its TTL ended or another holder took it")
+            return False
+        self.record, self.ttl_ns = record, ttl_ns
+        self.valid_until = sent + ttl_ns / 1e9
+        return True
+
+    def _mark_lost(self, reason: str) -> None:
+        if self.lost is not None:
+            return
+        self.lost = LockLostError(self.resource, self.token, reason)
+        try:
+            self._store.record_event("lock_lost", self.record.holder, {
+                "resource": self.resource, "token": self.token, "reason": reason,
+                "noticedBy": "holder"})
+        except CrossInstanceError:
+            pass  # the store is what failed; the holder is told below all the same
+        if self.on_lost is not None:
+            self.on_lost(self, self.lost)
+
+    def ensure(self) -> None:
+        """Raise ``LockLostError`` unless the lock is surely still held (call it before each
+        action the lock protects)."""
+        if self.lost is None and not self.released and time.monotonic() >= self.valid_until:
+            self.renew()
+        if self.lost is not None:
+            raise self.lost
+        if self.released:
+            raise LockLostError(self.resource, self.token, "it was released")
+
+    def release(self) -> bool:
+        """Free the lock; False when it was no longer held by us. Idempotent."""
+        self._stop.set()
+        if self.released:
+            return False
+        self.released = True
+        return self._store.release_lock(self.resource, self.lock_id)
+
+    # --- background renewal ------------------------------------------------------------------
+    def _period(self) -> float:
+        return max(0.001, self.ttl_ns / 3e9)
+
+    def _renew_thread(self) -> None:
+        while not self._stop.wait(self._period()):
+            if not self.renew():
+                return
+
+    async def _renew_task(self) -> None:
+        while not self.released:
+            await asyncio.sleep(self._period())
+            if self.released or not await asyncio.to_thread(self.renew):
+                return
+
+    def __enter__(self) -> HeldLock:
+        self._thread = threading.Thread(target=self._renew_thread, daemon=True,
+                                        name=f"pi-xi-lock-{self.resource[:20]}")
+        self._thread.start()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        self._finish(et)
+
+    async def __aenter__(self) -> HeldLock:
+        self._task = asyncio.create_task(self._renew_task())
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        self._stop.set()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await asyncio.to_thread(self._finish, et)
+
+    def _finish(self, et: type[BaseException] | None) -> None:
+        if self.lost is None and not self.released:
+            self.release()
+        if self.lost is not None and et is None:
+            raise self.lost
+
+
+class _PendingLock:
+    def __init__(self, acquire: Callable[[], Any]) -> None:
+        self._acquire = acquire
+        self.held: HeldLock | None = None
+
+    async def __aenter__(self) -> HeldLock:
+        self.held = await self._acquire()
+        assert self.held is not None
+        return await self.held.__aenter__()
+
+    async def __aexit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        if self.held is not None:
+            await self.held.__aexit__(et, ev, tb)
+
+
+class LockFunctions:
+    """Mixed into ``Runtime``: seed 001's lock functions and the context managers."""
+
+    instance_id: str
+
+    def _require_store(self) -> Store:
+        raise NotImplementedError
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        raise NotImplementedError
+
+    def try_acquire_lock(self, resource: str, ttl: float,
+                         on_lost: OnLost | None = None) -> HeldLock | None:
+        """The lock if it is free now and nobody queued earlier, else None (seed
+        ``tryAcquireLock``). ``ttl`` in seconds. Not re-entrant: a second acquire of a lock
+        this instance holds waits (or gets None) like any other."""
+        ttl_ns, store = check_ttl(ttl), self._require_store()
+        sent = time.monotonic()
+        record = store.acquire_lock(check_resource(resource), self.instance_id, ttl_ns,
+                                    None, False)
+        assert not isinstance(record, LockWaiting)
+        return None if record is None else HeldLock(store, record, ttl_ns, sent, on_lost)
+
+    def acquire_lock(self, resource: str, ttl: float, timeout: float | None = None,
+                     cancel: threading.Event | None = None,
+                     on_lost: OnLost | None = None) -> HeldLock:
+        """Wait for the lock in arrival order; ``LockTimeoutError`` after ``timeout`` s,
+        ``acquire.Cancelled`` when ``cancel`` is set. The place in the queue is given back on
+        any exit."""
+        loop = LockLoop(self._require_store(), check_resource(resource), self.instance_id,
+                        check_ttl(ttl), timeout)
+        record = run_sync(loop, None, cancel)
+        return HeldLock(loop.store, record, loop.ttl_ns, loop.sent, on_lost)
+
+    async def aacquire_lock(self, resource: str, ttl: float, timeout: float | None = None,
+                            on_lost: OnLost | None = None) -> HeldLock:
+        """``acquire_lock`` for asyncio: cancel the task to stop waiting."""
+        loop = LockLoop(self._require_store(), check_resource(resource), self.instance_id,
+                        check_ttl(ttl), timeout)
+        record = await run_async(loop, self._call)
+        return HeldLock(loop.store, record, loop.ttl_ns, loop.sent, on_lost)
+
+    def lock(self, resource: str, ttl: float = 30.0, timeout: float | None = None,
+             on_lost: OnLost | None = None) -> HeldLock:
+        """``with rt.lock("repo:main", ttl=30) as held: ...``: waits, renews, releases."""
+        return self.acquire_lock(resource, ttl, timeout, on_lost=on_lost)
+
+    def alock(self, resource: str, ttl: float = 30.0, timeout: float | None = None,
+              on_lost: OnLost | None = None) -> _PendingLock:
+        """``async with rt.alock(...) as held``: waits on the event loop, renews in a task."""
+        return _PendingLock(lambda: self.aacquire_lock(resource, ttl, timeout, on_lost))
+
+    def release_lock(self, lock: HeldLock) -> bool:
+        """Seed ``releaseLock``: only the holder's own lock is freed (by its ``lock_id``)."""
+        return lock.release()
+
+    def cleanup_expired_locks(self) -> int:
+        """Free locks past their TTL or held by dead instances; how many were freed."""
+        return len(self._require_store().cleanup_expired_locks())
+
+    def list_locks(self) -> list[LockRecord]:
+        return self._require_store().list_locks()

@@ -1,0 +1,175 @@
+"""Workflow ownership for users: claim, hold, write fenced state, release (seed 002).
+
+``rt.workflow(task_id)`` claims a workflow (auto-claim from a dead owner by default) and
+releases it on exit; the handle's ``epoch`` is its fencing token. Every state write goes
+through ``handle.write(...)``, which the store accepts only while this process still owns the
+workflow at that epoch (checked in the same atomic step), after this process has made sure its
+own lease has not run out (self-fencing: a process resumed from a pause heartbeats first).
+``handle.ensure()`` is the same check for side effects outside the store: call it before each.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from cross_instance.core.ownership import Claim, Force, WorkflowRecord, check_workflow_id
+from cross_instance.errors import (
+    NotRegisteredError,
+    StaleEpochError,
+    WorkflowOwnedError,
+    WorkflowRequestError,
+)
+
+if TYPE_CHECKING:
+    from cross_instance.membership import Membership
+    from cross_instance.stores.base import Store
+
+
+class Workflow:
+    """Ownership of one workflow at one epoch, held by this process. A context manager that
+    releases on exit (``keep=True`` leaves it owned, e.g. to hand it to a later run of this
+    instance)."""
+
+    def __init__(self, owner: WorkflowFunctions, workflow_id: str, epoch: int, action: str,
+                 keep: bool = False) -> None:
+        self._owner = owner
+        self.workflow_id = workflow_id
+        self.epoch = epoch
+        self.action = action  # how it was obtained: claimed, auto_claimed, force_claimed, owned
+        self.keep = keep
+        self.released = False
+
+    def __repr__(self) -> str:
+        return f"<Workflow {self.workflow_id!r} epoch {self.epoch} ({self.action})>"
+
+    def ensure(self) -> None:
+        """Raise ``StaleEpochError`` unless this process still owns the workflow at ``epoch``
+        (after confirming its own lease). Call it before acting outside the store."""
+        self._owner._confirm_lease()
+        self._owner._require_store().validate_epoch(self.workflow_id, self._owner.instance_id,
+                                                    self.epoch)
+
+    def write(self, values: Mapping[str, Any] | None = None, **more: Any) -> None:
+        """Persist JSON values under the workflow, fenced by the epoch: ``StaleEpochError``
+        and nothing written when another owner took it (or it was released)."""
+        data = {**(values or {}), **more}
+        for key, value in data.items():
+            if not isinstance(key, str) or not key or len(key) > 256:
+                raise WorkflowRequestError(f"state key must be a string of 1-256 characters, "
+                                           f"got {key!r}")
+            try:
+                json.dumps(value)
+            except (TypeError, ValueError) as err:
+                raise WorkflowRequestError(f"state value of {key!r} is not JSON: {err}") from err
+        self._owner._confirm_lease()
+        self._owner._require_store().write_workflow_state(
+            self.workflow_id, self._owner.instance_id, self.epoch, data)
+
+    def read(self) -> dict[str, Any]:
+        """Everything written under the workflow (by any owner)."""
+        return self._owner._require_store().read_workflow_state(self.workflow_id)
+
+    def release(self) -> bool:
+        """Give ownership up; False when it was no longer ours at this epoch. Idempotent."""
+        if self.released:
+            return False
+        self.released = True
+        return self._owner._require_store().release_workflow(
+            self.workflow_id, self._owner.instance_id, self.epoch)
+
+    def __enter__(self) -> Workflow:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if not self.keep:
+            self.release()
+
+
+class WorkflowFunctions:
+    """Mixed into ``Runtime``: the ownership API of seed 002 under snake_case names."""
+
+    instance_id: str
+    _membership: Membership | None
+
+    def _require_store(self) -> Store:
+        raise NotImplementedError
+
+    def _confirm_lease(self) -> None:
+        if self._membership is None:
+            raise NotRegisteredError("the runtime is closed or coordination is disabled")
+        self._membership.confirm()
+
+    def _claim(self, workflow_id: str, *, take: bool = True, auto_claim: bool = True,
+               force: Force = Force.NO) -> Claim:
+        check_workflow_id(workflow_id)
+        self._confirm_lease()
+        return self._require_store().claim_workflow(workflow_id, self.instance_id, take=take,
+                                                    auto_claim=auto_claim, force=force)
+
+    def _held(self, claim: Claim, workflow_id: str, keep: bool = False) -> Workflow:
+        if not claim.allowed:
+            owner = claim.before.owner if claim.before is not None else None
+            raise WorkflowOwnedError(workflow_id, owner.instance_id if owner else "",
+                                     owner.pid if owner else 0,
+                                     owner.domain.host if owner else "", claim.decision.reason)
+        return Workflow(self, workflow_id, claim.epoch, claim.decision.action.value, keep)
+
+    def workflow(self, task_id: str, auto_claim: bool = True, keep: bool = False) -> Workflow:
+        """Claim ``task_id`` and hold it: ``with rt.workflow(task_id) as wf: wf.write(...)``.
+        A free workflow is claimed; one whose owner is dead is taken when ``auto_claim``;
+        a live owner raises ``WorkflowOwnedError`` (code ``workflow_owned_by_other``)."""
+        return self._held(self._claim(task_id, auto_claim=auto_claim), task_id, keep)
+
+    def claim_workflow(self, task_id: str, auto_claim: bool = True) -> Workflow:
+        """Like ``workflow`` but kept until ``release_workflow`` (or the handle's release)."""
+        return self.workflow(task_id, auto_claim=auto_claim, keep=True)
+
+    def force_claim_workflow(self, task_id: str, allow_live: bool = False) -> Workflow:
+        """Take ``task_id`` whatever its owner's state when that owner is gone (seed
+        ``ul_workflow_force_claim``); with ``allow_live`` also from a live owner, whose next
+        fenced write is then rejected. Recorded as a ``workflow_force_claimed`` event."""
+        force = Force.LIVE if allow_live else Force.DEAD
+        claim = self._claim(task_id, force=force)
+        if not claim.allowed:
+            owner = claim.before.owner if claim.before is not None else None
+            raise WorkflowOwnedError(
+                task_id, owner.instance_id if owner else "", owner.pid if owner else 0,
+                owner.domain.host if owner else "",
+                claim.decision.reason + "; force with allow_live=True (CLI: --live) to take it "
+                "from a live owner")
+        return Workflow(self, task_id, claim.epoch, claim.decision.action.value, keep=True)
+
+    def check_workflow_ownership(self, task_id: str, auto_claim: bool = True
+                                 ) -> dict[str, Any]:
+        """Seed 002's check: ``owned`` is True when this instance may act for the workflow
+        (it owns it, claimed it now, or nobody owns it and ``auto_claim`` is off); otherwise
+        the owner that blocks it. With ``auto_claim`` a free or dead-owned workflow is claimed."""
+        claim = self._claim(task_id, take=auto_claim, auto_claim=auto_claim)
+        record = claim.after if claim.allowed else claim.before
+        owner = record.owner if record is not None else None
+        return {"owned": claim.allowed, "ulTaskId": task_id,
+                "ownerInstanceId": owner.instance_id if owner else None,
+                "ownerPid": owner.pid if owner else None,
+                "ownerHost": owner.domain.host if owner else None,
+                "epoch": claim.epoch, "action": claim.decision.action.value,
+                "reason": claim.decision.reason}
+
+    def release_workflow(self, task_id: str) -> bool:
+        """Give up ``task_id`` if this instance owns it; False otherwise (nothing changes)."""
+        check_workflow_id(task_id)
+        return self._require_store().release_workflow(task_id, self.instance_id)
+
+    def get_workflow(self, task_id: str) -> WorkflowRecord | None:
+        check_workflow_id(task_id)
+        return self._require_store().get_workflow(task_id)
+
+    def write_workflow_state(self, task_id: str, epoch: int, values: Mapping[str, Any]) -> None:
+        """A fenced write for callers that keep only the epoch (not the handle)."""
+        Workflow(self, check_workflow_id(task_id), epoch, "owned", keep=True).write(values)
+
+
+__all__ = ["StaleEpochError", "Workflow", "WorkflowFunctions", "WorkflowOwnedError"]
