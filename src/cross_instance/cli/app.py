@@ -1,4 +1,4 @@
-"""``pi-xi``: status, limits and the demo. Errors are one line on stderr, exit code 2 for bad
+"""``pi-xi``: status, limits, workflows, locks and the demo. Errors are one line on stderr, exit code 2 for bad
 input (config, arguments) and 1 for an unavailable or damaged state store."""
 
 from __future__ import annotations
@@ -10,8 +10,12 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from cross_instance.config import Config, load_config
-from cross_instance.errors import ConfigError, CrossInstanceError, StoreError
+from cross_instance.cli.common import config as _config
+from cross_instance.cli.common import emit as _emit
+from cross_instance.cli.common import fail as _fail
+from cross_instance.cli.ownership_cmds import locks_app, workflow_app
+from cross_instance.config import Config
+from cross_instance.errors import CrossInstanceError, StoreError
 from cross_instance.limits_view import build_limits
 from cross_instance.status import build_status
 from cross_instance.stores.sqlite.db import DB_NAME
@@ -21,19 +25,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Coordinate LLM rate limits across agent processes.")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-
-
-def _fail(message: str, code: int) -> None:
-    typer.echo(f"pi-xi: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def _config() -> Config:
-    try:
-        return load_config()
-    except ConfigError as err:
-        _fail(str(err), 2)
-        raise AssertionError from err
+app.add_typer(workflow_app, name="workflow")
+app.add_typer(locks_app, name="locks")
 
 
 def _open_status(config: Config) -> dict[str, Any] | None:
@@ -44,18 +37,10 @@ def _open_status(config: Config) -> dict[str, Any] | None:
         store = SqliteStore(config.runtime_dir, create=False)
     except StoreError as err:
         _fail(str(err), 1)
-        raise AssertionError from err
     try:
         return build_status(store, config)
     finally:
         store.close()
-
-
-def _emit(data: Any, as_json: bool, text: str) -> None:
-    if as_json:
-        typer.echo(json.dumps(data, indent=2, sort_keys=True))
-    else:
-        typer.echo(text)
 
 
 @app.command()

@@ -1,0 +1,88 @@
+"""``pi-xi workflow ...`` and ``pi-xi locks`` as a user runs them: real console scripts in a
+subprocess against live instances, text and ``--json``."""
+
+from __future__ import annotations
+
+import json
+
+from cross_instance.runtime import Runtime
+from tests.helpers_runtime import make_config
+from tests.surfaces.test_cli import cli
+
+
+def test_workflow_commands_both_forms(tmp_path):
+    cfg = make_config(tmp_path / "state", timeout_ms=5000)
+    with Runtime.start(cwd=tmp_path, config=cfg, instance_id="agent-a") as a, \
+            Runtime.start(cwd=tmp_path, config=cfg, instance_id="agent-b"):
+        assert cli(tmp_path, "pi-xi", "workflow", "status").stdout.strip() == "No workflows."
+        assert json.loads(cli(tmp_path, "pi-xi", "workflow", "status", "--json").stdout) == []
+
+        out = cli(tmp_path, "pi-xi", "workflow", "claim", "wf-1", "--instance", "agent-a")
+        assert out.returncode == 0 and out.stdout.strip() == "wf-1: claimed for agent-a at epoch 1"
+        data = json.loads(cli(tmp_path, "pi-xi", "workflow", "claim", "wf-1", "--instance",
+                              "agent-a", "--json").stdout)
+        assert data == {"ulTaskId": "wf-1", "ownerInstanceId": "agent-a", "epoch": 1,
+                        "action": "owned"}
+
+        refused = cli(tmp_path, "pi-xi", "workflow", "claim", "wf-1", "--instance", "agent-b",
+                      "--json")
+        assert refused.returncode == 1
+        payload = json.loads(refused.stdout)
+        assert payload["error"] == "workflow_owned_by_other"
+        assert payload["ownerInstanceId"] == "agent-a"
+        assert payload["ownerPid"] == a._membership.record.pid
+        assert payload["outcomeCode"] == "NONRETRYABLE_FAILURE"
+        assert payload["retryRecommended"] is False
+        text = cli(tmp_path, "pi-xi", "workflow", "claim", "wf-1", "--instance", "agent-b")
+        assert text.returncode == 1 and "owned by another instance (agent-a" in text.stdout
+
+        row = json.loads(cli(tmp_path, "pi-xi", "workflow", "status", "wf-1", "--json").stdout)
+        assert row["state"] == "alive" and row["epoch"] == 1 and row["ownerInstanceId"] == "agent-a"
+        table = cli(tmp_path, "pi-xi", "workflow", "status").stdout
+        assert "wf-1" in table and "alive" in table and "agent-a" in table
+
+        forced = cli(tmp_path, "pi-xi", "workflow", "force-claim", "wf-1", "--instance",
+                     "agent-b")
+        assert forced.returncode == 1 and "--live" in forced.stdout
+        forced = cli(tmp_path, "pi-xi", "workflow", "force-claim", "wf-1", "--instance",
+                     "agent-b", "--live", "--json")
+        assert json.loads(forced.stdout)["action"] == "force_claimed"
+        assert json.loads(forced.stdout)["epoch"] == 2
+
+        not_owner = cli(tmp_path, "pi-xi", "workflow", "release", "wf-1", "--instance",
+                        "agent-a")
+        assert not_owner.returncode == 1 and "not owned by agent-a" in not_owner.stdout
+        released = cli(tmp_path, "pi-xi", "workflow", "release", "wf-1", "--instance",
+                       "agent-b", "--json")
+        assert json.loads(released.stdout) == {"ulTaskId": "wf-1", "released": True}
+        assert "released" in cli(tmp_path, "pi-xi", "workflow", "status").stdout
+        kinds = [e.kind for e in a.store.events()]
+        assert kinds.count("workflow_force_claimed") == 1 and "workflow_released" in kinds
+
+
+def test_workflow_cli_bad_input(tmp_path):
+    cfg = make_config(tmp_path / "state")
+    with Runtime.start(cwd=tmp_path, config=cfg, instance_id="agent-a"):
+        no_instance = cli(tmp_path, "pi-xi", "workflow", "claim", "wf")
+        assert no_instance.returncode == 2 and "--instance" in no_instance.stderr
+        ghost = cli(tmp_path, "pi-xi", "workflow", "claim", "wf", "--instance", "ghost")
+        assert ghost.returncode == 1 and "'ghost' is not registered" in ghost.stderr
+        bad = cli(tmp_path, "pi-xi", "workflow", "claim", "a\tb", "--instance", "agent-a")
+        assert bad.returncode == 2 and "control character" in bad.stderr
+
+
+def test_locks_list_and_cleanup(tmp_path):
+    cfg = make_config(tmp_path / "state")
+    with Runtime.start(cwd=tmp_path, config=cfg, instance_id="agent-a") as a:
+        assert cli(tmp_path, "pi-xi", "locks").stdout.strip() == "No locks held."
+        held = a.try_acquire_lock("repo/main branch", ttl=60)
+        a.try_acquire_lock("short", ttl=0.05)
+        rows = json.loads(cli(tmp_path, "pi-xi", "locks", "--json").stdout)
+        mine = {r["resource"]: r for r in rows}["repo/main branch"]
+        assert mine["holder"] == "agent-a" and mine["token"] == held.token
+        assert mine["lockId"] == held.lock_id and 0 < mine["expiresInS"] <= 60
+        text = cli(tmp_path, "pi-xi", "locks").stdout
+        assert "repo/main branch" in text and "agent-a" in text and "(expired)" in text
+        freed = json.loads(cli(tmp_path, "pi-xi", "locks", "cleanup", "--json").stdout)
+        assert freed == {"freed": ["short"]}
+        assert cli(tmp_path, "pi-xi", "locks", "cleanup").stdout.strip() == "Freed 0 lock(s)."
