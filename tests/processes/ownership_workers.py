@@ -1,0 +1,51 @@
+"""Worker bodies for the ownership and lock process tests (importable under spawn)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from cross_instance.errors import CrossInstanceError, WorkflowOwnedError
+from cross_instance.runtime import Runtime
+from tests.helpers_runtime import make_config
+
+
+def claimer(state: str, name: str, signals: Any, out: Any) -> None:
+    """At each round's signal claim workflow "wf"; report the epoch won or the error payload.
+    Signals come on this worker's own pipe: a process killed while waiting on a shared
+    ``multiprocessing.Event`` would leave it locked for everyone."""
+    cfg = make_config(Path(state), interval_ms=300, timeout_ms=3000)
+    with Runtime.start(cwd=Path(state).parent, config=cfg, instance_id=name) as rt:
+        out.put(("ready", name, os.getpid(), None))
+        while (r := signals.recv()) != "done":
+            try:
+                wf = rt.claim_workflow("wf")
+                out.put((r, name, os.getpid(), {"epoch": wf.epoch, "action": wf.action}))
+            except WorkflowOwnedError as err:
+                out.put((r, name, os.getpid(), err.payload()))
+
+
+def paused_holder(state: str, commands: Any, out: Any) -> None:
+    """Own workflow "wf" and lock "res", then answer commands: a paused-and-resumed holder."""
+    cfg = make_config(Path(state), interval_ms=100, timeout_ms=600)
+    with Runtime.start(cwd=Path(state).parent, config=cfg, instance_id="holder") as rt:
+        wf = rt.claim_workflow("wf")
+        wf.write(step=1)
+        lost: list[str] = []
+        with rt.lock("res", ttl=0.6, on_lost=lambda h, e: lost.append(e.reason)) as held:
+            out.put(("ready", os.getpid(), wf.epoch, held.token))
+            for command in iter(commands.get, "stop"):
+                if command == "write":
+                    try:
+                        wf.write(step=2)
+                        out.put(("write", "accepted"))
+                    except CrossInstanceError as err:
+                        out.put(("write", err.code))
+                elif command == "lock":
+                    try:
+                        held.ensure()
+                        out.put(("lock", "held", lost))
+                    except CrossInstanceError as err:
+                        out.put(("lock", err.code, lost))
+            held.lost = None  # reported above; leave without raising it again
