@@ -2,7 +2,9 @@
 it: one process-wide instance, registered by ``register_instance`` and used by the rest.
 
 New code should hold a ``Runtime`` instead (``Runtime.start()``); these functions delegate to
-the process's default one. Work stealing and locks arrive with their own features.
+the process's default one. Locks (``try_acquire_lock``, ``release_lock``,
+``cleanup_expired_locks``) and seed 002's ownership functions (``check_ul_workflow_ownership``,
+``ul_workflow_force_claim``, ...) are here too; work stealing arrives with the work queue.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from cross_instance.config import env_overrides, load_config
 from cross_instance.core.modelmatch import matches_model_pattern
 from cross_instance.core.records import InstanceRecord
 from cross_instance.errors import NotRegisteredError
+from cross_instance.locks import HeldLock
 from cross_instance.runtime import Runtime
+from cross_instance.workflows import Workflow
 
 __all__ = [
     "clear_active_model", "clear_all_active_models", "cleanup_dead_instances",
@@ -27,6 +31,8 @@ __all__ = [
     "get_my_parallel_limit", "get_total_max_llm", "is_coordinator_initialized",
     "matches_model_pattern", "register_instance", "set_active_model", "unregister_instance",
     "update_heartbeat", "update_workload_info",
+    "check_ul_workflow_ownership", "claim_workflow", "release_workflow",
+    "ul_workflow_force_claim", "try_acquire_lock", "release_lock", "cleanup_expired_locks",
 ]
 
 _lock = threading.Lock()
@@ -149,3 +155,36 @@ def get_model_parallel_limit(provider: str, model: str, base_limit: int) -> int:
 
 def get_model_usage_summary() -> dict[str, Any]:
     return _rt().get_model_usage_summary()
+
+
+def check_ul_workflow_ownership(ul_task_id: str, auto_claim: bool = True) -> dict[str, Any]:
+    """Seed 002's ``checkUlWorkflowOwnership``: ``owned`` plus the blocking owner, if any."""
+    return _rt().check_workflow_ownership(ul_task_id, auto_claim=auto_claim)
+
+
+def claim_workflow(ul_task_id: str, auto_claim: bool = True) -> Workflow:
+    return _rt().claim_workflow(ul_task_id, auto_claim=auto_claim)
+
+
+def ul_workflow_force_claim(ul_task_id: str, allow_live: bool = False) -> Workflow:
+    """Seed 002's ``ul_workflow_force_claim`` (= ``Runtime.force_claim_workflow``)."""
+    return _rt().force_claim_workflow(ul_task_id, allow_live=allow_live)
+
+
+def release_workflow(ul_task_id: str) -> bool:
+    return _rt().release_workflow(ul_task_id)
+
+
+def try_acquire_lock(resource: str, ttl_ms: int) -> HeldLock | None:
+    """Seed 001's ``tryAcquireLock(resource, ttlMs)``."""
+    return _rt().try_acquire_lock(resource, ttl_ms / 1000)
+
+
+def release_lock(lock: HeldLock) -> None:
+    """Seed 001's ``releaseLock(lock)``."""
+    _rt().release_lock(lock)
+
+
+def cleanup_expired_locks() -> None:
+    """Seed 001's ``cleanupExpiredLocks()``."""
+    _rt().cleanup_expired_locks()

@@ -27,6 +27,15 @@ def test_module_level_api(tmp_path, monkeypatch):
         assert coordinator.get_model_usage_summary()["models"] == [
             {"provider": "openai", "model": "gpt-4o", "instanceCount": 1}]
         coordinator.clear_all_active_models()
+        assert coordinator.check_ul_workflow_ownership("wf")["owned"]
+        assert coordinator.ul_workflow_force_claim("wf").action == "owned"
+        assert coordinator.release_workflow("wf")
+        lock = coordinator.try_acquire_lock("res", 5000)
+        assert lock.expires_at - lock.acquired_at == 5000 and lock.lock_id
+        assert coordinator.try_acquire_lock("res", 5000) is None
+        coordinator.release_lock(lock)
+        coordinator.cleanup_expired_locks()
+        assert coordinator.try_acquire_lock("res", 5000).token == 2
         coordinator.update_workload_info(3, 120.0)
         coordinator.enhanced_heartbeat()
         assert coordinator.cleanup_dead_instances() == []
