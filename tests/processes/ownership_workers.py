@@ -49,3 +49,15 @@ def paused_holder(state: str, commands: Any, out: Any) -> None:
                     except CrossInstanceError as err:
                         out.put(("lock", err.code, lost))
             held.lost = None  # reported above; leave without raising it again
+
+
+def lock_holder(state: str, out: Any) -> None:
+    """Hold lock "res" (a long TTL) and workflow "wf", then wait to be killed."""
+    import time
+
+    cfg = make_config(Path(state), interval_ms=200, timeout_ms=30_000)
+    rt = Runtime.start(cwd=Path(state).parent, config=cfg, instance_id="victim")
+    held = rt.try_acquire_lock("res", ttl=60)
+    wf = rt.claim_workflow("wf")
+    out.put((os.getpid(), held.token if held else None, wf.epoch))
+    time.sleep(600)

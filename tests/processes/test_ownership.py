@@ -114,3 +114,24 @@ def test_a_holder_paused_past_its_lease_is_fenced_off(tmp_path):
         if proc.is_alive():
             os.kill(proc.pid, signal.SIGCONT)
             proc.kill()
+
+
+@pytest.mark.timeout(120)
+def test_a_killed_holder_frees_its_lock_and_workflow_before_ttl_and_lease(tmp_path):
+    """F1: a same-host waiter gets the lock as soon as the holder process is gone, long before
+    its 60 s TTL and its 30 s lease, with the next token; the workflow moves with epoch + 1."""
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    proc = ctx.Process(target=workers.lock_holder, args=(str(tmp_path / "state"), out))
+    proc.start()
+    pid, token, epoch = out.get(timeout=60)
+    cfg = make_config(tmp_path / "state", timeout_ms=30_000)
+    with Runtime.start(cwd=tmp_path, config=cfg, instance_id="waiter") as rt:
+        assert rt.try_acquire_lock("res", ttl=5) is None
+        with pytest.raises(Exception, match="owned by another instance"):
+            rt.claim_workflow("wf")
+        os.kill(pid, signal.SIGKILL)
+        proc.join(timeout=30)
+        got = rt.acquire_lock("res", ttl=5, timeout=20)  # not the TTL (60 s), nor the lease
+        assert got.token == token + 1
+        assert rt.claim_workflow("wf").epoch == epoch + 1
