@@ -39,7 +39,19 @@ def _bucket_view(b: BucketState, now: int) -> dict[str, Any]:
 
 
 def build_status(store: Store, config: Config) -> dict[str, Any]:
-    return status_from_snapshot(store.snapshot(), config, store.url)
+    """The status of every instance, with the workflows each owns and the locks each holds."""
+    view = status_from_snapshot(store.snapshot(), config, store.url)
+    owned: dict[str, list[str]] = {}
+    for w in store.list_workflows():
+        if w.owner is not None:
+            owned.setdefault(w.owner.instance_id, []).append(w.workflow_id)
+    held: dict[str, list[str]] = {}
+    for lock in store.list_locks():
+        held.setdefault(lock.holder, []).append(lock.resource)
+    for inst in view["instances"]:
+        inst["workflows"] = owned.get(inst["instanceId"], [])
+        inst["locks"] = held.get(inst["instanceId"], [])
+    return view
 
 
 def status_from_snapshot(snap: Snapshot, config: Config, url: str) -> dict[str, Any]:

@@ -36,6 +36,11 @@ def test_workflow_commands_both_forms(tmp_path):
         text = cli(tmp_path, "pi-xi", "workflow", "claim", "wf-1", "--instance", "agent-b")
         assert text.returncode == 1 and "owned by another instance (agent-a" in text.stdout
 
+        status = cli(tmp_path, "pi-xi", "status").stdout
+        assert "Workflows owned: wf-1" in status
+        by_id = {i["instanceId"]: i for i in json.loads(
+            cli(tmp_path, "pi-xi", "status", "--json").stdout)["instances"]}
+        assert by_id["agent-a"]["workflows"] == ["wf-1"] and by_id["agent-b"]["workflows"] == []
         row = json.loads(cli(tmp_path, "pi-xi", "workflow", "status", "wf-1", "--json").stdout)
         assert row["state"] == "alive" and row["epoch"] == 1 and row["ownerInstanceId"] == "agent-a"
         table = cli(tmp_path, "pi-xi", "workflow", "status").stdout
@@ -81,6 +86,7 @@ def test_locks_list_and_cleanup(tmp_path):
         mine = {r["resource"]: r for r in rows}["repo/main branch"]
         assert mine["holder"] == "agent-a" and mine["token"] == held.token
         assert mine["lockId"] == held.lock_id and 0 < mine["expiresInS"] <= 60
+        assert "Locks held: repo/main branch, short" in cli(tmp_path, "pi-xi", "status").stdout
         text = cli(tmp_path, "pi-xi", "locks").stdout
         assert "repo/main branch" in text and "agent-a" in text and "(expired)" in text
         freed = json.loads(cli(tmp_path, "pi-xi", "locks", "cleanup", "--json").stdout)

@@ -30,6 +30,10 @@ def render_status(view: dict[str, Any]) -> str:
             models = ", ".join(f"{m['provider']}/{m['model']} x{m['count']}"
                                for m in inst["activeModels"])
             lines.append(f"  Active models: {models}")
+        if inst.get("workflows"):
+            lines.append(f"  Workflows owned: {', '.join(inst['workflows'])}")
+        if inst.get("locks"):
+            lines.append(f"  Locks held: {', '.join(inst['locks'])}")
         if inst["providers"]:
             lines.append("  Provider usage:")
             for name, u in sorted(inst["providers"].items()):
