@@ -31,6 +31,15 @@ class RateSpec:
             raise ValueError(f"rate spec needs per_minute >= 1 and burst >= 1, got {self}")
         object.__setattr__(self, "interval_ns", -(-NS_PER_MINUTE // self.per_minute))
 
+    @classmethod
+    def in_ticks(cls, per_minute: int, burst: int, ticks_per_minute: int) -> RateSpec:
+        """The same spec on a coarser clock (e.g. microseconds, for stores whose arithmetic
+        is exact only below 2**53): every function here then takes times in those ticks,
+        and the interval is still rounded up, so the rate never exceeds the spec."""
+        spec = cls(per_minute, burst)
+        object.__setattr__(spec, "interval_ns", -(-ticks_per_minute // per_minute))
+        return spec
+
 
 def admits(tat: int, now: int, spec: RateSpec, cost: int) -> bool:
     """True iff ``cost`` tokens may be taken at ``now`` from a bucket at ``tat``."""
