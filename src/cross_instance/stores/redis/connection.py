@@ -1,0 +1,144 @@
+"""Reaching the team's Redis: URL, connection with bounded retries, and the start-up checks.
+
+Promises:
+- ``redis://``, ``rediss://`` (TLS) and ``unix://`` URLs with user, password and database from
+  the URL, plus ``?prefix=`` for the key prefix (default ``pi:``); anything else is a
+  ``ConfigError`` naming the URL and the problem (the password is never echoed).
+- A dropped connection is retried with exponential backoff inside redis-py for a bounded time;
+  past it the caller gets ``StoreUnavailable`` (code ``store_unavailable``, retryable) naming
+  the server, never a silent reconnect that re-grants anything (scripts check server state).
+- At start the server must evict nothing (``maxmemory-policy noeviction``): an evicted key would
+  silently drop a lease or an epoch, so any other policy is refused with a named error. No
+  persistence (neither RDB saves nor AOF) is allowed but announced as a warning.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from cross_instance.errors import ConfigError, StoreError, StoreUnavailable
+
+DEFAULT_PREFIX = "pi:"
+_PREFIX = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
+_SCHEMES = ("redis", "rediss", "unix")
+
+
+@dataclass(frozen=True, slots=True)
+class RedisLocation:
+    """A parsed store URL: ``url`` for redis-py (without our query options), the key
+    ``prefix``, and ``where`` (the URL with any password hidden) for messages."""
+
+    url: str
+    prefix: str
+    where: str
+
+
+def _hidden(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def parse_url(url: str, source: str = "store URL") -> RedisLocation:
+    """Validate a Redis store URL (``source`` names where it came from, for the error)."""
+    where = _hidden(url) if isinstance(url, str) else repr(url)
+
+    def bad(problem: str) -> ConfigError:
+        return ConfigError(source, where, problem)
+
+    if not isinstance(url, str) or not url:
+        raise bad("expected a URL such as redis://host:6379/0")
+    parts = urlsplit(url)
+    if parts.scheme not in _SCHEMES:
+        raise bad(f"unsupported scheme {parts.scheme!r} (expected one of {', '.join(_SCHEMES)})")
+    query = parse_qs(parts.query, keep_blank_values=True)
+    unknown = sorted(set(query) - {"prefix", "db"})
+    if unknown:
+        raise bad(f"unknown option {unknown[0]!r} (supported: prefix, db)")
+    prefix = query.get("prefix", [DEFAULT_PREFIX])[-1]
+    if not _PREFIX.fullmatch(prefix):
+        raise bad(f"key prefix {prefix!r} must be 1-64 letters, digits, '_', '.', ':' or '-'")
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise bad("expected unix:///path/to/redis.sock")
+    else:
+        if not parts.hostname:
+            raise bad("no host (expected redis://host:6379/0)")
+        try:
+            port = parts.port
+        except ValueError:
+            raise bad("the port must be a number from 1 to 65535") from None
+        if port == 0:
+            raise bad("the port must be a number from 1 to 65535")
+        db = parts.path.lstrip("/")
+        if db and not db.isdigit():
+            raise bad(f"the database must be a number, got {db!r}")
+    for db in query.get("db", []):
+        if not db.isdigit():
+            raise bad(f"the database must be a number, got {db!r}")
+    kept = "&".join(f"db={d}" for d in query.get("db", []))
+    rebuilt = f"{parts.scheme}://{parts.netloc}{parts.path}" + (f"?{kept}" if kept else "")
+    return RedisLocation(rebuilt, prefix, _hidden(rebuilt))
+
+
+def connect(location: RedisLocation, *, retry_for_s: float = 5.0,
+            socket_timeout_s: float = 5.0) -> Any:
+    """A redis-py client that retries dropped connections with backoff for about
+    ``retry_for_s`` and then raises (mapped to ``StoreUnavailable`` by ``call``)."""
+    import redis
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
+
+    attempts = max(1, int(retry_for_s / 0.5))
+    retry = Retry(ExponentialBackoff(cap=0.5, base=0.02), attempts)
+    return redis.Redis.from_url(
+        location.url, retry=retry, retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s,
+        health_check_interval=10)
+
+
+def call(location: RedisLocation, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run one client call, turning redis-py's errors into the store's."""
+    import redis
+
+    try:
+        return fn(*args, **kwargs)
+    except (redis.ConnectionError, redis.TimeoutError) as err:
+        raise StoreUnavailable(f"Redis at {location.where} is unreachable: {err}",
+                               location=location.where) from err
+    except redis.AuthenticationError as err:
+        raise StoreError(f"Redis at {location.where} refused the credentials: {err}",
+                         location=location.where) from err
+    except redis.ResponseError as err:
+        raise StoreError(f"Redis at {location.where} answered with an error: {err}",
+                         location=location.where) from err
+
+
+def check_server(location: RedisLocation, client: Any) -> list[str]:
+    """Refuse a server that may evict keys; return warnings (persistence off)."""
+    config: dict[str, str] = {}
+    for key in ("maxmemory-policy", "save", "appendonly"):
+        config.update(call(location, client.config_get, key))
+    policy = config.get("maxmemory-policy", "noeviction")
+    if policy != "noeviction":
+        raise StoreError(
+            f"Redis at {location.where} has maxmemory-policy {policy}: it may evict leases and "
+            "epochs silently; set maxmemory-policy noeviction (CONFIG SET maxmemory-policy "
+            "noeviction, and in redis.conf)", location=location.where)
+    warnings = []
+    if not config.get("save", "").strip() and config.get("appendonly", "no") != "yes":
+        warnings.append(
+            f"Redis at {location.where} has persistence off (no RDB saves, no AOF): a restart "
+            "empties it, and everything held in it (leases, permits, locks, workflows) is lost")
+    return warnings
+
+
+def server_time_us(location: RedisLocation, client: Any) -> int:
+    """The server clock (``TIME``) in microseconds: one clock for every host."""
+    seconds, micros = call(location, client.time)
+    return int(seconds) * 1_000_000 + int(micros)

@@ -1,0 +1,68 @@
+"""Reaching Redis: URLs, bounded retries surfaced as store_unavailable, start-up checks."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from cross_instance.errors import ConfigError, StoreError, StoreUnavailable
+from cross_instance.stores.redis.connection import (
+    call,
+    check_server,
+    connect,
+    parse_url,
+    server_time_us,
+)
+from tests.redis.private_server import free_port, private_redis
+
+
+def test_urls():
+    loc = parse_url("redis://user:secret@example.com:6380/2?prefix=team-a:")
+    assert loc.prefix == "team-a:" and loc.url == "redis://user:secret@example.com:6380/2"
+    assert "secret" not in loc.where and "***" in loc.where
+    assert parse_url("rediss://h").prefix == "pi:"
+    assert parse_url("unix:///run/redis.sock?db=3").url == "unix:///run/redis.sock?db=3"
+    for bad, problem in [("http://h", "unsupported scheme"), ("redis://", "no host"),
+                         ("redis://h:99999", "port"), ("redis://h/x", "database"),
+                         ("redis://h?prefix=a b", "key prefix"), ("redis://h?pool=1", "unknown"),
+                         ("unix://", "unix:///path"), ("", "expected a URL")]:
+        with pytest.raises(ConfigError, match=problem):
+            parse_url(bad)
+    with pytest.raises(ConfigError) as err:
+        parse_url("redis://u:hunter2@h:0")
+    assert "hunter2" not in str(err.value)
+
+
+def test_unreachable_server_is_a_retryable_named_error():
+    loc = parse_url(f"redis://127.0.0.1:{free_port()}/0")
+    client = connect(loc, retry_for_s=0.5, socket_timeout_s=0.5)
+    with pytest.raises(StoreUnavailable) as err:
+        call(loc, client.ping)
+    assert err.value.retryable and err.value.code == "store_unavailable"
+    assert f"127.0.0.1:{loc.url.split(':')[2].split('/')[0]}" in str(err.value)
+
+
+def test_eviction_is_refused_and_no_persistence_is_announced(tmp_path):
+    with private_redis(tmp_path) as port:
+        loc = parse_url(f"redis://127.0.0.1:{port}/0")
+        client = connect(loc)
+        warnings = check_server(loc, client)
+        assert len(warnings) == 1 and "persistence off" in warnings[0]
+        assert server_time_us(loc, client) > 1_700_000_000_000_000
+        client.config_set("appendonly", "yes")
+        assert check_server(loc, client) == []
+        client.config_set("maxmemory-policy", "allkeys-lru")
+        with pytest.raises(StoreError, match="maxmemory-policy allkeys-lru"):
+            check_server(loc, client)
+        client.close()
+
+
+def test_the_shared_redis_is_usable():
+    loc = parse_url("redis://127.0.0.1:6379/0")
+    client = connect(loc)
+    try:
+        check_server(loc, client)
+    except redis.ConnectionError as err:  # pragma: no cover - CI needs the server
+        pytest.fail(f"the tests need a Redis on 127.0.0.1:6379: {err}")
+    finally:
+        client.close()
