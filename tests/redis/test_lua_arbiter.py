@@ -43,7 +43,7 @@ needs = st.builds(
 
 @st.composite
 def states(draw):
-    specs = {k: RateSpec.in_ticks(draw(st.integers(1, 600)), draw(st.integers(1, 6)),
+    specs = {k: RateSpec(draw(st.integers(1, 600)), draw(st.integers(1, 6)),
                                   US_PER_MINUTE)
              for k in draw(st.lists(st.sampled_from(BUCKETS), unique=True, max_size=3))}
     tats = {k: NOW + draw(st.integers(-20_000_000, 20_000_000)) for k in specs}

@@ -35,7 +35,7 @@ def probe():
 def test_lua_limiter_matches_the_core(probe, per_minute, burst, tat_offset, now_offset, cost,
                                       tokens):
     tat, now = NOW + tat_offset, NOW + now_offset
-    spec = RateSpec.in_ticks(per_minute, burst, US_PER_MINUTE)
+    spec = RateSpec(per_minute, burst, US_PER_MINUTE)
     got = probe(keys=[], args=[per_minute, burst, tat, now, cost, tokens])
     assert got == [spec.interval_ns, int(limiter.admits(tat, now, spec, cost)),
                    limiter.consume(tat, now, spec, cost),

@@ -131,9 +131,9 @@ def effective(spec: RateSpec, tat: int, learned_rate: float | None, cooldown_unt
     what the provider allows, instead of a configured burst the provider may not honour."""
     if learned_rate is not None and learned_rate < spec.per_minute:
         per_minute = max(1, int(learned_rate))
-        spec = RateSpec(per_minute, max(1, spec.burst * per_minute // spec.per_minute))
+        spec = spec.with_rate(per_minute, max(1, spec.burst * per_minute // spec.per_minute))
     if slow_start and spec.burst > 1:
-        spec = RateSpec(spec.per_minute, 1)
+        spec = spec.with_rate(spec.per_minute, 1)
     if cooldown_until_ns:
         tat = max(tat, cooldown_until_ns + (spec.burst - 1) * spec.interval_ns)
     return spec, tat

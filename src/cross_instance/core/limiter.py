@@ -19,26 +19,27 @@ NS_PER_MINUTE = 60_000_000_000
 
 @dataclass(frozen=True, slots=True)
 class RateSpec:
-    """``per_minute`` tokens per minute with a bucket of ``burst`` tokens (both >= 1)."""
+    """``per_minute`` tokens per minute with a bucket of ``burst`` tokens (both >= 1).
+
+    Times are nanoseconds unless ``ticks_per_minute`` says otherwise: a store whose arithmetic
+    is exact only below 2**53 (Redis's Lua) keeps microseconds, and every function here then
+    takes and returns times in those ticks."""
 
     per_minute: int
     burst: int
-    #: Emission interval T in ns, rounded up so the admitted rate never exceeds the spec.
+    ticks_per_minute: int = field(default=NS_PER_MINUTE, repr=False, compare=False)
+    #: Emission interval T in ticks (ns by default), rounded up so the admitted rate never
+    #: exceeds the spec.
     interval_ns: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.per_minute < 1 or self.burst < 1:
             raise ValueError(f"rate spec needs per_minute >= 1 and burst >= 1, got {self}")
-        object.__setattr__(self, "interval_ns", -(-NS_PER_MINUTE // self.per_minute))
+        object.__setattr__(self, "interval_ns", -(-self.ticks_per_minute // self.per_minute))
 
-    @classmethod
-    def in_ticks(cls, per_minute: int, burst: int, ticks_per_minute: int) -> RateSpec:
-        """The same spec on a coarser clock (e.g. microseconds, for stores whose arithmetic
-        is exact only below 2**53): every function here then takes times in those ticks,
-        and the interval is still rounded up, so the rate never exceeds the spec."""
-        spec = cls(per_minute, burst)
-        object.__setattr__(spec, "interval_ns", -(-ticks_per_minute // per_minute))
-        return spec
+    def with_rate(self, per_minute: int, burst: int) -> RateSpec:
+        """Another rate on the same clock."""
+        return RateSpec(per_minute, burst, self.ticks_per_minute)
 
 
 def admits(tat: int, now: int, spec: RateSpec, cost: int) -> bool:
