@@ -15,7 +15,6 @@ from cross_instance.core.adaptive import Bounds, Learned
 from cross_instance.core.limiter import RateSpec
 from cross_instance.stores.redis import scripts
 
-redis = pytest.importorskip("redis")
 US_PER_MINUTE = 60_000_000
 NOW = 1_764_000_000_000_000
 times = st.integers(NOW - 90_000_000, NOW + 90_000_000)
@@ -23,15 +22,9 @@ durations = st.none() | st.integers(0, 90_000_000)
 
 
 @pytest.fixture(scope="module")
-def probe():
-    client = redis.Redis(host="127.0.0.1", port=6379, socket_timeout=5)
-    try:
-        client.ping()
-    except redis.ConnectionError as err:
-        pytest.fail(f"the tests need a Redis on 127.0.0.1:6379: {err}")
-    script = scripts.register(client, "adaptive_probe")
-    yield lambda query: script(keys=[], args=[json.dumps(query)])
-    client.close()
+def probe(shared_redis):
+    script = scripts.register(shared_redis, "adaptive_probe")
+    return lambda query: script(keys=[], args=[json.dumps(query)])
 
 
 @st.composite

@@ -14,7 +14,6 @@ from cross_instance.core.arbiter import Capacity, Holder, Need, arbitrate
 from cross_instance.core.limiter import RateSpec
 from cross_instance.stores.redis import scripts
 
-redis = pytest.importorskip("redis")
 US_PER_MINUTE = 60_000_000
 NOW = 1_764_000_000_000_000
 BUCKETS = ["r:p", "r:p/m", "t:p"]
@@ -23,14 +22,9 @@ IDS = ["a", "b", "c"]
 
 
 @pytest.fixture(scope="module")
-def probe():
-    client = redis.Redis(host="127.0.0.1", port=6379, socket_timeout=5)
-    try:
-        client.ping()
-    except redis.ConnectionError as err:
-        pytest.fail(f"the tests need a Redis on 127.0.0.1:6379: {err}")
-    yield scripts.register(client, "arbiter_probe")
-    client.close()
+def probe(shared_redis):
+    script = scripts.register(shared_redis, "arbiter_probe")
+    return script
 
 
 needs = st.builds(

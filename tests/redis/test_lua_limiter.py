@@ -12,20 +12,14 @@ from cross_instance.core import limiter
 from cross_instance.core.limiter import RateSpec
 from cross_instance.stores.redis import scripts
 
-redis = pytest.importorskip("redis")
 US_PER_MINUTE = 60_000_000
 NOW = 1_764_000_000_000_000  # µs since the epoch, late 2025: the magnitude TIME gives
 
 
 @pytest.fixture(scope="module")
-def probe():
-    client = redis.Redis(host="127.0.0.1", port=6379, socket_timeout=5)
-    try:
-        client.ping()
-    except redis.ConnectionError as err:  # CI says so clearly instead of skipping silently
-        pytest.fail(f"the tests need a Redis on 127.0.0.1:6379: {err}")
-    yield scripts.register(client, "limiter_probe")
-    client.close()
+def probe(shared_redis):
+    script = scripts.register(shared_redis, "limiter_probe")
+    return script
 
 
 @settings(max_examples=400, deadline=None)

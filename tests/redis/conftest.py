@@ -1,0 +1,20 @@
+"""The shared Redis on 127.0.0.1:6379 for the Redis tests; CI fails clearly without it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+
+@pytest.fixture(scope="session")
+def shared_redis() -> Iterator[Any]:
+    client = redis.Redis(host="127.0.0.1", port=6379, socket_timeout=5)
+    try:
+        client.ping()
+    except redis.ConnectionError as err:
+        pytest.fail(f"the tests need a Redis on 127.0.0.1:6379 (.ci/run starts one): {err}")
+    yield client
+    client.close()
