@@ -163,3 +163,20 @@ def test_async_lock(pair):
     got = asyncio.run(main())
     assert got.token == 2
     assert a.cleanup_expired_locks() == 0 and [x.holder for x in a.list_locks()] == ["b"]
+
+
+def test_cancelling_an_async_lock_wait_gives_the_place_back(pair):
+    a, b = pair
+    held = a.try_acquire_lock("r", ttl=30)
+
+    async def main():
+        waiting = asyncio.create_task(b.aacquire_lock("r", ttl=5))
+        await asyncio.sleep(0.2)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+
+    asyncio.run(main())
+    held.release()
+    # b's cancelled wait left the queue: a new caller is not held behind it
+    assert a.try_acquire_lock("r", ttl=5).token == 2
