@@ -1,0 +1,10 @@
+-- ARGV: prefix, now, id, workload JSON or ""
+local P, now, id = ARGV[1], clock(ARGV[2]), ARGV[3]
+local key = P .. "i:" .. id
+if redis.call("EXISTS", key) == 0 then return 0 end
+redis.call("HSET", key, "hb_us", now, "hb_wall_ms", wall_ms())
+if ARGV[4] ~= "" then
+  local w = cjson.decode(ARGV[4])
+  redis.call("HSET", key, "pending", w.pending, "latency", w.latency, "orch", w.orch)
+end
+return 1

@@ -1,0 +1,61 @@
+-- The instance registry on Redis: records, liveness, removal with everything held, events.
+-- Keys (P = the prefix): P.."ids" set of instance ids; P.."i:"..id hash (the record);
+-- P.."am:"..id hash "provider\tmodel" -> "count since_wall_ms"; P.."events" zset by id,
+-- P.."evseq" the last event id. Times in microseconds.
+
+local EVENTS_KEPT = 10000
+
+local function clock(arg)  -- the injected test clock (µs) or the server's
+  if arg ~= nil and arg ~= "" then return tonumber(arg) end
+  local t = redis.call("TIME")
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+local function wall_ms()
+  local t = redis.call("TIME")
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function add_event(P, kind, instance_id, data_json)
+  local id = redis.call("INCR", P .. "evseq")
+  local event = cjson.encode({id = id, wall_ms = wall_ms(), kind = kind,
+                              instance_id = instance_id or cjson.null})
+  -- data is already JSON text: splice it in so its key order is kept as written
+  event = string.sub(event, 1, -2) .. ',"data":' .. data_json .. "}"
+  redis.call("ZADD", P .. "events", id, event)
+  if id % 256 == 0 then redis.call("ZREMRANGEBYSCORE", P .. "events", "-inf", id - EVENTS_KEPT) end
+  return id
+end
+
+local function load_instance(P, id)
+  local flat = redis.call("HGETALL", P .. "i:" .. id)
+  if #flat == 0 then return nil end
+  local rec = {id = id}
+  for i = 1, #flat, 2 do rec[flat[i]] = flat[i + 1] end
+  for _, k in ipairs({"pid", "ticks", "hb_us", "lease_us"}) do rec[k] = tonumber(rec[k]) end
+  return rec
+end
+
+-- core/liveness.judge, with the pid probe done by the caller (evidence[id] = {pid, ticks,
+-- probe}) and used only if it describes this very record.
+local function judge(rec, now, here, evidence)
+  if now - rec.hb_us > rec.lease_us then return "dead" end
+  if rec.host == here.host and rec.boot == here.boot and rec.pidns == here.pidns then
+    local e = evidence[rec.id]
+    if e ~= nil and tonumber(e.pid) == rec.pid and tonumber(e.ticks) == rec.ticks then
+      if e.probe == "missing" or e.probe == "reused" then return "dead" end
+      if e.probe == "same" then return "alive" end
+    end
+    return "unknown"
+  end
+  if rec.host == here.host and rec.boot ~= here.boot then return "dead" end
+  return "alive"
+end
+
+local function remove_instance(P, id, kind, reason)
+  redis.call("DEL", P .. "am:" .. id)
+  local gone = redis.call("DEL", P .. "i:" .. id) > 0
+  redis.call("SREM", P .. "ids", id)
+  if gone then add_event(P, kind, id, cjson.encode({reason = reason})) end
+  return gone
+end

@@ -1,0 +1,171 @@
+"""The Redis store: the same protocol as the SQLite store, for instances on many hosts.
+
+Being built operation by operation (issue 7; design in ``docs/redis-store.md``): the registry
+and the event log are here; permits, learning, workflows and locks follow, and until they do
+``open_store`` does not offer ``redis://``. Every operation is one Lua script (registered once,
+called by digest) that reads the server's clock; the store keeps microseconds and converts to
+the protocol's nanoseconds at this boundary.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from cross_instance import hostinfo
+from cross_instance.core.liveness import Domain
+from cross_instance.core.records import Event, InstanceRecord, Workload
+from cross_instance.errors import DuplicateInstanceError
+from cross_instance.stores import base
+from cross_instance.stores.redis import scripts
+from cross_instance.stores.redis.connection import (
+    RedisLocation,
+    call,
+    check_server,
+    connect,
+    parse_url,
+    server_time_us,
+)
+
+_OPERATIONS = ("register", "heartbeat", "unregister", "reap", "active_model",
+               "list_instances", "record_event")
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _pairs(flat: list[Any]) -> dict[str, str]:
+    return {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+class RedisStore:
+    """``Store`` on one Redis server (or a managed Redis) shared by every host."""
+
+    capabilities = frozenset({base.CAP_REGISTRY, base.CAP_EVENTS, base.CAP_PID_LIVENESS})
+
+    def __init__(self, url: str, *, clock: Callable[[], int] | None = None,
+                 retry_for_s: float = 5.0) -> None:
+        self.location: RedisLocation = parse_url(url)
+        self.url = self.location.where
+        self.prefix = self.location.prefix
+        self.client = connect(self.location, retry_for_s=retry_for_s)
+        self.warnings = check_server(self.location, self.client)
+        self._clock = clock  # tests move time by hand (ns); otherwise the server's TIME
+        self._scripts = {name: scripts.register(self.client, name) for name in _OPERATIONS}
+
+    # --- plumbing ---------------------------------------------------------------------------
+    def now_ns(self) -> int:
+        if self._clock is not None:
+            return self._clock()
+        return server_time_us(self.location, self.client) * 1000
+
+    def _now_arg(self) -> str:
+        return "" if self._clock is None else str(self._clock() // 1000)
+
+    def _run(self, name: str, *args: Any) -> Any:
+        script = self._scripts[name]
+        return call(self.location, script, keys=[],
+                    args=[self.prefix, self._now_arg(), *args])
+
+    def _evidence(self, records: list[InstanceRecord]) -> str:
+        """What probing this host's pids showed, for the scripts' liveness verdicts."""
+        here = hostinfo.local_domain()
+        seen = {r.instance_id: {"pid": r.pid, "ticks": r.start_ticks,
+                                "probe": hostinfo.probe(r.pid, r.start_ticks).value}
+                for r in records if r.domain == here}
+        return json.dumps(seen) if seen else "{}"
+
+    @staticmethod
+    def _here() -> str:
+        d = hostinfo.local_domain()
+        return json.dumps({"host": d.host, "boot": d.boot_id, "pidns": d.pid_ns})
+
+    # --- registry -------------------------------------------------------------------------
+    def register_instance(self, record: InstanceRecord) -> InstanceRecord:
+        existing = [r for r in self.list_instances() if r.instance_id == record.instance_id]
+        w = record.workload
+        payload = {
+            "id": record.instance_id, "host": record.domain.host, "boot": record.domain.boot_id,
+            "pidns": record.domain.pid_ns, "pid": record.pid, "ticks": record.start_ticks,
+            "session": record.session_id, "cwd": record.cwd,
+            "started_wall_ms": record.started_wall_ms, "lease_us": record.lease_ns // 1000,
+            "priority": record.priority, "reserved": record.reserved,
+            "pending": w.pending_tasks,
+            "latency": "" if w.avg_latency_ms is None else w.avg_latency_ms,
+            "orch": w.active_orchestrations}
+        result = self._run("register", json.dumps(payload), self._here(),
+                           self._evidence(existing))
+        if _text(result[0]) == "duplicate":
+            raise DuplicateInstanceError(record.instance_id, int(result[1]), _text(result[2]))
+        return next(r for r in self.list_instances() if r.instance_id == record.instance_id)
+
+    def heartbeat(self, instance_id: str, workload: Workload | None = None,
+                  usage: Mapping[str, int] | None = None) -> bool:
+        work = "" if workload is None else json.dumps({
+            "pending": workload.pending_tasks,
+            "latency": "" if workload.avg_latency_ms is None else workload.avg_latency_ms,
+            "orch": workload.active_orchestrations})
+        return bool(self._run("heartbeat", instance_id, work))
+
+    def unregister_instance(self, instance_id: str) -> None:
+        self._run("unregister", instance_id)
+
+    def list_instances(self) -> list[InstanceRecord]:
+        records = []
+        for iid, flat, models in call(self.location, self._scripts["list_instances"],
+                                      keys=[], args=[self.prefix]):
+            h = _pairs(flat)
+            active = []
+            for field, value in _pairs(models).items():
+                provider, _, model = field.partition("\t")
+                count, _, since = value.partition(" ")
+                active.append((int(since), provider, model, int(count)))
+            latency = h.get("latency", "")
+            records.append(InstanceRecord(
+                instance_id=_text(iid), domain=Domain(h["host"], h["boot"], h["pidns"]),
+                pid=int(h["pid"]), start_ticks=int(h["ticks"]), session_id=h["session"],
+                cwd=h["cwd"], started_wall_ms=int(h["started_wall_ms"]),
+                lease_ns=int(h["lease_us"]) * 1000, priority=int(h["priority"]),
+                reserved=int(h["reserved"]), started_ns=int(h["started_us"]) * 1000,
+                heartbeat_ns=int(h["hb_us"]) * 1000, heartbeat_wall_ms=int(h["hb_wall_ms"]),
+                workload=Workload(int(h["pending"]), float(latency) if latency else None,
+                                  int(h["orch"])),
+                active_models=tuple((p, m, c) for _, p, m, c in sorted(active))))
+        return sorted(records, key=lambda r: (r.started_ns, r.instance_id))
+
+    def reap(self) -> list[str]:
+        dead = self._run("reap", self._here(), self._evidence(self.list_instances()))
+        return [_text(d) for d in dead]
+
+    def set_active_model(self, instance_id: str, provider: str, model: str, delta: int) -> None:
+        self._run("active_model", instance_id, provider, model, str(int(delta)))
+
+    def clear_active_models(self, instance_id: str) -> None:
+        self._run("active_model", instance_id, "", "", "clear")
+
+    # --- events -----------------------------------------------------------------------------
+    def record_event(self, kind: str, instance_id: str | None, data: Mapping[str, object]) -> None:
+        self._run("record_event", kind, instance_id or "", json.dumps(dict(data), sort_keys=True))
+
+    def events(self, after_id: int = 0, limit: int = 100) -> list[Event]:
+        raw = call(self.location, self.client.zrangebyscore, f"{self.prefix}events",
+                   f"({after_id}", "+inf", start=0, num=limit)
+        out = []
+        for item in raw:
+            e = json.loads(item)
+            out.append(Event(int(e["id"]), int(e["wall_ms"]), e["kind"], e["instance_id"],
+                             e["data"]))
+        return out
+
+    def close(self) -> None:
+        self.client.close()
+
+    def drop_everything(self) -> int:
+        """Delete every key under this store's prefix (tests and ``pi-xi`` maintenance);
+        returns how many were deleted."""
+        keys = list(self.client.scan_iter(match=f"{self.prefix}*", count=500))
+        for i in range(0, len(keys), 500):
+            self.client.delete(*keys[i:i + 500])
+        return len(keys)
