@@ -26,7 +26,7 @@ from cross_instance.stores import open_store
 from cross_instance.stores.base import Store
 
 STORE_KINDS = ["sqlite"]
-REDIS_READY = {"tests.stores.test_registry"}
+REDIS_READY = {"tests.stores.test_registry", "tests.stores.test_workflows"}
 
 
 class FakeClock:

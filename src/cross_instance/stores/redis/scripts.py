@@ -9,7 +9,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-LIBRARIES = ("limiter.lua", "arbiter.lua", "adaptive.lua", "registry.lua")
+LIBRARIES = ("limiter.lua", "arbiter.lua", "adaptive.lua", "registry.lua", "ownership.lua")
 
 
 @cache

@@ -15,8 +15,16 @@ from typing import Any
 
 from cross_instance import hostinfo
 from cross_instance.core.liveness import Domain
+from cross_instance.core.ownership import (
+    Action,
+    Claim,
+    Decision,
+    Force,
+    Owner,
+    WorkflowRecord,
+)
 from cross_instance.core.records import Event, InstanceRecord, Workload
-from cross_instance.errors import DuplicateInstanceError
+from cross_instance.errors import DuplicateInstanceError, NotRegisteredError, StaleEpochError
 from cross_instance.stores import base
 from cross_instance.stores.redis import scripts
 from cross_instance.stores.redis.connection import (
@@ -29,7 +37,8 @@ from cross_instance.stores.redis.connection import (
 )
 
 _OPERATIONS = ("register", "heartbeat", "unregister", "reap", "active_model",
-               "list_instances", "record_event")
+               "list_instances", "record_event", "claim_workflow", "release_workflow",
+               "workflow_state")
 
 
 def _text(value: Any) -> str:
@@ -43,7 +52,8 @@ def _pairs(flat: list[Any]) -> dict[str, str]:
 class RedisStore:
     """``Store`` on one Redis server (or a managed Redis) shared by every host."""
 
-    capabilities = frozenset({base.CAP_REGISTRY, base.CAP_EVENTS, base.CAP_PID_LIVENESS})
+    capabilities = frozenset({base.CAP_REGISTRY, base.CAP_EVENTS, base.CAP_PID_LIVENESS,
+                              base.CAP_WORKFLOWS})
 
     def __init__(self, url: str, *, clock: Callable[[], int] | None = None,
                  retry_for_s: float = 5.0) -> None:
@@ -144,6 +154,61 @@ class RedisStore:
 
     def clear_active_models(self, instance_id: str) -> None:
         self._run("active_model", instance_id, "", "", "clear")
+
+    # --- workflows --------------------------------------------------------------------------
+    @staticmethod
+    def _workflow(workflow_id: str, reply: list[Any]) -> WorkflowRecord | None:
+        if not reply:
+            return None
+        owner, pid, host, boot, pidns, ticks, epoch, claimed, updated = (_text(x) for x in reply)
+        who = Owner(owner, int(pid), Domain(host, boot, pidns), int(ticks)) if owner else None
+        return WorkflowRecord(workflow_id, who, int(epoch), int(claimed), int(updated))
+
+    def claim_workflow(self, workflow_id: str, instance_id: str, *, take: bool = True,
+                       auto_claim: bool = True, force: Force = Force.NO) -> Claim:
+        current = self.get_workflow(workflow_id)
+        owners = [r for r in self.list_instances()
+                  if current is not None and current.owner is not None
+                  and r.instance_id == current.owner.instance_id]
+        result = self._run("claim_workflow", workflow_id, instance_id, int(take),
+                           int(auto_claim), force.value, self._here(), self._evidence(owners))
+        if _text(result[0]) == "not_registered":
+            raise NotRegisteredError(f"instance {instance_id!r} is not registered (it was "
+                                     "judged dead or never started); start the runtime again")
+        action, epoch, reason, before, after = result
+        return Claim(Decision(Action(_text(action)), int(epoch), _text(reason)),
+                     self._workflow(workflow_id, before), self._workflow(workflow_id, after))
+
+    def release_workflow(self, workflow_id: str, instance_id: str,
+                         epoch: int | None = None) -> bool:
+        return bool(self._run("release_workflow", workflow_id, instance_id,
+                              "" if epoch is None else str(epoch)))
+
+    def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
+        return self._workflow(workflow_id, self._run("workflow_state", "get", workflow_id))
+
+    def list_workflows(self) -> list[WorkflowRecord]:
+        found = [self._workflow(_text(wid), reply)
+                 for wid, reply in self._run("workflow_state", "list", "")]
+        return sorted((w for w in found if w is not None), key=lambda w: w.workflow_id)
+
+    def _fenced(self, op: str, workflow_id: str, instance_id: str, epoch: int,
+                values: str = "{}") -> None:
+        result = self._run("workflow_state", op, workflow_id, instance_id, str(epoch), values)
+        if _text(result[0]) == "stale":
+            raise StaleEpochError(workflow_id, epoch, int(result[1]), _text(result[2]) or None)
+
+    def write_workflow_state(self, workflow_id: str, instance_id: str, epoch: int,
+                             values: Mapping[str, Any]) -> None:
+        texts = {k: json.dumps(v) for k, v in values.items()}
+        self._fenced("write", workflow_id, instance_id, epoch, json.dumps(texts))
+
+    def validate_epoch(self, workflow_id: str, instance_id: str, epoch: int) -> None:
+        self._fenced("validate", workflow_id, instance_id, epoch)
+
+    def read_workflow_state(self, workflow_id: str) -> dict[str, Any]:
+        pairs = _pairs(self._run("workflow_state", "read", workflow_id))
+        return {k: json.loads(v) for k, v in sorted(pairs.items())}
 
     # --- events -----------------------------------------------------------------------------
     def record_event(self, kind: str, instance_id: str | None, data: Mapping[str, object]) -> None:

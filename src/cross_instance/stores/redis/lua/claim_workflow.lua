@@ -1,0 +1,31 @@
+-- ARGV: prefix, now, workflow id, caller id, claim 0/1, auto_claim 0/1, force, here, evidence
+local P, now, wid, cid = ARGV[1], clock(ARGV[2]), ARGV[3], ARGV[4]
+local here, evidence = cjson.decode(ARGV[8]), cjson.decode(ARGV[9])
+local caller = load_instance(P, cid)
+if caller == nil then return {"not_registered"} end
+local floor = floor_of(P, now)
+local before = load_workflow(P, wid)
+local verdict = nil
+if before ~= nil and before.owner ~= nil and not same_process(before, caller) then
+  local owner = load_instance(P, before.owner)
+  if same_process(before, owner) then verdict = judge(owner, now, here, evidence)
+  else verdict = "dead" end
+end
+local action, epoch, reason = decide(before, caller, verdict, ARGV[5] == "1", ARGV[6] == "1",
+  ARGV[7], floor)
+if action ~= "claimed" and action ~= "auto_claimed" and action ~= "force_claimed" then
+  return {action, epoch, reason, workflow_reply(before), workflow_reply(before)}
+end
+if verdict == "dead" and before.owner ~= cid and same_process(before, load_instance(P, before.owner)) then
+  remove_instance(P, before.owner, "instance_down", "dead (found by a claim of workflow " .. wid .. ")")
+end
+local wall = wall_ms()
+redis.call("HSET", P .. "wf:" .. wid, "owner", cid, "pid", caller.pid, "host", caller.host,
+  "boot", caller.boot, "pidns", caller.pidns, "ticks", caller.ticks, "epoch", epoch,
+  "claimed", wall, "updated", wall)
+redis.call("SADD", P .. "wfids", wid)
+local previous = before and before.owner
+add_event(P, "workflow_" .. action, cid, cjson.encode({workflow = wid, epoch = epoch,
+  reason = reason, previousOwner = previous or cjson.null,
+  previousPid = previous and before.pid or cjson.null}))
+return {action, epoch, reason, workflow_reply(before), workflow_reply(load_workflow(P, wid))}
