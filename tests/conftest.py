@@ -26,14 +26,16 @@ from cross_instance.stores import open_store
 from cross_instance.stores.base import Store
 
 STORE_KINDS = ["sqlite"]
-REDIS_READY = {"tests.stores.test_registry", "tests.stores.test_workflows"}
+REDIS_READY = {"tests.stores.test_registry", "tests.stores.test_workflows",
+               "tests.stores.test_locks"}
 
 
 class FakeClock:
-    """A store clock the test moves by hand (starts at the real boot time)."""
+    """A store clock the test moves by hand (starts at the real boot time, on a whole
+    microsecond: the Redis store keeps microseconds)."""
 
     def __init__(self) -> None:
-        self.now = hostinfo.boottime_ns()
+        self.now = hostinfo.boottime_ns() // 1000 * 1000
 
     def __call__(self) -> int:
         return self.now

@@ -10,11 +10,13 @@ the protocol's nanoseconds at this boundary.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from cross_instance import hostinfo
 from cross_instance.core.liveness import Domain
+from cross_instance.core.locking import LockRecord, LockWaiting
 from cross_instance.core.ownership import (
     Action,
     Claim,
@@ -38,7 +40,7 @@ from cross_instance.stores.redis.connection import (
 
 _OPERATIONS = ("register", "heartbeat", "unregister", "reap", "active_model",
                "list_instances", "record_event", "claim_workflow", "release_workflow",
-               "workflow_state")
+               "workflow_state", "lock_ops")
 
 
 def _text(value: Any) -> str:
@@ -53,16 +55,17 @@ class RedisStore:
     """``Store`` on one Redis server (or a managed Redis) shared by every host."""
 
     capabilities = frozenset({base.CAP_REGISTRY, base.CAP_EVENTS, base.CAP_PID_LIVENESS,
-                              base.CAP_WORKFLOWS})
+                              base.CAP_WORKFLOWS, base.CAP_LOCKS})
 
     def __init__(self, url: str, *, clock: Callable[[], int] | None = None,
-                 retry_for_s: float = 5.0) -> None:
+                 retry_for_s: float = 5.0, waiter_ttl_ns: int = 10_000_000_000) -> None:
         self.location: RedisLocation = parse_url(url)
         self.url = self.location.where
         self.prefix = self.location.prefix
         self.client = connect(self.location, retry_for_s=retry_for_s)
         self.warnings = check_server(self.location, self.client)
         self._clock = clock  # tests move time by hand (ns); otherwise the server's TIME
+        self.waiter_ttl_ns = waiter_ttl_ns
         self._scripts = {name: scripts.register(self.client, name) for name in _OPERATIONS}
 
     # --- plumbing ---------------------------------------------------------------------------
@@ -209,6 +212,52 @@ class RedisStore:
     def read_workflow_state(self, workflow_id: str) -> dict[str, Any]:
         pairs = _pairs(self._run("workflow_state", "read", workflow_id))
         return {k: json.loads(v) for k, v in sorted(pairs.items())}
+
+    # --- locks ------------------------------------------------------------------------------
+    @staticmethod
+    def _lock(reply: list[Any]) -> LockRecord:
+        res, lock_id, holder, token, acquired, expires, acquired_wall, expires_wall = reply
+        return LockRecord(_text(res), _text(lock_id), _text(holder), int(token),
+                          int(acquired) * 1000, int(expires) * 1000, int(acquired_wall),
+                          int(expires_wall))
+
+    def _holders_evidence(self) -> str:
+        return self._evidence(self.list_instances())
+
+    def acquire_lock(self, resource: str, instance_id: str, ttl_ns: int, ticket: int | None,
+                     wait: bool) -> LockRecord | LockWaiting | None:
+        result = self._run("lock_ops", "acquire", resource, instance_id, ttl_ns // 1000,
+                           "" if ticket is None else str(ticket), int(wait),
+                           self.waiter_ttl_ns // 1000, uuid.uuid4().hex, self._here(),
+                           self._holders_evidence())
+        kind = _text(result[0])
+        if kind == "not_registered":
+            raise NotRegisteredError(f"instance {instance_id!r} is not registered (it was "
+                                     "judged dead or never started); start the runtime again")
+        if kind == "granted":
+            return self._lock(result[1])
+        if kind == "none":
+            return None
+        _, ticket_no, retry, holder, now = result
+        return LockWaiting(int(ticket_no), int(retry) * 1000, _text(holder) or None,
+                           int(now) * 1000)
+
+    def cancel_lock_wait(self, ticket: int) -> None:
+        self._run("lock_ops", "cancel", str(ticket))
+
+    def renew_lock(self, resource: str, lock_id: str, ttl_ns: int) -> LockRecord | None:
+        reply = self._run("lock_ops", "renew", resource, lock_id, ttl_ns // 1000)
+        return self._lock(reply) if reply else None
+
+    def release_lock(self, resource: str, lock_id: str) -> bool:
+        return bool(self._run("lock_ops", "release", resource, lock_id))
+
+    def list_locks(self) -> list[LockRecord]:
+        return [self._lock(r) for r in self._run("lock_ops", "list")]
+
+    def cleanup_expired_locks(self) -> list[LockRecord]:
+        return [self._lock(r) for r in self._run("lock_ops", "cleanup", self._here(),
+                                                  self._holders_evidence())]
 
     # --- events -----------------------------------------------------------------------------
     def record_event(self, kind: str, instance_id: str | None, data: Mapping[str, object]) -> None:

@@ -52,7 +52,37 @@ local function judge(rec, now, here, evidence)
   return "alive"
 end
 
+local function drop_lock_waiter(P, ticket)
+  local entry = redis.call("HGET", P .. "lqt", ticket)
+  if not entry then return end
+  local sep = string.find(entry, "\t")
+  local res, inst = string.sub(entry, 1, sep - 1), string.sub(entry, sep + 1)
+  redis.call("ZREM", P .. "lq:" .. res, ticket)
+  redis.call("HDEL", P .. "lqt", ticket)
+  redis.call("HDEL", P .. "lqseen", ticket)
+  redis.call("SREM", P .. "lw:" .. inst, ticket)
+end
+
+-- Free a held lock (the token stays with the resource, so it is never handed out twice).
+local function free_lock(P, res, holder, token, reason, event)
+  redis.call("HDEL", P .. "lock:" .. res, "holder", "lock_id")
+  redis.call("SREM", P .. "locks", res)
+  redis.call("SREM", P .. "hl:" .. holder, res)
+  if event then
+    add_event(P, "lock_lost", holder, cjson.encode({reason = reason, resource = res,
+                                                     token = tonumber(token)}))
+  end
+end
+
 local function remove_instance(P, id, kind, reason)
+  for _, res in ipairs(redis.call("SMEMBERS", P .. "hl:" .. id)) do
+    local held = redis.call("HMGET", P .. "lock:" .. res, "holder", "token")
+    if held[1] == id then free_lock(P, res, id, held[2], "holder " .. reason, true) end
+  end
+  redis.call("DEL", P .. "hl:" .. id)
+  for _, ticket in ipairs(redis.call("SMEMBERS", P .. "lw:" .. id)) do
+    drop_lock_waiter(P, ticket)
+  end
   redis.call("DEL", P .. "am:" .. id)
   local gone = redis.call("DEL", P .. "i:" .. id) > 0
   redis.call("SREM", P .. "ids", id)

@@ -1,0 +1,30 @@
+-- TTL locks with fencing tokens on Redis (core/locking.py's rules). Keys: P.."lock:"..res
+-- hash (lock_id, holder absent when free; token kept), P.."locks" set of held resources,
+-- P.."hl:"..id resources an instance holds, P.."lq:"..res zset of waiting tickets,
+-- P.."lqt" ticket -> "res\tinstance", P.."lqseen" ticket -> last seen (µs),
+-- P.."lw:"..id tickets an instance waits with, P.."lockseq" the last ticket.
+
+local LOCK_FIELDS = {"lock_id", "holder", "token", "acquired", "expires", "acquired_wall",
+                     "expires_wall"}
+
+local function load_lock(P, res)  -- the held lock (or nil) and the resource's last token
+  local v = redis.call("HMGET", P .. "lock:" .. res, unpack(LOCK_FIELDS))
+  local last = tonumber(v[3]) or 0
+  if not v[2] then return nil, last end
+  return {res = res, lock_id = v[1], holder = v[2], token = last, acquired = tonumber(v[4]),
+          expires = tonumber(v[5]), acquired_wall = tonumber(v[6]),
+          expires_wall = tonumber(v[7])}, last
+end
+
+local function lock_reply(l)
+  return {l.res, l.lock_id, l.holder, l.token, l.acquired, l.expires, l.acquired_wall,
+          l.expires_wall}
+end
+
+local function why_free(P, l, now, here, evidence)
+  if l == nil then return "free" end
+  if l.expires <= now then return "expired" end
+  local holder = load_instance(P, l.holder)
+  if holder == nil or judge(holder, now, here, evidence) == "dead" then return "holder dead" end
+  return ""
+end
