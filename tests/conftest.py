@@ -27,7 +27,8 @@ from cross_instance.stores.base import Store
 
 STORE_KINDS = ["sqlite"]
 REDIS_READY = {"tests.stores.test_registry", "tests.stores.test_workflows",
-               "tests.stores.test_locks"}
+               "tests.stores.test_locks", "tests.stores.test_permits",
+               "tests.stores.test_learning"}
 
 
 class FakeClock:

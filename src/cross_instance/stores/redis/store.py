@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from cross_instance import hostinfo
+from cross_instance.core.arbiter import GLOBAL_GROUP
+from cross_instance.core.limiter import RateSpec
+from cross_instance.core.limits import AdaptiveSettings
 from cross_instance.core.liveness import Domain
 from cross_instance.core.locking import LockRecord, LockWaiting
 from cross_instance.core.ownership import (
@@ -25,9 +28,29 @@ from cross_instance.core.ownership import (
     Owner,
     WorkflowRecord,
 )
-from cross_instance.core.records import Event, InstanceRecord, Workload
-from cross_instance.errors import DuplicateInstanceError, NotRegisteredError, StaleEpochError
+from cross_instance.core.records import (
+    Adjustment,
+    BucketState,
+    Event,
+    Granted,
+    GroupState,
+    InstanceRecord,
+    Outcome,
+    PermitRequest,
+    PermitState,
+    Snapshot,
+    Waiting,
+    Workload,
+)
+from cross_instance.core.window import windowed
+from cross_instance.errors import (
+    DuplicateInstanceError,
+    NotRegisteredError,
+    PermitRequestError,
+    StaleEpochError,
+)
 from cross_instance.stores import base
+from cross_instance.stores.permit_ids import new_permit_id
 from cross_instance.stores.redis import scripts
 from cross_instance.stores.redis.connection import (
     RedisLocation,
@@ -40,7 +63,7 @@ from cross_instance.stores.redis.connection import (
 
 _OPERATIONS = ("register", "heartbeat", "unregister", "reap", "active_model",
                "list_instances", "record_event", "claim_workflow", "release_workflow",
-               "workflow_state", "lock_ops")
+               "workflow_state", "lock_ops", "permit_ops")
 
 
 def _text(value: Any) -> str:
@@ -54,8 +77,8 @@ def _pairs(flat: list[Any]) -> dict[str, str]:
 class RedisStore:
     """``Store`` on one Redis server (or a managed Redis) shared by every host."""
 
-    capabilities = frozenset({base.CAP_REGISTRY, base.CAP_EVENTS, base.CAP_PID_LIVENESS,
-                              base.CAP_WORKFLOWS, base.CAP_LOCKS})
+    capabilities = frozenset({base.CAP_PERMITS, base.CAP_REGISTRY, base.CAP_EVENTS,
+                              base.CAP_PID_LIVENESS, base.CAP_WORKFLOWS, base.CAP_LOCKS})
 
     def __init__(self, url: str, *, clock: Callable[[], int] | None = None,
                  retry_for_s: float = 5.0, waiter_ttl_ns: int = 10_000_000_000) -> None:
@@ -120,7 +143,8 @@ class RedisStore:
             "pending": workload.pending_tasks,
             "latency": "" if workload.avg_latency_ms is None else workload.avg_latency_ms,
             "orch": workload.active_orchestrations})
-        return bool(self._run("heartbeat", instance_id, work))
+        return bool(self._run("heartbeat", instance_id, work,
+                              json.dumps(dict(usage)) if usage else ""))
 
     def unregister_instance(self, instance_id: str) -> None:
         self._run("unregister", instance_id)
@@ -157,6 +181,119 @@ class RedisStore:
 
     def clear_active_models(self, instance_id: str) -> None:
         self._run("active_model", instance_id, "", "", "clear")
+
+    # --- limits and permits ---------------------------------------------------------------
+    def _permits(self, op: str, query: Any) -> Any:
+        return self._run("permit_ops", op, json.dumps(query))
+
+    def publish_limits(self, instance_id: str, rates: Mapping[str, RateSpec],
+                       groups: Mapping[str, int]) -> None:
+        self._permits("publish", {
+            "instance": instance_id,
+            "rates": [[k, s.per_minute, s.burst] for k, s in rates.items()],
+            "groups": [[k, n] for k, n in groups.items()]})
+
+    def _acquire(self, request: PermitRequest, ticket: int | None, queue: bool,
+                 release: Sequence[int]) -> Granted | Waiting | None:
+        permit_id = new_permit_id()
+        result = self._permits("acquire", {
+            "request": {"instance": request.instance_id, "provider": request.provider,
+                        "model": request.model, "rates": [list(r) for r in request.rates],
+                        "slots": list(request.slots), "tokens": request.tokens,
+                        "reports": request.reports},
+            "ticket": ticket, "queue": queue, "release": [str(i) for i in release],
+            "waiter_ttl": self.waiter_ttl_ns // 1000, "permit_id": str(permit_id)})
+        kind = _text(result[0])
+        if kind == "not_registered":
+            raise NotRegisteredError(
+                f"instance {request.instance_id} is not registered (it may have been judged "
+                "dead)")
+        if kind in ("impossible", "error"):
+            raise PermitRequestError(_text(result[1]))
+        if kind == "granted":
+            return Granted(permit_id, int(result[1]) * 1000, int(result[2]), int(result[3]))
+        if kind == "none":
+            return None
+        _, t, ready, blocked, ahead, reason, now = result
+        return Waiting(int(t), int(ready) * 1000, bool(blocked), int(ahead), _text(reason),
+                       int(now) * 1000)
+
+    def acquire(self, request: PermitRequest, ticket: int | None,
+                release: Sequence[int] = ()) -> Granted | Waiting:
+        result = self._acquire(request, ticket, True, release)
+        assert result is not None
+        return result
+
+    def try_acquire(self, request: PermitRequest, release: Sequence[int] = ()
+                    ) -> Granted | None:
+        result = self._acquire(request, None, False, release)
+        assert not isinstance(result, Waiting)
+        return result
+
+    def cancel_wait(self, ticket: int) -> None:
+        self._permits("cancel", {"ticket": ticket})
+
+    def release(self, permit_ids: Sequence[int]) -> int:
+        return int(self._permits("release", {"ids": [str(i) for i in permit_ids]}))
+
+    def adjust_tokens(self, changes: Sequence[tuple[str, int]]) -> None:
+        if changes:
+            self._permits("adjust", [[k, int(d)] for k, d in changes])
+
+    def record_outcome(self, keys: Sequence[str], outcome: Outcome, policy: AdaptiveSettings
+                       ) -> list[Adjustment]:
+        def us(ns: int | None) -> int | None:
+            return None if ns is None else ns // 1000
+
+        changes = self._permits("record", {
+            "keys": list(keys), "granted": outcome.granted_ns // 1000,
+            "rate_limited": outcome.rate_limited, "retry_after": us(outcome.retry_after_ns),
+            "reported": [[k, limit, remaining, us(reset)]
+                         for k, limit, remaining, reset in outcome.reported],
+            "policy": {"enabled": policy.enabled, "reduction": policy.reduction_factor,
+                       "recovery": policy.recovery_factor,
+                       "min": policy.min_requests_per_minute,
+                       "max": policy.max_requests_per_minute}})
+        return [Adjustment(_text(k), float(old), float(new), int(cooldown) * 1000, _text(why))
+                for k, old, new, cooldown, why in changes]
+
+    def reset_learned(self, keys: Iterable[str] | None = None) -> int:
+        query = {"all": True} if keys is None else {"keys": list(keys)}
+        return int(self._permits("reset", query))
+
+    def snapshot(self) -> Snapshot:
+        instances = tuple(self.list_instances())
+        now, buckets, groups, permits, usage, waiting = self._permits("dump", {})
+        now_ns = int(now) * 1000
+        by_key: dict[str, dict[str, int]] = {}
+        for key, flat in usage:
+            for iid, value in _pairs(flat).items():
+                win, _, n = value.partition(" ")
+                by_key.setdefault(_text(key), {})[iid] = windowed(int(win), int(n), 0, now_ns)
+        held = []
+        for pid, raw in _pairs(permits).items():
+            p = json.loads(raw)
+            held.append(PermitState(int(pid), p["instance"], p["provider"], p["model"],
+                                    int(p["tokens"]), int(p["granted"]) * 1000))
+        held.sort(key=lambda p: p.permit_id)
+        used: dict[str, int] = {}
+        for p in held:
+            for group in (GLOBAL_GROUP, f"p:{p.provider}", f"m:{p.provider}/{p.model}"):
+                used[group] = used.get(group, 0) + 1
+        states = []
+        for key, flat in buckets:
+            h = _pairs(flat)
+            k = _text(key)
+            states.append(BucketState(
+                k, RateSpec(int(h["per_minute"]), int(h["burst"])), int(h["tat"]) * 1000,
+                windowed(int(h["win"]), int(h["cur"]), int(h["prev"]), now_ns),
+                by_key.get(k, {}), float(h["lrate"]) if "lrate" in h else None,
+                int(h["cooldown_until"]) * 1000,
+                int(h["reported_limit"]) if "reported_limit" in h else None))
+        return Snapshot(now_ns, instances, tuple(sorted(states, key=lambda b: b.key)),
+                        tuple(sorted((GroupState(_text(k), int(v), used.get(_text(k), 0))
+                                      for k, v in groups), key=lambda g: g.key)),
+                        tuple(held), int(waiting))
 
     # --- workflows --------------------------------------------------------------------------
     @staticmethod

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import random
 import sqlite3
 from collections.abc import Mapping, Sequence
 
@@ -22,6 +20,7 @@ from cross_instance.core.parallel import weighted_share
 from cross_instance.core.records import Granted, PermitRequest, Waiting
 from cross_instance.core.window import windowed
 from cross_instance.errors import NotRegisteredError, PermitRequestError
+from cross_instance.stores.permit_ids import new_permit_id
 from cross_instance.stores.sqlite.registry import recompute_limits
 
 
@@ -115,15 +114,6 @@ _TAKE = (
     "cur=CASE WHEN win=?2 THEN cur+?3 ELSE ?3 END, win=?2 "
     "WHERE key=?4 RETURNING cur, prev, per_minute"
 )
-_ids = random.Random()
-
-
-def _reseed() -> None:
-    _ids.seed(os.urandom(32))
-
-
-_reseed()
-os.register_at_fork(after_in_child=_reseed)
 
 
 def _grant(conn: sqlite3.Connection, now: int, req: PermitRequest, tats: Sequence[int],
@@ -136,9 +126,7 @@ def _grant(conn: sqlite3.Connection, now: int, req: PermitRequest, tats: Sequenc
         cur, prev, per_minute = conn.execute(_TAKE, (tat, win, cost, key)).fetchone()
         if i == 0:
             usage, lim = windowed(win, cur, prev, now), per_minute
-    # Random 62-bit ids (from a per-process generator seeded by the OS): a stale release can
-    # never hit a later permit that reused a row id.
-    permit_id = _ids.getrandbits(62) + 1
+    permit_id = new_permit_id()  # random: a stale release never hits a later permit
     conn.execute(
         "INSERT INTO permits(id, instance_id, provider, model, tokens, granted_ns) "
         "VALUES(?,?,?,?,?,?)",

@@ -83,6 +83,7 @@ local function remove_instance(P, id, kind, reason)
   for _, ticket in ipairs(redis.call("SMEMBERS", P .. "lw:" .. id)) do
     drop_lock_waiter(P, ticket)
   end
+  drop_holdings(P, id)
   redis.call("DEL", P .. "am:" .. id)
   local gone = redis.call("DEL", P .. "i:" .. id) > 0
   redis.call("SREM", P .. "ids", id)

@@ -1,0 +1,95 @@
+-- Limits, buckets, slot groups, permits and the queue on Redis (the SQLite store's permits.py
+-- and learning.py, with the decisions of arbiter.lua and adaptive.lua). Keys:
+-- P.."lim:"..key hash instance -> "a b" (published limits), P.."limkeys:"..id,
+-- P.."b:"..key bucket hash, P.."bkeys" set, P.."g:"..key slot limit, P.."gkeys" set,
+-- P.."permits" hash id -> JSON, P.."pi:"..id permit ids of an instance,
+-- P.."waiters" zset of tickets, P.."w:"..ticket hash, P.."ww:"..id, P.."wseq",
+-- P.."u:"..key hash instance -> "win count" (usage from heartbeats), P.."ukeys:"..id.
+
+local US_PER_MINUTE = 60000000
+local BIG = 1073741824  -- 1 << 30: "no global limit"
+
+local function round_half_even(x)
+  local f = math.floor(x)
+  local d = x - f
+  if d > 0.5 then return f + 1 elseif d < 0.5 then return f end
+  if f % 2 == 0 then return f end
+  return f + 1
+end
+
+local function windowed(win, cur, prev, now)  -- core/window.windowed in µs
+  local this_win = idiv(now, US_PER_MINUTE)
+  if win == this_win - 1 then cur, prev = 0, cur
+  elseif win ~= this_win then return 0 end
+  local frac = (now - this_win * US_PER_MINUTE) / US_PER_MINUTE
+  return round_half_even(cur + prev * (1.0 - frac))
+end
+
+local function weighted_share(total, my_priority, priorities)
+  local weight = 0
+  for _, p in ipairs(priorities) do weight = weight + p end
+  if weight == 0 then weight = 1 end
+  return math.max(1, idiv(total * my_priority, weight))
+end
+
+local function load_bucket(P, key)
+  local v = redis.call("HMGET", P .. "b:" .. key, "per_minute", "burst", "tat", "win", "cur",
+    "prev", "lrate", "decreased_at", "last_429", "last_increase", "cooldown_until",
+    "reported_limit", "probed")
+  if not v[1] then return nil end
+  return {key = key, per_minute = tonumber(v[1]), burst = tonumber(v[2]), tat = tonumber(v[3]),
+          win = tonumber(v[4]), cur = tonumber(v[5]), prev = tonumber(v[6]),
+          lrate = tonumber(v[7]), decreased_at = tonumber(v[8]), last_429 = tonumber(v[9]),
+          last_increase = tonumber(v[10]), cooldown_until = tonumber(v[11]),
+          reported_limit = tonumber(v[12]), probed = tonumber(v[13]) == 1}
+end
+
+local function starts_with(s, prefix) return string.sub(s, 1, #prefix) == prefix end
+
+local function recompute_limit(P, key)  -- the strictest limit among those who published one
+  local values = redis.call("HVALS", P .. "lim:" .. key)
+  if #values == 0 then return end  -- nobody left: keep the last effective limit
+  local a, b = nil, nil
+  for _, v in ipairs(values) do
+    local sep = string.find(v, " ")
+    local va, vb = tonumber(string.sub(v, 1, sep - 1)), tonumber(string.sub(v, sep + 1))
+    a = a and math.min(a, va) or va
+    b = b and math.min(b, vb) or vb
+  end
+  if starts_with(key, "r:") or starts_with(key, "t:") then
+    redis.call("HSET", P .. "b:" .. key, "per_minute", a, "burst", b)
+  else
+    redis.call("SET", P .. "g:" .. key, a)
+  end
+end
+
+local function drop_waiter(P, ticket)
+  local inst = redis.call("HGET", P .. "w:" .. ticket, "instance")
+  redis.call("ZREM", P .. "waiters", ticket)
+  redis.call("DEL", P .. "w:" .. ticket)
+  if inst then redis.call("SREM", P .. "ww:" .. inst, ticket) end
+end
+
+local function drop_permit(P, id)
+  local raw = redis.call("HGET", P .. "permits", id)
+  if not raw then return 0 end
+  redis.call("HDEL", P .. "permits", id)
+  redis.call("SREM", P .. "pi:" .. cjson.decode(raw).instance, id)
+  return 1
+end
+
+-- What an instance held besides its record (called by remove_instance's caller).
+local function drop_holdings(P, id)
+  for _, pid in ipairs(redis.call("SMEMBERS", P .. "pi:" .. id)) do drop_permit(P, pid) end
+  redis.call("DEL", P .. "pi:" .. id)
+  for _, t in ipairs(redis.call("SMEMBERS", P .. "ww:" .. id)) do drop_waiter(P, t) end
+  redis.call("DEL", P .. "ww:" .. id)
+  for _, key in ipairs(redis.call("SMEMBERS", P .. "ukeys:" .. id)) do
+    redis.call("HDEL", P .. "u:" .. key, id)
+  end
+  redis.call("DEL", P .. "ukeys:" .. id)
+  local keys = redis.call("SMEMBERS", P .. "limkeys:" .. id)
+  for _, key in ipairs(keys) do redis.call("HDEL", P .. "lim:" .. key, id) end
+  redis.call("DEL", P .. "limkeys:" .. id)
+  for _, key in ipairs(keys) do recompute_limit(P, key) end
+end
