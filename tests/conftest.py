@@ -1,9 +1,8 @@
 """Shared fixtures: a controllable clock and a store factory parametrised by store kind.
 
-Every behaviour test in tests/stores runs once per store kind. The Redis store is being built
-operation by operation: the modules listed in ``REDIS_READY`` already run on it too (against
-the Redis on 127.0.0.1:6379, under a key prefix of their own, removed afterwards); it joins
-``STORE_KINDS`` when every operation has landed, and the daemon's client after it.
+Every behaviour test in tests/stores runs once per store kind: SQLite, and Redis (the server
+on 127.0.0.1:6379, under a key prefix of the test's own, removed afterwards). The daemon's
+client joins ``STORE_KINDS`` when it lands.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -25,10 +23,7 @@ from cross_instance.core.records import InstanceRecord
 from cross_instance.stores import open_store
 from cross_instance.stores.base import Store
 
-STORE_KINDS = ["sqlite"]
-REDIS_READY = {"tests.stores.test_registry", "tests.stores.test_workflows",
-               "tests.stores.test_locks", "tests.stores.test_permits",
-               "tests.stores.test_learning"}
+STORE_KINDS = ["sqlite", "redis"]
 
 
 class FakeClock:
@@ -52,10 +47,7 @@ def clock() -> FakeClock:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "store_kind" in metafunc.fixturenames:
-        kinds = list(STORE_KINDS)
-        if metafunc.module.__name__ in REDIS_READY:
-            kinds.append("redis")
-        metafunc.parametrize("store_kind", kinds)
+        metafunc.parametrize("store_kind", STORE_KINDS)
 
 
 @pytest.fixture
@@ -76,18 +68,13 @@ def store_url(store_kind: str, tmp_path: Path) -> Iterator[str]:
 @pytest.fixture
 def make_store(store_url: str, clock: FakeClock) -> Iterator[Callable[..., Store]]:
     """Open more connections to the same shared state (as other processes would)."""
-    opened: list[Any] = []
+    opened: list[Store] = []
 
     def make(**options: object) -> Store:
         options.setdefault("clock", clock)
-        if store_url.startswith("redis://"):  # not offered by open_store until complete
-            from cross_instance.stores.redis.store import RedisStore
-
-            store: Any = RedisStore(store_url, **options)  # type: ignore[arg-type]
-        else:
-            store = open_store(store_url, **options)
+        store = open_store(store_url, **options)
         opened.append(store)
-        return store  # type: ignore[no-any-return]
+        return store
 
     yield make
     for s in opened:

@@ -30,6 +30,7 @@ from cross_instance.config_schema import (
     key_path,
     read_section,
     runtime_dir_problem,
+    store_url_problem,
     show,
     validate_section,
 )
@@ -77,6 +78,7 @@ ENV_VARS: Mapping[str, str] = MappingProxyType(
         "heartbeatIntervalMs": "PI_HEARTBEAT_INTERVAL_MS",
         "heartbeatTimeoutMs": "PI_HEARTBEAT_TIMEOUT_MS",
         "runtimeDir": "PI_RUNTIME_DIR",
+        "store": "PI_STORE_URL",
     }
 )
 _SNAKE = {f.alias: name for name, f in SectionIn.model_fields.items() if f.alias}
@@ -104,6 +106,8 @@ class Config:
     heartbeat_interval_ms: int = 2000
     heartbeat_timeout_ms: int = 10000
     runtime_dir: Path = field(default_factory=_default_runtime_dir)
+    #: The shared store's URL; None = the embedded SQLite store in ``runtime_dir``.
+    store: str | None = None
     providers: Mapping[str, ProviderLimits] = field(default_factory=lambda: DEFAULT_PROVIDER_LIMITS)
     instances: Mapping[str, InstancePolicy] = field(default_factory=lambda: MappingProxyType({}))
     adaptive: AdaptiveSettings = AdaptiveSettings()
@@ -134,6 +138,7 @@ class Config:
             "heartbeatIntervalMs": self.heartbeat_interval_ms,
             "heartbeatTimeoutMs": self.heartbeat_timeout_ms,
             "runtimeDir": str(self.runtime_dir),
+            "store": self.store,
             "providers": {name: _limits_json(p) for name, p in self.providers.items()},
             "instances": {
                 i: {"priority": p.priority, "reservedCapacity": p.reserved_capacity}
@@ -199,6 +204,8 @@ def _parse_env(key: str, var: str, raw: str) -> object:
         problem = addr_problem(raw)
     elif key == "runtimeDir":
         problem = runtime_dir_problem(raw)
+    elif key == "store":
+        problem = store_url_problem(raw)
     else:
         return _parse_env_int(var, path, raw, *BOUNDS[key])
     if problem is not None:
@@ -263,6 +270,7 @@ def load_config(
         heartbeat_interval_ms=s.heartbeat_interval_ms,
         heartbeat_timeout_ms=s.heartbeat_timeout_ms,
         runtime_dir=base / os.path.expanduser(s.runtime_dir or DEFAULT_RUNTIME_DIR),
+        store=s.store,
         providers=_providers(s),
         instances=MappingProxyType(
             {i: InstancePolicy(p.priority, p.reserved_capacity) for i, p in s.instances.items()}

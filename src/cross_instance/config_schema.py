@@ -113,6 +113,30 @@ def runtime_dir_problem(value: str) -> str | None:
     return None
 
 
+def store_url_problem(value: str) -> str | None:
+    """Why ``value`` is not a store URL (``sqlite:///dir``, ``redis://``, ``rediss://``,
+    ``unix://``), or None."""
+    from urllib.parse import urlsplit
+
+    scheme = urlsplit(value).scheme
+    if scheme == "sqlite":
+        path = urlsplit(value).path
+        if not path.startswith("/") or urlsplit(value).netloc:
+            return f"expected sqlite:///<absolute state directory> (got {show(value)})"
+        return None
+    if scheme in ("redis", "rediss", "unix"):
+        from cross_instance.errors import ConfigError
+        from cross_instance.stores.redis.connection import parse_url
+
+        try:
+            parse_url(value)
+        except ConfigError as err:
+            return err.problem
+        return None
+    return (f"expected a store URL: sqlite:///dir, redis://host:6379/0, rediss://..., "
+            f"unix:///path.sock (got {show(value)})")
+
+
 def _checked(problem: Callable[[str], str | None]) -> AfterValidator:
     def check(value: str) -> str:
         text = problem(value)
@@ -175,6 +199,7 @@ class SectionIn(_Strict):
     heartbeat_interval_ms: Annotated[int, _b("heartbeatIntervalMs")] = 2000
     heartbeat_timeout_ms: Annotated[int, _b("heartbeatTimeoutMs")] = 10000
     runtime_dir: Annotated[str, _checked(runtime_dir_problem)] | None = None
+    store: Annotated[str, _checked(store_url_problem)] | None = None
     providers: dict[Annotated[str, _checked(provider_name_problem)], ProviderIn] = {}
     instances: dict[Annotated[str, _checked(instance_id_problem)], InstanceIn] = {}
     adaptive_rate_control: AdaptiveIn = AdaptiveIn()

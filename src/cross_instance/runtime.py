@@ -43,6 +43,7 @@ from cross_instance.releases import ReleaseQueue
 from cross_instance.seed_functions import SeedFunctions
 from cross_instance.workflows import WorkflowFunctions
 from cross_instance.status import build_status
+from cross_instance.stores import open_store
 from cross_instance.stores.base import Store
 from cross_instance.stores.sqlite.store import SqliteStore
 
@@ -92,9 +93,13 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
         if not cfg.enabled:
             return cls(cfg, None, cwd=where, instance_id=iid, session_id=session_id or "")
         if store is None:
-            store = SqliteStore(cfg.runtime_dir, waiter_ttl_ns=cfg.heartbeat_timeout_ms * 10**6)
+            ttl = cfg.heartbeat_timeout_ms * 10**6
+            store = (open_store(cfg.store, waiter_ttl_ns=ttl) if cfg.store
+                     else SqliteStore(cfg.runtime_dir, waiter_ttl_ns=ttl))
         rt = cls(cfg, store, cwd=where, instance_id=iid,
                  session_id=session_id or uuid.uuid4().hex[:12])
+        for warning in getattr(store, "warnings", ()):
+            rt.log("Store warning: %s", warning)
         policy = cfg.policy_for(iid)
         record = InstanceRecord(
             instance_id=iid, domain=me.domain, pid=me.pid, start_ticks=me.start_ticks,

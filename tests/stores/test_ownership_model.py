@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 
 from hypothesis import settings
@@ -28,19 +29,25 @@ class OwnershipModel(RuleBasedStateMachine):
     def start(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="pi-xi-model-"))
         self.clock = FakeClock()
-        self.store = open_store(f"{self.kind}://{self.dir / 'state'}", clock=self.clock)
+        url = (f"sqlite://{self.dir / 'state'}" if self.kind == "sqlite" else
+               f"redis://127.0.0.1:6379/0?prefix=pi-model-{uuid.uuid4().hex[:12]}:")
+        self.store = open_store(url, clock=self.clock)
         self.alive = set(NAMES)
         self.seen = {n: self.clock.now for n in NAMES}
         for n in NAMES:
             self.store.register_instance(record(n, lease_s=LEASE_S))
         self.owner: str | None = None
-        self.epoch = 0
+        self.epoch = 0  # counted from the store's first epoch (1 on SQLite, a floor on Redis)
+        self.base: int | None = None
+        self.lock_base: int | None = None
         self.tokens: dict[str, int] = {}  # instance -> the epoch it was handed
         self.lock: tuple[str, str, int] | None = None  # holder, lock id, expiry
         self.lock_token = 0
         self.stale_ids: list[str] = []
 
     def teardown(self) -> None:
+        if hasattr(self.store, "drop_everything"):
+            self.store.drop_everything()
         self.store.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -52,12 +59,14 @@ class OwnershipModel(RuleBasedStateMachine):
         if self._dead(who):
             return
         result = self.store.claim_workflow("wf", who, force=force)
+        if self.base is None and result.after is not None:
+            self.base = result.after.epoch - 1
         if self.owner is None or self._dead(self.owner) or force is Force.LIVE:
             expect_move = self.owner != who
         else:
             expect_move = False
         if self.owner == who:
-            assert result.allowed and result.epoch == self.epoch
+            assert result.allowed and result.epoch - (self.base or 0) == self.epoch
             return
         assert result.allowed == expect_move
         if expect_move:
@@ -66,7 +75,7 @@ class OwnershipModel(RuleBasedStateMachine):
             self.epoch += 1
             self.owner = who
             self.tokens[who] = self.epoch
-        assert result.epoch == self.epoch
+        assert result.epoch - (self.base or 0) == self.epoch
 
     @rule(who=st.sampled_from(NAMES))
     def release(self, who: str) -> None:
@@ -77,13 +86,13 @@ class OwnershipModel(RuleBasedStateMachine):
 
     @rule(who=st.sampled_from(NAMES), value=st.integers())
     def write(self, who: str, value: int) -> None:
-        epoch = self.tokens.get(who, 0)
+        epoch = self.tokens.get(who, 0) + (self.base or 0)
         try:
             self.store.write_workflow_state("wf", who, epoch, {"v": value})
-            assert self.owner == who and epoch == self.epoch
+            assert self.owner == who and epoch - (self.base or 0) == self.epoch
             self.written = value
         except StaleEpochError:
-            assert not (self.owner == who and epoch == self.epoch)
+            assert not (self.owner == who and epoch - (self.base or 0) == self.epoch)
 
     @rule(who=st.sampled_from(NAMES))
     def take_lock(self, who: str) -> None:
@@ -97,7 +106,9 @@ class OwnershipModel(RuleBasedStateMachine):
             if self.lock is not None:
                 self.stale_ids.append(self.lock[1])
             self.lock_token += 1
-            assert got.token == self.lock_token
+            if self.lock_base is None:
+                self.lock_base = got.token - 1
+            assert got.token - self.lock_base == self.lock_token
             self.lock = (who, got.lock_id, got.expires_ns)
 
     @rule()
@@ -132,7 +143,7 @@ class OwnershipModel(RuleBasedStateMachine):
         if not hasattr(self, "store"):
             return
         wf = self.store.get_workflow("wf")
-        assert (wf.epoch if wf else 0) == self.epoch
+        assert (wf.epoch - (self.base or 0) if wf else 0) == self.epoch
         assert (wf.owner.instance_id if wf and wf.owner else None) == self.owner
 
 

@@ -3,7 +3,6 @@ input (config, arguments) and 1 for an unavailable or damaged state store."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -13,13 +12,12 @@ import typer
 from cross_instance.cli.common import config as _config
 from cross_instance.cli.common import emit as _emit
 from cross_instance.cli.common import fail as _fail
+from cross_instance.cli.common import open_configured_store
 from cross_instance.cli.ownership_cmds import locks_app, workflow_app
 from cross_instance.config import Config
 from cross_instance.errors import CrossInstanceError, StoreError
 from cross_instance.limits_view import build_limits
 from cross_instance.status import build_status
-from cross_instance.stores.sqlite.db import DB_NAME
-from cross_instance.stores.sqlite.store import SqliteStore
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Coordinate LLM rate limits across agent processes.")
@@ -31,14 +29,13 @@ app.add_typer(locks_app, name="locks")
 
 def _open_status(config: Config) -> dict[str, Any] | None:
     """The shared state's status, or None when no instance has ever run here."""
-    if not (config.runtime_dir / DB_NAME).exists():
+    store = open_configured_store(config)
+    if store is None:
         return None
     try:
-        store = SqliteStore(config.runtime_dir, create=False)
+        return build_status(store, config)
     except StoreError as err:
         _fail(str(err), 1)
-    try:
-        return build_status(store, config)
     finally:
         store.close()
 
@@ -84,10 +81,10 @@ def limits(ctx: typer.Context, provider: ProviderOpt = None, as_json: JsonOpt = 
 def limits_reset(provider: ProviderOpt = None, as_json: JsonOpt = False) -> None:
     """Forget what adaptive control learned (all providers, or one); limits stay enforced."""
     config = _config()
-    if not (config.runtime_dir / DB_NAME).exists():
+    store = open_configured_store(config)
+    if store is None:
         _emit({"reset": 0}, as_json, f"Nothing to reset: no state in {config.runtime_dir}.")
         return
-    store = SqliteStore(config.runtime_dir, create=False)
     try:
         keys = None
         if provider is not None:

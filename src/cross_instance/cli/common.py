@@ -9,7 +9,8 @@ from typing import Any, NoReturn
 import typer
 
 from cross_instance.config import Config, load_config
-from cross_instance.errors import ConfigError
+from cross_instance.errors import ConfigError, StoreError
+from cross_instance.stores.base import Store
 
 
 def fail(message: str, code: int) -> NoReturn:
@@ -31,3 +32,25 @@ def emit(data: Any, as_json: bool, text: str) -> None:
         typer.echo(text)
 
 
+
+
+def open_configured_store(cfg: Config) -> Store | None:
+    """The store the config names, for looking at it: None when it is the embedded store and
+    no instance has run here yet (looking never creates state). Errors exit 1, named."""
+    from cross_instance.stores import open_store
+    from cross_instance.stores.sqlite.db import DB_NAME
+    from cross_instance.stores.sqlite.store import SqliteStore
+
+    try:
+        if cfg.store and not cfg.store.startswith("sqlite:"):
+            return open_store(cfg.store)
+        directory = cfg.runtime_dir
+        if cfg.store:
+            from urllib.parse import urlsplit
+
+            directory = type(directory)(urlsplit(cfg.store).path)
+        if not (directory / DB_NAME).exists():
+            return None
+        return SqliteStore(directory, create=False)
+    except StoreError as err:
+        fail(str(err), 1)

@@ -13,14 +13,13 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from cross_instance.cli.common import config, emit, fail
+from cross_instance.cli.common import config, emit, fail, open_configured_store
 from cross_instance.config import Config
 from cross_instance.core.ownership import Claim, Force, WorkflowRecord, check_workflow_id
 from cross_instance.core.records import InstanceRecord
-from cross_instance.errors import CrossInstanceError, NotRegisteredError, StoreError
+from cross_instance.errors import CrossInstanceError, NotRegisteredError
 from cross_instance.hostinfo import verdict
-from cross_instance.stores.sqlite.db import DB_NAME
-from cross_instance.stores.sqlite.store import SqliteStore
+from cross_instance.stores.base import Store
 
 workflow_app = typer.Typer(help="Workflow ownership (seed 002): status, claim, force-claim, "
                                 "release.")
@@ -32,13 +31,8 @@ InstanceOpt = Annotated[Optional[str], typer.Option(  # noqa: UP007 - typer need
 IdArg = Annotated[str, typer.Argument(help="The workflow id (ulTaskId).")]
 
 
-def _store(cfg: Config) -> SqliteStore | None:
-    if not (cfg.runtime_dir / DB_NAME).exists():
-        return None
-    try:
-        return SqliteStore(cfg.runtime_dir, create=False)
-    except StoreError as err:
-        fail(str(err), 1)
+def _store(cfg: Config) -> Store | None:
+    return open_configured_store(cfg)
 
 
 def _instance(cfg: Config, given: str | None) -> str:

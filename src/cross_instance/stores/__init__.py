@@ -1,5 +1,6 @@
-"""Stores, picked by URL: ``sqlite:///<state dir>`` (the embedded default). Redis and the
-daemon's client register here as they arrive; an unknown scheme is refused by name."""
+"""Stores, picked by URL: ``sqlite:///<state dir>`` (the embedded default) and
+``redis://``, ``rediss://``, ``unix://`` (one Redis for many hosts). The daemon's client
+registers here when it arrives; an unknown scheme is refused by name."""
 
 from __future__ import annotations
 
@@ -20,5 +21,9 @@ def open_store(url: str, **options: Any) -> Store:
         from cross_instance.stores.sqlite.store import SqliteStore
 
         return SqliteStore(Path(parts.path), **options)
+    if parts.scheme in ("redis", "rediss", "unix"):
+        from cross_instance.stores.redis.store import RedisStore
+
+        return RedisStore(url, **options)
     raise ConfigError("store URL", url, f"unsupported store scheme {parts.scheme!r} "
-                      "(supported: sqlite)")
+                      "(supported: sqlite, redis, rediss, unix)")
