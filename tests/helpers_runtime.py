@@ -11,8 +11,12 @@ from cross_instance.core.limits import ProviderLimits
 
 
 def make_config(state: Path, *, rpm: int = 6000, burst: int = 100, total: int = 6,
-                interval_ms: int = 200, timeout_ms: int = 1000, **provider: int) -> Config:
+                interval_ms: int = 200, timeout_ms: int = 1000, store: str | None = None,
+                **provider: int) -> Config:
+    """``store``: a store URL (e.g. a Redis with a test prefix); default the SQLite in
+    ``state``."""
     return dataclasses.replace(
-        Config(), runtime_dir=state, total_max_llm=total, heartbeat_interval_ms=interval_ms,
+        Config(), runtime_dir=state, store=store, total_max_llm=total,
+        heartbeat_interval_ms=interval_ms,
         heartbeat_timeout_ms=timeout_ms,
         providers=MappingProxyType({"p": ProviderLimits(rpm, burst, **provider)}))

@@ -11,11 +11,11 @@ from cross_instance.runtime import Runtime
 from tests.helpers_runtime import make_config
 
 
-def claimer(state: str, name: str, signals: Any, out: Any) -> None:
+def claimer(state: str, name: str, signals: Any, out: Any, store: str | None = None) -> None:
     """At each round's signal claim workflow "wf"; report the epoch won or the error payload.
     Signals come on this worker's own pipe: a process killed while waiting on a shared
     ``multiprocessing.Event`` would leave it locked for everyone."""
-    cfg = make_config(Path(state), interval_ms=300, timeout_ms=3000)
+    cfg = make_config(Path(state), interval_ms=300, timeout_ms=3000, store=store)
     with Runtime.start(cwd=Path(state).parent, config=cfg, instance_id=name) as rt:
         out.put(("ready", name, os.getpid(), None))
         while (r := signals.recv()) != "done":
@@ -26,9 +26,9 @@ def claimer(state: str, name: str, signals: Any, out: Any) -> None:
                 out.put((r, name, os.getpid(), err.payload()))
 
 
-def paused_holder(state: str, commands: Any, out: Any) -> None:
+def paused_holder(state: str, commands: Any, out: Any, store: str | None = None) -> None:
     """Own workflow "wf" and lock "res", then answer commands: a paused-and-resumed holder."""
-    cfg = make_config(Path(state), interval_ms=100, timeout_ms=600)
+    cfg = make_config(Path(state), interval_ms=100, timeout_ms=600, store=store)
     with Runtime.start(cwd=Path(state).parent, config=cfg, instance_id="holder") as rt:
         wf = rt.claim_workflow("wf")
         wf.write(step=1)
@@ -51,11 +51,11 @@ def paused_holder(state: str, commands: Any, out: Any) -> None:
             held.lost = None  # reported above; leave without raising it again
 
 
-def lock_holder(state: str, out: Any) -> None:
+def lock_holder(state: str, out: Any, store: str | None = None) -> None:
     """Hold lock "res" (a long TTL) and workflow "wf", then wait to be killed."""
     import time
 
-    cfg = make_config(Path(state), interval_ms=200, timeout_ms=30_000)
+    cfg = make_config(Path(state), interval_ms=200, timeout_ms=30_000, store=store)
     rt = Runtime.start(cwd=Path(state).parent, config=cfg, instance_id="victim")
     held = rt.try_acquire_lock("res", ttl=60)
     wf = rt.claim_workflow("wf")

@@ -26,8 +26,8 @@ def run_workers(target, n, args_for):
     return results
 
 
-def test_every_window_stays_within_burst_plus_rate_and_nobody_starves(tmp_path):
-    cfg = {"rpm": 1200, "burst": 5, "total": 16}
+def test_every_window_stays_within_burst_plus_rate_and_nobody_starves(tmp_path, store_cfg):
+    cfg = {"rpm": 1200, "burst": 5, "total": 16, **store_cfg}
     spec = RateSpec(1200, 5)
     results = run_workers(workers.saturate, 4,
                           lambda i: (str(tmp_path / "state"), f"w{i}", 3.0, cfg))
@@ -45,8 +45,8 @@ def test_every_window_stays_within_burst_plus_rate_and_nobody_starves(tmp_path):
     assert min(counts) >= 0.5 * (sum(counts) / len(counts)), counts  # first come first served
 
 
-def test_concurrency_cap_is_never_exceeded(tmp_path):
-    cfg = {"rpm": 600_000, "burst": 1000, "total": 3}
+def test_concurrency_cap_is_never_exceeded(tmp_path, store_cfg):
+    cfg = {"rpm": 600_000, "burst": 1000, "total": 3, **store_cfg}
     results = run_workers(workers.hold_briefly, 6,
                           lambda i: (str(tmp_path / "state"), f"h{i}", 25, cfg))
     events = sorted([(s, 1) for spans in results.values() for s, _ in spans]
@@ -59,9 +59,10 @@ def test_concurrency_cap_is_never_exceeded(tmp_path):
     assert sum(len(s) for s in results.values()) == 150
 
 
-def test_kill_9_of_a_holder_frees_its_permits(tmp_path):
+def test_kill_9_of_a_holder_frees_its_permits(tmp_path, store_cfg):
     state = tmp_path / "state"
-    cfg = {"rpm": 600_000, "burst": 1000, "total": 2, "interval_ms": 200, "timeout_ms": 1000}
+    cfg = {"rpm": 600_000, "burst": 1000, "total": 2, "interval_ms": 200, "timeout_ms": 1000,
+           **store_cfg}
     ready = CTX.Queue()
     holder = CTX.Process(target=workers.hold_forever, args=(str(state), "victim", 2, cfg, ready))
     holder.start()

@@ -9,8 +9,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-LIBRARIES = ("limiter.lua", "arbiter.lua", "adaptive.lua", "permits.lua", "registry.lua",
-             "ownership.lua", "locks.lua")
+LIBRARIES = ("json.lua", "limiter.lua", "arbiter.lua", "adaptive.lua", "permits.lua",
+             "registry.lua", "ownership.lua", "locks.lua")
 
 
 @cache

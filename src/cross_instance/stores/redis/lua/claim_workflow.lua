@@ -25,7 +25,7 @@ redis.call("HSET", P .. "wf:" .. wid, "owner", cid, "pid", caller.pid, "host", c
   "claimed", wall, "updated", wall)
 redis.call("SADD", P .. "wfids", wid)
 local previous = before and before.owner
-add_event(P, "workflow_" .. action, cid, cjson.encode({workflow = wid, epoch = epoch,
+add_event(P, "workflow_" .. action, cid, encode_flat({workflow = wid, epoch = epoch,
   reason = reason, previousOwner = previous or cjson.null,
   previousPid = previous and before.pid or cjson.null}))
 return {action, epoch, reason, workflow_reply(before), workflow_reply(load_workflow(P, wid))}

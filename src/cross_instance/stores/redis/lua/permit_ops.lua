@@ -126,7 +126,7 @@ elseif op == "acquire" then
       redis.call("HSET", P .. "b:" .. key, "tat", tat, "win", win, "cur", cur, "prev", prev)
       if i == 1 then usage, lim = windowed(win, cur, prev, now), b.per_minute end
     end
-    redis.call("HSET", P .. "permits", q.permit_id, cjson.encode({instance = req.instance,
+    redis.call("HSET", P .. "permits", q.permit_id, encode_flat({instance = req.instance,
       provider = req.provider, model = req.model, tokens = req.tokens, granted = now}))
     redis.call("SADD", P .. "pi:" .. req.instance, q.permit_id)
     if ticket ~= nil then drop_waiter(P, tostring(ticket)) end

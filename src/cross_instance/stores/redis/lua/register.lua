@@ -17,5 +17,5 @@ redis.call("HSET", P .. "i:" .. r.id, "host", r.host, "boot", r.boot, "pidns", r
   "hb_wall_ms", wall_ms(), "lease_us", r.lease_us, "priority", r.priority,
   "reserved", r.reserved, "pending", r.pending, "latency", r.latency, "orch", r.orch)
 redis.call("SADD", P .. "ids", r.id)
-add_event(P, "instance_up", r.id, cjson.encode({host = r.host, pid = r.pid}))
+add_event(P, "instance_up", r.id, encode_flat({host = r.host, pid = r.pid}))
 return {"ok", now}

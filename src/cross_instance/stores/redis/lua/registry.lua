@@ -18,7 +18,7 @@ end
 
 local function add_event(P, kind, instance_id, data_json)
   local id = redis.call("INCR", P .. "evseq")
-  local event = cjson.encode({id = id, wall_ms = wall_ms(), kind = kind,
+  local event = encode_flat({id = id, wall_ms = wall_ms(), kind = kind,
                               instance_id = instance_id or cjson.null})
   -- data is already JSON text: splice it in so its key order is kept as written
   event = string.sub(event, 1, -2) .. ',"data":' .. data_json .. "}"
@@ -69,7 +69,7 @@ local function free_lock(P, res, holder, token, reason, event)
   redis.call("SREM", P .. "locks", res)
   redis.call("SREM", P .. "hl:" .. holder, res)
   if event then
-    add_event(P, "lock_lost", holder, cjson.encode({reason = reason, resource = res,
+    add_event(P, "lock_lost", holder, encode_flat({reason = reason, resource = res,
                                                      token = tonumber(token)}))
   end
 end
@@ -87,6 +87,6 @@ local function remove_instance(P, id, kind, reason)
   redis.call("DEL", P .. "am:" .. id)
   local gone = redis.call("DEL", P .. "i:" .. id) > 0
   redis.call("SREM", P .. "ids", id)
-  if gone then add_event(P, kind, id, cjson.encode({reason = reason})) end
+  if gone then add_event(P, kind, id, encode_flat({reason = reason})) end
   return gone
 end

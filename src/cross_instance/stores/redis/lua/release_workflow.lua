@@ -4,5 +4,5 @@ local w = load_workflow(P, wid)
 if w == nil or w.owner ~= cid or (ARGV[5] ~= "" and w.epoch ~= tonumber(ARGV[5])) then return 0 end
 redis.call("HDEL", P .. "wf:" .. wid, "owner", "pid", "host", "boot", "pidns", "ticks")
 redis.call("HSET", P .. "wf:" .. wid, "updated", wall_ms())
-add_event(P, "workflow_released", cid, cjson.encode({workflow = wid}))
+add_event(P, "workflow_released", cid, encode_flat({workflow = wid}))
 return 1
