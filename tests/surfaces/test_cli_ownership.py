@@ -11,7 +11,7 @@ from tests.surfaces.test_cli import cli
 
 
 def test_workflow_commands_both_forms(tmp_path):
-    cfg = make_config(tmp_path / "state", timeout_ms=5000)
+    cfg = make_config(tmp_path / "state", timeout_ms=30_000)  # no expiry under load
     with Runtime.start(cwd=tmp_path, config=cfg, instance_id="agent-a") as a, \
             Runtime.start(cwd=tmp_path, config=cfg, instance_id="agent-b"):
         assert cli(tmp_path, "pi-xi", "workflow", "status").stdout.strip() == "No workflows."

@@ -24,7 +24,7 @@ from tests.helpers_runtime import make_config
 
 @pytest.fixture
 def pair(tmp_path):
-    cfg = make_config(tmp_path / "state")
+    cfg = make_config(tmp_path / "state", timeout_ms=30_000)  # leases never lapse under load
     a = Runtime.start(cwd=tmp_path, config=cfg, instance_id="a")
     b = Runtime.start(cwd=tmp_path, config=cfg, instance_id="b")
     yield a, b
