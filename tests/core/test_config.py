@@ -201,6 +201,13 @@ ENV_CASES: list[tuple[str, str, str, str]] = [
     ("PI_COORDINATOR_ADDR", "no port", "crossInstance.coordinatorAddr",
      'must be "host:port" (got "no port")'),
     ("PI_RUNTIME_DIR", "   ", "crossInstance.runtimeDir", 'must be a non-empty path (got "   ")'),
+    ("PI_STORE_URL", "redis://h:99999", "crossInstance.store",
+     "the port must be a number from 1 to 65535"),
+    ("PI_STORE_URL", "memcached://h", "crossInstance.store",
+     'expected a store URL: sqlite:///dir, redis://host:6379/0, rediss://..., '
+     'unix:///path.sock (got "memcached://h")'),
+    ("PI_STORE_URL", "sqlite://relative", "crossInstance.store",
+     'expected sqlite:///<absolute state directory> (got "sqlite://relative")'),
     ("PI_HEARTBEAT_TIMEOUT_MS", "3000", "crossInstance.heartbeatTimeoutMs",
      "must be >= 2 * heartbeatIntervalMs = 4000 (got 3000)"),
     ("PI_HEARTBEAT_INTERVAL_MS", "6000", "crossInstance.heartbeatTimeoutMs",
@@ -211,6 +218,16 @@ ENV_CASES: list[tuple[str, str, str, str]] = [
 @pytest.mark.parametrize(("var", "value", "key", "problem"), ENV_CASES)
 def test_bad_env_value(tmp_path: Path, var: str, value: str, key: str, problem: str) -> None:
     assert failure(tmp_path, {var: value}) == (var, key, problem)
+
+
+def test_store_url_from_file_and_env(tmp_path: Path) -> None:
+    write(tmp_path, {"store": "redis://:secret@h:6379/2?prefix=team-a:"})
+    assert load_config(tmp_path, {}).store == "redis://:secret@h:6379/2?prefix=team-a:"
+    assert load_config(tmp_path, {"PI_STORE_URL": "unix:///run/r.sock"}).store == (
+        "unix:///run/r.sock")
+    write(tmp_path, {"store": "redis://:secret@h/x"})
+    source, key, problem = failure(tmp_path, {})
+    assert key == "crossInstance.store" and "database" in problem and "secret" not in problem
 
 
 def test_malformed_instance_id_in_env(tmp_path: Path) -> None:

@@ -1,0 +1,60 @@
+"""``pi-xi`` against a Redis store named by ``PI_STORE_URL``: the same views as on SQLite."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+
+import pytest
+
+from cross_instance.runtime import Runtime
+from cross_instance.stores.redis.store import RedisStore
+from tests.helpers_runtime import make_config
+
+
+@pytest.fixture
+def url():
+    url = f"redis://127.0.0.1:6379/0?prefix=pi-cli-{uuid.uuid4().hex[:12]}:"
+    yield url
+    cleaner = RedisStore(url)
+    cleaner.drop_everything()
+    cleaner.close()
+
+
+def cli(tmp_path, url, *args):
+    env = {**os.environ, "PI_RUNTIME_DIR": str(tmp_path / "state"), "PI_STORE_URL": url}
+    return subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_status_workflows_and_locks_on_redis(tmp_path, url):
+    cfg = make_config(tmp_path / "state", timeout_ms=30_000, store=url)
+    with Runtime.start(cwd=tmp_path, config=cfg, instance_id="remote-1") as rt:
+        held = rt.permit("p")
+        rt.claim_workflow("wf-r")
+        rt.try_acquire_lock("res", ttl=60)
+        rt.update_heartbeat()
+        view = json.loads(cli(tmp_path, url, "pi-xi", "status", "--json").stdout)
+        (inst,) = view["instances"]
+        assert view["store"].startswith("redis://127.0.0.1:6379/0")
+        assert inst["instanceId"] == "remote-1" and inst["activeRequests"] == 1
+        assert inst["workflows"] == ["wf-r"] and inst["locks"] == ["res"]
+        claim = cli(tmp_path, url, "pi-xi", "workflow", "claim", "wf-r", "--instance",
+                    "remote-1", "--json")
+        assert json.loads(claim.stdout)["action"] == "owned"
+        assert json.loads(cli(tmp_path, url, "pi-xi", "locks", "--json").stdout)[0][
+            "holder"] == "remote-1"
+        limits = json.loads(cli(tmp_path, url, "pi-xi", "limits", "--json").stdout)
+        effective = limits["providers"]["p"]["effective"]
+        assert limits["shared"] and effective["activeRequests"] == 1
+        assert effective["requestsPerMinute"] == 6000 and effective["currentUsage"] == 1
+        held.release()
+
+
+def test_an_unreachable_redis_is_one_named_line(tmp_path):
+    out = cli(tmp_path, "redis://127.0.0.1:1/0", "pi-xi", "status")
+    assert out.returncode == 1
+    assert out.stderr.startswith("pi-xi: Redis at redis://127.0.0.1:1/0 is unreachable")
+    assert "Traceback" not in out.stderr
