@@ -15,6 +15,9 @@ if op == "acquire" then
   end
   local here, evidence = cjson.decode(ARGV[11]), cjson.decode(ARGV[12])
   local current, last = load_lock(P, res)
+  if current ~= nil and current.lock_id == ARGV[10] then  -- a resent call: granted already
+    return {"granted", lock_reply(current)}
+  end
   local reason = why_free(P, current, now, here, evidence)
   local first = redis.call("ZRANGE", P .. "lq:" .. res, 0, 0)[1]
   local my_turn = first == nil or (ticket ~= nil and tonumber(first) >= tonumber(ticket))

@@ -40,6 +40,13 @@ elseif op == "acquire" then
   --      queue, release = {ids}, waiter_ttl, permit_id}
   local req = q.request
   local ticket = opt(q.ticket)
+  -- a retry of a call whose reply was lost (redis-py resends it after a dropped connection):
+  -- the permit exists already, so answer as before instead of granting a second one
+  local earlier = redis.call("HGET", P .. "permits", q.permit_id)
+  if earlier then
+    local p = cjson.decode(earlier)
+    return {"granted", p.granted, 0, 0}
+  end
   -- refuse what can never be granted before changing anything (nothing released then)
   if load_instance(P, req.instance) == nil then return {"not_registered"} end
   for _, r in ipairs(req.rates) do
