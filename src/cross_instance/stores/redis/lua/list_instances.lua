@@ -1,3 +1,4 @@
+-- needs: 
 -- ARGV: prefix. Every instance record with its active models, in one consistent read.
 local P = ARGV[1]
 local out = {}

@@ -1,3 +1,4 @@
+-- needs: json limiter arbiter adaptive permits registry
 -- ARGV: prefix, now, op, then one JSON argument for the op (see store.py).
 local P, now, op = ARGV[1], clock(ARGV[2]), ARGV[3]
 local q = cjson.decode(ARGV[4])
@@ -9,6 +10,31 @@ local function effective_spec(b, reports)
   local pm, burst, t, tat = effective(b.per_minute, b.burst, b.tat, b.lrate,
     b.cooldown_until, slow)
   return {burst = burst, t = t, per_minute = pm}, tat
+end
+
+-- Take the request's tokens (``mine[i]`` = {bucket, spec}, ``tats[i]`` its effective TAT)
+-- and its slot; the permit is recorded under the caller's id.
+local function grant(req, mine, tats, permit_id, ticket)
+  local win = idiv(now, US_PER_MINUTE)
+  local usage, lim = 0, 0
+  for i, r in ipairs(req.rates) do
+    local b, spec = mine[i][1], mine[i][2]
+    local tat = consume(tats[i], now, spec.t, r[2])
+    local cur, prev = b.cur, b.prev
+    if b.win == win then cur = cur + r[2]
+    elseif b.win == win - 1 then prev, cur = cur, r[2]
+    else prev, cur = 0, r[2] end
+    redis.call("HSET", P .. "b:" .. r[1], "tat", tat, "win", win, "cur", cur, "prev", prev)
+    if i == 1 then usage, lim = windowed(win, cur, prev, now), b.per_minute end
+  end
+  redis.call("HSET", P .. "permits", permit_id, encode_flat({instance = req.instance,
+    provider = req.provider, model = req.model, tokens = req.tokens, granted = now}))
+  redis.call("SADD", P .. "pi:" .. req.instance, permit_id)
+  for _, g in ipairs(permit_groups(req.provider, req.model)) do
+    redis.call("INCR", P .. "used:" .. g)
+  end
+  if ticket ~= nil then drop_waiter(P, tostring(ticket)) end
+  return {"granted", now, usage, lim}
 end
 
 if op == "publish" then  -- q = {instance, rates = {{key, per_minute, burst}}, groups = {{key, lim}}}
@@ -48,17 +74,45 @@ elseif op == "acquire" then
     return {"granted", p.granted, 0, 0}
   end
   -- refuse what can never be granted before changing anything (nothing released then)
-  if load_instance(P, req.instance) == nil then return {"not_registered"} end
-  for _, r in ipairs(req.rates) do
+  if redis.call("EXISTS", P .. "i:" .. req.instance) == 0 then return {"not_registered"} end
+  local mine = {}
+  for i, r in ipairs(req.rates) do
     local b = load_bucket(P, r[1])
     if b == nil then return {"error", "no limit published for bucket " .. r[1]} end
-    local spec = effective_spec(b, req.reports)
+    local spec, tat = effective_spec(b, req.reports)
     if r[2] > spec.burst then
       return {"impossible", r[2] .. " tokens requested from " .. r[1] .. " but its burst is "
         .. spec.burst}
     end
+    mine[i] = {b, spec, tat}
   end
   for _, id in ipairs(q.release) do drop_permit(P, id) end
+  -- the uncontended case (nobody queued, nothing reserved): decided from the request's own
+  -- buckets and groups, as arbiter.fits_now, without loading the queue
+  local fits = ticket == nil and redis.call("ZCARD", P .. "waiters") == 0
+    and (tonumber(redis.call("GET", P .. "reserving")) or 0) <= 0
+  if fits then
+    for _, g in ipairs(req.slots) do
+      local lim = tonumber(redis.call("GET", P .. "g:" .. g))
+      if lim ~= nil and (tonumber(redis.call("GET", P .. "used:" .. g)) or 0) + 1 > lim then
+        fits = false
+        break
+      end
+    end
+  end
+  if fits then
+    for i, r in ipairs(req.rates) do
+      if not admits(mine[i][3], now, mine[i][2].burst, mine[i][2].t, r[2]) then
+        fits = false
+        break
+      end
+    end
+  end
+  if fits then
+    local tats = {}
+    for i, r in ipairs(req.rates) do tats[i] = mine[i][3] end
+    return grant(req, mine, tats, q.permit_id, nil)
+  end
   -- the live queue (silent waiters leave it)
   local waiters, keyset = {}, {}
   for _, r in ipairs(req.rates) do keyset[r[1]] = true end
@@ -89,13 +143,17 @@ elseif op == "acquire" then
   for _, g in ipairs(redis.call("SMEMBERS", P .. "gkeys")) do
     limit[g] = tonumber(redis.call("GET", P .. "g:" .. g))
   end
-  for _, raw in ipairs(redis.call("HVALS", P .. "permits")) do
-    local p = cjson.decode(raw)
-    held[p.instance] = (held[p.instance] or 0) + 1
-    local model = (p.model == nil or p.model == cjson.null) and "None" or p.model
-    for _, g in ipairs({GLOBAL_GROUP, "p:" .. p.provider, "m:" .. p.provider .. "/" .. model}) do
-      used[g] = (used[g] or 0) + 1
+  for g in pairs(limit) do used[g] = tonumber(redis.call("GET", P .. "used:" .. g)) or 0 end
+  for _, w in ipairs(waiters) do
+    for _, g in ipairs(w.slots) do
+      used[g] = used[g] or tonumber(redis.call("GET", P .. "used:" .. g)) or 0
     end
+  end
+  for _, g in ipairs(req.slots) do
+    used[g] = used[g] or tonumber(redis.call("GET", P .. "used:" .. g)) or 0
+  end
+  for _, id in ipairs(redis.call("SMEMBERS", P .. "ids")) do
+    held[id] = redis.call("SCARD", P .. "pi:" .. id)
   end
   local holders = {}
   local instances, any_reserved = {}, false
@@ -118,26 +176,11 @@ elseif op == "acquire" then
   local me = {instance_id = req.instance, rates = req.rates, slots = req.slots, ticket = ticket}
   local cap = {tats = tats, specs = specs, group_used = used, group_limit = limit,
                holders = holders}
-  local grant, at, slot_blocked, ahead, reason = arbitrate(me, waiters, cap, now)
-  if grant then
-    local win = idiv(now, US_PER_MINUTE)
-    local usage, lim = 0, 0
-    for i, r in ipairs(req.rates) do
-      local key, cost = r[1], r[2]
-      local b = buckets[key]
-      local tat = consume(tats[key], now, specs[key].t, cost)
-      local cur, prev = b.cur, b.prev
-      if b.win == win then cur = cur + cost
-      elseif b.win == win - 1 then prev, cur = cur, cost
-      else prev, cur = 0, cost end
-      redis.call("HSET", P .. "b:" .. key, "tat", tat, "win", win, "cur", cur, "prev", prev)
-      if i == 1 then usage, lim = windowed(win, cur, prev, now), b.per_minute end
-    end
-    redis.call("HSET", P .. "permits", q.permit_id, encode_flat({instance = req.instance,
-      provider = req.provider, model = req.model, tokens = req.tokens, granted = now}))
-    redis.call("SADD", P .. "pi:" .. req.instance, q.permit_id)
-    if ticket ~= nil then drop_waiter(P, tostring(ticket)) end
-    return {"granted", now, usage, lim}
+  local granted, at, slot_blocked, ahead, reason = arbitrate(me, waiters, cap, now)
+  if granted then
+    local list = {}
+    for i, r in ipairs(req.rates) do list[i] = tats[r[1]] end
+    return grant(req, mine, list, q.permit_id, ticket)
   end
   if not q.queue then return {"none"} end
   if ticket == nil then

@@ -70,11 +70,22 @@ local function drop_waiter(P, ticket)
   if inst then redis.call("SREM", P .. "ww:" .. inst, ticket) end
 end
 
+-- The slot groups a permit occupies (as the SQLite store counts them: a permit without a
+-- model counts in the "m:<provider>/None" group, which nothing limits).
+local function permit_groups(provider, model)
+  if model == nil or model == cjson.null then model = "None" end
+  return {"*", "p:" .. provider, "m:" .. provider .. "/" .. model}
+end
+
 local function drop_permit(P, id)
   local raw = redis.call("HGET", P .. "permits", id)
   if not raw then return 0 end
+  local p = cjson.decode(raw)
   redis.call("HDEL", P .. "permits", id)
-  redis.call("SREM", P .. "pi:" .. cjson.decode(raw).instance, id)
+  redis.call("SREM", P .. "pi:" .. p.instance, id)
+  for _, g in ipairs(permit_groups(p.provider, p.model)) do
+    redis.call("DECR", P .. "used:" .. g)  -- slots in use per group, kept with the permits
+  end
   return 1
 end
 

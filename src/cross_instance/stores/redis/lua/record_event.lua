@@ -1,3 +1,4 @@
+-- needs: json limiter permits registry
 -- ARGV: prefix, now, kind, instance id or "", data JSON
 local id = ARGV[4]
 if id == "" then id = nil end

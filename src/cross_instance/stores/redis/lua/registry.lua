@@ -84,6 +84,8 @@ local function remove_instance(P, id, kind, reason)
     drop_lock_waiter(P, ticket)
   end
   drop_holdings(P, id)
+  local reserved = tonumber(redis.call("HGET", P .. "i:" .. id, "reserved"))
+  if reserved ~= nil and reserved > 0 then redis.call("DECR", P .. "reserving") end
   redis.call("DEL", P .. "am:" .. id)
   local gone = redis.call("DEL", P .. "i:" .. id) > 0
   redis.call("SREM", P .. "ids", id)
