@@ -66,13 +66,8 @@ def _timed_loop(ctx: TaskContext, op: Any) -> dict[str, Any]:
             "elapsed_s": elapsed, "acq": acq.tobytes(), "cyc": cyc.tobytes()}
 
 
-def task_ours(ctx: TaskContext) -> dict[str, Any]:
-    from cross_instance.config import Config, ProviderLimits
-
-    cfg = dataclasses.replace(
-        Config(), runtime_dir=Path(ctx.state_dir) / "state", total_max_llm=TOTAL_MAX_LLM,
-        providers={"bench": ProviderLimits(RATE_PER_MIN, BURST)})
-    rt, start_failures = common.start_runtime(ctx, cfg)
+def permit_cycle(rt: Any) -> Any:
+    """One timed ``with rt.permit("bench"): pass`` (acquire and whole-cycle latencies, ns)."""
     pc = time.perf_counter_ns
 
     def cycle(acq: array.array[int], cyc: array.array[int]) -> bool:
@@ -83,6 +78,19 @@ def task_ours(ctx: TaskContext) -> dict[str, Any]:
         acq.append(t1 - t0)
         cyc.append(t2 - t0)
         return True
+
+    return cycle
+
+
+def task_ours(ctx: TaskContext) -> dict[str, Any]:
+    from cross_instance.config import Config, ProviderLimits
+
+    cfg = dataclasses.replace(
+        Config(), runtime_dir=Path(ctx.state_dir) / "state", total_max_llm=TOTAL_MAX_LLM,
+        providers={"bench": ProviderLimits(RATE_PER_MIN, BURST)})
+    rt, start_failures = common.start_runtime(ctx, cfg)
+    pc = time.perf_counter_ns
+    cycle = permit_cycle(rt)
 
     def try_cycle(acq: array.array[int], cyc: array.array[int]) -> bool:
         t0 = pc()

@@ -56,16 +56,7 @@ def _ours(ctx: TaskContext, rpm: int, burst: int) -> Any:
 
 def task_ours(ctx: TaskContext) -> dict[str, Any]:
     rt = _ours(ctx, bench_permits.RATE_PER_MIN, bench_permits.BURST)
-    pc = time.perf_counter_ns
-
-    def cycle(acq: array.array[int], cyc: array.array[int]) -> bool:
-        t0 = pc()
-        with rt.permit("bench"):
-            t1 = pc()
-        t2 = pc()
-        acq.append(t1 - t0)
-        cyc.append(t2 - t0)
-        return True
+    cycle = bench_permits.permit_cycle(rt)
 
     try:
         for _ in range(20):

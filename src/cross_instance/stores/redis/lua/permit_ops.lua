@@ -91,22 +91,14 @@ elseif op == "acquire" then
   -- buckets and groups, as arbiter.fits_now, without loading the queue
   local fits = ticket == nil and redis.call("ZCARD", P .. "waiters") == 0
     and (tonumber(redis.call("GET", P .. "reserving")) or 0) <= 0
-  if fits then
-    for _, g in ipairs(req.slots) do
-      local lim = tonumber(redis.call("GET", P .. "g:" .. g))
-      if lim ~= nil and (tonumber(redis.call("GET", P .. "used:" .. g)) or 0) + 1 > lim then
-        fits = false
-        break
-      end
+  for _, g in ipairs(fits and req.slots or {}) do
+    local lim = tonumber(redis.call("GET", P .. "g:" .. g))
+    if lim ~= nil and (tonumber(redis.call("GET", P .. "used:" .. g)) or 0) + 1 > lim then
+      fits = false
     end
   end
-  if fits then
-    for i, r in ipairs(req.rates) do
-      if not admits(mine[i][3], now, mine[i][2].burst, mine[i][2].t, r[2]) then
-        fits = false
-        break
-      end
-    end
+  for i, r in ipairs(fits and req.rates or {}) do
+    fits = fits and admits(mine[i][3], now, mine[i][2].burst, mine[i][2].t, r[2])
   end
   if fits then
     local tats = {}
