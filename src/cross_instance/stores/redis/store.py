@@ -9,6 +9,7 @@ the protocol's nanoseconds at this boundary.
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -68,6 +69,16 @@ _OPERATIONS = ("register", "heartbeat", "unregister", "reap", "active_model",
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _request_json(request: PermitRequest) -> str:
+    """A permit request as the scripts read it (runtimes reuse one request per plan, so it is
+    encoded once)."""
+    return json.dumps({"instance": request.instance_id, "provider": request.provider,
+                       "model": request.model, "rates": [list(r) for r in request.rates],
+                       "slots": list(request.slots), "tokens": request.tokens,
+                       "reports": request.reports})
 
 
 def _pairs(flat: list[Any]) -> dict[str, str]:
@@ -196,13 +207,12 @@ class RedisStore:
     def _acquire(self, request: PermitRequest, ticket: int | None, queue: bool,
                  release: Sequence[int]) -> Granted | Waiting | None:
         permit_id = new_permit_id()
-        result = self._permits("acquire", {
-            "request": {"instance": request.instance_id, "provider": request.provider,
-                        "model": request.model, "rates": [list(r) for r in request.rates],
-                        "slots": list(request.slots), "tokens": request.tokens,
-                        "reports": request.reports},
-            "ticket": ticket, "queue": queue, "release": [str(i) for i in release],
-            "waiter_ttl": self.waiter_ttl_ns // 1000, "permit_id": str(permit_id)})
+        query = (f'{{"request":{_request_json(request)},'
+                 f'"ticket":{"null" if ticket is None else int(ticket)},'
+                 f'"queue":{"true" if queue else "false"},'
+                 f'"release":[{",".join(chr(34) + str(int(i)) + chr(34) for i in release)}],'
+                 f'"waiter_ttl":{self.waiter_ttl_ns // 1000},"permit_id":"{permit_id}"}}')
+        result = self._run("permit_ops", "acquire", query)
         kind = _text(result[0])
         if kind == "not_registered":
             raise NotRegisteredError(

@@ -27,8 +27,9 @@ local function grant(req, mine, tats, permit_id, ticket)
     redis.call("HSET", P .. "b:" .. r[1], "tat", tat, "win", win, "cur", cur, "prev", prev)
     if i == 1 then usage, lim = windowed(win, cur, prev, now), b.per_minute end
   end
-  redis.call("HSET", P .. "permits", permit_id, encode_flat({instance = req.instance,
-    provider = req.provider, model = req.model, tokens = req.tokens, granted = now}))
+  redis.call("HSET", P .. "permits", permit_id, string.format(
+    '{"granted":%d,"instance":%s,"model":%s,"provider":%s,"tokens":%d}', now,
+    cjson.encode(req.instance), json_value(req.model), cjson.encode(req.provider), req.tokens))
   redis.call("SADD", P .. "pi:" .. req.instance, permit_id)
   for _, g in ipairs(permit_groups(req.provider, req.model)) do
     redis.call("INCR", P .. "used:" .. g)
