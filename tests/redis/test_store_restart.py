@@ -25,3 +25,22 @@ def test_epochs_stay_above_everything_issued_before_an_empty_restart(tmp_path):
         new = store.claim_workflow("wf0", "a").epoch
         assert new > max(old)
         store.close()
+
+
+def test_persistence_off_is_announced_in_status(tmp_path):
+    import os
+    import subprocess
+
+    from cross_instance.runtime import Runtime
+    from tests.helpers_runtime import make_config
+
+    with private_redis(tmp_path) as port:
+        url = f"redis://127.0.0.1:{port}/0"
+        cfg = make_config(tmp_path / "state", store=url, timeout_ms=30_000)
+        with Runtime.start(cwd=tmp_path, config=cfg, instance_id="w"):
+            env = {**os.environ, "PI_STORE_URL": url, "PI_RUNTIME_DIR": str(tmp_path / "s")}
+            out = subprocess.run(["pi-xi", "status"], env=env, cwd=tmp_path,
+                                 capture_output=True, text=True, timeout=60).stdout
+            assert "Warning: Redis at" in out and "persistence off" in out
+        log = (tmp_path / ".pi" / "logs" / "coordinator.log").read_text()
+        assert "Store warning" in log and "persistence off" in log

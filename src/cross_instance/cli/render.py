@@ -14,6 +14,7 @@ def render_status(view: dict[str, Any]) -> str:
     lines: list[str] = []
     conc = view["concurrency"]
     lines.append(f"Store: {view['store']}")
+    lines += [f"Warning: {w}" for w in view.get("storeWarnings", [])]
     lines.append(f"Active instances: {view['activeInstanceCount']}   "
                  f"LLM calls in flight: {conc['inUse']}/{conc['limit']}   "
                  f"waiting: {conc['waiting']}")
