@@ -79,6 +79,7 @@ ENV_VARS: Mapping[str, str] = MappingProxyType(
         "heartbeatTimeoutMs": "PI_HEARTBEAT_TIMEOUT_MS",
         "runtimeDir": "PI_RUNTIME_DIR",
         "store": "PI_STORE_URL",
+        "whenStoreDown": "PI_WHEN_STORE_DOWN",
     }
 )
 _SNAKE = {f.alias: name for name, f in SectionIn.model_fields.items() if f.alias}
@@ -108,6 +109,8 @@ class Config:
     runtime_dir: Path = field(default_factory=_default_runtime_dir)
     #: The shared store's URL; None = the embedded SQLite store in ``runtime_dir``.
     store: str | None = None
+    #: ``"fail"`` (default): no permit without the store; ``"local-share"``: see ``degraded``.
+    when_store_down: str = "fail"
     providers: Mapping[str, ProviderLimits] = field(default_factory=lambda: DEFAULT_PROVIDER_LIMITS)
     instances: Mapping[str, InstancePolicy] = field(default_factory=lambda: MappingProxyType({}))
     adaptive: AdaptiveSettings = AdaptiveSettings()
@@ -139,6 +142,7 @@ class Config:
             "heartbeatTimeoutMs": self.heartbeat_timeout_ms,
             "runtimeDir": str(self.runtime_dir),
             "store": self.store,
+            "whenStoreDown": self.when_store_down,
             "providers": {name: _limits_json(p) for name, p in self.providers.items()},
             "instances": {
                 i: {"priority": p.priority, "reservedCapacity": p.reserved_capacity}
@@ -206,6 +210,9 @@ def _parse_env(key: str, var: str, raw: str) -> object:
         problem = runtime_dir_problem(raw)
     elif key == "store":
         problem = store_url_problem(raw)
+    elif key == "whenStoreDown":
+        problem = (None if raw in ("fail", "local-share")
+                   else f'expected "fail" or "local-share" (got {show(raw)})')
     else:
         return _parse_env_int(var, path, raw, *BOUNDS[key])
     if problem is not None:
@@ -271,6 +278,7 @@ def load_config(
         heartbeat_timeout_ms=s.heartbeat_timeout_ms,
         runtime_dir=base / os.path.expanduser(s.runtime_dir or DEFAULT_RUNTIME_DIR),
         store=s.store,
+        when_store_down=s.when_store_down,
         providers=_providers(s),
         instances=MappingProxyType(
             {i: InstancePolicy(p.priority, p.reserved_capacity) for i, p in s.instances.items()}

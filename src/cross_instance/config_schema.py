@@ -12,7 +12,7 @@ import os
 import re
 import stat
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
@@ -200,6 +200,7 @@ class SectionIn(_Strict):
     heartbeat_timeout_ms: Annotated[int, _b("heartbeatTimeoutMs")] = 10000
     runtime_dir: Annotated[str, _checked(runtime_dir_problem)] | None = None
     store: Annotated[str, _checked(store_url_problem)] | None = None
+    when_store_down: Literal["fail", "local-share"] = "fail"
     providers: dict[Annotated[str, _checked(provider_name_problem)], ProviderIn] = {}
     instances: dict[Annotated[str, _checked(instance_id_problem)], InstanceIn] = {}
     adaptive_rate_control: AdaptiveIn = AdaptiveIn()

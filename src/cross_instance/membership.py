@@ -28,13 +28,15 @@ from cross_instance.stores.base import Store
 class Membership:
     def __init__(self, store: Store, record: InstanceRecord, interval_s: float,
                  log: Callable[..., None], on_rejoin: Callable[[], None],
-                 usage: Callable[[], dict[str, int]] | None = None) -> None:
+                 usage: Callable[[], dict[str, int]] | None = None,
+                 on_live: Callable[[int], None] | None = None) -> None:
         self.store = store
         self.record = record
         self.interval_s = interval_s
         self.log = log
         self.on_rejoin = on_rejoin
         self.usage = usage
+        self.on_live = on_live  # told how many instances are registered, after each beat
         self.workload: Workload | None = None
         self.registered = False
         self._stop = threading.Event()
@@ -82,6 +84,8 @@ class Membership:
             self.rejoin()
         for dead in self.store.reap():
             self.log("Instance %s is dead: its permits and waits were freed", dead)
+        if self.on_live is not None:
+            self.on_live(len(self.store.list_instances()))
 
     def confirm(self) -> bool:
         """Self-fencing before acting for something this instance holds: when the last

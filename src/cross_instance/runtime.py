@@ -33,11 +33,13 @@ from cross_instance.errors import (
     NotRegisteredError,
     PermitRequestError,
     RateLimitExceeded,
+    StoreUnavailable,
 )
 from cross_instance.feedback import Feedback, from_error
 from cross_instance.logs import LineLog, log_path
 from cross_instance.membership import Membership
 from cross_instance.permit import Permit
+from cross_instance.degraded import LocalLoop, LocalShare
 from cross_instance.locks import LockFunctions
 from cross_instance.releases import ReleaseQueue
 from cross_instance.seed_functions import SeedFunctions
@@ -77,6 +79,9 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
                                       self._release_failed)
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._membership: Membership | None = None
+        self._local = (LocalShare(config.total_max_llm, config.runtime_dir, instance_id,
+                                  self.log)
+                       if config.when_store_down == "local-share" else None)
         self.closed = False
 
     # --- life cycle -----------------------------------------------------------------------
@@ -107,7 +112,8 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
             lease_ns=cfg.heartbeat_timeout_ms * 10**6, priority=policy.priority,
             reserved=policy.reserved_capacity)
         rt._membership = Membership(store, record, cfg.heartbeat_interval_ms / 1000, rt.log,
-                                    rt._published.clear, rt._usage_snapshot)
+                                    rt._published.clear, rt._usage_snapshot,
+                                    rt._local_share_of if rt._local is not None else None)
         try:
             rt._membership.join()
         except BaseException:
@@ -159,10 +165,15 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
         store = self._store_or_none()
         if store is None:
             return Permit(provider, model, tokens or 0, 0, 0.0, None)
-        plan = self._plan(provider, model, tokens)
+        plan = self._cached_plan(provider, model, tokens)
         started = time.monotonic()
         self._log_request(plan)
+        if self._local is not None and self._local.active:  # until a heartbeat gets through
+            run_sync(LocalLoop(self._local, plan, timeout), None, cancel)
+            return self._local_permit(plan, time.monotonic() - started)
+
         def attempt() -> Granted:
+            self._publish(plan)
             first = self._with_releases(store.acquire, plan.request, None)
             if isinstance(first, Granted):  # the common case: granted at once
                 return first
@@ -175,6 +186,11 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
         except RateLimitExceeded as err:
             self._log_denied(plan, err)
             raise
+        except StoreUnavailable as err:
+            local = self._degrade(err)
+            run_sync(LocalLoop(local, plan, timeout), None, cancel)
+            return self._local_permit(plan, time.monotonic() - started)
+        self._recovered()
         return self._permit(plan, granted, time.monotonic() - started)
 
     def try_permit(self, provider: str, *, model: str | None = None,
@@ -183,9 +199,18 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
         store = self._store_or_none()
         if store is None:
             return Permit(provider, model, tokens or 0, 0, 0.0, None)
-        plan = self._plan(provider, model, tokens)
-        granted = self._retry_unregistered(
-            lambda: self._with_releases(store.try_acquire, plan.request))
+        plan = self._cached_plan(provider, model, tokens)
+        try:
+            if self._local is not None and self._local.active:
+                raise StoreUnavailable("still unavailable at the last heartbeat")
+            self._publish(plan)
+            granted = self._retry_unregistered(
+                lambda: self._with_releases(store.try_acquire, plan.request))
+        except StoreUnavailable as err:
+            if self._degrade(err).try_take(plan, time.monotonic_ns()):
+                return None
+            return self._local_permit(plan, 0.0)
+        self._recovered()
         if granted is None:
             self.log("Denied: instance %s, %s: no capacity free now", self.instance_id,
                      _target(plan))
@@ -203,11 +228,15 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
         store = self._store_or_none()
         if store is None:
             return Permit(provider, model, tokens or 0, 0, 0.0, None)
-        plan = await self._call(self._plan, provider, model, tokens, reports)
+        plan = self._cached_plan(provider, model, tokens, reports)
         started = time.monotonic()
         self._log_request(plan)
+        if self._local is not None and self._local.active:  # until a heartbeat gets through
+            await run_async(LocalLoop(self._local, plan, timeout), self._call)
+            return self._local_permit(plan, time.monotonic() - started)
 
         async def attempt() -> Granted:
+            await self._call(self._publish, plan)
             first = await self._call(self._with_releases, store.acquire, plan.request, None)
             if isinstance(first, Granted):
                 return first
@@ -224,7 +253,39 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
         except RateLimitExceeded as err:
             self._log_denied(plan, err)
             raise
+        except StoreUnavailable as err:
+            await run_async(LocalLoop(self._degrade(err), plan, timeout), self._call)
+            return self._local_permit(plan, time.monotonic() - started)
+        self._recovered()
         return self._permit(plan, granted, time.monotonic() - started)
+
+    # --- the shared store unreachable (see ``degraded``) ----------------------------------
+    def _degrade(self, err: StoreUnavailable) -> LocalShare:
+        """The local share when ``whenStoreDown`` allows it; otherwise fail closed."""
+        if self._local is None:
+            raise err
+        self._local.enter(str(err))
+        return self._local
+
+    def _recovered(self) -> None:
+        if self._local is not None and self._local.active:
+            self._local.leave()
+
+    def _local_share_of(self, live: int) -> None:
+        """After each heartbeat that got through: the share to use if the store goes away,
+        and the end of a degraded period."""
+        if self._local is not None:
+            self._local.share = max(1, live)
+            self._recovered()
+
+    def _local_permit(self, plan: Plan, waited: float) -> Permit:
+        req = plan.request
+        local = self._local
+        assert local is not None
+        self.log("Approved locally (store unavailable): %s, 1/%d share", _target(plan),
+                 local.share)
+        return Permit(req.provider, req.model, req.tokens, 0, waited,
+                      lambda _id: local.release())
 
     # --- internals ------------------------------------------------------------------------
     def _store_or_none(self) -> Store | None:
@@ -237,6 +298,12 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
 
     def _plan(self, provider: str, model: str | None, tokens: int | None,
               reports: bool = False) -> Plan:
+        plan = self._cached_plan(provider, model, tokens, reports)
+        self._publish(plan)
+        return plan
+
+    def _cached_plan(self, provider: str, model: str | None, tokens: int | None,
+                     reports: bool = False) -> Plan:
         key = (provider, model, tokens, reports)
         plan = self._plans.get(key)
         if plan is None:
@@ -245,12 +312,15 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
                                 reports)
             if len(self._plans) < 4096:
                 self._plans[key] = plan
+        return plan
+
+    def _publish(self, plan: Plan) -> None:
+        """Declare the plan's limits to the store once (again after a rejoin)."""
         fresh = [k for k in (*plan.rates, *plan.groups) if k not in self._published]
         if fresh:
             assert self.store is not None
             self.store.publish_limits(self.instance_id, plan.rates, plan.groups)
             self._published.update(fresh)
-        return plan
 
     def _retry_unregistered(self, fn: Callable[[], T]) -> T:
         try:

@@ -206,6 +206,8 @@ ENV_CASES: list[tuple[str, str, str, str]] = [
     ("PI_STORE_URL", "memcached://h", "crossInstance.store",
      'expected a store URL: sqlite:///dir, redis://host:6379/0, rediss://..., '
      'unix:///path.sock (got "memcached://h")'),
+    ("PI_WHEN_STORE_DOWN", "open", "crossInstance.whenStoreDown",
+     'expected "fail" or "local-share" (got "open")'),
     ("PI_STORE_URL", "sqlite://relative", "crossInstance.store",
      'expected sqlite:///<absolute state directory> (got "sqlite://relative")'),
     ("PI_HEARTBEAT_TIMEOUT_MS", "3000", "crossInstance.heartbeatTimeoutMs",
@@ -225,6 +227,9 @@ def test_store_url_from_file_and_env(tmp_path: Path) -> None:
     assert load_config(tmp_path, {}).store == "redis://:secret@h:6379/2?prefix=team-a:"
     assert load_config(tmp_path, {"PI_STORE_URL": "unix:///run/r.sock"}).store == (
         "unix:///run/r.sock")
+    assert load_config(tmp_path, {}).when_store_down == "fail"
+    assert load_config(tmp_path, {"PI_WHEN_STORE_DOWN": "local-share"}).when_store_down == (
+        "local-share")
     write(tmp_path, {"store": "redis://:secret@h/x"})
     source, key, problem = failure(tmp_path, {})
     assert key == "crossInstance.store" and "database" in problem and "secret" not in problem

@@ -53,4 +53,10 @@ def open_configured_store(cfg: Config) -> Store | None:
             return None
         return SqliteStore(directory, create=False)
     except StoreError as err:
-        fail(str(err), 1)
+        from cross_instance.degraded import degraded_instances
+
+        local = degraded_instances(cfg.runtime_dir)
+        note = "".join(
+            f"\n  degraded to a local share on this host: {d['instanceId']} (pid {d['pid']}, "
+            f"1/{d['share']} of every limit, {d['slots']} slot(s))" for d in local)
+        fail(str(err) + note, 1)
