@@ -18,3 +18,14 @@ def shared_redis() -> Iterator[Any]:
         pytest.fail(f"the tests need a Redis on 127.0.0.1:6379 (.ci/run starts one): {err}")
     yield client
     client.close()
+
+
+@pytest.fixture
+def server(tmp_path: Any) -> Iterator[Any]:
+    """A private redis-server (no persistence) that a test may stop and start again."""
+    from tests.redis.private_server import Server
+
+    s = Server(tmp_path)
+    s.start()
+    yield s
+    s.stop()

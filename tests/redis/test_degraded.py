@@ -14,15 +14,6 @@ import pytest
 from cross_instance.errors import RateLimitExceeded
 from cross_instance.runtime import Runtime
 from tests.helpers_runtime import make_config
-from tests.redis.test_faults import Server
-
-
-@pytest.fixture
-def server(tmp_path):
-    s = Server(tmp_path)
-    s.start()
-    yield s
-    s.stop()
 
 
 def test_local_share_while_down_then_shared_again(tmp_path, server):

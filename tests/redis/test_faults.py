@@ -3,54 +3,14 @@ lease, connections killed (FAULTS.md F11, F13), on a private redis-server."""
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 
 import pytest
-import redis
 
 from cross_instance.errors import LockLostError, StaleEpochError, StoreUnavailable
 from cross_instance.runtime import Runtime
 from tests.helpers_runtime import make_config
-from tests.redis.private_server import free_port
-
-
-class Server:
-    """A private redis-server that can be restarted on the same port (without persistence)."""
-
-    def __init__(self, tmp) -> None:
-        self.tmp, self.port = tmp, free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.tmp)], stdout=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port)
-        for _ in range(200):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.02)
-        client.close()
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def admin(self) -> redis.Redis:
-        return redis.Redis(port=self.port)
-
-
-@pytest.fixture
-def server(tmp_path):
-    s = Server(tmp_path)
-    s.start()
-    yield s
-    s.stop()
 
 
 def runtime(tmp_path, server, name, **cfg):
