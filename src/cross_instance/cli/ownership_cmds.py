@@ -15,7 +15,7 @@ import typer
 
 from cross_instance.cli.common import config, emit, fail, open_configured_store
 from cross_instance.config import Config
-from cross_instance.core.ownership import Claim, Force, WorkflowRecord, check_workflow_id
+from cross_instance.core.ownership import Claim, Force, Owner, WorkflowRecord, check_workflow_id
 from cross_instance.core.records import InstanceRecord
 from cross_instance.errors import CrossInstanceError, NotRegisteredError
 from cross_instance.hostinfo import verdict
@@ -56,8 +56,7 @@ def describe(rec: WorkflowRecord, instances: dict[str, InstanceRecord], now: int
     state = "released"
     if owner is not None:
         live = instances.get(owner.instance_id)
-        same = live is not None and (live.pid, live.start_ticks, live.domain) == (
-            owner.pid, owner.start_ticks, owner.domain)
+        same = live is not None and owner.same_process(Owner.of(live))
         state = verdict(live, now).value if same and live is not None else "dead"
     return {"ulTaskId": rec.workflow_id, "epoch": rec.epoch, "state": state,
             "ownerInstanceId": owner.instance_id if owner else None,

@@ -19,6 +19,7 @@ import enum
 from dataclasses import dataclass
 
 from cross_instance.core.liveness import Domain, Verdict
+from cross_instance.core.records import InstanceRecord
 from cross_instance.errors import WorkflowRequestError
 
 MAX_WORKFLOW_ID = 512
@@ -46,6 +47,11 @@ class Owner:
     pid: int
     domain: Domain
     start_ticks: int
+
+    @classmethod
+    def of(cls, record: InstanceRecord) -> Owner:
+        """The process a registry record describes."""
+        return cls(record.instance_id, record.pid, record.domain, record.start_ticks)
 
     def same_process(self, other: Owner) -> bool:
         return (self.instance_id == other.instance_id and self.pid == other.pid

@@ -40,20 +40,17 @@ def owner_of(conn: sqlite3.Connection, instance_id: str) -> Owner:
     if not found:
         raise NotRegisteredError(f"instance {instance_id!r} is not registered (it was judged "
                                  "dead or never started); start the runtime again")
-    r = found[0]
-    return Owner(r.instance_id, r.pid, r.domain, r.start_ticks)
+    return Owner.of(found[0])
 
 
-def owner_verdict(conn: sqlite3.Connection, owner: Owner, now: int) -> Verdict:
-    """Liveness of the owner *process*: dead when its instance is gone or is another process
-    now; otherwise the registry's verdict (lease, and the pid on this host)."""
+def owner_state(conn: sqlite3.Connection, owner: Owner, now: int) -> tuple[Verdict, bool]:
+    """Liveness of the owner *process*, and whether the registry still holds that very
+    process: dead (and not held) when its instance is gone or is another process now;
+    otherwise the registry's verdict (lease, and the pid on this host)."""
     found = registry.load(conn, owner.instance_id)
-    if not found:
-        return Verdict.DEAD
-    rec = found[0]
-    if not owner.same_process(Owner(rec.instance_id, rec.pid, rec.domain, rec.start_ticks)):
-        return Verdict.DEAD
-    return verdict(rec, now)
+    if not found or not owner.same_process(Owner.of(found[0])):
+        return Verdict.DEAD, False
+    return verdict(found[0], now), True
 
 
 def claim(conn: sqlite3.Connection, now: int, workflow_id: str, instance_id: str, take: bool,
@@ -63,15 +60,14 @@ def claim(conn: sqlite3.Connection, now: int, workflow_id: str, instance_id: str
     caller = owner_of(conn, instance_id)
     found = load(conn, workflow_id)
     before = found[0] if found else None
-    seen = None
+    seen, registered = None, False
     if before is not None and before.owner is not None and not before.owner.same_process(caller):
-        seen = owner_verdict(conn, before.owner, now)
+        seen, registered = owner_state(conn, before.owner, now)
     decision = decide(before, caller, seen, take, auto_claim, force)
     if not decision.action.moves:
         return Claim(decision, before, before)
     previous = before.owner if before is not None else None
-    if (seen is Verdict.DEAD and previous is not None and previous.instance_id != instance_id
-            and _same_as_registered(conn, previous)):
+    if seen is Verdict.DEAD and registered and previous is not None:
         registry.remove(conn, previous.instance_id, "instance_down",
                         f"dead (found by a claim of workflow {workflow_id})")
     wall = registry.wall_ms()
@@ -89,12 +85,6 @@ def claim(conn: sqlite3.Connection, now: int, workflow_id: str, instance_id: str
         "previousOwner": previous.instance_id if previous else None,
         "previousPid": previous.pid if previous else None})
     return Claim(decision, before, load(conn, workflow_id)[0])
-
-
-def _same_as_registered(conn: sqlite3.Connection, owner: Owner) -> bool:
-    found = registry.load(conn, owner.instance_id)
-    return bool(found) and owner.same_process(
-        Owner(found[0].instance_id, found[0].pid, found[0].domain, found[0].start_ticks))
 
 
 def release(conn: sqlite3.Connection, workflow_id: str, instance_id: str,

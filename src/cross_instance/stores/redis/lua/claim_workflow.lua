@@ -6,19 +6,20 @@ local caller = load_instance(P, cid)
 if caller == nil then return {"not_registered"} end
 local floor = floor_of(P, now)
 local before = load_workflow(P, wid)
-local verdict = nil
+local verdict, registered = nil, false  -- registered: the owner's record is that process
 if before ~= nil and before.owner ~= nil and not same_process(before, caller) then
   local owner = load_instance(P, before.owner)
-  if same_process(before, owner) then verdict = judge(owner, now, here, evidence)
-  else verdict = "dead" end
+  registered = same_process(before, owner)
+  verdict = registered and judge(owner, now, here, evidence) or "dead"
 end
 local action, epoch, reason = decide(before, caller, verdict, ARGV[5] == "1", ARGV[6] == "1",
   ARGV[7], floor)
 if action ~= "claimed" and action ~= "auto_claimed" and action ~= "force_claimed" then
   return {action, epoch, reason, workflow_reply(before), workflow_reply(before)}
 end
-if verdict == "dead" and before.owner ~= cid and same_process(before, load_instance(P, before.owner)) then
-  remove_instance(P, before.owner, "instance_down", "dead (found by a claim of workflow " .. wid .. ")")
+if verdict == "dead" and registered then
+  remove_instance(P, before.owner, "instance_down",
+    "dead (found by a claim of workflow " .. wid .. ")")
 end
 local wall = wall_ms()
 redis.call("HSET", P .. "wf:" .. wid, "owner", cid, "pid", caller.pid, "host", caller.host,
