@@ -131,7 +131,7 @@ class RedisStore:
 
     # --- registry -------------------------------------------------------------------------
     def register_instance(self, record: InstanceRecord) -> InstanceRecord:
-        existing = [r for r in self.list_instances() if r.instance_id == record.instance_id]
+        existing = self._records(record.instance_id)
         w = record.workload
         payload = {
             "id": record.instance_id, "host": record.domain.host, "boot": record.domain.boot_id,
@@ -146,7 +146,7 @@ class RedisStore:
                            self._evidence(existing))
         if _text(result[0]) == "duplicate":
             raise DuplicateInstanceError(record.instance_id, int(result[1]), _text(result[2]))
-        return next(r for r in self.list_instances() if r.instance_id == record.instance_id)
+        return self._records(record.instance_id)[0]
 
     def heartbeat(self, instance_id: str, workload: Workload | None = None,
                   usage: Mapping[str, int] | None = None) -> bool:
@@ -161,9 +161,14 @@ class RedisStore:
         self._run("unregister", instance_id)
 
     def list_instances(self) -> list[InstanceRecord]:
+        return self._records()
+
+    def _records(self, instance_id: str | None = None) -> list[InstanceRecord]:
+        """Every record, or only ``instance_id``'s (then zero or one)."""
+        args = [self.prefix] if instance_id is None else [self.prefix, instance_id]
         records = []
         for iid, flat, models in call(self.location, self._scripts["list_instances"],
-                                      keys=[], args=[self.prefix]):
+                                      keys=[], args=args):
             h = _pairs(flat)
             active = []
             for field, value in _pairs(models).items():
@@ -317,9 +322,8 @@ class RedisStore:
     def claim_workflow(self, workflow_id: str, instance_id: str, *, take: bool = True,
                        auto_claim: bool = True, force: Force = Force.NO) -> Claim:
         current = self.get_workflow(workflow_id)
-        owners = [r for r in self.list_instances()
-                  if current is not None and current.owner is not None
-                  and r.instance_id == current.owner.instance_id]
+        owner = current.owner if current is not None else None
+        owners = self._records(owner.instance_id) if owner is not None else []
         result = self._run("claim_workflow", workflow_id, instance_id, int(take),
                            int(auto_claim), force.value, self._here(), self._evidence(owners))
         if _text(result[0]) == "not_registered":

@@ -1,8 +1,10 @@
 -- needs: 
--- ARGV: prefix. Every instance record with its active models, in one consistent read.
+-- ARGV: prefix, and optionally one instance id. Every instance record (or that one) with its
+-- active models, in one consistent read.
 local P = ARGV[1]
 local out = {}
-for _, id in ipairs(redis.call("SMEMBERS", P .. "ids")) do
+local ids = ARGV[2] and {ARGV[2]} or redis.call("SMEMBERS", P .. "ids")
+for _, id in ipairs(ids) do
   local flat = redis.call("HGETALL", P .. "i:" .. id)
   if #flat > 0 then
     out[#out + 1] = {id, flat, redis.call("HGETALL", P .. "am:" .. id)}

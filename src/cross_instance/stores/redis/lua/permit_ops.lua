@@ -124,13 +124,11 @@ elseif op == "acquire" then
     end
   end
   if not mine_queued then ticket = nil end  -- our place was given up: queue again at the back
-  local specs, tats, buckets = {}, {}, {}
-  for key in pairs(keyset) do
-    local b = load_bucket(P, key)
-    if b ~= nil then
-      buckets[key] = b
-      specs[key], tats[key] = effective_spec(b, req.reports)
-    end
+  local specs, tats = {}, {}
+  for i, r in ipairs(req.rates) do specs[r[1]], tats[r[1]] = mine[i][2], mine[i][3] end
+  for key in pairs(keyset) do  -- the waiters' other buckets
+    local b = specs[key] == nil and load_bucket(P, key)
+    if b then specs[key], tats[key] = effective_spec(b, req.reports) end
   end
   local limit, used, held = {}, {}, {}
   for _, g in ipairs(redis.call("SMEMBERS", P .. "gkeys")) do
