@@ -118,10 +118,10 @@ def store_url_problem(value: str) -> str | None:
     ``unix://``), or None."""
     from urllib.parse import urlsplit
 
-    scheme = urlsplit(value).scheme
+    parts = urlsplit(value)
+    scheme = parts.scheme
     if scheme == "sqlite":
-        path = urlsplit(value).path
-        if not path.startswith("/") or urlsplit(value).netloc:
+        if not parts.path.startswith("/") or parts.netloc:
             return f"expected sqlite:///<absolute state directory> (got {show(value)})"
         return None
     if scheme in ("redis", "rediss", "unix"):

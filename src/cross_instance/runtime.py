@@ -200,16 +200,14 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
         if store is None:
             return Permit(provider, model, tokens or 0, 0, 0.0, None)
         plan = self._cached_plan(provider, model, tokens)
+        if self._local is not None and self._local.active:  # until a heartbeat gets through
+            return self._local_try(self._local, plan)
         try:
-            if self._local is not None and self._local.active:
-                raise StoreUnavailable("still unavailable at the last heartbeat")
             self._publish(plan)
             granted = self._retry_unregistered(
                 lambda: self._with_releases(store.try_acquire, plan.request))
         except StoreUnavailable as err:
-            if self._degrade(err).try_take(plan, time.monotonic_ns()):
-                return None
-            return self._local_permit(plan, 0.0)
+            return self._local_try(self._degrade(err), plan)
         self._recovered()
         if granted is None:
             self.log("Denied: instance %s, %s: no capacity free now", self.instance_id,
@@ -278,6 +276,11 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
             self._local.share = max(1, live)
             self._recovered()
 
+    def _local_try(self, local: LocalShare, plan: Plan) -> Permit | None:
+        if local.try_take(plan, time.monotonic_ns()):
+            return None
+        return self._local_permit(plan, 0.0)
+
     def _local_permit(self, plan: Plan, waited: float) -> Permit:
         req = plan.request
         local = self._local
@@ -295,12 +298,6 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
 
     def _refresh_s(self) -> float:
         return self.config.heartbeat_timeout_ms / 3000
-
-    def _plan(self, provider: str, model: str | None, tokens: int | None,
-              reports: bool = False) -> Plan:
-        plan = self._cached_plan(provider, model, tokens, reports)
-        self._publish(plan)
-        return plan
 
     def _cached_plan(self, provider: str, model: str | None, tokens: int | None,
                      reports: bool = False) -> Plan:

@@ -4,7 +4,9 @@ as text or JSON."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 import typer
 
@@ -44,11 +46,7 @@ def open_configured_store(cfg: Config) -> Store | None:
     try:
         if cfg.store and not cfg.store.startswith("sqlite:"):
             return open_store(cfg.store)
-        directory = cfg.runtime_dir
-        if cfg.store:
-            from urllib.parse import urlsplit
-
-            directory = type(directory)(urlsplit(cfg.store).path)
+        directory = Path(urlsplit(cfg.store).path) if cfg.store else cfg.runtime_dir
         if not (directory / DB_NAME).exists():
             return None
         return SqliteStore(directory, create=False)
