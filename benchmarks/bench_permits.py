@@ -66,6 +66,30 @@ def _timed_loop(ctx: TaskContext, op: Any) -> dict[str, Any]:
             "elapsed_s": elapsed, "acq": acq.tobytes(), "cyc": cyc.tobytes()}
 
 
+def warmed_loop(ctx: TaskContext, op: Any) -> dict[str, Any]:
+    """``_timed_loop`` after 20 untimed calls (limits published, statements and scripts
+    cached)."""
+    for _ in range(20):
+        op(array.array("q"), array.array("q"))
+    return _timed_loop(ctx, op)
+
+
+def timed_try(once: Any) -> Any:
+    """An op timing one ``once()`` call, a success when it returns true (acquire = cycle)."""
+    pc = time.perf_counter_ns
+
+    def op(acq: array.array[int], cyc: array.array[int]) -> bool:
+        t0 = pc()
+        got = once()
+        t1 = pc()
+        if got:
+            acq.append(t1 - t0)
+            cyc.append(t1 - t0)
+        return bool(got)
+
+    return op
+
+
 def permit_cycle(rt: Any) -> Any:
     """One timed ``with rt.permit("bench"): pass`` (acquire and whole-cycle latencies, ns)."""
     pc = time.perf_counter_ns
@@ -107,9 +131,7 @@ def task_ours(ctx: TaskContext) -> dict[str, Any]:
 
     op = try_cycle if ctx.params["mode"] == "try_permit" else cycle
     try:
-        for _ in range(20):  # warm: limits published, statements cached
-            op(array.array("q"), array.array("q"))
-        return _timed_loop(ctx, op) | {"start_failures": start_failures}
+        return warmed_loop(ctx, op) | {"start_failures": start_failures}
     finally:
         rt.close()
 
@@ -125,23 +147,10 @@ def _pyrate_limiter(ctx: TaskContext) -> Any:
 
 def task_pyrate(ctx: TaskContext) -> dict[str, Any]:
     limiter = _pyrate_limiter(ctx)
-    pc = time.perf_counter_ns
     kwargs: dict[str, Any] = ({"blocking": True, "timeout": 0} if ctx.params["mode"] == "timeout0"
                               else {"blocking": True})
-
-    def op(acq: array.array[int], cyc: array.array[int]) -> bool:
-        t0 = pc()
-        got = limiter.try_acquire("bench", **kwargs)
-        t1 = pc()
-        if got:
-            acq.append(t1 - t0)
-            cyc.append(t1 - t0)
-        return bool(got)
-
     try:
-        for _ in range(20):
-            op(array.array("q"), array.array("q"))
-        return _timed_loop(ctx, op)
+        return warmed_loop(ctx, timed_try(lambda: limiter.try_acquire("bench", **kwargs)))
     finally:
         limiter.close()
 

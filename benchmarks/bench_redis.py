@@ -22,7 +22,6 @@ used. Run: ``python benchmarks/bench_redis.py``. Results: ``benchmarks/results/b
 from __future__ import annotations
 
 import argparse
-import array
 import dataclasses
 import time
 from pathlib import Path
@@ -56,12 +55,8 @@ def _ours(ctx: TaskContext, rpm: int, burst: int) -> Any:
 
 def task_ours(ctx: TaskContext) -> dict[str, Any]:
     rt = _ours(ctx, bench_permits.RATE_PER_MIN, bench_permits.BURST)
-    cycle = bench_permits.permit_cycle(rt)
-
     try:
-        for _ in range(20):
-            cycle(array.array("q"), array.array("q"))
-        return bench_permits._timed_loop(ctx, cycle)
+        return bench_permits.warmed_loop(ctx, bench_permits.permit_cycle(rt))
     finally:
         rt.close()
 
@@ -93,21 +88,8 @@ def _peer(ctx: TaskContext, per: str, amount: int) -> tuple[Any, Any]:
 
 def task_peer(ctx: TaskContext) -> dict[str, Any]:
     once, close = _peer(ctx, "minute", bench_permits.RATE_PER_MIN)
-    pc = time.perf_counter_ns
-
-    def op(acq: array.array[int], cyc: array.array[int]) -> bool:
-        t0 = pc()
-        got = once()
-        t1 = pc()
-        if got:
-            acq.append(t1 - t0)
-            cyc.append(t1 - t0)
-        return bool(got)
-
     try:
-        for _ in range(20):
-            op(array.array("q"), array.array("q"))
-        return bench_permits._timed_loop(ctx, op)
+        return bench_permits.warmed_loop(ctx, bench_permits.timed_try(once))
     finally:
         close()
 
