@@ -80,6 +80,7 @@ class HeldLock:
         self.valid_until = sent + ttl_ns / 1e9  # monotonic, conservative (from the request)
         self.on_lost = on_lost
         self.lost: LockLostError | None = None
+        self._lost_lock = threading.RLock()  # reentrant: ``on_lost`` may call ``ensure``
         self.released = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -117,25 +118,33 @@ class HeldLock:
         return True
 
     def _mark_lost(self, reason: str) -> None:
-        if self.lost is not None:
-            return
-        self.lost = LockLostError(self.resource, self.token, reason)
+        # Once, whichever thread notices first; ``on_lost`` runs before anyone else is told
+        # (``_lost_now`` waits for it), so a caller that sees the loss knows it was reported.
+        with self._lost_lock:
+            if self.lost is not None:
+                return
+            self.lost = LockLostError(self.resource, self.token, reason)
+            if self.on_lost is not None:
+                self.on_lost(self, self.lost)
         try:
             self._store.record_event("lock_lost", self.record.holder, {
                 "resource": self.resource, "token": self.token, "reason": reason,
                 "noticedBy": "holder"})
         except CrossInstanceError:
-            pass  # the store is what failed; the holder is told below all the same
-        if self.on_lost is not None:
-            self.on_lost(self, self.lost)
+            pass  # the store is what failed; the holder was told all the same
+
+    def _lost_now(self) -> LockLostError | None:
+        with self._lost_lock:
+            return self.lost
 
     def ensure(self) -> None:
         """Raise ``LockLostError`` unless the lock is surely still held (call it before each
         action the lock protects)."""
         if self.lost is None and not self.released and time.monotonic() >= self.valid_until:
             self.renew()
-        if self.lost is not None:
-            raise self.lost
+        lost = self._lost_now()
+        if lost is not None:
+            raise lost
         if self.released:
             raise LockLostError(self.resource, self.token, "it was released")
 
@@ -188,10 +197,11 @@ class HeldLock:
         await asyncio.to_thread(self._finish, et)
 
     def _finish(self, et: type[BaseException] | None) -> None:
-        if self.lost is None and not self.released:
+        lost = self._lost_now()
+        if lost is None and not self.released:
             self.release()
-        if self.lost is not None and et is None:
-            raise self.lost
+        if lost is not None and et is None:
+            raise lost
 
 
 class _PendingLock:
