@@ -86,11 +86,28 @@ class HeldLock:
         self._thread: threading.Thread | None = None
         self._task: asyncio.Task[None] | None = None
 
-    resource = property(lambda self: self.record.resource)
-    lock_id = property(lambda self: self.record.lock_id)
-    token = property(lambda self: self.record.token)
-    acquired_at = property(lambda self: self.record.acquired_wall_ms)
-    expires_at = property(lambda self: self.record.expires_wall_ms)
+    @property
+    def resource(self) -> str:
+        return self.record.resource
+
+    @property
+    def lock_id(self) -> str:
+        return self.record.lock_id
+
+    @property
+    def token(self) -> int:
+        """The fencing token: pass it to what the lock protects."""
+        return self.record.token
+
+    @property
+    def acquired_at(self) -> int:
+        """Wall-clock ms, as in the seed's ``acquiredAt``."""
+        return self.record.acquired_wall_ms
+
+    @property
+    def expires_at(self) -> int:
+        """Wall-clock ms of the current expiry (it moves with each renewal)."""
+        return self.record.expires_wall_ms
 
     def __repr__(self) -> str:
         state = "lost" if self.lost else "released" if self.released else "held"

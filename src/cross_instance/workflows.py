@@ -110,12 +110,16 @@ class WorkflowFunctions:
         return self._require_store().claim_workflow(workflow_id, self.instance_id, take=take,
                                                     auto_claim=auto_claim, force=force)
 
-    def _held(self, claim: Claim, workflow_id: str, keep: bool = False) -> Workflow:
+    def _held(self, claim: Claim, workflow_id: str, keep: bool = False,
+              hint: str = "") -> Workflow:
+        """The handle of an allowed claim; ``WorkflowOwnedError`` naming the owner otherwise
+        (its reason followed by ``hint``)."""
         if not claim.allowed:
             owner = claim.before.owner if claim.before is not None else None
             raise WorkflowOwnedError(workflow_id, owner.instance_id if owner else "",
                                      owner.pid if owner else 0,
-                                     owner.domain.host if owner else "", claim.decision.reason)
+                                     owner.domain.host if owner else "",
+                                     claim.decision.reason + hint)
         return Workflow(self, workflow_id, claim.epoch, claim.decision.action.value, keep)
 
     def workflow(self, task_id: str, auto_claim: bool = True, keep: bool = False) -> Workflow:
@@ -132,16 +136,9 @@ class WorkflowFunctions:
         """Take ``task_id`` whatever its owner's state when that owner is gone (seed
         ``ul_workflow_force_claim``); with ``allow_live`` also from a live owner, whose next
         fenced write is then rejected. Recorded as a ``workflow_force_claimed`` event."""
-        force = Force.LIVE if allow_live else Force.DEAD
-        claim = self._claim(task_id, force=force)
-        if not claim.allowed:
-            owner = claim.before.owner if claim.before is not None else None
-            raise WorkflowOwnedError(
-                task_id, owner.instance_id if owner else "", owner.pid if owner else 0,
-                owner.domain.host if owner else "",
-                claim.decision.reason + "; force with allow_live=True (CLI: --live) to take it "
-                "from a live owner")
-        return Workflow(self, task_id, claim.epoch, claim.decision.action.value, keep=True)
+        claim = self._claim(task_id, force=Force.LIVE if allow_live else Force.DEAD)
+        return self._held(claim, task_id, keep=True, hint="; force with allow_live=True "
+                          "(CLI: --live) to take it from a live owner")
 
     def check_workflow_ownership(self, task_id: str, auto_claim: bool = True
                                  ) -> dict[str, Any]:
