@@ -3,28 +3,18 @@ once for the whole burst, and every process honours the cooldown."""
 
 from __future__ import annotations
 
-import multiprocessing
-
 from cross_instance.fakeprovider import FakeProvider
 from cross_instance.stores.sqlite.store import SqliteStore
 from tests.processes import workers
-
-CTX = multiprocessing.get_context("spawn")
+from tests.processes.spawn import run_together
 
 
 def test_storm_lowers_once_and_cools_everyone_down(tmp_path):
     state = tmp_path / "state"
     with FakeProvider(requests_per_minute=60, burst=4, header_style="none") as fake:
-        barrier, out = CTX.Barrier(4), CTX.Queue()
-        procs = [CTX.Process(target=workers.storm, args=(
-            str(state), f"s{i}", fake.base_url_openai + "/chat/completions", 3, barrier, out))
-            for i in range(4)]
-        for p in procs:
-            p.start()
-        results = [out.get(timeout=120) for _ in procs]
-        for p in procs:
-            p.join(timeout=30)
-            assert p.exitcode == 0
+        results = run_together(workers.storm, [
+            (str(state), f"s{i}", fake.base_url_openai + "/chat/completions", 3)
+            for i in range(4)])
     statuses = [s for _, codes, _ in results for s in codes]
     assert statuses.count(200) == 4 and statuses.count(429) == 8  # the provider's burst
     assert all(blocked for _, _, blocked in results)  # nobody sends into the cooldown

@@ -10,20 +10,13 @@ from cross_instance.core.limiter import RateSpec
 from cross_instance.runtime import Runtime
 from tests.helpers_runtime import make_config
 from tests.processes import workers
+from tests.processes.spawn import run_together
 
 CTX = multiprocessing.get_context("spawn")
 
 
 def run_workers(target, n, args_for):
-    barrier, out = CTX.Barrier(n), CTX.Queue()
-    procs = [CTX.Process(target=target, args=(*args_for(i), barrier, out)) for i in range(n)]
-    for p in procs:
-        p.start()
-    results = dict(out.get(timeout=120) for _ in procs)
-    for p in procs:
-        p.join(timeout=30)
-        assert p.exitcode == 0
-    return results
+    return dict(run_together(target, [args_for(i) for i in range(n)]))
 
 
 def test_every_window_stays_within_burst_plus_rate_and_nobody_starves(tmp_path, store_cfg):

@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import multiprocessing
-
+from tests.processes.spawn import run_together
 from tests.processes.workers import open_store_together
-
-CTX = multiprocessing.get_context("spawn")
 
 
 def test_simultaneous_first_opens(tmp_path):
     for round_ in range(3):
         state = tmp_path / f"state{round_}"
-        barrier, out = CTX.Barrier(8), CTX.Queue()
-        procs = [CTX.Process(target=open_store_together, args=(str(state), barrier, out))
-                 for _ in range(8)]
-        for p in procs:
-            p.start()
-        results = [out.get(timeout=60) for _ in procs]
-        for p in procs:
-            p.join(timeout=30)
+        results = run_together(open_store_together, [(str(state),)] * 8, timeout=60)
         assert results == ["ok"] * 8
