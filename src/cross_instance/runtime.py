@@ -389,7 +389,7 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
 
     def _send_releases(self, ids: Sequence[int]) -> None:
         assert self.store is not None
-        self.store.release(ids)
+        self.store.release(self.instance_id, ids)
 
     def _release_failed(self, err: Exception) -> None:
         self.log("Releasing permits of %s failed (will retry): %s", self.instance_id, err)

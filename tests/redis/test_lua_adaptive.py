@@ -23,7 +23,7 @@ durations = st.none() | st.integers(0, 90_000_000)
 
 @pytest.fixture(scope="module")
 def probe(shared_redis):
-    script = scripts.register(shared_redis, "adaptive_probe")
+    script = shared_redis.register_script(scripts.source("adaptive_probe"))
     return lambda query: script(keys=[], args=[json.dumps(query)])
 
 

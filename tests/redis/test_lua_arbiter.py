@@ -23,7 +23,7 @@ IDS = ["a", "b", "c"]
 
 @pytest.fixture(scope="module")
 def probe(shared_redis):
-    script = scripts.register(shared_redis, "arbiter_probe")
+    script = shared_redis.register_script(scripts.source("arbiter_probe"))
     return script
 
 

@@ -18,7 +18,7 @@ NOW = 1_764_000_000_000_000  # µs since the epoch, late 2025: the magnitude TIM
 
 @pytest.fixture(scope="module")
 def probe(shared_redis):
-    script = scripts.register(shared_redis, "limiter_probe")
+    script = shared_redis.register_script(scripts.source("limiter_probe"))
     return script
 
 

@@ -36,7 +36,7 @@ def test_burst_then_exact_wait(two, clock):
 
 def test_first_come_first_served_across_instances(two, clock):
     for g in (two.acquire(req("a"), None), two.acquire(req("a"), None)):
-        two.release([g.permit_id])  # slots back; the rate tokens stay spent
+        two.release("a", [g.permit_id])  # slots back; the rate tokens stay spent
     first = two.acquire(req("b"), None)
     assert isinstance(first, Waiting)
     clock.advance(RATE.interval_ns / 1e9)
@@ -70,8 +70,9 @@ def test_global_slots_are_capped_and_released(two):
     assert two.try_acquire(req("b", provider="q")) is None
     blocked = two.acquire(req("b", provider="q"), None)
     assert isinstance(blocked, Waiting) and blocked.slot_blocked
-    assert two.release([held[0].permit_id]) == 1
-    assert two.release([held[0].permit_id]) == 0  # idempotent, no double free
+    assert two.release("b", [held[0].permit_id]) == 0  # not b's
+    assert two.release("a", [held[0].permit_id]) == 1
+    assert two.release("a", [held[0].permit_id]) == 0  # idempotent, no double free
     assert isinstance(two.acquire(req("b", provider="q"), blocked.ticket), Granted)
 
 
@@ -115,7 +116,7 @@ def test_unregister_and_death_free_permits(two, clock):
     assert len(two.snapshot().permits) == 1
     two.unregister_instance("a")
     assert two.snapshot().permits == ()
-    assert two.release([g.permit_id]) == 0
+    assert two.release("a", [g.permit_id]) == 0
 
 
 def test_snapshot_and_reset(two):

@@ -108,9 +108,9 @@ class Store(Protocol):
         """Leave the queue. Idempotent."""
         ...
 
-    def release(self, permit_ids: Sequence[int]) -> int:
-        """Return the permits' slots; how many were still held (a permit already freed, its
-        owner judged dead, counts 0). Idempotent."""
+    def release(self, instance_id: str, permit_ids: Sequence[int]) -> int:
+        """Return the permits' slots; how many ``instance_id`` still held (a permit already
+        freed, its owner judged dead, or another instance's, counts 0). Idempotent."""
         ...
 
     def adjust_tokens(self, changes: Sequence[tuple[str, int]]) -> None:

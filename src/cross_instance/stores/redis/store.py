@@ -1,10 +1,8 @@
 """The Redis store: the same protocol as the SQLite store, for instances on many hosts.
 
-Being built operation by operation (issue 7; design in ``docs/redis-store.md``): the registry
-and the event log are here; permits, learning, workflows and locks follow, and until they do
-``open_store`` does not offer ``redis://``. Every operation is one Lua script (registered once,
-called by digest) that reads the server's clock; the store keeps microseconds and converts to
-the protocol's nanoseconds at this boundary.
+Every operation is one Lua script (registered once, called by digest; design in
+``docs/redis-store.md``) that reads the server's clock; the store keeps microseconds and
+converts to the protocol's nanoseconds at this boundary.
 """
 
 from __future__ import annotations
@@ -52,7 +50,7 @@ from cross_instance.errors import (
 )
 from cross_instance.stores import base
 from cross_instance.stores.permit_ids import new_permit_id
-from cross_instance.stores.redis import scripts
+from cross_instance.stores.redis.lane import ScriptLane
 from cross_instance.stores.redis.connection import (
     RedisLocation,
     call,
@@ -72,13 +70,12 @@ def _text(value: Any) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
-def _request_json(request: PermitRequest) -> str:
-    """A permit request as the scripts read it (runtimes reuse one request per plan, so it is
-    encoded once)."""
-    return json.dumps({"instance": request.instance_id, "provider": request.provider,
-                       "model": request.model, "rates": [list(r) for r in request.rates],
-                       "slots": list(request.slots), "tokens": request.tokens,
-                       "reports": request.reports})
+def _request_args(request: PermitRequest) -> tuple[str | int, ...]:
+    """A permit request as ``permit_ops.lua`` reads it (runtimes reuse one request per plan,
+    so this is built once)."""
+    return (request.instance_id, request.provider, request.model or "", request.tokens,
+            int(request.reports), len(request.rates), *(x for r in request.rates for x in r),
+            len(request.slots), *request.slots)
 
 
 def _pairs(flat: list[Any]) -> dict[str, str]:
@@ -100,7 +97,7 @@ class RedisStore:
         self.warnings = check_server(self.location, self.client)
         self._clock = clock  # tests move time by hand (ns); otherwise the server's TIME
         self.waiter_ttl_ns = waiter_ttl_ns
-        self._scripts = {name: scripts.register(self.client, name) for name in _OPERATIONS}
+        self._lane = ScriptLane(self.client, _OPERATIONS)
 
     # --- plumbing ---------------------------------------------------------------------------
     def now_ns(self) -> int:
@@ -112,9 +109,7 @@ class RedisStore:
         return "" if self._clock is None else str(self._clock() // 1000)
 
     def _run(self, name: str, *args: Any) -> Any:
-        script = self._scripts[name]
-        return call(self.location, script, keys=[],
-                    args=[self.prefix, self._now_arg(), *args])
+        return call(self.location, self._lane.run, name, self.prefix, self._now_arg(), *args)
 
     def _evidence(self, records: list[InstanceRecord]) -> str:
         """What probing this host's pids showed, for the scripts' liveness verdicts."""
@@ -167,8 +162,7 @@ class RedisStore:
         """Every record, or only ``instance_id``'s (then zero or one)."""
         args = [self.prefix] if instance_id is None else [self.prefix, instance_id]
         records = []
-        for iid, flat, models in call(self.location, self._scripts["list_instances"],
-                                      keys=[], args=args):
+        for iid, flat, models in call(self.location, self._lane.run, "list_instances", *args):
             h = _pairs(flat)
             active = []
             for field, value in _pairs(models).items():
@@ -212,12 +206,9 @@ class RedisStore:
     def _acquire(self, request: PermitRequest, ticket: int | None, queue: bool,
                  release: Sequence[int]) -> Granted | Waiting | None:
         permit_id = new_permit_id()
-        query = (f'{{"request":{_request_json(request)},'
-                 f'"ticket":{"null" if ticket is None else int(ticket)},'
-                 f'"queue":{"true" if queue else "false"},'
-                 f'"release":[{",".join(chr(34) + str(int(i)) + chr(34) for i in release)}],'
-                 f'"waiter_ttl":{self.waiter_ttl_ns // 1000},"permit_id":"{permit_id}"}}')
-        result = self._run("permit_ops", "acquire", query)
+        result = self._run("permit_ops", "acquire", permit_id, "" if ticket is None else ticket,
+                           int(queue), self.waiter_ttl_ns // 1000, len(release), *release,
+                           *_request_args(request))
         kind = _text(result[0])
         if kind == "not_registered":
             raise NotRegisteredError(
@@ -248,8 +239,8 @@ class RedisStore:
     def cancel_wait(self, ticket: int) -> None:
         self._permits("cancel", {"ticket": ticket})
 
-    def release(self, permit_ids: Sequence[int]) -> int:
-        return int(self._permits("release", {"ids": [str(i) for i in permit_ids]}))
+    def release(self, instance_id: str, permit_ids: Sequence[int]) -> int:
+        return int(self._run("permit_ops", "release", instance_id, *permit_ids))
 
     def adjust_tokens(self, changes: Sequence[tuple[str, int]]) -> None:
         if changes:
@@ -278,7 +269,7 @@ class RedisStore:
 
     def snapshot(self) -> Snapshot:
         instances = tuple(self.list_instances())
-        now, buckets, groups, permits, usage, waiting = self._permits("dump", {})
+        now, buckets, slots, permits, usage, waiting = self._permits("dump", {})
         now_ns = int(now) * 1000
         by_key: dict[str, dict[str, int]] = {}
         for key, flat in usage:
@@ -286,10 +277,12 @@ class RedisStore:
                 win, _, n = value.partition(" ")
                 by_key.setdefault(_text(key), {})[iid] = windowed(int(win), int(n), 0, now_ns)
         held = []
-        for pid, raw in _pairs(permits).items():
-            p = json.loads(raw)
-            held.append(PermitState(int(pid), p["instance"], p["provider"], p["model"],
-                                    int(p["tokens"]), int(p["granted"]) * 1000))
+        for iid, flat in permits:
+            for pid, raw in _pairs(flat).items():  # "granted_us tokens provider[\tmodel]"
+                granted, tokens, what = raw.split(" ", 2)
+                provider, _, model = what.partition("\t")
+                held.append(PermitState(int(pid), _text(iid), provider, model or None,
+                                        int(tokens), int(granted) * 1000))
         held.sort(key=lambda p: p.permit_id)
         used: dict[str, int] = {}
         for p in held:
@@ -306,8 +299,9 @@ class RedisStore:
                 int(h["cooldown_until"]) * 1000,
                 int(h["reported_limit"]) if "reported_limit" in h else None))
         return Snapshot(now_ns, instances, tuple(sorted(states, key=lambda b: b.key)),
-                        tuple(sorted((GroupState(_text(k), int(v), used.get(_text(k), 0))
-                                      for k, v in groups), key=lambda g: g.key)),
+                        tuple(sorted((GroupState(k[2:], int(v), used.get(k[2:], 0))
+                                      for k, v in _pairs(slots).items() if k.startswith("l:")),
+                                     key=lambda g: g.key)),
                         tuple(held), int(waiting))
 
     # --- workflows --------------------------------------------------------------------------
@@ -425,6 +419,7 @@ class RedisStore:
         return out
 
     def close(self) -> None:
+        self._lane.close()
         self.client.close()
 
     def drop_everything(self) -> int:

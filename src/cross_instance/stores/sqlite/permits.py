@@ -189,7 +189,7 @@ def acquire(conn: sqlite3.Connection, now: int, req: PermitRequest, ticket: int 
             ttl_ns: int, queue: bool = True, release_first: Sequence[int] = ()
             ) -> Granted | Waiting | None:
     if release_first:
-        release(conn, release_first)
+        release(conn, req.instance_id, release_first)
     if ticket is None:
         quick = _quick(conn, now, req)
         if quick is not None:
@@ -230,7 +230,6 @@ def adjust_tokens(conn: sqlite3.Connection, now: int, changes: Sequence[tuple[st
                      (tat, delta, key))
 
 
-def release(conn: sqlite3.Connection, permit_ids: Sequence[int]) -> int:
-    if len(permit_ids) == 1:
-        return int(conn.execute("DELETE FROM permits WHERE id=?", (permit_ids[0],)).rowcount)
-    return sum(conn.execute("DELETE FROM permits WHERE id=?", (i,)).rowcount for i in permit_ids)
+def release(conn: sqlite3.Connection, instance_id: str, permit_ids: Sequence[int]) -> int:
+    sql = "DELETE FROM permits WHERE id=? AND instance_id=?"
+    return sum(conn.execute(sql, (i, instance_id)).rowcount for i in permit_ids)

@@ -105,8 +105,9 @@ class SqliteStore:
     def cancel_wait(self, ticket: int) -> None:
         self.db.write(lambda c, now: c.execute("DELETE FROM waiters WHERE ticket=?", (ticket,)))
 
-    def release(self, permit_ids: Sequence[int]) -> int:
-        return self.db.write(lambda c, now: permits.release(c, permit_ids), "release")
+    def release(self, instance_id: str, permit_ids: Sequence[int]) -> int:
+        return self.db.write(lambda c, now: permits.release(c, instance_id, permit_ids),
+                             "release")
 
     def adjust_tokens(self, changes: Sequence[tuple[str, int]]) -> None:
         self.db.write(lambda c, now: permits.adjust_tokens(c, now, changes), "adjust_tokens")

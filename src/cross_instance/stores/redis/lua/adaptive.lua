@@ -1,6 +1,7 @@
 -- Learning a provider's real limit (AIMD, cooldowns, stated limits): the twin of
 -- core/adaptive.py (read its docstring for the rules), pinned to it by a differential property
--- test. Times in microseconds; rates are doubles, as Python floats are. Needs limiter.lua.
+-- test. Times in microseconds; rates are doubles, as Python floats are. Needs limiter.lua
+-- (whose ``effective`` applies the learned state to a bucket's spec).
 --
 -- state = {rate, decreased_at, last_429, last_increase, cooldown_until, reported_limit or nil}
 -- b = {floor, ceiling, reduction, recovery}
@@ -56,17 +57,4 @@ end
 
 local function synced_tat(tat, now, burst, t, remaining)
   return math.max(tat, now + math.max(0, burst - remaining) * t)
-end
-
--- The spec (per_minute, burst, interval) and TAT the limiter uses for a bucket.
-local function effective(per_minute, burst, tat, learned_rate, cooldown_until, slow_start)
-  if learned_rate ~= nil and learned_rate < per_minute then
-    local pm = math.max(1, math.floor(learned_rate))
-    burst = math.max(1, idiv(burst * pm, per_minute))
-    per_minute = pm
-  end
-  if slow_start and burst > 1 then burst = 1 end
-  local t = interval(per_minute)
-  if cooldown_until ~= 0 then tat = math.max(tat, cooldown_until + (burst - 1) * t) end
-  return per_minute, burst, t, tat
 end

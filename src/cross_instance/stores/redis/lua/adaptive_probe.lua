@@ -1,4 +1,4 @@
--- needs: json limiter adaptive
+-- needs: clock json limiter adaptive
 -- Apply one adaptive step to a JSON state (tests only: the differential test of adaptive.lua).
 local q = cjson.decode(ARGV[1])
 local function opt(v) if v == cjson.null then return nil end return v end

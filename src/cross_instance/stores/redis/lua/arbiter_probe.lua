@@ -1,4 +1,4 @@
--- needs: json limiter arbiter
+-- needs: clock json limiter arbiter
 -- Decide one request from a JSON state (tests only: the differential test of arbiter.lua).
 local state = cjson.decode(ARGV[1])
 local function need(n)

@@ -1,4 +1,4 @@
--- needs: json limiter permits registry ownership
+-- needs: clock json limiter slots permits registry ownership
 -- ARGV: prefix, now, workflow id, caller id, claim 0/1, auto_claim 0/1, force, here, evidence
 local P, now, wid, cid = ARGV[1], clock(ARGV[2]), ARGV[3], ARGV[4]
 local here, evidence = cjson.decode(ARGV[8]), cjson.decode(ARGV[9])

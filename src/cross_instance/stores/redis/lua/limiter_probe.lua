@@ -1,4 +1,4 @@
--- needs: json limiter
+-- needs: clock limiter
 -- Evaluate every limiter function for one input (tests only: the differential test).
 local per_minute, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
 local tat, now, cost, tokens = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]),

@@ -1,4 +1,4 @@
--- needs: json limiter permits registry ownership locks
+-- needs: clock json limiter slots permits registry ownership locks
 -- ARGV: prefix, now, op, then per op:
 --   acquire: res, caller, ttl, ticket|"", wait 0/1, waiter ttl, new lock id, here, evidence
 --   renew: res, lock id, ttl | release: res, lock id | cancel: ticket

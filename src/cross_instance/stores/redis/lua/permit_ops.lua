@@ -1,43 +1,153 @@
--- needs: json limiter arbiter adaptive permits registry
--- ARGV: prefix, now, op, then one JSON argument for the op (see store.py).
+-- needs: clock limiter slots
+-- ARGV: prefix, now, op, then the op's arguments: flat for "acquire" and "release" (see
+-- store.py), one JSON value for the others.
+--
+-- The uncontended acquire (nobody queued, nothing reserved, the request fits now) is decided
+-- here, before the other libraries are defined: defining them costs more than the decision,
+-- and this path is most permits, so it makes as few calls as it can.
 local P, now, op = ARGV[1], clock(ARGV[2]), ARGV[3]
-local q = cjson.decode(ARGV[4])
 
+-- acquire: permit_id, ticket or "", queue (1/0), waiter_ttl, n, n permit ids to release, then
+-- the request: instance, provider, model or "", tokens, reports (1/0), n, n (bucket, cost),
+-- n, n slot groups.
+local function acquire_args()
+  local n_release = tonumber(ARGV[8])
+  local release = {}
+  for k = 1, n_release do release[k] = ARGV[8 + k] end
+  local i = 9 + n_release
+  local req = {instance = ARGV[i], provider = ARGV[i + 1], tokens = tonumber(ARGV[i + 3]),
+               reports = ARGV[i + 4] == "1", rates = {}, slots = {}}
+  if ARGV[i + 2] ~= "" then req.model = ARGV[i + 2] end
+  local n = tonumber(ARGV[i + 5])
+  i = i + 6
+  for k = 1, n do
+    req.rates[k] = {ARGV[i], tonumber(ARGV[i + 1])}
+    i = i + 2
+  end
+  n = tonumber(ARGV[i])
+  for k = 1, n do req.slots[k] = ARGV[i + k] end
+  return req, release
+end
+
+-- A bucket as the limiter sees it now: {key, per_minute, win, cur, prev} and its effective
+-- spec {burst, t, per_minute} and TAT, or nil if nothing was published for it.
+local function bucket_now(key, reports)
+  local v = redis.call("HMGET", P .. "b:" .. key, "per_minute", "burst", "tat", "win", "cur",
+    "prev", "lrate", "cooldown_until", "probed")
+  if not v[1] then return nil end
+  local slow = reports and v[9] ~= "1" and string.sub(key, 1, 2) == "r:"
+  local pm, burst, t, tat = effective(tonumber(v[1]), tonumber(v[2]), tonumber(v[3]),
+    tonumber(v[7]), tonumber(v[8]), slow)
+  return {key = key, per_minute = tonumber(v[1]), win = tonumber(v[4]), cur = tonumber(v[5]),
+          prev = tonumber(v[6])}, {burst = burst, t = t, per_minute = pm}, tat
+end
+
+-- Spend ``cost`` from bucket ``key`` (interval ``t``, effective TAT ``tat``; ``win``, ``cur``
+-- and ``prev`` its minute counts as stored); returns its count over the last minute.
+local function spend(key, cost, t, tat, win, cur, prev)
+  local this = idiv(now, US_PER_MINUTE)
+  if win == this then cur = cur + cost
+  elseif win == this - 1 then prev, cur = cur, cost
+  else prev, cur = 0, cost end
+  redis.call("HSET", P .. "b:" .. key, "tat", consume(tat, now, t, cost), "win", this,
+    "cur", cur, "prev", prev)
+  return windowed(this, cur, prev, now)
+end
+
+-- The uncontended case, as arbiter.fits_now, read straight from ARGV: a grant, or nil to let
+-- the full path decide (which also gives every refusal, error and resent call its answer).
+-- Releases are done either way. Most permits take this path, so it allocates little, and a
+-- release and a grant of the same kind (the steady state) leave the slot counts unwritten.
+local function acquire_at_once()
+  local A = ARGV
+  local n_release = tonumber(A[8])
+  local i = 9 + n_release  -- the request's fields
+  local instance, provider, model = A[i], A[i + 1], A[i + 2]
+  if redis.call("EXISTS", P .. "i:" .. instance) == 0 then return nil end
+  local reports, n_rates = A[i + 4] == "1", tonumber(A[i + 5])
+  local found = {}  -- per bucket: {its fields, interval, effective TAT}
+  for k = 1, n_rates do
+    local key, cost = A[i + 4 + 2 * k], tonumber(A[i + 5 + 2 * k])
+    local v = redis.call("HMGET", P .. "b:" .. key, "per_minute", "burst", "tat", "lrate",
+      "cooldown_until", "probed", "win", "cur", "prev")
+    if not v[1] then return nil end
+    local slow = reports and v[6] ~= "1" and string.sub(key, 1, 2) == "r:"
+    local _, burst, t, tat = effective(tonumber(v[1]), tonumber(v[2]), tonumber(v[3]),
+      tonumber(v[4]), tonumber(v[5]), slow)
+    if cost > burst or not admits(tat, now, burst, t, cost) then return nil end
+    found[k] = {v, t, tat}
+  end
+  if redis.call("ZCARD", P .. "waiters") > 0 then return nil end
+  local pm = P .. "pm:" .. instance
+  if model == "" then model = nil end
+  local what = model == nil and provider or provider .. "\t" .. model
+  local same = 0  -- released permits of this provider and model (others are counted here)
+  if n_release > 0 then
+    local held = redis.call("HMGET", pm, unpack(A, 9, 8 + n_release))
+    redis.call("HDEL", pm, unpack(A, 9, 8 + n_release))
+    for k = 1, n_release do
+      if held[k] then
+        local _, _, p, m = parse_permit(held[k])
+        if p == provider and m == model then
+          same = same + 1
+        else
+          for _, g in ipairs(permit_groups(p, m)) do
+            redis.call("HINCRBY", P .. "slots", "u:" .. g, -1)
+          end
+        end
+      end
+    end
+  end
+  local at = i + 6 + 2 * n_rates  -- the number of slot groups, then the groups
+  local n_slots = tonumber(A[at])
+  local fields = {"reserving"}
+  for k = 1, n_slots do
+    fields[2 * k], fields[2 * k + 1] = "l:" .. A[at + k], "u:" .. A[at + k]
+  end
+  local v = redis.call("HMGET", P .. "slots", unpack(fields))
+  local fits = (tonumber(v[1]) or 0) <= 0
+  for k = 1, n_slots do  -- the request's groups are all its permit's, so each has ``same`` less
+    if v[2 * k] and (tonumber(v[2 * k + 1]) or 0) - same + 1 > tonumber(v[2 * k]) then
+      fits = false
+    end
+  end
+  if fits then  -- recorded only if this id is new: a resent call is answered by the full path
+    fits = redis.call("HSETNX", pm, ARGV[4], permit_value(now, A[i + 3], provider, model)) == 1
+  end
+  local net = (fits and 1 or 0) - same
+  if net ~= 0 then
+    for _, g in ipairs(permit_groups(provider, model)) do
+      redis.call("HINCRBY", P .. "slots", "u:" .. g, net)
+    end
+  end
+  if not fits then return nil end
+  local usage = 0
+  for k = 1, n_rates do
+    local f = found[k]
+    local n = spend(A[i + 4 + 2 * k], tonumber(A[i + 5 + 2 * k]), f[2], f[3],
+      tonumber(f[1][7]), tonumber(f[1][8]), tonumber(f[1][9]))
+    if k == 1 then usage = n end
+  end
+  return {"granted", now, usage, tonumber(found[1][1][1])}
+end
+
+local req, release
+if op == "acquire" then
+  if ARGV[5] == "" then
+    local granted = acquire_at_once()
+    if granted then return granted end
+  end
+  req, release = acquire_args()
+elseif op == "release" then  -- instance, permit ids
+  local n = 0
+  for k = 5, #ARGV do n = n + drop_permit(P, ARGV[4], ARGV[k]) end
+  return n
+end
+
+-- then needs: json arbiter adaptive permits registry
 local function opt(v) if v == cjson.null then return nil end return v end
 
-local function effective_spec(b, reports)
-  local slow = reports and not b.probed and starts_with(b.key, "r:")
-  local pm, burst, t, tat = effective(b.per_minute, b.burst, b.tat, b.lrate,
-    b.cooldown_until, slow)
-  return {burst = burst, t = t, per_minute = pm}, tat
-end
-
--- Take the request's tokens (``mine[i]`` = {bucket, spec}, ``tats[i]`` its effective TAT)
--- and its slot; the permit is recorded under the caller's id.
-local function grant(req, mine, tats, permit_id, ticket)
-  local win = idiv(now, US_PER_MINUTE)
-  local usage, lim = 0, 0
-  for i, r in ipairs(req.rates) do
-    local b, spec = mine[i][1], mine[i][2]
-    local tat = consume(tats[i], now, spec.t, r[2])
-    local cur, prev = b.cur, b.prev
-    if b.win == win then cur = cur + r[2]
-    elseif b.win == win - 1 then prev, cur = cur, r[2]
-    else prev, cur = 0, r[2] end
-    redis.call("HSET", P .. "b:" .. r[1], "tat", tat, "win", win, "cur", cur, "prev", prev)
-    if i == 1 then usage, lim = windowed(win, cur, prev, now), b.per_minute end
-  end
-  redis.call("HSET", P .. "permits", permit_id, string.format(
-    '{"granted":%d,"instance":%s,"model":%s,"provider":%s,"tokens":%d}', now,
-    cjson.encode(req.instance), json_value(req.model), cjson.encode(req.provider), req.tokens))
-  redis.call("SADD", P .. "pi:" .. req.instance, permit_id)
-  for _, g in ipairs(permit_groups(req.provider, req.model)) do
-    redis.call("INCR", P .. "used:" .. g)
-  end
-  if ticket ~= nil then drop_waiter(P, tostring(ticket)) end
-  return {"granted", now, usage, lim}
-end
-
+local q = op ~= "acquire" and cjson.decode(ARGV[4]) or nil
 if op == "publish" then  -- q = {instance, rates = {{key, per_minute, burst}}, groups = {{key, lim}}}
   local keys = {}
   for _, r in ipairs(q.rates) do
@@ -53,9 +163,7 @@ if op == "publish" then  -- q = {instance, rates = {{key, per_minute, burst}}, g
   end
   for _, g in ipairs(q.groups) do
     redis.call("HSET", P .. "lim:" .. g[1], q.instance, g[2] .. " 0")
-    if redis.call("SETNX", P .. "g:" .. g[1], g[2]) == 1 then
-      redis.call("SADD", P .. "gkeys", g[1])
-    end
+    redis.call("HSETNX", P .. "slots", "l:" .. g[1], g[2])
     redis.call("SADD", P .. "limkeys:" .. q.instance, g[1])
     keys[#keys + 1] = g[1]
   end
@@ -63,49 +171,28 @@ if op == "publish" then  -- q = {instance, rates = {{key, per_minute, burst}}, g
   return 1
 
 elseif op == "acquire" then
-  -- q = {request = {instance, provider, model, rates, slots, tokens, reports}, ticket,
-  --      queue, release = {ids}, waiter_ttl, permit_id}
-  local req = q.request
-  local ticket = opt(q.ticket)
+  local ticket = tonumber(ARGV[5])
+  local permit_id, waiter_ttl = ARGV[4], tonumber(ARGV[7])
   -- a retry of a call whose reply was lost (redis-py resends it after a dropped connection):
   -- the permit exists already, so answer as before instead of granting a second one
-  local earlier = redis.call("HGET", P .. "permits", q.permit_id)
+  local earlier = redis.call("HGET", P .. "pm:" .. req.instance, permit_id)
   if earlier then
-    local p = cjson.decode(earlier)
-    return {"granted", p.granted, 0, 0}
+    local granted_at = parse_permit(earlier)
+    return {"granted", granted_at, 0, 0}
   end
   -- refuse what can never be granted before changing anything (nothing released then)
   if redis.call("EXISTS", P .. "i:" .. req.instance) == 0 then return {"not_registered"} end
   local mine = {}
   for i, r in ipairs(req.rates) do
-    local b = load_bucket(P, r[1])
+    local b, spec, tat = bucket_now(r[1], req.reports)
     if b == nil then return {"error", "no limit published for bucket " .. r[1]} end
-    local spec, tat = effective_spec(b, req.reports)
     if r[2] > spec.burst then
       return {"impossible", r[2] .. " tokens requested from " .. r[1] .. " but its burst is "
         .. spec.burst}
     end
     mine[i] = {b, spec, tat}
   end
-  for _, id in ipairs(q.release) do drop_permit(P, id) end
-  -- the uncontended case (nobody queued, nothing reserved): decided from the request's own
-  -- buckets and groups, as arbiter.fits_now, without loading the queue
-  local fits = ticket == nil and redis.call("ZCARD", P .. "waiters") == 0
-    and (tonumber(redis.call("GET", P .. "reserving")) or 0) <= 0
-  for _, g in ipairs(fits and req.slots or {}) do
-    local lim = tonumber(redis.call("GET", P .. "g:" .. g))
-    if lim ~= nil and (tonumber(redis.call("GET", P .. "used:" .. g)) or 0) + 1 > lim then
-      fits = false
-    end
-  end
-  for i, r in ipairs(fits and req.rates or {}) do
-    fits = fits and admits(mine[i][3], now, mine[i][2].burst, mine[i][2].t, r[2])
-  end
-  if fits then
-    local tats = {}
-    for i, r in ipairs(req.rates) do tats[i] = mine[i][3] end
-    return grant(req, mine, tats, q.permit_id, nil)
-  end
+  for _, id in ipairs(release) do drop_permit(P, req.instance, id) end
   -- the live queue (silent waiters leave it)
   local waiters, keyset = {}, {}
   for _, r in ipairs(req.rates) do keyset[r[1]] = true end
@@ -113,7 +200,7 @@ elseif op == "acquire" then
   for _, t in ipairs(redis.call("ZRANGE", P .. "waiters", 0, -1)) do
     local w = redis.call("HMGET", P .. "w:" .. t, "instance", "rates", "slots", "seen")
     local tn = tonumber(t)
-    if tonumber(w[4]) < now - q.waiter_ttl and tn ~= ticket then
+    if tonumber(w[4]) < now - waiter_ttl and tn ~= ticket then
       drop_waiter(P, t)
     else
       local rates = cjson.decode(w[2])
@@ -127,40 +214,34 @@ elseif op == "acquire" then
   local specs, tats = {}, {}
   for i, r in ipairs(req.rates) do specs[r[1]], tats[r[1]] = mine[i][2], mine[i][3] end
   for key in pairs(keyset) do  -- the waiters' other buckets
-    local b = specs[key] == nil and load_bucket(P, key)
-    if b then specs[key], tats[key] = effective_spec(b, req.reports) end
-  end
-  local limit, used, held = {}, {}, {}
-  for _, g in ipairs(redis.call("SMEMBERS", P .. "gkeys")) do
-    limit[g] = tonumber(redis.call("GET", P .. "g:" .. g))
-  end
-  for g in pairs(limit) do used[g] = tonumber(redis.call("GET", P .. "used:" .. g)) or 0 end
-  for _, w in ipairs(waiters) do
-    for _, g in ipairs(w.slots) do
-      used[g] = used[g] or tonumber(redis.call("GET", P .. "used:" .. g)) or 0
+    if specs[key] == nil then
+      local b, spec, tat = bucket_now(key, req.reports)
+      if b then specs[key], tats[key] = spec, tat end
     end
   end
-  for _, g in ipairs(req.slots) do
-    used[g] = used[g] or tonumber(redis.call("GET", P .. "used:" .. g)) or 0
+  local limit, used, reserving = {}, {}, 0
+  local slots = redis.call("HGETALL", P .. "slots")
+  for i = 1, #slots, 2 do
+    local field, n = slots[i], tonumber(slots[i + 1])
+    local kind, g = string.sub(field, 1, 2), string.sub(field, 3)
+    if kind == "l:" then limit[g] = n elseif kind == "u:" then used[g] = n
+    else reserving = n end
   end
-  for _, id in ipairs(redis.call("SMEMBERS", P .. "ids")) do
-    held[id] = redis.call("SCARD", P .. "pi:" .. id)
-  end
-  local holders = {}
-  local instances, any_reserved = {}, false
+  local instances, held = {}, {}
   for _, id in ipairs(redis.call("SMEMBERS", P .. "ids")) do
     local v = redis.call("HMGET", P .. "i:" .. id, "reserved", "priority")
     if v[1] then
       instances[#instances + 1] = {id, tonumber(v[1]), tonumber(v[2])}
-      if tonumber(v[1]) > 0 then any_reserved = true end
+      held[id] = redis.call("HLEN", P .. "pm:" .. id)
     end
   end
-  if #waiters > 0 or any_reserved then
+  local holders = {}
+  if #waiters > 0 or reserving > 0 then
     local total = limit[GLOBAL_GROUP] or BIG
     local priorities = {}
     for i, inst in ipairs(instances) do priorities[i] = inst[3] end
     for _, inst in ipairs(instances) do
-      holders[inst[1]] = {used = held[inst[1]] or 0, reserved = inst[2],
+      holders[inst[1]] = {used = held[inst[1]], reserved = inst[2],
                           share = weighted_share(total, inst[3], priorities)}
     end
   end
@@ -169,11 +250,19 @@ elseif op == "acquire" then
                holders = holders}
   local granted, at, slot_blocked, ahead, reason = arbitrate(me, waiters, cap, now)
   if granted then
+    if ticket ~= nil then drop_waiter(P, tostring(ticket)) end
     local list = {}
     for i, r in ipairs(req.rates) do list[i] = tats[r[1]] end
-    return grant(req, mine, list, q.permit_id, ticket)
+    add_permit(P, req.instance, permit_id, now, req.tokens, req.provider, req.model)
+    local usage = 0
+    for i, r in ipairs(req.rates) do
+      local b, spec = mine[i][1], mine[i][2]
+      local n = spend(r[1], r[2], spec.t, list[i], b.win, b.cur, b.prev)
+      if i == 1 then usage = n end
+    end
+    return {"granted", now, usage, mine[1][1].per_minute}
   end
-  if not q.queue then return {"none"} end
+  if ARGV[6] ~= "1" then return {"none"} end
   if ticket == nil then
     ticket = redis.call("INCR", P .. "wseq")
     redis.call("ZADD", P .. "waiters", ticket, ticket)
@@ -188,11 +277,6 @@ elseif op == "acquire" then
 elseif op == "cancel" then
   drop_waiter(P, tostring(q.ticket))
   return 1
-
-elseif op == "release" then
-  local n = 0
-  for _, id in ipairs(q.ids) do n = n + drop_permit(P, id) end
-  return n
 
 elseif op == "adjust" then  -- q = {{key, delta}, ...}
   for _, c in ipairs(q) do
@@ -282,15 +366,16 @@ elseif op == "record" then
   return changes
 
 elseif op == "dump" then  -- everything a snapshot shows, in one consistent read
-  local buckets, groups, usage = {}, {}, {}
+  local buckets, usage = {}, {}
   for _, key in ipairs(redis.call("SMEMBERS", P .. "bkeys")) do
     buckets[#buckets + 1] = {key, redis.call("HGETALL", P .. "b:" .. key)}
     usage[#usage + 1] = {key, redis.call("HGETALL", P .. "u:" .. key)}
   end
-  for _, key in ipairs(redis.call("SMEMBERS", P .. "gkeys")) do
-    groups[#groups + 1] = {key, redis.call("GET", P .. "g:" .. key)}
+  local permits = {}
+  for _, id in ipairs(redis.call("SMEMBERS", P .. "ids")) do
+    permits[#permits + 1] = {id, redis.call("HGETALL", P .. "pm:" .. id)}
   end
-  return {now, buckets, groups, redis.call("HGETALL", P .. "permits"), usage,
+  return {now, buckets, redis.call("HGETALL", P .. "slots"), permits, usage,
           redis.call("ZCARD", P .. "waiters")}
 end
 return redis.error_reply("unknown operation " .. op)

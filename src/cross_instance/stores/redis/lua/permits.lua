@@ -1,29 +1,11 @@
--- Limits, buckets, slot groups, permits and the queue on Redis (the SQLite store's permits.py
--- and learning.py, with the decisions of arbiter.lua and adaptive.lua). Keys:
--- P.."lim:"..key hash instance -> "a b" (published limits), P.."limkeys:"..id,
--- P.."b:"..key bucket hash, P.."bkeys" set, P.."g:"..key slot limit, P.."gkeys" set,
--- P.."permits" hash id -> JSON, P.."pi:"..id permit ids of an instance,
--- P.."waiters" zset of tickets, P.."w:"..ticket hash, P.."ww:"..id, P.."wseq",
+-- Limits, buckets and the queue on Redis (the SQLite store's permits.py and learning.py, with
+-- the decisions of arbiter.lua and adaptive.lua; held permits and slot counts: slots.lua).
+-- Keys: P.."lim:"..key hash instance -> "a b" (published limits), P.."limkeys:"..id,
+-- P.."b:"..key bucket hash, P.."bkeys" set, P.."waiters" zset of tickets,
+-- P.."w:"..ticket hash, P.."ww:"..id, P.."wseq",
 -- P.."u:"..key hash instance -> "win count" (usage from heartbeats), P.."ukeys:"..id.
 
-local US_PER_MINUTE = 60000000
 local BIG = 1073741824  -- 1 << 30: "no global limit"
-
-local function round_half_even(x)
-  local f = math.floor(x)
-  local d = x - f
-  if d > 0.5 then return f + 1 elseif d < 0.5 then return f end
-  if f % 2 == 0 then return f end
-  return f + 1
-end
-
-local function windowed(win, cur, prev, now)  -- core/window.windowed in µs
-  local this_win = idiv(now, US_PER_MINUTE)
-  if win == this_win - 1 then cur, prev = 0, cur
-  elseif win ~= this_win then return 0 end
-  local frac = (now - this_win * US_PER_MINUTE) / US_PER_MINUTE
-  return round_half_even(cur + prev * (1.0 - frac))
-end
 
 local function weighted_share(total, my_priority, priorities)
   local weight = 0
@@ -59,7 +41,7 @@ local function recompute_limit(P, key)  -- the strictest limit among those who p
   if starts_with(key, "r:") or starts_with(key, "t:") then
     redis.call("HSET", P .. "b:" .. key, "per_minute", a, "burst", b)
   else
-    redis.call("SET", P .. "g:" .. key, a)
+    redis.call("HSET", P .. "slots", "l:" .. key, a)
   end
 end
 
@@ -70,29 +52,10 @@ local function drop_waiter(P, ticket)
   if inst then redis.call("SREM", P .. "ww:" .. inst, ticket) end
 end
 
--- The slot groups a permit occupies (as the SQLite store counts them: a permit without a
--- model counts in the "m:<provider>/None" group, which nothing limits).
-local function permit_groups(provider, model)
-  if model == nil or model == cjson.null then model = "None" end
-  return {"*", "p:" .. provider, "m:" .. provider .. "/" .. model}
-end
-
-local function drop_permit(P, id)
-  local raw = redis.call("HGET", P .. "permits", id)
-  if not raw then return 0 end
-  local p = cjson.decode(raw)
-  redis.call("HDEL", P .. "permits", id)
-  redis.call("SREM", P .. "pi:" .. p.instance, id)
-  for _, g in ipairs(permit_groups(p.provider, p.model)) do
-    redis.call("DECR", P .. "used:" .. g)  -- slots in use per group, kept with the permits
-  end
-  return 1
-end
-
 -- What an instance held besides its record (called by remove_instance's caller).
 local function drop_holdings(P, id)
-  for _, pid in ipairs(redis.call("SMEMBERS", P .. "pi:" .. id)) do drop_permit(P, pid) end
-  redis.call("DEL", P .. "pi:" .. id)
+  for _, pid in ipairs(redis.call("HKEYS", P .. "pm:" .. id)) do drop_permit(P, id, pid) end
+  redis.call("DEL", P .. "pm:" .. id)
   for _, t in ipairs(redis.call("SMEMBERS", P .. "ww:" .. id)) do drop_waiter(P, t) end
   redis.call("DEL", P .. "ww:" .. id)
   for _, key in ipairs(redis.call("SMEMBERS", P .. "ukeys:" .. id)) do

@@ -1,4 +1,4 @@
--- needs: json limiter permits registry
+-- needs: clock json limiter slots permits registry
 -- ARGV: prefix, now (µs or ""), record JSON, here JSON, evidence JSON
 local P, now = ARGV[1], clock(ARGV[2])
 local r, here, evidence = cjson.decode(ARGV[3]), cjson.decode(ARGV[4]), cjson.decode(ARGV[5])
@@ -18,6 +18,6 @@ redis.call("HSET", P .. "i:" .. r.id, "host", r.host, "boot", r.boot, "pidns", r
   "hb_wall_ms", wall_ms(), "lease_us", r.lease_us, "priority", r.priority,
   "reserved", r.reserved, "pending", r.pending, "latency", r.latency, "orch", r.orch)
 redis.call("SADD", P .. "ids", r.id)
-if tonumber(r.reserved) > 0 then redis.call("INCR", P .. "reserving") end
+if tonumber(r.reserved) > 0 then redis.call("HINCRBY", P .. "slots", "reserving", 1) end
 add_event(P, "instance_up", r.id, encode_flat({host = r.host, pid = r.pid}))
 return {"ok", now}

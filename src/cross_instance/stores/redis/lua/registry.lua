@@ -5,17 +5,6 @@
 
 local EVENTS_KEPT = 10000
 
-local function clock(arg)  -- the injected test clock (µs) or the server's
-  if arg ~= nil and arg ~= "" then return tonumber(arg) end
-  local t = redis.call("TIME")
-  return tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
-
-local function wall_ms()
-  local t = redis.call("TIME")
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-
 local function add_event(P, kind, instance_id, data_json)
   local id = redis.call("INCR", P .. "evseq")
   local event = encode_flat({id = id, wall_ms = wall_ms(), kind = kind,
@@ -85,7 +74,9 @@ local function remove_instance(P, id, kind, reason)
   end
   drop_holdings(P, id)
   local reserved = tonumber(redis.call("HGET", P .. "i:" .. id, "reserved"))
-  if reserved ~= nil and reserved > 0 then redis.call("DECR", P .. "reserving") end
+  if reserved ~= nil and reserved > 0 then
+    redis.call("HINCRBY", P .. "slots", "reserving", -1)
+  end
   redis.call("DEL", P .. "am:" .. id)
   local gone = redis.call("DEL", P .. "i:" .. id) > 0
   redis.call("SREM", P .. "ids", id)
