@@ -2,7 +2,9 @@
 a team would otherwise put on the same Redis (127.0.0.1:6379), in the same run.
 
 Throughput (capacity always free: 10,000,000/min, burst 10,000), 1, 2, 4 and 8 processes, one
-thread each, ``--duration`` s per run:
+thread each, ``--duration`` s per run. The systems run side by side for each process count,
+``--rounds`` times in turn (this machine's speed drifts; interleaving spreads the drift over
+all of them), and the median round of each is reported:
 
 * ours: ``with rt.permit("bench"): pass`` with ``PI_STORE_URL`` on the Redis (one EVALSHA per
   cycle: the release travels with the next acquire);
@@ -139,7 +141,9 @@ def task_window_peer(ctx: TaskContext) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=3.0, help="seconds per throughput run")
+    parser.add_argument("--duration", type=float, default=2.0, help="seconds per throughput run")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="runs of each system per process count (the median is kept)")
     parser.add_argument("--window-duration", type=float, default=10.0)
     args = parser.parse_args()
     info = common.machine_info()
@@ -147,16 +151,23 @@ def main() -> None:
     pool = WorkerPool(max(COUNTS), (*COUNTS,))
     rows: list[dict[str, Any]] = []
     windows: list[dict[str, Any]] = []
+    systems = [("ours permit (Redis)", task_ours, {}),
+               ("limits moving window (Redis)", task_peer, {"peer": "limits"}),
+               ("pyrate-limiter RedisBucket", task_peer, {"peer": "pyrate"}),
+               ("raw EVALSHA 'return 1'", task_peer, {"peer": "raw"})]
     try:
-        for system, task, params in [
-                ("ours permit (Redis)", task_ours, {}),
-                ("limits moving window (Redis)", task_peer, {"peer": "limits"}),
-                ("pyrate-limiter RedisBucket", task_peer, {"peer": "pyrate"}),
-                ("raw EVALSHA 'return 1'", task_peer, {"peer": "raw"})]:
-            for n in COUNTS:
-                row = bench_permits.summarize(system, n, pool.run(task, n, args.duration, params))
+        for n in COUNTS:  # systems side by side, round after round: drift hits all alike
+            runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in systems}
+            for _ in range(args.rounds):
+                for system, task, params in systems:
+                    runs[system].append(bench_permits.summarize(
+                        system, n, pool.run(task, n, args.duration, params)))
+            for system, _, _ in systems:
+                row = _median_run(runs[system])
                 rows.append(row)
-                print(f"  {system:32} {n} proc: {row['ok_per_s']:>10,.0f}/s", flush=True)
+                print(f"  {system:32} {n} proc: {row['ok_per_s']:>10,.0f}/s "
+                      f"(rounds: {', '.join(f'{r:,.0f}' for r in row['rounds_ok_per_s'])})",
+                      flush=True)
         for system, task, params in [
                 ("ours (Redis)", task_window_ours, {}),
                 ("limits moving window (Redis)", task_window_peer, {"peer": "limits"}),
@@ -190,10 +201,17 @@ def main() -> None:
           common.fmt(w["jain"], 3)] for w in windows])
     common.write_results(NAME, {
         "benchmark": NAME, "machine": info, "redis": REDIS, "duration_s": args.duration,
+        "rounds": args.rounds,
         "window_duration_s": args.window_duration,
         "wall_time_s": round(time.monotonic() - started, 1), "throughput": rows,
         "windows": windows})
     print(f"\n{common.machine_line(info)}\n\n{table}\n\n{wtable}\n")
+
+
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median throughput, noting every round's."""
+    ordered = sorted(runs, key=lambda r: r["ok_per_s"])
+    return ordered[len(ordered) // 2] | {"rounds_ok_per_s": [r["ok_per_s"] for r in runs]}
 
 
 def _cleanup() -> None:

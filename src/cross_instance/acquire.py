@@ -108,7 +108,32 @@ class AcquireLoop:
         return None if ticket is None else Call(self.store.cancel_wait, (ticket,))
 
 
-def run_sync(loop: Loop[T], wake: threading.Condition | None = None,
+class Wake:
+    """Wakes the acquirers of this process that sleep in ``run_sync`` when a permit is
+    released here (their next attempt carries the release). A release with nobody asleep
+    costs one attribute read; a waiter that misses a wake-up while falling asleep is bounded
+    by its own sleep, as with any condition variable."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._asleep = 0
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; True if woken by a release."""
+        with self._cond:
+            self._asleep += 1
+            try:
+                return self._cond.wait(seconds)
+            finally:
+                self._asleep -= 1
+
+    def notify(self) -> None:
+        if self._asleep:
+            with self._cond:
+                self._cond.notify_all()
+
+
+def run_sync(loop: Loop[T], wake: Wake | None = None,
              cancel: threading.Event | None = None) -> T:
     """Drive ``loop`` in this thread. ``wake`` is notified when a permit is released in this
     process; ``cancel`` set by another thread ends the wait with ``Cancelled``."""
@@ -132,8 +157,7 @@ def run_sync(loop: Loop[T], wake: threading.Condition | None = None,
             leave.fn(*leave.args)
 
 
-def _sleep(seconds: float, wake: threading.Condition | None, cancel: threading.Event | None
-           ) -> None:
+def _sleep(seconds: float, wake: Wake | None, cancel: threading.Event | None) -> None:
     end = time.monotonic() + seconds
     while True:
         if cancel is not None and cancel.is_set():
@@ -143,9 +167,8 @@ def _sleep(seconds: float, wake: threading.Condition | None, cancel: threading.E
             return
         chunk = min(left, CANCEL_POLL_S) if cancel is not None else left
         if wake is not None:
-            with wake:
-                if wake.wait(chunk):
-                    return  # a permit was released here: ask again now
+            if wake.wait(chunk):
+                return  # a permit was released here: ask again now
         else:
             time.sleep(chunk)
 

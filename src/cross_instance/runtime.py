@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from cross_instance import hostinfo
-from cross_instance.acquire import AcquireLoop, run_async, run_sync
+from cross_instance.acquire import AcquireLoop, Wake, run_async, run_sync
 from cross_instance.config import Config, load_config
 from cross_instance.core.ids import generate_instance_id
 from cross_instance.core.keys import Plan, plan_request
@@ -74,7 +74,7 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
         self._published: set[str] = set()
         self._usage: dict[str, SlidingCount] = {}
         self._plans: dict[tuple[str, str | None, int | None, bool], Plan] = {}
-        self._wake = threading.Condition()
+        self._wake = Wake()
         self._releases = ReleaseQueue(self._send_releases, self._notify_local,
                                       self._release_failed)
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -313,11 +313,11 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
 
     def _publish(self, plan: Plan) -> None:
         """Declare the plan's limits to the store once (again after a rejoin)."""
-        fresh = [k for k in (*plan.rates, *plan.groups) if k not in self._published]
-        if fresh:
-            assert self.store is not None
-            self.store.publish_limits(self.instance_id, plan.rates, plan.groups)
-            self._published.update(fresh)
+        if self._published.issuperset(plan.rates) and self._published.issuperset(plan.groups):
+            return
+        assert self.store is not None
+        self.store.publish_limits(self.instance_id, plan.rates, plan.groups)
+        self._published.update(plan.rates, plan.groups)
 
     def _retry_unregistered(self, fn: Callable[[], T]) -> T:
         try:
@@ -395,8 +395,7 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
         self.log("Releasing permits of %s failed (will retry): %s", self.instance_id, err)
 
     def _notify_local(self) -> None:
-        with self._wake:
-            self._wake.notify_all()
+        self._wake.notify()
 
     def _release(self, permit_id: int) -> None:
         if not self.closed:

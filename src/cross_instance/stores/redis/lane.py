@@ -31,6 +31,7 @@ class ScriptLane:
 
         self._no_script = redis.exceptions.NoScriptError
         self._answered = redis.exceptions.ResponseError  # an error reply: the connection is fine
+        self._retryable = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
         self._pool = client.connection_pool
         self._retry = client.get_retry()
         self._idle: list[Any] = []
@@ -42,35 +43,36 @@ class ScriptLane:
     def run(self, name: str, *args: Any) -> Any:
         """The reply of script ``name`` called with ``args`` (no keys: scripts name their own
         keys from the prefix, which every caller passes first)."""
-        sha = self._sha[name]
         try:
             conn = self._idle.pop()
         except IndexError:
             conn = self._pool.make_connection()
             self._all.append(conn)
-
-        def once() -> Any:
-            try:
-                conn.send_command("EVALSHA", sha, 0, *args)
-                return conn.read_response()
-            except self._no_script:
-                conn.send_command("SCRIPT", "LOAD", self._scripts[name])
-                conn.read_response()
-                conn.send_command("EVALSHA", sha, 0, *args)
-                return conn.read_response()
-
         try:
-            if self._retry is None:
-                reply = once()
-            else:
-                reply = self._retry.call_with_retry(once, lambda _err: conn.disconnect())
+            try:
+                return self._once(conn, name, args)
+            except self._retryable:
+                conn.disconnect()
+                if self._retry is None:
+                    raise
+                return self._retry.call_with_retry(lambda: self._once(conn, name, args),
+                                                   lambda _err: conn.disconnect())
         except BaseException as err:
             if not isinstance(err, self._answered):  # cut off mid-call: its state is unknown
                 conn.disconnect()
             raise
         finally:
             self._idle.append(conn)
-        return reply
+
+    def _once(self, conn: Any, name: str, args: tuple[Any, ...]) -> Any:
+        try:
+            conn.send_command("EVALSHA", self._sha[name], 0, *args)
+            return conn.read_response()
+        except self._no_script:
+            conn.send_command("SCRIPT", "LOAD", self._scripts[name])
+            conn.read_response()
+            conn.send_command("EVALSHA", self._sha[name], 0, *args)
+            return conn.read_response()
 
     def close(self) -> None:
         for conn in self._all:

@@ -78,6 +78,11 @@ def _request_args(request: PermitRequest) -> tuple[str | int, ...]:
             len(request.slots), *request.slots)
 
 
+def _kind(request: PermitRequest) -> str:
+    """A permit's kind as the scripts keep it: its slot groups follow from it."""
+    return request.provider if request.model is None else f"{request.provider}\t{request.model}"
+
+
 def _pairs(flat: list[Any]) -> dict[str, str]:
     return {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
 
@@ -98,6 +103,9 @@ class RedisStore:
         self._clock = clock  # tests move time by hand (ns); otherwise the server's TIME
         self.waiter_ttl_ns = waiter_ttl_ns
         self._lane = ScriptLane(self.client, _OPERATIONS)
+        # the kind of each permit this store granted and nobody freed yet: the scripts free a
+        # permit of a known kind without reading it first
+        self._kinds: dict[int, str] = {}
 
     # --- plumbing ---------------------------------------------------------------------------
     def now_ns(self) -> int:
@@ -207,8 +215,8 @@ class RedisStore:
                  release: Sequence[int]) -> Granted | Waiting | None:
         permit_id = new_permit_id()
         result = self._run("permit_ops", "acquire", permit_id, "" if ticket is None else ticket,
-                           int(queue), self.waiter_ttl_ns // 1000, len(release), *release,
-                           *_request_args(request))
+                           int(queue), self.waiter_ttl_ns // 1000, *_request_args(request),
+                           *self._to_free(release))
         kind = _text(result[0])
         if kind == "not_registered":
             raise NotRegisteredError(
@@ -217,6 +225,7 @@ class RedisStore:
         if kind in ("impossible", "error"):
             raise PermitRequestError(_text(result[1]))
         if kind == "granted":
+            self._kinds[permit_id] = _kind(request)
             return Granted(permit_id, int(result[1]) * 1000, int(result[2]), int(result[3]))
         if kind == "none":
             return None
@@ -240,7 +249,20 @@ class RedisStore:
         self._permits("cancel", {"ticket": ticket})
 
     def release(self, instance_id: str, permit_ids: Sequence[int]) -> int:
-        return int(self._run("permit_ops", "release", instance_id, *permit_ids))
+        return int(self._run("permit_ops", "release", instance_id, *self._to_free(permit_ids)))
+
+    def _to_free(self, permit_ids: Sequence[int]) -> list[str | int]:
+        """Permits to free as ``free_permits`` in slots.lua reads them: grouped by kind ("" for
+        those this store did not grant, which the script looks up)."""
+        if not permit_ids:
+            return [0]
+        by_kind: dict[str, list[int]] = {}
+        for i in permit_ids:
+            by_kind.setdefault(self._kinds.pop(i, ""), []).append(i)
+        out: list[str | int] = [len(by_kind)]
+        for kind, ids in by_kind.items():
+            out += [kind, len(ids), *ids]
+        return out
 
     def adjust_tokens(self, changes: Sequence[tuple[str, int]]) -> None:
         if changes:
@@ -279,8 +301,8 @@ class RedisStore:
         held = []
         for iid, flat in permits:
             for pid, raw in _pairs(flat).items():  # "granted_us tokens provider[\tmodel]"
-                granted, tokens, what = raw.split(" ", 2)
-                provider, _, model = what.partition("\t")
+                granted, tokens, kind = raw.split(" ", 2)
+                provider, _, model = kind.partition("\t")
                 held.append(PermitState(int(pid), _text(iid), provider, model or None,
                                         int(tokens), int(granted) * 1000))
         held.sort(key=lambda p: p.permit_id)

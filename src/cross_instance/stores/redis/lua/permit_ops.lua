@@ -7,26 +7,26 @@
 -- and this path is most permits, so it makes as few calls as it can.
 local P, now, op = ARGV[1], clock(ARGV[2]), ARGV[3]
 
--- acquire: permit_id, ticket or "", queue (1/0), waiter_ttl, n, n permit ids to release, then
--- the request: instance, provider, model or "", tokens, reports (1/0), n, n (bucket, cost),
--- n, n slot groups.
+-- acquire: permit_id, ticket or "", queue (1/0), waiter_ttl, then the request: instance,
+-- provider, model or "", tokens, reports (1/0), n, n (bucket, cost), n, n slot groups; then
+-- the permits to free (see free_permits).
+local FIRST_RATE = 14  -- ARGV[13] is the number of buckets
+
+local function kind_arg()  -- the request's permit kind
+  return ARGV[10] == "" and ARGV[9] or ARGV[9] .. "\t" .. ARGV[10]
+end
+
 local function acquire_args()
-  local n_release = tonumber(ARGV[8])
-  local release = {}
-  for k = 1, n_release do release[k] = ARGV[8 + k] end
-  local i = 9 + n_release
-  local req = {instance = ARGV[i], provider = ARGV[i + 1], tokens = tonumber(ARGV[i + 3]),
-               reports = ARGV[i + 4] == "1", rates = {}, slots = {}}
-  if ARGV[i + 2] ~= "" then req.model = ARGV[i + 2] end
-  local n = tonumber(ARGV[i + 5])
-  i = i + 6
-  for k = 1, n do
+  local req = {instance = ARGV[8], provider = ARGV[9], tokens = tonumber(ARGV[11]),
+               reports = ARGV[12] == "1", rates = {}, slots = {}, kind = kind_arg()}
+  if ARGV[10] ~= "" then req.model = ARGV[10] end
+  local i = FIRST_RATE
+  for k = 1, tonumber(ARGV[13]) do
     req.rates[k] = {ARGV[i], tonumber(ARGV[i + 1])}
     i = i + 2
   end
-  n = tonumber(ARGV[i])
-  for k = 1, n do req.slots[k] = ARGV[i + k] end
-  return req, release
+  for k = 1, tonumber(ARGV[i]) do req.slots[k] = ARGV[i + k] end
+  return req, i + tonumber(ARGV[i]) + 1  -- and where the permits to free start
 end
 
 -- A bucket as the limiter sees it now: {key, per_minute, win, cur, prev} and its effective
@@ -56,18 +56,14 @@ end
 
 -- The uncontended case, as arbiter.fits_now, read straight from ARGV: a grant, or nil to let
 -- the full path decide (which also gives every refusal, error and resent call its answer).
--- Releases are done either way. Most permits take this path, so it allocates little, and a
--- release and a grant of the same kind (the steady state) leave the slot counts unwritten.
+-- Most permits take this path, so it allocates little; freeing and granting permits of one
+-- kind (the steady state) leaves the slot counts unwritten.
 local function acquire_at_once()
   local A = ARGV
-  local n_release = tonumber(A[8])
-  local i = 9 + n_release  -- the request's fields
-  local instance, provider, model = A[i], A[i + 1], A[i + 2]
-  if redis.call("EXISTS", P .. "i:" .. instance) == 0 then return nil end
-  local reports, n_rates = A[i + 4] == "1", tonumber(A[i + 5])
+  local instance, reports, n_rates = A[8], A[12] == "1", tonumber(A[13])
   local found = {}  -- per bucket: {its fields, interval, effective TAT}
   for k = 1, n_rates do
-    local key, cost = A[i + 4 + 2 * k], tonumber(A[i + 5 + 2 * k])
+    local key, cost = A[FIRST_RATE + 2 * k - 2], tonumber(A[FIRST_RATE + 2 * k - 1])
     local v = redis.call("HMGET", P .. "b:" .. key, "per_minute", "burst", "tat", "lrate",
       "cooldown_until", "probed", "win", "cur", "prev")
     if not v[1] then return nil end
@@ -77,71 +73,51 @@ local function acquire_at_once()
     if cost > burst or not admits(tat, now, burst, t, cost) then return nil end
     found[k] = {v, t, tat}
   end
-  if redis.call("ZCARD", P .. "waiters") > 0 then return nil end
-  local pm = P .. "pm:" .. instance
-  if model == "" then model = nil end
-  local what = model == nil and provider or provider .. "\t" .. model
-  local same = 0  -- released permits of this provider and model (others are counted here)
-  if n_release > 0 then
-    local held = redis.call("HMGET", pm, unpack(A, 9, 8 + n_release))
-    redis.call("HDEL", pm, unpack(A, 9, 8 + n_release))
-    for k = 1, n_release do
-      if held[k] then
-        local _, _, p, m = parse_permit(held[k])
-        if p == provider and m == model then
-          same = same + 1
-        else
-          for _, g in ipairs(permit_groups(p, m)) do
-            redis.call("HINCRBY", P .. "slots", "u:" .. g, -1)
-          end
-        end
-      end
-    end
-  end
-  local at = i + 6 + 2 * n_rates  -- the number of slot groups, then the groups
+  local at = FIRST_RATE + 2 * n_rates  -- the number of slot groups, then the groups
   local n_slots = tonumber(A[at])
-  local fields = {"reserving"}
+  local fields = {"i:" .. instance, "waiting", "reserving"}
   for k = 1, n_slots do
-    fields[2 * k], fields[2 * k + 1] = "l:" .. A[at + k], "u:" .. A[at + k]
+    fields[2 * k + 2], fields[2 * k + 3] = "l:" .. A[at + k], "u:" .. A[at + k]
   end
-  local v = redis.call("HMGET", P .. "slots", unpack(fields))
-  local fits = (tonumber(v[1]) or 0) <= 0
-  for k = 1, n_slots do  -- the request's groups are all its permit's, so each has ``same`` less
-    if v[2 * k] and (tonumber(v[2 * k + 1]) or 0) - same + 1 > tonumber(v[2 * k]) then
+  local gate = redis.call("HMGET", P .. "gate", unpack(fields))
+  if not gate[1] or (tonumber(gate[2]) or 0) > 0 or (tonumber(gate[3]) or 0) > 0 then
+    return nil  -- not registered, somebody queued, or capacity reserved: the full path
+  end
+  local kind = kind_arg()
+  local _, same = free_permits(P, instance, at + n_slots + 1, kind)
+  local fits = true
+  for k = 1, n_slots do  -- a request's groups are all its kind's, so each has ``same`` less
+    local lim = gate[2 * k + 2]
+    if lim and (tonumber(gate[2 * k + 3]) or 0) - same + 1 > tonumber(lim) then
       fits = false
     end
   end
   if fits then  -- recorded only if this id is new: a resent call is answered by the full path
-    fits = redis.call("HSETNX", pm, ARGV[4], permit_value(now, A[i + 3], provider, model)) == 1
+    fits = redis.call("HSETNX", P .. "pm:" .. instance, A[4],
+      permit_value(now, A[11], kind)) == 1
   end
   local net = (fits and 1 or 0) - same
-  if net ~= 0 then
-    for _, g in ipairs(permit_groups(provider, model)) do
-      redis.call("HINCRBY", P .. "slots", "u:" .. g, net)
-    end
-  end
+  if net ~= 0 then count_kind(P, kind, net) end
   if not fits then return nil end
   local usage = 0
   for k = 1, n_rates do
     local f = found[k]
-    local n = spend(A[i + 4 + 2 * k], tonumber(A[i + 5 + 2 * k]), f[2], f[3],
+    local n = spend(A[FIRST_RATE + 2 * k - 2], tonumber(A[FIRST_RATE + 2 * k - 1]), f[2], f[3],
       tonumber(f[1][7]), tonumber(f[1][8]), tonumber(f[1][9]))
     if k == 1 then usage = n end
   end
   return {"granted", now, usage, tonumber(found[1][1][1])}
 end
 
-local req, release
+local req, free_at
 if op == "acquire" then
   if ARGV[5] == "" then
     local granted = acquire_at_once()
     if granted then return granted end
   end
-  req, release = acquire_args()
-elseif op == "release" then  -- instance, permit ids
-  local n = 0
-  for k = 5, #ARGV do n = n + drop_permit(P, ARGV[4], ARGV[k]) end
-  return n
+  req, free_at = acquire_args()
+elseif op == "release" then  -- instance, then the permits to free
+  return (free_permits(P, ARGV[4], 5, nil))
 end
 
 -- then needs: json arbiter adaptive permits registry
@@ -163,7 +139,7 @@ if op == "publish" then  -- q = {instance, rates = {{key, per_minute, burst}}, g
   end
   for _, g in ipairs(q.groups) do
     redis.call("HSET", P .. "lim:" .. g[1], q.instance, g[2] .. " 0")
-    redis.call("HSETNX", P .. "slots", "l:" .. g[1], g[2])
+    redis.call("HSETNX", P .. "gate", "l:" .. g[1], g[2])
     redis.call("SADD", P .. "limkeys:" .. q.instance, g[1])
     keys[#keys + 1] = g[1]
   end
@@ -176,10 +152,7 @@ elseif op == "acquire" then
   -- a retry of a call whose reply was lost (redis-py resends it after a dropped connection):
   -- the permit exists already, so answer as before instead of granting a second one
   local earlier = redis.call("HGET", P .. "pm:" .. req.instance, permit_id)
-  if earlier then
-    local granted_at = parse_permit(earlier)
-    return {"granted", granted_at, 0, 0}
-  end
+  if earlier then return {"granted", tonumber(string.match(earlier, "^%d+")), 0, 0} end
   -- refuse what can never be granted before changing anything (nothing released then)
   if redis.call("EXISTS", P .. "i:" .. req.instance) == 0 then return {"not_registered"} end
   local mine = {}
@@ -192,7 +165,7 @@ elseif op == "acquire" then
     end
     mine[i] = {b, spec, tat}
   end
-  for _, id in ipairs(release) do drop_permit(P, req.instance, id) end
+  free_permits(P, req.instance, free_at, nil)
   -- the live queue (silent waiters leave it)
   local waiters, keyset = {}, {}
   for _, r in ipairs(req.rates) do keyset[r[1]] = true end
@@ -220,12 +193,13 @@ elseif op == "acquire" then
     end
   end
   local limit, used, reserving = {}, {}, 0
-  local slots = redis.call("HGETALL", P .. "slots")
-  for i = 1, #slots, 2 do
-    local field, n = slots[i], tonumber(slots[i + 1])
-    local kind, g = string.sub(field, 1, 2), string.sub(field, 3)
-    if kind == "l:" then limit[g] = n elseif kind == "u:" then used[g] = n
-    else reserving = n end
+  local gate = redis.call("HGETALL", P .. "gate")
+  for i = 1, #gate, 2 do
+    local field, n = gate[i], tonumber(gate[i + 1])
+    local sort, g = string.sub(field, 1, 2), string.sub(field, 3)
+    if sort == "l:" then limit[g] = n
+    elseif sort == "u:" then used[g] = n
+    elseif field == "reserving" then reserving = n end
   end
   local instances, held = {}, {}
   for _, id in ipairs(redis.call("SMEMBERS", P .. "ids")) do
@@ -249,11 +223,16 @@ elseif op == "acquire" then
   local cap = {tats = tats, specs = specs, group_used = used, group_limit = limit,
                holders = holders}
   local granted, at, slot_blocked, ahead, reason = arbitrate(me, waiters, cap, now)
+  -- the queue's length as the uncontended path reads it: exact whenever this path has run
+  local function sync_waiting()
+    redis.call("HSET", P .. "gate", "waiting", redis.call("ZCARD", P .. "waiters"))
+  end
   if granted then
     if ticket ~= nil then drop_waiter(P, tostring(ticket)) end
+    sync_waiting()
     local list = {}
     for i, r in ipairs(req.rates) do list[i] = tats[r[1]] end
-    add_permit(P, req.instance, permit_id, now, req.tokens, req.provider, req.model)
+    add_permit(P, req.instance, permit_id, now, req.tokens, req.kind)
     local usage = 0
     for i, r in ipairs(req.rates) do
       local b, spec = mine[i][1], mine[i][2]
@@ -262,7 +241,10 @@ elseif op == "acquire" then
     end
     return {"granted", now, usage, mine[1][1].per_minute}
   end
-  if ARGV[6] ~= "1" then return {"none"} end
+  if ARGV[6] ~= "1" then
+    sync_waiting()
+    return {"none"}
+  end
   if ticket == nil then
     ticket = redis.call("INCR", P .. "wseq")
     redis.call("ZADD", P .. "waiters", ticket, ticket)
@@ -272,6 +254,7 @@ elseif op == "acquire" then
   else
     redis.call("HSET", P .. "w:" .. ticket, "seen", now)
   end
+  sync_waiting()
   return {"waiting", ticket, at, slot_blocked and 1 or 0, ahead, reason, now}
 
 elseif op == "cancel" then
@@ -375,7 +358,7 @@ elseif op == "dump" then  -- everything a snapshot shows, in one consistent read
   for _, id in ipairs(redis.call("SMEMBERS", P .. "ids")) do
     permits[#permits + 1] = {id, redis.call("HGETALL", P .. "pm:" .. id)}
   end
-  return {now, buckets, redis.call("HGETALL", P .. "slots"), permits, usage,
+  return {now, buckets, redis.call("HGETALL", P .. "gate"), permits, usage,
           redis.call("ZCARD", P .. "waiters")}
 end
 return redis.error_reply("unknown operation " .. op)

@@ -41,7 +41,7 @@ local function recompute_limit(P, key)  -- the strictest limit among those who p
   if starts_with(key, "r:") or starts_with(key, "t:") then
     redis.call("HSET", P .. "b:" .. key, "per_minute", a, "burst", b)
   else
-    redis.call("HSET", P .. "slots", "l:" .. key, a)
+    redis.call("HSET", P .. "gate", "l:" .. key, a)
   end
 end
 

@@ -75,9 +75,10 @@ local function remove_instance(P, id, kind, reason)
   drop_holdings(P, id)
   local reserved = tonumber(redis.call("HGET", P .. "i:" .. id, "reserved"))
   if reserved ~= nil and reserved > 0 then
-    redis.call("HINCRBY", P .. "slots", "reserving", -1)
+    redis.call("HINCRBY", P .. "gate", "reserving", -1)
   end
   redis.call("DEL", P .. "am:" .. id)
+  redis.call("HDEL", P .. "gate", "i:" .. id)
   local gone = redis.call("DEL", P .. "i:" .. id) > 0
   redis.call("SREM", P .. "ids", id)
   if gone then add_event(P, kind, id, encode_flat({reason = reason})) end

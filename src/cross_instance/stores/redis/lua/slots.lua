@@ -1,47 +1,77 @@
--- Held permits and the slot counts kept with them, on every path that grants or frees one
--- (the uncontended acquire runs before the other libraries are defined, so this stays small).
--- Keys: P.."pm:"..id hash permit id -> "granted_us tokens provider[\tmodel]" (an instance's
--- permits); P.."slots" hash: "l:"..group -> slot limit, "u:"..group -> permits held in it,
--- "reserving" -> instances with reserved capacity.
+-- Held permits, and the gate the uncontended acquire checks in one read. Every path that
+-- grants or frees a permit goes through here (the uncontended acquire runs before the other
+-- libraries are defined, so this stays small).
+-- Keys: P.."pm:"..id hash permit id -> "granted_us tokens kind" (an instance's permits; the
+-- kind is "provider" or "provider\tmodel"); P.."gate" hash: "l:"..group -> slot limit,
+-- "u:"..group -> permits held in it, "reserving" -> instances with reserved capacity,
+-- "i:"..id -> 1 while the instance is registered, "waiting" -> the permit queue's length
+-- (exact whenever the queue grows; it may stay high until the next queued acquire).
 
--- The slot groups a permit occupies; a permit without a model is in no model group (no
--- model limit can apply to it).
-local function permit_groups(provider, model)
-  if model == nil then return {"*", "p:" .. provider} end
-  return {"*", "p:" .. provider, "m:" .. provider .. "/" .. model}
+local function permit_value(now, tokens, kind)
+  return string.format("%d %d %s", now, tokens, kind)
 end
 
-local function parse_permit(value)  -- -> granted, tokens, provider, model or nil
+local function kind_of(value)  -- the kind a permit value names
   local a = string.find(value, " ", 1, true)
-  local b = string.find(value, " ", a + 1, true)
-  local what = string.sub(value, b + 1)
-  local tab = string.find(what, "\t", 1, true)
-  local provider, model = what, nil
-  if tab then provider, model = string.sub(what, 1, tab - 1), string.sub(what, tab + 1) end
-  return tonumber(string.sub(value, 1, a - 1)), tonumber(string.sub(value, a + 1, b - 1)),
-    provider, model
+  return string.sub(value, string.find(value, " ", a + 1, true) + 1)
 end
 
-local function permit_value(now, tokens, provider, model)
-  local what = model == nil and provider or provider .. "\t" .. model
-  return string.format("%d %d %s", now, tokens, what)
+-- The slot groups a permit of ``kind`` occupies; without a model it is in no model group (no
+-- model limit can apply to it).
+local function kind_groups(kind)
+  local tab = string.find(kind, "\t", 1, true)
+  if tab == nil then return {"*", "p:" .. kind} end
+  local provider = string.sub(kind, 1, tab - 1)
+  return {"*", "p:" .. provider, "m:" .. provider .. "/" .. string.sub(kind, tab + 1)}
 end
 
-local function add_permit(P, instance, permit_id, now, tokens, provider, model)
-  redis.call("HSET", P .. "pm:" .. instance, permit_id,
-    permit_value(now, tokens, provider, model))
-  for _, g in ipairs(permit_groups(provider, model)) do
-    redis.call("HINCRBY", P .. "slots", "u:" .. g, 1)
-  end
+local function count_kind(P, kind, by)
+  for _, g in ipairs(kind_groups(kind)) do redis.call("HINCRBY", P .. "gate", "u:" .. g, by) end
+end
+
+local function add_permit(P, instance, permit_id, now, tokens, kind)
+  redis.call("HSET", P .. "pm:" .. instance, permit_id, permit_value(now, tokens, kind))
+  count_kind(P, kind, 1)
 end
 
 local function drop_permit(P, instance, permit_id)  -- 1 if it was held, else 0
   local raw = redis.call("HGET", P .. "pm:" .. instance, permit_id)
   if not raw then return 0 end
-  local _, _, provider, model = parse_permit(raw)
   redis.call("HDEL", P .. "pm:" .. instance, permit_id)
-  for _, g in ipairs(permit_groups(provider, model)) do
-    redis.call("HINCRBY", P .. "slots", "u:" .. g, -1)
-  end
+  count_kind(P, kind_of(raw), -1)
   return 1
+end
+
+-- Free the permits ARGV lists from index ``at``: the number of kinds, then for each its kind
+-- ("" if the caller does not know it), the number of ids and the ids. A permit already freed
+-- counts nothing, so a resent call frees nothing twice. Slot counts of kind ``keep`` are left
+-- to the caller. Returns how many were freed, how many of them of kind ``keep``, and the
+-- index after the list.
+local function free_permits(P, instance, at, keep)
+  local A = ARGV
+  local pm = P .. "pm:" .. instance
+  local freed, kept = 0, 0
+  for _ = 1, tonumber(A[at]) do
+    local kind, n = A[at + 1], tonumber(A[at + 2])
+    local first, last = at + 3, at + 2 + n
+    at = last
+    if n > 0 then
+      local held = kind == "" and redis.call("HMGET", pm, unpack(A, first, last))
+      local gone = redis.call("HDEL", pm, unpack(A, first, last))
+      freed = freed + gone
+      if held then
+        for k = 1, n do
+          if held[k] then
+            local found = kind_of(held[k])
+            if found == keep then kept = kept + 1 else count_kind(P, found, -1) end
+          end
+        end
+      elseif kind == keep then
+        kept = kept + gone
+      elseif gone > 0 then
+        count_kind(P, kind, -gone)
+      end
+    end
+  end
+  return freed, kept, at + 1
 end
