@@ -2,8 +2,10 @@
 
 Promises:
 - ``redis://``, ``rediss://`` (TLS) and ``unix://`` URLs with user, password and database from
-  the URL, plus ``?prefix=`` for the key prefix (default ``pi:``); anything else is a
-  ``ConfigError`` naming the URL and the problem (the password is never echoed).
+  the URL, plus ``?prefix=`` for the key prefix (default ``pi:``) and ``?lua=scripts`` to run
+  the store's operations as scripts even where function libraries would load (for proxies that
+  do not pass ``FCALL``); anything else is a ``ConfigError`` naming the URL and the problem
+  (the password is never echoed).
 - A dropped connection is retried with exponential backoff inside redis-py for a bounded time;
   past it the caller gets ``StoreUnavailable`` (code ``store_unavailable``, retryable) naming
   the server, never a silent reconnect that re-grants anything (scripts check server state).
@@ -29,11 +31,13 @@ _SCHEMES = ("redis", "rediss", "unix")
 @dataclass(frozen=True, slots=True)
 class RedisLocation:
     """A parsed store URL: ``url`` for redis-py (without our query options), the key
-    ``prefix``, and ``where`` (the URL with any password hidden) for messages."""
+    ``prefix``, ``where`` (the URL with any password hidden) for messages, and whether to use
+    a function library (``functions``) or scripts."""
 
     url: str
     prefix: str
     where: str
+    functions: bool = True
 
 
 def _hidden(url: str) -> str:
@@ -57,9 +61,12 @@ def parse_url(url: str, source: str = "store URL") -> RedisLocation:
     if parts.scheme not in _SCHEMES:
         raise bad(f"unsupported scheme {parts.scheme!r} (expected one of {', '.join(_SCHEMES)})")
     query = parse_qs(parts.query, keep_blank_values=True)
-    unknown = sorted(set(query) - {"prefix", "db"})
+    unknown = sorted(set(query) - {"prefix", "db", "lua"})
     if unknown:
-        raise bad(f"unknown option {unknown[0]!r} (supported: prefix, db)")
+        raise bad(f"unknown option {unknown[0]!r} (supported: prefix, db, lua)")
+    lua = query.get("lua", ["functions"])[-1]
+    if lua not in ("functions", "scripts"):
+        raise bad(f"lua must be 'functions' or 'scripts', got {lua!r}")
     prefix = query.get("prefix", [DEFAULT_PREFIX])[-1]
     if not _PREFIX.fullmatch(prefix):
         raise bad(f"key prefix {prefix!r} must be 1-64 letters, digits, '_', '.', ':' or '-'")
@@ -83,7 +90,7 @@ def parse_url(url: str, source: str = "store URL") -> RedisLocation:
             raise bad(f"the database must be a number, got {db!r}")
     kept = "&".join(f"db={d}" for d in query.get("db", []))
     rebuilt = f"{parts.scheme}://{parts.netloc}{parts.path}" + (f"?{kept}" if kept else "")
-    return RedisLocation(rebuilt, prefix, _hidden(rebuilt))
+    return RedisLocation(rebuilt, prefix, _hidden(rebuilt), lua == "functions")
 
 
 def connect(location: RedisLocation, *, retry_for_s: float = 5.0,

@@ -1,17 +1,22 @@
-"""Calling the store's scripts: the path every permit takes, so it is kept short.
+"""Calling the store's Lua operations: the path every permit takes, so it is kept short.
 
 redis-py's generic command path (pool checkout, retry wrapper, event dispatch, metrics) costs
 more per call than the server spends deciding a permit. Here a thread takes an idle
-connection of this store's own (a list pop, atomic under the GIL), sends one ``EVALSHA`` and
-reads the reply. What redis-py's path promised still holds:
+connection of this store's own (a list pop, atomic under the GIL), sends one ``FCALL`` (or
+``EVALSHA``) and reads the reply. What redis-py's path promised still holds:
 
 - a dropped connection is retried with the client's bounded backoff, then the error is raised
   (``connection.call`` turns it into ``StoreUnavailable``); a call resent after a lost reply is
   safe because every operation is idempotent by the ids the client chose;
-- a script the server no longer has (a restart, ``SCRIPT FLUSH``) is loaded again and the call
-  sent once more;
+- code the server no longer has (a restart, ``FUNCTION FLUSH``, ``SCRIPT FLUSH``) is loaded
+  again and the call sent once more;
 - connections come from the client's pool settings (URL, TLS, credentials, timeouts, health
   checks) and are closed with the store.
+
+The operations run as a function library where the server allows it (Redis 7+: nothing is
+defined per call); a server without ``FUNCTION``, or an account not allowed to load one, gets
+the same operations as scripts (see ``scripts``), decided when the store opens and logged by
+it.
 """
 
 from __future__ import annotations
@@ -26,28 +31,56 @@ from cross_instance.stores.redis import scripts
 class ScriptLane:
     """Runs the named scripts (``run(name, *args)``) on connections owned by this lane."""
 
-    def __init__(self, client: Any, names: Iterable[str]) -> None:
+    def __init__(self, client: Any, names: Iterable[str], *, functions: bool = True) -> None:
         import redis
 
         self._no_script = redis.exceptions.NoScriptError
         self._answered = redis.exceptions.ResponseError  # an error reply: the connection is fine
+        self._no_permission = redis.exceptions.NoPermissionError
         self._retryable = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
         self._pool = client.connection_pool
         self._retry = client.get_retry()
         self._idle: list[Any] = []
         self._all: list[Any] = []
+        names = tuple(names)
         self._scripts = {name: scripts.source(name) for name in names}
         self._sha = {name: hashlib.sha1(text.encode("utf-8")).hexdigest()
                      for name, text in self._scripts.items()}
+        self.library: scripts.Library | None = scripts.library(names) if functions else None
+        self.fallback: str | None = None  # why scripts are used although functions were asked
+
+    def prepare(self) -> None:
+        """Load the function library now if the server lacks it (one start-up round trip),
+        so a server that cannot have it is known, and said, before the first permit."""
+        if self.library is None:
+            return
+        conn = self._take()
+        try:
+            conn.send_command("FUNCTION", "LIST", "LIBRARYNAME", self.library.name)
+            if not conn.read_response():
+                self._load(conn, self.library, Exception("Function not found"))
+        except self._answered as err:
+            if not str(err).startswith("unknown command"):
+                raise
+            self._load(conn, self.library, err)
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            self._idle.append(conn)
+
+    def _take(self) -> Any:
+        try:
+            return self._idle.pop()
+        except IndexError:
+            conn = self._pool.make_connection()
+            self._all.append(conn)
+            return conn
 
     def run(self, name: str, *args: Any) -> Any:
         """The reply of script ``name`` called with ``args`` (no keys: scripts name their own
         keys from the prefix, which every caller passes first)."""
-        try:
-            conn = self._idle.pop()
-        except IndexError:
-            conn = self._pool.make_connection()
-            self._all.append(conn)
+        conn = self._take()
         try:
             try:
                 return self._once(conn, name, args)
@@ -65,6 +98,18 @@ class ScriptLane:
             self._idle.append(conn)
 
     def _once(self, conn: Any, name: str, args: tuple[Any, ...]) -> Any:
+        library = self.library
+        if library is not None:
+            function = library.functions[name]
+            try:
+                conn.send_command("FCALL", function, 0, *args)
+                return conn.read_response()
+            except self._answered as err:
+                if not str(err).startswith(("Function not found", "unknown command")):
+                    raise  # the operation's own error
+                if self._load(conn, library, err):
+                    conn.send_command("FCALL", function, 0, *args)
+                    return conn.read_response()
         try:
             conn.send_command("EVALSHA", self._sha[name], 0, *args)
             return conn.read_response()
@@ -73,6 +118,25 @@ class ScriptLane:
             conn.read_response()
             conn.send_command("EVALSHA", self._sha[name], 0, *args)
             return conn.read_response()
+
+    def _load(self, conn: Any, library: scripts.Library, missing: Exception) -> bool:
+        """Load the library after ``missing``; False (and scripts from now on) if this server
+        or this account cannot have it."""
+        if not str(missing).startswith("unknown command"):
+            try:
+                conn.send_command("FUNCTION", "LOAD", library.text)
+                conn.read_response()
+                return True
+            except self._answered as err:
+                if str(err).startswith("Library") and "already exists" in str(err):
+                    return True  # another client loaded it first
+                if not (isinstance(err, self._no_permission)
+                        or str(err).startswith("unknown command")):
+                    raise
+                missing = err
+        self.library = None
+        self.fallback = str(missing)
+        return False
 
     def close(self) -> None:
         for conn in self._all:

@@ -73,9 +73,11 @@ def _text(value: Any) -> str:
 def _request_args(request: PermitRequest) -> tuple[str | int, ...]:
     """A permit request as ``permit_ops.lua`` reads it (runtimes reuse one request per plan,
     so this is built once)."""
+    kind = _kind(request)
+    gate = [f"{s}:{g}" for g in request.slots for s in "lu"]
     return (request.instance_id, request.provider, request.model or "", request.tokens,
-            int(request.reports), len(request.rates), *(x for r in request.rates for x in r),
-            len(request.slots), *request.slots)
+            int(request.reports), kind, f" {request.tokens} {kind}", len(request.rates),
+            *(x for r in request.rates for x in r), len(gate), *gate)
 
 
 def _kind(request: PermitRequest) -> str:
@@ -102,7 +104,12 @@ class RedisStore:
         self.warnings = check_server(self.location, self.client)
         self._clock = clock  # tests move time by hand (ns); otherwise the server's TIME
         self.waiter_ttl_ns = waiter_ttl_ns
-        self._lane = ScriptLane(self.client, _OPERATIONS)
+        self._lane = ScriptLane(self.client, _OPERATIONS, functions=self.location.functions)
+        call(self.location, self._lane.prepare)
+        if self._lane.fallback is not None:
+            self.warnings.append(
+                f"Redis at {self.location.where} cannot load this package's function library "
+                f"({self._lane.fallback}): its operations run as scripts, which is slower")
         # the kind of each permit this store granted and nobody freed yet: the scripts free a
         # permit of a known kind without reading it first
         self._kinds: dict[int, str] = {}
@@ -224,9 +231,12 @@ class RedisStore:
                 "dead)")
         if kind in ("impossible", "error"):
             raise PermitRequestError(_text(result[1]))
-        if kind == "granted":
+        if kind == "granted":  # now, then the first bucket's minute counts and limit
             self._kinds[permit_id] = _kind(request)
-            return Granted(permit_id, int(result[1]) * 1000, int(result[2]), int(result[3]))
+            now_ns = int(result[1]) * 1000
+            return Granted(permit_id, now_ns,
+                           windowed(int(result[2]), int(result[3]), int(result[4]), now_ns),
+                           int(result[5]))
         if kind == "none":
             return None
         _, t, ready, blocked, ahead, reason, now = result

@@ -1,32 +1,32 @@
--- needs: clock limiter slots
--- ARGV: prefix, now, op, then the op's arguments: flat for "acquire" and "release" (see
--- store.py), one JSON value for the others.
+-- needs: clock limiter slots admit
+-- ARGV: prefix, now, op, then the op's arguments: flat for "acquire" (see admit.lua) and
+-- "release" (instance, then the permits to free as free_permits reads them), one JSON value
+-- for the others.
 --
--- The uncontended acquire (nobody queued, nothing reserved, the request fits now) is decided
--- here, before the other libraries are defined: defining them costs more than the decision,
--- and this path is most permits, so it makes as few calls as it can.
+-- The uncontended acquire is decided first (admit.lua), before the other libraries are
+-- defined: as a script, defining them costs more than the decision.
 local P, now, op = ARGV[1], clock(ARGV[2]), ARGV[3]
-
--- acquire: permit_id, ticket or "", queue (1/0), waiter_ttl, then the request: instance,
--- provider, model or "", tokens, reports (1/0), n, n (bucket, cost), n, n slot groups; then
--- the permits to free (see free_permits).
-local FIRST_RATE = 14  -- ARGV[13] is the number of buckets
-
-local function kind_arg()  -- the request's permit kind
-  return ARGV[10] == "" and ARGV[9] or ARGV[9] .. "\t" .. ARGV[10]
+if op == "acquire" and ARGV[5] == "" then
+  local granted = acquire_at_once(P, now)
+  if granted then return granted end
+elseif op == "release" then
+  return (free_permits(P, ARGV[4], 5, nil))
 end
 
+-- then needs: json arbiter adaptive permits registry
 local function acquire_args()
   local req = {instance = ARGV[8], provider = ARGV[9], tokens = tonumber(ARGV[11]),
-               reports = ARGV[12] == "1", rates = {}, slots = {}, kind = kind_arg()}
+               reports = ARGV[12] == "1", kind = ARGV[13], record = ARGV[14], rates = {},
+               slots = {}}
   if ARGV[10] ~= "" then req.model = ARGV[10] end
   local i = FIRST_RATE
-  for k = 1, tonumber(ARGV[13]) do
+  for k = 1, tonumber(ARGV[15]) do
     req.rates[k] = {ARGV[i], tonumber(ARGV[i + 1])}
     i = i + 2
   end
-  for k = 1, tonumber(ARGV[i]) do req.slots[k] = ARGV[i + k] end
-  return req, i + tonumber(ARGV[i]) + 1  -- and where the permits to free start
+  local n_gate = tonumber(ARGV[i])
+  for k = i + 1, i + n_gate, 2 do req.slots[#req.slots + 1] = string.sub(ARGV[k], 3) end
+  return req, i + n_gate + 1  -- and where the permits to free start
 end
 
 -- A bucket as the limiter sees it now: {key, per_minute, win, cur, prev} and its effective
@@ -42,85 +42,6 @@ local function bucket_now(key, reports)
           prev = tonumber(v[6])}, {burst = burst, t = t, per_minute = pm}, tat
 end
 
--- Spend ``cost`` from bucket ``key`` (interval ``t``, effective TAT ``tat``; ``win``, ``cur``
--- and ``prev`` its minute counts as stored); returns its count over the last minute.
-local function spend(key, cost, t, tat, win, cur, prev)
-  local this = idiv(now, US_PER_MINUTE)
-  if win == this then cur = cur + cost
-  elseif win == this - 1 then prev, cur = cur, cost
-  else prev, cur = 0, cost end
-  redis.call("HSET", P .. "b:" .. key, "tat", consume(tat, now, t, cost), "win", this,
-    "cur", cur, "prev", prev)
-  return windowed(this, cur, prev, now)
-end
-
--- The uncontended case, as arbiter.fits_now, read straight from ARGV: a grant, or nil to let
--- the full path decide (which also gives every refusal, error and resent call its answer).
--- Most permits take this path, so it allocates little; freeing and granting permits of one
--- kind (the steady state) leaves the slot counts unwritten.
-local function acquire_at_once()
-  local A = ARGV
-  local instance, reports, n_rates = A[8], A[12] == "1", tonumber(A[13])
-  local found = {}  -- per bucket: {its fields, interval, effective TAT}
-  for k = 1, n_rates do
-    local key, cost = A[FIRST_RATE + 2 * k - 2], tonumber(A[FIRST_RATE + 2 * k - 1])
-    local v = redis.call("HMGET", P .. "b:" .. key, "per_minute", "burst", "tat", "lrate",
-      "cooldown_until", "probed", "win", "cur", "prev")
-    if not v[1] then return nil end
-    local slow = reports and v[6] ~= "1" and string.sub(key, 1, 2) == "r:"
-    local _, burst, t, tat = effective(tonumber(v[1]), tonumber(v[2]), tonumber(v[3]),
-      tonumber(v[4]), tonumber(v[5]), slow)
-    if cost > burst or not admits(tat, now, burst, t, cost) then return nil end
-    found[k] = {v, t, tat}
-  end
-  local at = FIRST_RATE + 2 * n_rates  -- the number of slot groups, then the groups
-  local n_slots = tonumber(A[at])
-  local fields = {"i:" .. instance, "waiting", "reserving"}
-  for k = 1, n_slots do
-    fields[2 * k + 2], fields[2 * k + 3] = "l:" .. A[at + k], "u:" .. A[at + k]
-  end
-  local gate = redis.call("HMGET", P .. "gate", unpack(fields))
-  if not gate[1] or (tonumber(gate[2]) or 0) > 0 or (tonumber(gate[3]) or 0) > 0 then
-    return nil  -- not registered, somebody queued, or capacity reserved: the full path
-  end
-  local kind = kind_arg()
-  local _, same = free_permits(P, instance, at + n_slots + 1, kind)
-  local fits = true
-  for k = 1, n_slots do  -- a request's groups are all its kind's, so each has ``same`` less
-    local lim = gate[2 * k + 2]
-    if lim and (tonumber(gate[2 * k + 3]) or 0) - same + 1 > tonumber(lim) then
-      fits = false
-    end
-  end
-  if fits then  -- recorded only if this id is new: a resent call is answered by the full path
-    fits = redis.call("HSETNX", P .. "pm:" .. instance, A[4],
-      permit_value(now, A[11], kind)) == 1
-  end
-  local net = (fits and 1 or 0) - same
-  if net ~= 0 then count_kind(P, kind, net) end
-  if not fits then return nil end
-  local usage = 0
-  for k = 1, n_rates do
-    local f = found[k]
-    local n = spend(A[FIRST_RATE + 2 * k - 2], tonumber(A[FIRST_RATE + 2 * k - 1]), f[2], f[3],
-      tonumber(f[1][7]), tonumber(f[1][8]), tonumber(f[1][9]))
-    if k == 1 then usage = n end
-  end
-  return {"granted", now, usage, tonumber(found[1][1][1])}
-end
-
-local req, free_at
-if op == "acquire" then
-  if ARGV[5] == "" then
-    local granted = acquire_at_once()
-    if granted then return granted end
-  end
-  req, free_at = acquire_args()
-elseif op == "release" then  -- instance, then the permits to free
-  return (free_permits(P, ARGV[4], 5, nil))
-end
-
--- then needs: json arbiter adaptive permits registry
 local function opt(v) if v == cjson.null then return nil end return v end
 
 local q = op ~= "acquire" and cjson.decode(ARGV[4]) or nil
@@ -147,12 +68,13 @@ if op == "publish" then  -- q = {instance, rates = {{key, per_minute, burst}}, g
   return 1
 
 elseif op == "acquire" then
+  local req, free_at = acquire_args()
   local ticket = tonumber(ARGV[5])
   local permit_id, waiter_ttl = ARGV[4], tonumber(ARGV[7])
   -- a retry of a call whose reply was lost (redis-py resends it after a dropped connection):
   -- the permit exists already, so answer as before instead of granting a second one
   local earlier = redis.call("HGET", P .. "pm:" .. req.instance, permit_id)
-  if earlier then return {"granted", tonumber(string.match(earlier, "^%d+")), 0, 0} end
+  if earlier then return {"granted", tonumber(string.match(earlier, "^%d+")), 0, 0, 0, 0} end
   -- refuse what can never be granted before changing anything (nothing released then)
   if redis.call("EXISTS", P .. "i:" .. req.instance) == 0 then return {"not_registered"} end
   local mine = {}
@@ -232,14 +154,15 @@ elseif op == "acquire" then
     sync_waiting()
     local list = {}
     for i, r in ipairs(req.rates) do list[i] = tats[r[1]] end
-    add_permit(P, req.instance, permit_id, now, req.tokens, req.kind)
-    local usage = 0
+    add_permit(P, req.instance, permit_id, now, req.record, req.kind)
+    local reply
     for i, r in ipairs(req.rates) do
       local b, spec = mine[i][1], mine[i][2]
-      local n = spend(r[1], r[2], spec.t, list[i], b.win, b.cur, b.prev)
-      if i == 1 then usage = n end
+      local win, cur, prev = spend(P, now, r[1], r[2], spec.t, list[i], b.win, b.cur,
+        b.prev)
+      if i == 1 then reply = {"granted", now, win, cur, prev, b.per_minute} end
     end
-    return {"granted", now, usage, mine[1][1].per_minute}
+    return reply
   end
   if ARGV[6] ~= "1" then
     sync_waiting()

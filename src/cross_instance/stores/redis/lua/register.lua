@@ -18,7 +18,6 @@ redis.call("HSET", P .. "i:" .. r.id, "host", r.host, "boot", r.boot, "pidns", r
   "hb_wall_ms", wall_ms(), "lease_us", r.lease_us, "priority", r.priority,
   "reserved", r.reserved, "pending", r.pending, "latency", r.latency, "orch", r.orch)
 redis.call("SADD", P .. "ids", r.id)
-redis.call("HSET", P .. "gate", "i:" .. r.id, 1)
 if tonumber(r.reserved) > 0 then redis.call("HINCRBY", P .. "gate", "reserving", 1) end
 add_event(P, "instance_up", r.id, encode_flat({host = r.host, pid = r.pid}))
 return {"ok", now}

@@ -78,7 +78,6 @@ local function remove_instance(P, id, kind, reason)
     redis.call("HINCRBY", P .. "gate", "reserving", -1)
   end
   redis.call("DEL", P .. "am:" .. id)
-  redis.call("HDEL", P .. "gate", "i:" .. id)
   local gone = redis.call("DEL", P .. "i:" .. id) > 0
   redis.call("SREM", P .. "ids", id)
   if gone then add_event(P, kind, id, encode_flat({reason = reason})) end

@@ -4,12 +4,9 @@
 -- Keys: P.."pm:"..id hash permit id -> "granted_us tokens kind" (an instance's permits; the
 -- kind is "provider" or "provider\tmodel"); P.."gate" hash: "l:"..group -> slot limit,
 -- "u:"..group -> permits held in it, "reserving" -> instances with reserved capacity,
--- "i:"..id -> 1 while the instance is registered, "waiting" -> the permit queue's length
--- (exact whenever the queue grows; it may stay high until the next queued acquire).
-
-local function permit_value(now, tokens, kind)
-  return string.format("%d %d %s", now, tokens, kind)
-end
+-- "waiting" -> the permit queue's length (exact whenever the queue grows; it may stay high
+-- until the next queued acquire). The gate's size is bounded by the slot groups, so reading a
+-- few of its fields stays cheap (Redis keeps a small hash as a list).
 
 local function kind_of(value)  -- the kind a permit value names
   local a = string.find(value, " ", 1, true)
@@ -29,8 +26,9 @@ local function count_kind(P, kind, by)
   for _, g in ipairs(kind_groups(kind)) do redis.call("HINCRBY", P .. "gate", "u:" .. g, by) end
 end
 
-local function add_permit(P, instance, permit_id, now, tokens, kind)
-  redis.call("HSET", P .. "pm:" .. instance, permit_id, permit_value(now, tokens, kind))
+-- ``record`` is the value after the grant time: " tokens kind"
+local function add_permit(P, instance, permit_id, now, record, kind)
+  redis.call("HSET", P .. "pm:" .. instance, permit_id, string.format("%d", now) .. record)
   count_kind(P, kind, 1)
 end
 

@@ -1,0 +1,80 @@
+-- The uncontended acquire (nobody queued, nothing reserved, the request fits now), decided
+-- from a few reads: most permits are this, so it allocates little and makes as few calls as
+-- it can. Used by permit_ops.lua before its other libraries (see scripts.py); needs clock,
+-- limiter and slots.
+--
+-- ARGV of acquire: prefix, now, "acquire", permit_id, ticket or "", queue (1/0),
+-- waiter_ttl, then the request as the client built it once per plan: instance, provider,
+-- model or "", tokens, reports (1/0), the permit's kind, its record after the grant time
+-- (" tokens kind"), n, n (bucket, cost), n, n gate fields ("l:" and "u:" of each slot group);
+-- then the permits to free (see free_permits). The client does what it can (names, the
+-- minute count) so the server, which every instance shares, does less.
+local FIRST_RATE = 16  -- ARGV[15] is the number of buckets
+
+-- Spend ``cost`` from bucket ``key`` (interval ``t``, effective TAT ``tat``; ``win``, ``cur``
+-- and ``prev`` its minute counts as stored). Returns the new minute counts (the client turns
+-- them into its count over the last minute).
+local function spend(P, now, key, cost, t, tat, win, cur, prev)
+  local this = idiv(now, US_PER_MINUTE)
+  if win == this then  -- the same minute (nearly always): two fields change
+    cur = cur + cost
+    redis.call("HSET", P .. "b:" .. key, "tat", consume(tat, now, t, cost), "cur", cur)
+    return this, cur, prev
+  end
+  if win == this - 1 then prev, cur = cur, cost else prev, cur = 0, cost end
+  redis.call("HSET", P .. "b:" .. key, "tat", consume(tat, now, t, cost), "win", this,
+    "cur", cur, "prev", prev)
+  return this, cur, prev
+end
+
+-- The uncontended case, as arbiter.fits_now, read straight from ARGV: a grant, or nil to let
+-- the full path decide (which also gives every refusal, error and resent call its answer).
+-- Most permits take this path, so it allocates little; freeing and granting permits of one
+-- kind (the steady state) leaves the slot counts unwritten.
+local function acquire_at_once(P, now)
+  local A = ARGV
+  local instance, reports, n_rates = A[8], A[12] == "1", tonumber(A[15])
+  if redis.call("EXISTS", P .. "i:" .. instance) == 0 then return nil end
+  local found = {}  -- per bucket: {its fields, interval, effective TAT}
+  for k = 1, n_rates do
+    local key, cost = A[FIRST_RATE + 2 * k - 2], tonumber(A[FIRST_RATE + 2 * k - 1])
+    local v = redis.call("HMGET", P .. "b:" .. key, "per_minute", "burst", "tat", "lrate",
+      "cooldown_until", "probed", "win", "cur", "prev")
+    if not v[1] then return nil end
+    local slow = reports and v[6] ~= "1" and string.sub(key, 1, 2) == "r:"
+    local _, burst, t, tat = effective(tonumber(v[1]), tonumber(v[2]), tonumber(v[3]),
+      tonumber(v[4]), tonumber(v[5]), slow)
+    if cost > burst or not admits(tat, now, burst, t, cost) then return nil end
+    found[k] = {v, t, tat}
+  end
+  local at = FIRST_RATE + 2 * n_rates  -- the number of gate fields, then the fields
+  local n_gate = tonumber(A[at])
+  local gate = redis.call("HMGET", P .. "gate", "waiting", "reserving",
+    unpack(A, at + 1, at + n_gate))
+  if (tonumber(gate[1]) or 0) > 0 or (tonumber(gate[2]) or 0) > 0 then
+    return nil  -- somebody queued, or capacity reserved: the full path decides
+  end
+  local kind = A[13]
+  local _, same = free_permits(P, instance, at + n_gate + 1, kind)
+  local fits = true
+  for k = 3, #gate, 2 do  -- each slot group's (limit, count); all are the kind's groups, so
+    local lim = gate[k]   -- each counts ``same`` less now
+    if lim and (tonumber(gate[k + 1]) or 0) - same + 1 > tonumber(lim) then fits = false end
+  end
+  if fits then  -- recorded only if this id is new: a resent call is answered by the full path
+    fits = redis.call("HSETNX", P .. "pm:" .. instance, A[4],
+      string.format("%d", now) .. A[14]) == 1
+  end
+  local net = (fits and 1 or 0) - same
+  if net ~= 0 then count_kind(P, kind, net) end
+  if not fits then return nil end
+  local reply
+  for k = 1, n_rates do
+    local f = found[k]
+    local win, cur, prev = spend(P, now, A[FIRST_RATE + 2 * k - 2],
+      tonumber(A[FIRST_RATE + 2 * k - 1]), f[2], f[3], tonumber(f[1][7]), tonumber(f[1][8]),
+      tonumber(f[1][9]))
+    if k == 1 then reply = {"granted", now, win, cur, prev, f[1][1]} end
+  end
+  return reply
+end
