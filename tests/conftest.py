@@ -23,7 +23,9 @@ from cross_instance.core.records import InstanceRecord
 from cross_instance.stores import open_store
 from cross_instance.stores.base import Store
 
-STORE_KINDS = ["sqlite", "redis"]
+# "redis-scripts": the same Redis store with its operations as scripts (EVALSHA) instead of a
+# function library (FCALL), as on servers that cannot load one
+STORE_KINDS = ["sqlite", "redis", "redis-scripts"]
 
 
 class FakeClock:
@@ -55,10 +57,12 @@ def store_url(store_kind: str, tmp_path: Path) -> Iterator[str]:
     if store_kind == "sqlite":
         yield f"sqlite://{tmp_path / 'state'}"
         return
-    assert store_kind == "redis", store_kind
+    assert store_kind in ("redis", "redis-scripts"), store_kind
     from cross_instance.stores.redis.store import RedisStore
 
     url = f"redis://127.0.0.1:6379/0?prefix=pi-test-{uuid.uuid4().hex[:12]}:"
+    if store_kind == "redis-scripts":
+        url += "&lua=scripts"
     yield url
     cleaner = RedisStore(url)
     cleaner.drop_everything()

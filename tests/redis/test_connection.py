@@ -20,11 +20,13 @@ def test_urls():
     loc = parse_url("redis://user:secret@example.com:6380/2?prefix=team-a:")
     assert loc.prefix == "team-a:" and loc.url == "redis://user:secret@example.com:6380/2"
     assert "secret" not in loc.where and "***" in loc.where
-    assert parse_url("rediss://h").prefix == "pi:"
+    assert parse_url("rediss://h").prefix == "pi:" and parse_url("rediss://h").functions
+    assert not parse_url("redis://h?lua=scripts&prefix=x:").functions
     assert parse_url("unix:///run/redis.sock?db=3").url == "unix:///run/redis.sock?db=3"
     for bad, problem in [("http://h", "unsupported scheme"), ("redis://", "no host"),
                          ("redis://h:99999", "port"), ("redis://h/x", "database"),
                          ("redis://h?prefix=a b", "key prefix"), ("redis://h?pool=1", "unknown"),
+                         ("redis://h?lua=eval", "lua must be"),
                          ("unix://", "unix:///path"), ("", "expected a URL")]:
         with pytest.raises(ConfigError, match=problem):
             parse_url(bad)

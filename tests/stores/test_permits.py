@@ -83,6 +83,23 @@ def test_provider_max_concurrency(two):
     assert two.try_acquire(r) is None
 
 
+def test_slot_counts_follow_releases_of_any_kind(two, make_store):
+    """A release carried by an acquire of another provider, and one sent through another
+    handle of the store (which never saw the permit), both give the slot back."""
+    two.publish_limits("a", {"r:q": RateSpec(6000, 100)}, {"*": 3, "p:q": 1})
+    q = PermitRequest("a", "q", None, (("r:q", 1),), ("*", "p:q"))
+    held = two.try_acquire(q)
+    assert isinstance(held, Granted) and two.try_acquire(q) is None
+    other = two.try_acquire(req("a"), release=[held.permit_id])  # freed by a "p" acquire
+    assert isinstance(other, Granted)
+    again = two.try_acquire(q)
+    assert isinstance(again, Granted)
+    assert make_store().release("a", [again.permit_id]) == 1
+    assert isinstance(two.try_acquire(q, release=[other.permit_id]), Granted)
+    groups = {g.key: g.used for g in two.snapshot().groups}
+    assert groups["*"] == 1 and groups["p:q"] == 1
+
+
 def test_reserved_capacity_is_kept_for_its_instance(store):
     store.register_instance(record("vip", reserved=2))
     store.register_instance(record("bulk"))

@@ -60,9 +60,9 @@ class ScriptLane:
             if not conn.read_response():
                 self._load(conn, self.library, Exception("Function not found"))
         except self._answered as err:
-            if not str(err).startswith("unknown command"):
+            if not self._refused(err):
                 raise
-            self._load(conn, self.library, err)
+            self.library, self.fallback = None, str(err)
         except BaseException:
             conn.disconnect()
             raise
@@ -130,13 +130,16 @@ class ScriptLane:
             except self._answered as err:
                 if str(err).startswith("Library") and "already exists" in str(err):
                     return True  # another client loaded it first
-                if not (isinstance(err, self._no_permission)
-                        or str(err).startswith("unknown command")):
+                if not self._refused(err):
                     raise
                 missing = err
         self.library = None
         self.fallback = str(missing)
         return False
+
+    def _refused(self, err: Exception) -> bool:
+        """The server or this account cannot have function libraries."""
+        return isinstance(err, self._no_permission) or str(err).startswith("unknown command")
 
     def close(self) -> None:
         for conn in self._all:

@@ -1,0 +1,76 @@
+"""The store's Lua as one function library (FCALL) where the server allows it, and as scripts
+(EVALSHA) where it does not: loaded again when the server loses it, announced when refused."""
+
+from __future__ import annotations
+
+import uuid
+
+import redis
+
+from cross_instance.core.limiter import RateSpec
+from cross_instance.core.records import Granted, PermitRequest
+from cross_instance.stores.redis.store import RedisStore
+from tests.conftest import record
+from tests.redis.private_server import private_redis
+
+REQ = PermitRequest("a", "p", None, (("r:p", 1),), ("*",))
+
+
+def _ready(store: RedisStore) -> RedisStore:
+    store.register_instance(record("a"))
+    store.publish_limits("a", {"r:p": RateSpec(6000, 100)}, {"*": 2})
+    return store
+
+
+def test_one_library_named_by_its_digest_and_loaded_again_when_lost(tmp_path):
+    with private_redis(tmp_path) as port:
+        store = _ready(RedisStore(f"redis://127.0.0.1:{port}/0"))
+        library = store._lane.library
+        assert library is not None and store._lane.fallback is None
+        admin = redis.Redis(port=port)
+        names = [dict(zip(e[::2], e[1::2]))[b"library_name"].decode()
+                 for e in admin.function_list()]
+        assert names == [library.name] and library.name.startswith("pi_xi_")
+        first = store.acquire(REQ, None)
+        assert isinstance(first, Granted)
+        admin.function_flush()  # as a restart or an operator would
+        second = store.acquire(REQ, None, release=[first.permit_id])
+        assert isinstance(second, Granted)
+        assert [p.permit_id for p in store.snapshot().permits] == [second.permit_id]
+        assert store._lane.library is library  # still functions, loaded again
+        store.close()
+        admin.close()
+
+
+def test_scripts_when_the_account_may_not_load_functions(tmp_path):
+    with private_redis(tmp_path) as port:
+        admin = redis.Redis(port=port)
+        admin.acl_setuser("agent", enabled=True, passwords=["+s3cret"], keys=["*"],
+                          commands=["+@all", "-function"])
+        store = _ready(RedisStore(f"redis://agent:s3cret@127.0.0.1:{port}/0"))
+        assert store._lane.library is None and "no permissions" in (store._lane.fallback or "")
+        assert any("run as scripts" in w for w in store.warnings)
+        held = [store.try_acquire(REQ) for _ in range(3)]
+        assert [isinstance(g, Granted) for g in held] == [True, True, False]  # 2 slots
+        assert admin.function_list() == []
+        store.close()
+        admin.close()
+
+
+def test_scripts_on_request_share_state_with_functions(shared_redis):
+    prefix = f"pi-test-{uuid.uuid4().hex[:12]}:"
+    functions = _ready(RedisStore(f"redis://127.0.0.1:6379/0?prefix={prefix}"))
+    scripts = RedisStore(f"redis://127.0.0.1:6379/0?prefix={prefix}&lua=scripts")
+    try:
+        assert scripts._lane.library is None and scripts._lane.fallback is None
+        assert scripts.warnings == functions.warnings  # asked for: nothing to announce
+        one = functions.acquire(REQ, None)
+        two = scripts.acquire(REQ, None)
+        assert isinstance(one, Granted) and isinstance(two, Granted)
+        assert scripts.try_acquire(REQ) is None  # both count against the same 2 slots
+        assert scripts.release("a", [one.permit_id]) == 1  # a permit it never saw
+        assert isinstance(functions.try_acquire(REQ, release=[two.permit_id]), Granted)
+    finally:
+        functions.drop_everything()
+        functions.close()
+        scripts.close()
