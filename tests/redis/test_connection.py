@@ -68,3 +68,17 @@ def test_the_shared_redis_is_usable():
         pytest.fail(f"the tests need a Redis on 127.0.0.1:6379: {err}")
     finally:
         client.close()
+
+
+def test_refused_credentials_are_named_and_not_retryable(tmp_path):
+    from cross_instance.stores.redis.store import RedisStore
+
+    with private_redis(tmp_path) as port:
+        admin = redis.Redis(port=port)
+        admin.acl_setuser("agent", enabled=True, passwords=["+right"], keys=["*"],
+                          commands=["+@all"])
+        with pytest.raises(StoreError) as err:
+            RedisStore(f"redis://agent:wrong@127.0.0.1:{port}/0", retry_for_s=0.5)
+        assert not isinstance(err.value, StoreUnavailable)
+        assert "refused the credentials" in str(err.value) and "wrong" not in str(err.value)
+        admin.close()

@@ -111,19 +111,29 @@ def connect(location: RedisLocation, *, retry_for_s: float = 5.0,
 
 def call(location: RedisLocation, fn: Any, *args: Any, **kwargs: Any) -> Any:
     """Run one client call, turning redis-py's errors into the store's."""
-    import redis
-
     try:
         return fn(*args, **kwargs)
-    except (redis.ConnectionError, redis.TimeoutError) as err:
-        raise StoreUnavailable(f"Redis at {location.where} is unreachable: {err}",
-                               location=location.where) from err
-    except redis.AuthenticationError as err:
-        raise StoreError(f"Redis at {location.where} refused the credentials: {err}",
-                         location=location.where) from err
-    except redis.ResponseError as err:
-        raise StoreError(f"Redis at {location.where} answered with an error: {err}",
-                         location=location.where) from err
+    except Exception as err:
+        mapped = store_error(location, err)
+        if mapped is None:
+            raise
+        raise mapped from err
+
+
+def store_error(location: RedisLocation, err: Exception) -> StoreError | None:
+    """The store's error for a redis-py error (None for anything else)."""
+    import redis
+
+    if isinstance(err, redis.AuthenticationError):  # a ConnectionError, but retrying is futile
+        return StoreError(f"Redis at {location.where} refused the credentials: {err}",
+                          location=location.where)
+    if isinstance(err, (redis.ConnectionError, redis.TimeoutError)):
+        return StoreUnavailable(f"Redis at {location.where} is unreachable: {err}",
+                                location=location.where)
+    if isinstance(err, redis.ResponseError):
+        return StoreError(f"Redis at {location.where} answered with an error: {err}",
+                          location=location.where)
+    return None
 
 
 def check_server(location: RedisLocation, client: Any) -> list[str]:

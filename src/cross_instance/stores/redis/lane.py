@@ -6,7 +6,7 @@ connection of this store's own (a list pop, atomic under the GIL), sends one ``F
 ``EVALSHA``) and reads the reply. What redis-py's path promised still holds:
 
 - a dropped connection is retried with the client's bounded backoff, then the error is raised
-  (``connection.call`` turns it into ``StoreUnavailable``); a call resent after a lost reply is
+  as ``StoreUnavailable``; a call resent after a lost reply is
   safe because every operation is idempotent by the ids the client chose;
 - code the server no longer has (a restart, ``FUNCTION FLUSH``, ``SCRIPT FLUSH``) is loaded
   again and the call sent once more;
@@ -26,13 +26,17 @@ from collections.abc import Iterable
 from typing import Any
 
 from cross_instance.stores.redis import scripts
+from cross_instance.stores.redis.connection import RedisLocation, store_error
 
 
 class ScriptLane:
     """Runs the named scripts (``run(name, *args)``) on connections owned by this lane."""
 
-    def __init__(self, client: Any, names: Iterable[str], *, functions: bool = True) -> None:
+    def __init__(self, client: Any, names: Iterable[str], location: RedisLocation, *,
+                 functions: bool = True) -> None:
         import redis
+
+        self._location = location
 
         self._no_script = redis.exceptions.NoScriptError
         self._answered = redis.exceptions.ResponseError  # an error reply: the connection is fine
@@ -78,8 +82,9 @@ class ScriptLane:
             return conn
 
     def run(self, name: str, *args: Any) -> Any:
-        """The reply of script ``name`` called with ``args`` (no keys: scripts name their own
-        keys from the prefix, which every caller passes first)."""
+        """The reply of operation ``name`` called with ``args`` (no keys: operations name
+        their own keys from the prefix, which every caller passes first). Redis errors come
+        out as the store's (``StoreUnavailable`` once the retries are spent)."""
         conn = self._take()
         try:
             try:
@@ -93,7 +98,10 @@ class ScriptLane:
         except BaseException as err:
             if not isinstance(err, self._answered):  # cut off mid-call: its state is unknown
                 conn.disconnect()
-            raise
+            mapped = store_error(self._location, err) if isinstance(err, Exception) else None
+            if mapped is None:
+                raise
+            raise mapped from err
         finally:
             self._idle.append(conn)
 

@@ -104,7 +104,8 @@ class RedisStore:
         self.warnings = check_server(self.location, self.client)
         self._clock = clock  # tests move time by hand (ns); otherwise the server's TIME
         self.waiter_ttl_ns = waiter_ttl_ns
-        self._lane = ScriptLane(self.client, _OPERATIONS, functions=self.location.functions)
+        self._lane = ScriptLane(self.client, _OPERATIONS, self.location,
+                                functions=self.location.functions)
         call(self.location, self._lane.prepare)
         if self._lane.fallback is not None:
             self.warnings.append(
@@ -120,11 +121,9 @@ class RedisStore:
             return self._clock()
         return server_time_us(self.location, self.client) * 1000
 
-    def _now_arg(self) -> str:
-        return "" if self._clock is None else str(self._clock() // 1000)
-
     def _run(self, name: str, *args: Any) -> Any:
-        return call(self.location, self._lane.run, name, self.prefix, self._now_arg(), *args)
+        now = "" if self._clock is None else str(self._clock() // 1000)
+        return self._lane.run(name, self.prefix, now, *args)
 
     def _evidence(self, records: list[InstanceRecord]) -> str:
         """What probing this host's pids showed, for the scripts' liveness verdicts."""
@@ -177,7 +176,7 @@ class RedisStore:
         """Every record, or only ``instance_id``'s (then zero or one)."""
         args = [self.prefix] if instance_id is None else [self.prefix, instance_id]
         records = []
-        for iid, flat, models in call(self.location, self._lane.run, "list_instances", *args):
+        for iid, flat, models in self._lane.run("list_instances", *args):
             h = _pairs(flat)
             active = []
             for field, value in _pairs(models).items():
