@@ -3,8 +3,9 @@ a team would otherwise put on the same Redis (127.0.0.1:6379), in the same run.
 
 Throughput (capacity always free: 10,000,000/min, burst 10,000), 1, 2, 4 and 8 processes, one
 thread each, ``--duration`` s per run. The systems run side by side for each process count,
-``--rounds`` times in turn (this machine's speed drifts; interleaving spreads the drift over
-all of them), and the median round of each is reported:
+``--rounds`` times in turn, each round starting with the next system (this machine's speed
+drifts; interleaving spreads the drift over all of them), and the median round of each is
+reported:
 
 * ours: ``with rt.permit("bench"): pass`` with ``PI_STORE_URL`` on the Redis (one EVALSHA per
   cycle: the release travels with the next acquire);
@@ -158,8 +159,9 @@ def main() -> None:
     try:
         for n in COUNTS:  # systems side by side, round after round: drift hits all alike
             runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in systems}
-            for _ in range(args.rounds):
-                for system, task, params in systems:
+            for r in range(args.rounds):  # each round starts with the next system
+                first = r % len(systems)
+                for system, task, params in systems[first:] + systems[:first]:
                     runs[system].append(bench_permits.summarize(
                         system, n, pool.run(task, n, args.duration, params)))
             for system, _, _ in systems:
