@@ -74,3 +74,30 @@ def test_scripts_on_request_share_state_with_functions(shared_redis):
         functions.drop_everything()
         functions.close()
         scripts.close()
+
+
+def test_a_forked_child_opens_its_own_connections(shared_redis):
+    import os
+
+    prefix = f"pi-test-{uuid.uuid4().hex[:12]}:"
+    store = _ready(RedisStore(f"redis://127.0.0.1:6379/0?prefix={prefix}"))
+    try:
+        held = store.acquire(REQ, None)  # the parent's connection is now idle in the lane
+        assert isinstance(held, Granted)
+        pid = os.fork()
+        if pid == 0:  # the child: its own connection, the parent's socket untouched
+            try:
+                ok = isinstance(store.try_acquire(REQ), Granted)
+                conn = store._lane._take()  # and a child killed mid-call leaves nothing behind
+                conn.send_command("PING")
+                os._exit(0 if ok else 1)
+            finally:
+                os._exit(2)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        # the parent's connection still answers its own calls in order
+        assert store.try_acquire(REQ) is None  # both slots are taken (parent's and child's)
+        assert store.release("a", [held.permit_id]) == 1
+    finally:
+        store.drop_everything()
+        store.close()

@@ -11,7 +11,8 @@ connection of this store's own (a list pop, atomic under the GIL), sends one ``F
 - code the server no longer has (a restart, ``FUNCTION FLUSH``, ``SCRIPT FLUSH``) is loaded
   again and the call sent once more;
 - connections come from the client's pool settings (URL, TLS, credentials, timeouts, health
-  checks) and are closed with the store.
+  checks) and are closed with the store; a forked child never touches its parent's: it opens
+  its own on first use, as redis-py's pool does.
 
 The operations run as a function library where the server allows it (Redis 7+: nothing is
 defined per call); a server without ``FUNCTION``, or an account not allowed to load one, gets
@@ -22,6 +23,8 @@ it.
 from __future__ import annotations
 
 import hashlib
+import os
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -52,6 +55,8 @@ class ScriptLane:
                      for name, text in self._scripts.items()}
         self.library: scripts.Library | None = scripts.library(names) if functions else None
         self.fallback: str | None = None  # why scripts are used although functions were asked
+        me = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _forget_in_child(me))
 
     def prepare(self) -> None:
         """Load the function library now if the server lacks it (one start-up round trip),
@@ -154,3 +159,11 @@ class ScriptLane:
             conn.disconnect()
         self._idle.clear()
         self._all.clear()
+
+
+def _forget_in_child(ref: weakref.ref[ScriptLane]) -> None:
+    """After a fork: the parent's sockets are its own; drop them without closing them."""
+    lane = ref()
+    if lane is not None:
+        lane._idle = []
+        lane._all = []
