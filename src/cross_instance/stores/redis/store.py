@@ -1,8 +1,9 @@
 """The Redis store: the same protocol as the SQLite store, for instances on many hosts.
 
-Every operation is one Lua script (registered once, called by digest; design in
-``docs/redis-store.md``) that reads the server's clock; the store keeps microseconds and
-converts to the protocol's nanoseconds at this boundary.
+Every operation is one atomic step in Lua that reads the server's clock: a function of the
+package's library on Redis 7+, else a script called by digest (``scripts``, ``lane``; design in
+``docs/redis-store.md``). The store keeps microseconds and converts to the protocol's
+nanoseconds at this boundary.
 """
 
 from __future__ import annotations
