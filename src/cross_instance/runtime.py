@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import os
 import threading
 import time
@@ -211,7 +212,7 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
         self._recovered()
         if granted is None:
             self.log("Denied: instance %s, %s: no capacity free now", self.instance_id,
-                     _target(plan))
+                     _target(plan.request))
             return None
         return self._permit(plan, granted, 0.0)
 
@@ -285,7 +286,7 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
         req = plan.request
         local = self._local
         assert local is not None
-        self.log("Approved locally (store unavailable): %s, 1/%d share", _target(plan),
+        self.log("Approved locally (store unavailable): %s, 1/%d share", _target(plan.request),
                  local.share)
         return Permit(req.provider, req.model, req.tokens, 0, waited,
                       lambda _id: local.release())
@@ -406,18 +407,16 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
         self._release(permit_id)  # only queues: nothing blocks the event loop
 
     def _log_request(self, plan: Plan) -> None:
-        req = plan.request
-        extra = f", {req.tokens} tokens" if req.tokens else ""
-        self.log("Instance %s requested 1 request (%s%s)", self.instance_id, _target(plan), extra)
+        self.log(_request_line(plan.request))  # formatted once per request shape
 
     def _log_denied(self, plan: Plan, err: RateLimitExceeded) -> None:
         self.log("Denied: instance %s, %s: %s, retry after %.3fs", self.instance_id,
-                 _target(plan), err.reason, err.retry_after)
+                 _target(plan.request), err.reason, err.retry_after)
 
     def _wait_logger(self, plan: Plan) -> Callable[[Waiting], None]:
         def log_wait(waiting: Waiting) -> None:
             self.log("Waiting: instance %s, %s: %s (%d ahead), ready in %.3fs",
-                     self.instance_id, _target(plan), waiting.reason, waiting.ahead,
+                     self.instance_id, _target(plan.request), waiting.reason, waiting.ahead,
                      max(0, waiting.ready_ns - waiting.now_ns) / 1e9)
 
         return log_wait
@@ -475,6 +474,11 @@ class _AsyncPermit:
             await self._permit.arelease()
 
 
-def _target(plan: Plan) -> str:
-    req = plan.request
+def _target(req: PermitRequest) -> str:
     return req.provider if req.model is None else f"{req.provider}/{req.model}"
+
+
+@functools.lru_cache(maxsize=1024)
+def _request_line(req: PermitRequest) -> str:
+    extra = f", {req.tokens} tokens" if req.tokens else ""
+    return f"Instance {req.instance_id} requested 1 request ({_target(req)}{extra})"
