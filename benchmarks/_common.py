@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from cross_instance.config import Config
     from cross_instance.runtime import Runtime
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -128,13 +127,22 @@ class WorkerPool:
                 p.terminate()
 
 
-def start_runtime(ctx: TaskContext, cfg: Config, attempts: int = 40,
-                  ) -> tuple[Runtime, list[str]]:
-    """``Runtime.start`` for worker ``ctx.index``, retried every 50 ms while it raises
-    ``StoreUnavailable`` (seen when many processes open a fresh state directory at once).
-    Returns the runtime and the errors of the failed attempts, so results can report them."""
+def start_runtime(ctx: TaskContext, per_minute: int, burst: int, total_max_llm: int,
+                  attempts: int = 40, **settings: Any) -> tuple[Runtime, list[str]]:
+    """``Runtime.start`` for worker ``ctx.index`` with provider ``bench`` limited to
+    ``per_minute``/``burst`` (and any other config ``settings``), retried every 50 ms while it
+    raises ``StoreUnavailable`` (seen when many processes open a fresh state directory at
+    once). Returns the runtime and the errors of the failed attempts, so results can report
+    them."""
+    import dataclasses
+
+    from cross_instance.config import Config, ProviderLimits
     from cross_instance.errors import StoreUnavailable
     from cross_instance.runtime import Runtime
+
+    cfg = dataclasses.replace(
+        Config(), runtime_dir=Path(ctx.state_dir) / "state", total_max_llm=total_max_llm,
+        providers={"bench": ProviderLimits(per_minute, burst)}, **settings)
 
     failures: list[str] = []
     while True:

@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import argparse
 import array
-import dataclasses
 import fcntl
 import os
 import sqlite3
 import time
-from pathlib import Path
 from typing import Any
 
 import _common as common
@@ -107,12 +105,7 @@ def permit_cycle(rt: Any) -> Any:
 
 
 def task_ours(ctx: TaskContext) -> dict[str, Any]:
-    from cross_instance.config import Config, ProviderLimits
-
-    cfg = dataclasses.replace(
-        Config(), runtime_dir=Path(ctx.state_dir) / "state", total_max_llm=TOTAL_MAX_LLM,
-        providers={"bench": ProviderLimits(RATE_PER_MIN, BURST)})
-    rt, start_failures = common.start_runtime(ctx, cfg)
+    rt, start_failures = common.start_runtime(ctx, RATE_PER_MIN, BURST, TOTAL_MAX_LLM)
     pc = time.perf_counter_ns
     cycle = permit_cycle(rt)
 

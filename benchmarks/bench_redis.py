@@ -25,7 +25,6 @@ used. Run: ``python benchmarks/bench_redis.py``. Results: ``benchmarks/results/b
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -46,13 +45,8 @@ def _prefix(ctx: TaskContext) -> str:
 
 
 def _ours(ctx: TaskContext, rpm: int, burst: int) -> Any:
-    from cross_instance.config import Config, ProviderLimits
-
-    cfg = dataclasses.replace(
-        Config(), runtime_dir=Path(ctx.state_dir) / "state", total_max_llm=64,
-        heartbeat_timeout_ms=30_000, store=f"{REDIS}?prefix={_prefix(ctx)}",
-        providers={"bench": ProviderLimits(rpm, burst)})
-    rt, _ = common.start_runtime(ctx, cfg)
+    rt, _ = common.start_runtime(ctx, rpm, burst, 64, heartbeat_timeout_ms=30_000,
+                                 store=f"{REDIS}?prefix={_prefix(ctx)}")
     return rt
 
 

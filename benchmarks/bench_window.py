@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import argparse
 import bisect
-import dataclasses
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import _common as common
@@ -47,13 +45,9 @@ TARGET_UTIL, TARGET_JAIN = 0.95, 0.95
 
 def task_ours(ctx: TaskContext) -> dict[str, Any]:
     from cross_instance import hostinfo
-    from cross_instance.config import Config, ProviderLimits
     from cross_instance.errors import RateLimitExceeded
 
-    cfg = dataclasses.replace(
-        Config(), runtime_dir=Path(ctx.state_dir) / "state", total_max_llm=TOTAL_MAX_LLM,
-        providers={"bench": ProviderLimits(RATE_PER_MIN, BURST)})
-    rt, start_failures = common.start_runtime(ctx, cfg)
+    rt, start_failures = common.start_runtime(ctx, RATE_PER_MIN, BURST, TOTAL_MAX_LLM)
     store = rt.store
     assert store is not None
     seen: list[int] = []
