@@ -29,17 +29,15 @@ local function acquire_args()
   return req, i + n_gate + 1  -- and where the permits to free start
 end
 
--- A bucket as the limiter sees it now: {key, per_minute, win, cur, prev} and its effective
--- spec {burst, t, per_minute} and TAT, or nil if nothing was published for it.
+-- A bucket (as load_bucket reads it) with the spec {burst, t, per_minute} and TAT the limiter
+-- uses now, or nil if nothing was published for it.
 local function bucket_now(key, reports)
-  local v = redis.call("HMGET", P .. "b:" .. key, "per_minute", "burst", "tat", "win", "cur",
-    "prev", "lrate", "cooldown_until", "probed")
-  if not v[1] then return nil end
-  local slow = reports and v[9] ~= "1" and string.sub(key, 1, 2) == "r:"
-  local pm, burst, t, tat = effective(tonumber(v[1]), tonumber(v[2]), tonumber(v[3]),
-    tonumber(v[7]), tonumber(v[8]), slow)
-  return {key = key, per_minute = tonumber(v[1]), win = tonumber(v[4]), cur = tonumber(v[5]),
-          prev = tonumber(v[6])}, {burst = burst, t = t, per_minute = pm}, tat
+  local b = load_bucket(P, key)
+  if b == nil then return nil end
+  local slow = reports and not b.probed and starts_with(key, "r:")
+  local pm, burst, t, tat = effective(b.per_minute, b.burst, b.tat, b.lrate, b.cooldown_until,
+    slow)
+  return b, {burst = burst, t = t, per_minute = pm}, tat
 end
 
 local function opt(v) if v == cjson.null then return nil end return v end
