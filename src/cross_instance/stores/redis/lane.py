@@ -22,7 +22,6 @@ it.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import weakref
 from collections.abc import Iterable
@@ -49,11 +48,8 @@ class ScriptLane:
         self._retry = client.get_retry()
         self._idle: list[Any] = []
         self._all: list[Any] = []
-        names = tuple(names)
-        self._scripts = {name: scripts.source(name) for name in names}
-        self._sha = {name: hashlib.sha1(text.encode("utf-8")).hexdigest()
-                     for name, text in self._scripts.items()}
-        self.library: scripts.Library | None = scripts.library(names) if functions else None
+        self.library: scripts.Library | None = (scripts.library(tuple(names)) if functions
+                                                 else None)
         self.fallback: str | None = None  # why scripts are used although functions were asked
         me = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _forget_in_child(me))
@@ -71,7 +67,7 @@ class ScriptLane:
         except self._answered as err:
             if not self._refused(err):
                 raise
-            self.library, self.fallback = None, str(err)
+            self._fall_back(err)
         except BaseException:
             conn.disconnect()
             raise
@@ -123,13 +119,14 @@ class ScriptLane:
                 if self._load(conn, library, err):
                     conn.send_command("FCALL", function, 0, *args)
                     return conn.read_response()
+        sha = scripts.digest(name)
         try:
-            conn.send_command("EVALSHA", self._sha[name], 0, *args)
+            conn.send_command("EVALSHA", sha, 0, *args)
             return conn.read_response()
         except self._no_script:
-            conn.send_command("SCRIPT", "LOAD", self._scripts[name])
+            conn.send_command("SCRIPT", "LOAD", scripts.source(name))
             conn.read_response()
-            conn.send_command("EVALSHA", self._sha[name], 0, *args)
+            conn.send_command("EVALSHA", sha, 0, *args)
             return conn.read_response()
 
     def _load(self, conn: Any, library: scripts.Library, missing: Exception) -> bool:
@@ -146,9 +143,12 @@ class ScriptLane:
                 if not self._refused(err):
                     raise
                 missing = err
-        self.library = None
-        self.fallback = str(missing)
+        self._fall_back(missing)
         return False
+
+    def _fall_back(self, why: Exception) -> None:
+        """Scripts from now on: the server or this account cannot have the library."""
+        self.library, self.fallback = None, str(why)
 
     def _refused(self, err: Exception) -> bool:
         """The server or this account cannot have function libraries."""

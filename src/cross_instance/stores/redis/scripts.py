@@ -55,6 +55,12 @@ def source(name: str) -> str:
     return "\n".join(out)
 
 
+@cache
+def digest(name: str) -> str:
+    """The digest ``EVALSHA`` calls operation ``name``'s script by."""
+    return hashlib.sha1(source(name).encode("utf-8")).hexdigest()
+
+
 @dataclass(frozen=True, slots=True)
 class Library:
     """A function library: ``text`` for ``FUNCTION LOAD``, and the function of each
