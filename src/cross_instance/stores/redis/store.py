@@ -135,6 +135,23 @@ class RedisStore:
         return json.dumps(seen) if seen else "{}"
 
     @staticmethod
+    def _probing(call: Callable[[str, int], Any]) -> Any:
+        """The reply of an operation that judges one other instance's liveness, called with
+        the evidence gathered so far and whether it may ask for more: it replies
+        ``["probe", id, pid, ticks]`` when that instance runs on this host, where a pid probe
+        decides sooner than its lease. Only that one process is probed; nothing lists every
+        instance. The last call may not ask (the instance changed between calls twice)."""
+        evidence: dict[str, dict[str, Any]] = {}
+        for may_ask in (1, 1, 0):
+            result = call(json.dumps(evidence), may_ask)
+            if _text(result[0]) != "probe":
+                break
+            iid, pid, ticks = _text(result[1]), int(result[2]), int(result[3])
+            evidence[iid] = {"pid": pid, "ticks": ticks,
+                             "probe": hostinfo.probe(pid, ticks).value}
+        return result
+
+    @staticmethod
     def _here() -> str:
         d = hostinfo.local_domain()
         return json.dumps({"host": d.host, "boot": d.boot_id, "pidns": d.pid_ns})
@@ -347,11 +364,9 @@ class RedisStore:
 
     def claim_workflow(self, workflow_id: str, instance_id: str, *, take: bool = True,
                        auto_claim: bool = True, force: Force = Force.NO) -> Claim:
-        current = self.get_workflow(workflow_id)
-        owner = current.owner if current is not None else None
-        owners = self._records(owner.instance_id) if owner is not None else []
-        result = self._run("claim_workflow", workflow_id, instance_id, int(take),
-                           int(auto_claim), force.value, self._here(), self._evidence(owners))
+        result = self._probing(lambda evidence, may_ask: self._run(
+            "claim_workflow", workflow_id, instance_id, int(take), int(auto_claim),
+            force.value, self._here(), evidence, may_ask))
         if _text(result[0]) == "not_registered":
             raise NotRegisteredError(f"instance {instance_id!r} is not registered (it was "
                                      "judged dead or never started); start the runtime again")
@@ -403,10 +418,11 @@ class RedisStore:
 
     def acquire_lock(self, resource: str, instance_id: str, ttl_ns: int, ticket: int | None,
                      wait: bool) -> LockRecord | LockWaiting | None:
-        result = self._run("lock_ops", "acquire", resource, instance_id, ttl_ns // 1000,
-                           "" if ticket is None else str(ticket), int(wait),
-                           self.waiter_ttl_ns // 1000, uuid.uuid4().hex, self._here(),
-                           self._holders_evidence())
+        lock_id = uuid.uuid4().hex
+        result = self._probing(lambda evidence, may_ask: self._run(
+            "lock_ops", "acquire", resource, instance_id, ttl_ns // 1000,
+            "" if ticket is None else str(ticket), int(wait), self.waiter_ttl_ns // 1000,
+            lock_id, self._here(), evidence, may_ask))
         kind = _text(result[0])
         if kind == "not_registered":
             raise NotRegisteredError(f"instance {instance_id!r} is not registered (it was "

@@ -1,5 +1,7 @@
 -- needs: clock json limiter slots permits registry ownership
--- ARGV: prefix, now, workflow id, caller id, claim 0/1, auto_claim 0/1, force, here, evidence
+-- ARGV: prefix, now, workflow id, caller id, claim 0/1, auto_claim 0/1, force, here, evidence,
+-- may ask 0/1: reply {"probe", id, pid, ticks} when the owner runs on the caller's host and
+-- ``evidence`` does not describe it (the caller probes its pid and calls again)
 local P, now, wid, cid = ARGV[1], clock(ARGV[2]), ARGV[3], ARGV[4]
 local here, evidence = cjson.decode(ARGV[8]), cjson.decode(ARGV[9])
 local caller = load_instance(P, cid)
@@ -10,6 +12,9 @@ local verdict, registered = nil, false  -- registered: the owner's record is tha
 if before ~= nil and before.owner ~= nil and not same_process(before, caller) then
   local owner = load_instance(P, before.owner)
   registered = same_process(before, owner)
+  if registered and ARGV[10] == "1" and wants_probe(owner, now, here, evidence) then
+    return {"probe", owner.id, owner.pid, owner.ticks}
+  end
   verdict = registered and judge(owner, now, here, evidence) or "dead"
 end
 local action, epoch, reason = decide(before, caller, verdict, ARGV[5] == "1", ARGV[6] == "1",

@@ -1,6 +1,9 @@
 -- needs: clock json limiter slots permits registry ownership locks
 -- ARGV: prefix, now, op, then per op:
---   acquire: res, caller, ttl, ticket|"", wait 0/1, waiter ttl, new lock id, here, evidence
+--   acquire: res, caller, ttl, ticket|"", wait 0/1, waiter ttl, new lock id, here, evidence,
+--            may ask 0/1 (reply {"probe", id, pid, ticks} when the lock is held by a process
+--            on the caller's host that ``evidence`` does not describe: the caller probes it
+--            and calls again, so it need not list every instance for each attempt)
 --   renew: res, lock id, ttl | release: res, lock id | cancel: ticket
 --   list | cleanup: here, evidence
 local P, now, op = ARGV[1], clock(ARGV[2]), ARGV[3]
@@ -18,6 +21,12 @@ if op == "acquire" then
   local current, last = load_lock(P, res)
   if current ~= nil and current.lock_id == ARGV[10] then  -- a resent call: granted already
     return {"granted", lock_reply(current)}
+  end
+  if ARGV[13] == "1" and current ~= nil and current.expires > now then
+    local holder = load_instance(P, current.holder)
+    if holder ~= nil and wants_probe(holder, now, here, evidence) then
+      return {"probe", holder.id, holder.pid, holder.ticks}
+    end
   end
   local reason = why_free(P, current, now, here, evidence)
   local first = redis.call("ZRANGE", P .. "lq:" .. res, 0, 0)[1]

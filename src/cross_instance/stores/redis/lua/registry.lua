@@ -25,13 +25,28 @@ local function load_instance(P, id)
   return rec
 end
 
+local function same_domain(rec, here)  -- on the caller's host, boot and pid namespace
+  return rec.host == here.host and rec.boot == here.boot and rec.pidns == here.pidns
+end
+
+local function describes(e, rec)  -- evidence ``e`` is about this very process
+  return e ~= nil and tonumber(e.pid) == rec.pid and tonumber(e.ticks) == rec.ticks
+end
+
+-- Whether the caller's pid probe of ``rec`` would decide its liveness (a record on its own
+-- host, within its lease, not yet in ``evidence``).
+local function wants_probe(rec, now, here, evidence)
+  return now - rec.hb_us <= rec.lease_us and same_domain(rec, here)
+    and not describes(evidence[rec.id], rec)
+end
+
 -- core/liveness.judge, with the pid probe done by the caller (evidence[id] = {pid, ticks,
 -- probe}) and used only if it describes this very record.
 local function judge(rec, now, here, evidence)
   if now - rec.hb_us > rec.lease_us then return "dead" end
-  if rec.host == here.host and rec.boot == here.boot and rec.pidns == here.pidns then
+  if same_domain(rec, here) then
     local e = evidence[rec.id]
-    if e ~= nil and tonumber(e.pid) == rec.pid and tonumber(e.ticks) == rec.ticks then
+    if describes(e, rec) then
       if e.probe == "missing" or e.probe == "reused" then return "dead" end
       if e.probe == "same" then return "alive" end
     end
