@@ -42,16 +42,19 @@ local function acquire_at_once(P, now)
       "cooldown_until", "probed", "win", "cur", "prev")
     if not v[1] then return nil end
     local slow = reports and v[6] ~= "1" and string.sub(key, 1, 2) == "r:"
+    local lrate, cooldown = v[4], v[5]  -- nearly always absent and "0": no conversion
     local _, burst, t, tat = effective(tonumber(v[1]), tonumber(v[2]), tonumber(v[3]),
-      tonumber(v[4]), tonumber(v[5]), slow)
+      lrate and tonumber(lrate) or nil, cooldown == "0" and 0 or tonumber(cooldown), slow)
     if cost > burst or not admits(tat, now, burst, t, cost) then return nil end
-    found[k] = {v, t, tat}
+    found[k] = {v, t, tat, cost}
   end
   local at = FIRST_RATE + 2 * n_rates  -- the number of gate fields, then the fields
   local n_gate = tonumber(A[at])
   local gate = redis.call("HMGET", P .. "gate", "waiting", "reserving",
     unpack(A, at + 1, at + n_gate))
-  if (tonumber(gate[1]) or 0) > 0 or (tonumber(gate[2]) or 0) > 0 then
+  local waiting, reserving = gate[1], gate[2]  -- nearly always "0" or absent
+  if (waiting and waiting ~= "0" and tonumber(waiting) > 0)
+      or (reserving and reserving ~= "0" and tonumber(reserving) > 0) then
     return nil  -- somebody queued, or capacity reserved: the full path decides
   end
   local kind = A[13]
@@ -71,9 +74,8 @@ local function acquire_at_once(P, now)
   local reply
   for k = 1, n_rates do
     local f = found[k]
-    local win, cur, prev = spend(P, now, A[FIRST_RATE + 2 * k - 2],
-      tonumber(A[FIRST_RATE + 2 * k - 1]), f[2], f[3], tonumber(f[1][7]), tonumber(f[1][8]),
-      tonumber(f[1][9]))
+    local win, cur, prev = spend(P, now, A[FIRST_RATE + 2 * k - 2], f[4], f[2], f[3],
+      tonumber(f[1][7]), tonumber(f[1][8]), tonumber(f[1][9]))
     if k == 1 then reply = {"granted", now, win, cur, prev, f[1][1]} end
   end
   return reply
