@@ -23,8 +23,9 @@ from functools import cache
 from importlib import resources
 from importlib.resources.abc import Traversable
 
-LIBRARIES = ("clock", "json", "limiter", "slots", "admit", "arbiter", "adaptive", "permits",
-             "registry", "ownership", "locks")  # the order they may depend on each other in
+# the order they may depend on each other in
+LIBRARIES = ("clock", "json", "limiter", "slots", "bucket", "admit", "arbiter", "adaptive",
+             "permits", "registry", "ownership", "locks")
 _NEEDS, _THEN = "-- needs:", "-- then needs:"
 
 

@@ -1,7 +1,7 @@
 -- The uncontended acquire (nobody queued, nothing reserved, the request fits now), decided
 -- from a few reads: most permits are this, so it allocates little and makes as few calls as
 -- it can. Used by permit_ops.lua before its other libraries (see scripts.py); needs clock,
--- limiter and slots.
+-- limiter, slots and bucket.
 --
 -- ARGV of acquire: prefix, now, "acquire", permit_id, ticket or "", queue (1/0),
 -- waiter_ttl, then the request as the client built it once per plan: instance, provider,
@@ -11,19 +11,17 @@
 -- minute count) so the server, which every instance shares, does less.
 local FIRST_RATE = 16  -- ARGV[15] is the number of buckets
 
--- Spend ``cost`` from bucket ``key`` (interval ``t``, effective TAT ``tat``; ``win``, ``cur``
--- and ``prev`` its minute counts as stored). Returns the new minute counts (the client turns
--- them into its count over the last minute).
-local function spend(P, now, key, cost, t, tat, win, cur, prev)
+-- Spend ``cost`` from bucket ``key`` (interval ``t``, effective TAT ``tat``; ``v`` its
+-- numbers as unpacked, see bucket.lua). Returns the new minute counts (the client turns them
+-- into its count over the last minute).
+local function spend(P, now, key, cost, t, tat, v)
   local this = idiv(now, US_PER_MINUTE)
-  if win == this then  -- the same minute (nearly always): two fields change
-    cur = cur + cost
-    redis.call("HSET", P .. "b:" .. key, "tat", consume(tat, now, t, cost), "cur", cur)
-    return this, cur, prev
-  end
-  if win == this - 1 then prev, cur = cur, cost else prev, cur = 0, cost end
-  redis.call("HSET", P .. "b:" .. key, "tat", consume(tat, now, t, cost), "win", this,
-    "cur", cur, "prev", prev)
+  local win, cur, prev = v[4], v[5], v[6]
+  if win == this then cur = cur + cost  -- the same minute (nearly always)
+  elseif win == this - 1 then prev, cur = cur, cost
+  else prev, cur = 0, cost end
+  redis.call("HSET", P .. "b:" .. key, "s", struct.pack(BUCKET, v[1], v[2],
+    consume(tat, now, t, cost), this, cur, prev, v[7], v[8], v[9], v[10], v[11], v[12], v[13]))
   return this, cur, prev
 end
 
@@ -35,16 +33,15 @@ local function acquire_at_once(P, now)
   local A = ARGV
   local instance, reports, n_rates = A[8], A[12] == "1", tonumber(A[15])
   if redis.call("EXISTS", P .. "i:" .. instance) == 0 then return nil end
-  local found = {}  -- per bucket: {its fields, interval, effective TAT}
+  local found = {}  -- per bucket: {its numbers, interval, effective TAT, cost}
   for k = 1, n_rates do
     local key, cost = A[FIRST_RATE + 2 * k - 2], tonumber(A[FIRST_RATE + 2 * k - 1])
-    local v = redis.call("HMGET", P .. "b:" .. key, "per_minute", "burst", "tat", "lrate",
-      "cooldown_until", "probed", "win", "cur", "prev")
-    if not v[1] then return nil end
-    local slow = reports and v[6] ~= "1" and string.sub(key, 1, 2) == "r:"
-    local lrate, cooldown = v[4], v[5]  -- nearly always absent and "0": no conversion
-    local _, burst, t, tat = effective(tonumber(v[1]), tonumber(v[2]), tonumber(v[3]),
-      lrate and tonumber(lrate) or nil, cooldown == "0" and 0 or tonumber(cooldown), slow)
+    local packed = redis.call("HGET", P .. "b:" .. key, "s")
+    if not packed then return nil end
+    local v = {struct.unpack(BUCKET, packed)}  -- in BUCKET_FIELDS order
+    local slow = reports and v[13] ~= 1 and string.sub(key, 1, 2) == "r:"
+    local _, burst, t, tat = effective(v[1], v[2], v[3], v[7] ~= NONE and v[7] or nil, v[11],
+      slow)
     if cost > burst or not admits(tat, now, burst, t, cost) then return nil end
     found[k] = {v, t, tat, cost}
   end
@@ -74,8 +71,7 @@ local function acquire_at_once(P, now)
   local reply
   for k = 1, n_rates do
     local f = found[k]
-    local win, cur, prev = spend(P, now, A[FIRST_RATE + 2 * k - 2], f[4], f[2], f[3],
-      tonumber(f[1][7]), tonumber(f[1][8]), tonumber(f[1][9]))
+    local win, cur, prev = spend(P, now, A[FIRST_RATE + 2 * k - 2], f[4], f[2], f[3], f[1])
     if k == 1 then reply = {"granted", now, win, cur, prev, f[1][1]} end
   end
   return reply

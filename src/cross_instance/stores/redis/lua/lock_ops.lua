@@ -1,4 +1,4 @@
--- needs: clock json limiter slots permits registry ownership locks
+-- needs: clock json limiter slots bucket permits registry ownership locks
 -- ARGV: prefix, now, op, then per op:
 --   acquire: res, caller, ttl, ticket|"", wait 0/1, waiter ttl, new lock id, here, evidence,
 --            may ask 0/1 (reply {"probe", id, pid, ticks} when the lock is held by a process

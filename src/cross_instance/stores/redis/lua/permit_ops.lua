@@ -1,4 +1,4 @@
--- needs: clock limiter slots admit
+-- needs: clock limiter slots bucket admit
 -- ARGV: prefix, now, op, then the op's arguments: flat for "acquire" (see admit.lua) and
 -- "release" (instance, then the permits to free as free_permits reads them), one JSON value
 -- for the others.
@@ -47,10 +47,8 @@ if op == "publish" then  -- q = {instance, rates = {{key, per_minute, burst}}, g
   local keys = {}
   for _, r in ipairs(q.rates) do
     redis.call("HSET", P .. "lim:" .. r[1], q.instance, r[2] .. " " .. r[3])
-    if redis.call("EXISTS", P .. "b:" .. r[1]) == 0 then
-      redis.call("HSET", P .. "b:" .. r[1], "per_minute", r[2], "burst", r[3], "tat", 0,
-        "win", 0, "cur", 0, "prev", 0, "decreased_at", 0, "last_429", 0, "last_increase", 0,
-        "cooldown_until", 0, "probed", 0)
+    if redis.call("HEXISTS", P .. "b:" .. r[1], "s") == 0 then
+      create_bucket(P, r[1], r[2], r[3])
       redis.call("SADD", P .. "bkeys", r[1])
     end
     redis.call("SADD", P .. "limkeys:" .. q.instance, r[1])
@@ -156,8 +154,7 @@ elseif op == "acquire" then
     local reply
     for i, r in ipairs(req.rates) do
       local b, spec = mine[i][1], mine[i][2]
-      local win, cur, prev = spend(P, now, r[1], r[2], spec.t, list[i], b.win, b.cur,
-        b.prev)
+      local win, cur, prev = spend(P, now, r[1], r[2], spec.t, list[i], bucket_numbers(b))
       if i == 1 then reply = {"granted", now, win, cur, prev, b.per_minute} end
     end
     return reply
@@ -187,8 +184,9 @@ elseif op == "adjust" then  -- q = {{key, delta}, ...}
     local b = load_bucket(P, c[1])
     if b ~= nil and c[2] ~= 0 then
       local t = interval(b.per_minute)
-      local tat = c[2] < 0 and refund(b.tat, now, t, -c[2]) or consume(b.tat, now, t, c[2])
-      redis.call("HSET", P .. "b:" .. c[1], "tat", tat, "cur", math.max(0, b.cur + c[2]))
+      b.tat = c[2] < 0 and refund(b.tat, now, t, -c[2]) or consume(b.tat, now, t, c[2])
+      b.cur = math.max(0, b.cur + c[2])
+      save_bucket(P, b)
     end
   end
   return 1
@@ -197,10 +195,11 @@ elseif op == "reset" then  -- q = {all = true} or {keys = {...}}
   local keys = q.all and redis.call("SMEMBERS", P .. "bkeys") or q.keys
   local n = 0
   for _, key in ipairs(keys) do
-    if redis.call("EXISTS", P .. "b:" .. key) == 1 then
-      redis.call("HDEL", P .. "b:" .. key, "lrate", "reported_limit")
-      redis.call("HSET", P .. "b:" .. key, "decreased_at", 0, "last_429", 0,
-        "last_increase", 0, "cooldown_until", 0)
+    local b = load_bucket(P, key)
+    if b ~= nil then
+      b.lrate, b.reported_limit = nil, nil
+      b.decreased_at, b.last_429, b.last_increase, b.cooldown_until = 0, 0, 0, 0
+      save_bucket(P, b)
       n = n + 1
     end
   end
@@ -249,17 +248,11 @@ elseif op == "record" then
         and state.cooldown_until == before.cooldown_until
         and state.reported_limit == before.reported_limit
       if not (same and new_tat == row.tat and row.probed) then
-        local fields = {"decreased_at", state.decreased_at, "last_429", state.last_429,
-          "last_increase", state.last_increase, "cooldown_until", state.cooldown_until,
-          "tat", new_tat, "probed", 1}
-        redis.call("HSET", P .. "b:" .. key, unpack(fields))
-        if row.lrate == nil and state.rate == before.rate then
-          redis.call("HDEL", P .. "b:" .. key, "lrate")
-        else
-          redis.call("HSET", P .. "b:" .. key, "lrate", string.format("%.17g", state.rate))
-        end
-        if state.reported_limit == nil then redis.call("HDEL", P .. "b:" .. key, "reported_limit")
-        else redis.call("HSET", P .. "b:" .. key, "reported_limit", state.reported_limit) end
+        row.decreased_at, row.last_429 = state.decreased_at, state.last_429
+        row.last_increase, row.cooldown_until = state.last_increase, state.cooldown_until
+        row.tat, row.probed, row.reported_limit = new_tat, true, state.reported_limit
+        if not (row.lrate == nil and state.rate == before.rate) then row.lrate = state.rate end
+        save_bucket(P, row)
         if not same then
           changes[#changes + 1] = {key, string.format("%.17g", before.rate),
             string.format("%.17g", state.rate), state.cooldown_until, reason}
@@ -272,7 +265,8 @@ elseif op == "record" then
 elseif op == "dump" then  -- everything a snapshot shows, in one consistent read
   local buckets, usage = {}, {}
   for _, key in ipairs(redis.call("SMEMBERS", P .. "bkeys")) do
-    buckets[#buckets + 1] = {key, redis.call("HGETALL", P .. "b:" .. key)}
+    local b = load_bucket(P, key)
+    if b ~= nil then buckets[#buckets + 1] = {key, bucket_text(b)} end
     usage[#usage + 1] = {key, redis.call("HGETALL", P .. "u:" .. key)}
   end
   local permits = {}

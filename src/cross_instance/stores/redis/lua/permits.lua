@@ -1,7 +1,7 @@
 -- Limits, buckets and the queue on Redis (the SQLite store's permits.py and learning.py, with
 -- the decisions of arbiter.lua and adaptive.lua; held permits and slot counts: slots.lua).
 -- Keys: P.."lim:"..key hash instance -> "a b" (published limits), P.."limkeys:"..id,
--- P.."b:"..key bucket hash, P.."bkeys" set, P.."waiters" zset of tickets,
+-- P.."b:"..key bucket hash (bucket.lua), P.."bkeys" set, P.."waiters" zset of tickets,
 -- P.."w:"..ticket hash, P.."ww:"..id, P.."wseq",
 -- P.."u:"..key hash instance -> "win count" (usage from heartbeats), P.."ukeys:"..id.
 
@@ -12,18 +12,6 @@ local function weighted_share(total, my_priority, priorities)
   for _, p in ipairs(priorities) do weight = weight + p end
   if weight == 0 then weight = 1 end
   return math.max(1, idiv(total * my_priority, weight))
-end
-
-local function load_bucket(P, key)
-  local v = redis.call("HMGET", P .. "b:" .. key, "per_minute", "burst", "tat", "win", "cur",
-    "prev", "lrate", "decreased_at", "last_429", "last_increase", "cooldown_until",
-    "reported_limit", "probed")
-  if not v[1] then return nil end
-  return {key = key, per_minute = tonumber(v[1]), burst = tonumber(v[2]), tat = tonumber(v[3]),
-          win = tonumber(v[4]), cur = tonumber(v[5]), prev = tonumber(v[6]),
-          lrate = tonumber(v[7]), decreased_at = tonumber(v[8]), last_429 = tonumber(v[9]),
-          last_increase = tonumber(v[10]), cooldown_until = tonumber(v[11]),
-          reported_limit = tonumber(v[12]), probed = tonumber(v[13]) == 1}
 end
 
 local function starts_with(s, prefix) return string.sub(s, 1, #prefix) == prefix end
@@ -39,7 +27,11 @@ local function recompute_limit(P, key)  -- the strictest limit among those who p
     b = b and math.min(b, vb) or vb
   end
   if starts_with(key, "r:") or starts_with(key, "t:") then
-    redis.call("HSET", P .. "b:" .. key, "per_minute", a, "burst", b)
+    local bucket = load_bucket(P, key)
+    if bucket ~= nil then
+      bucket.per_minute, bucket.burst = a, b
+      save_bucket(P, bucket)
+    end
   else
     redis.call("HSET", P .. "gate", "l:" .. key, a)
   end

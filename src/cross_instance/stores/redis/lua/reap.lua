@@ -1,4 +1,4 @@
--- needs: clock json limiter slots permits registry
+-- needs: clock json limiter slots bucket permits registry
 -- ARGV: prefix, now, here JSON, evidence JSON. Removes every dead instance; returns their ids.
 local P, now = ARGV[1], clock(ARGV[2])
 local here, evidence = cjson.decode(ARGV[3]), cjson.decode(ARGV[4])

@@ -1,4 +1,4 @@
--- needs: clock json limiter slots permits registry
+-- needs: clock json limiter slots bucket permits registry
 -- ARGV: prefix, now (µs or ""), record JSON, here JSON, evidence JSON
 local P, now = ARGV[1], clock(ARGV[2])
 local r, here, evidence = cjson.decode(ARGV[3]), cjson.decode(ARGV[4]), cjson.decode(ARGV[5])

@@ -1,4 +1,4 @@
--- needs: clock json limiter slots permits registry ownership
+-- needs: clock json limiter slots bucket permits registry ownership
 -- ARGV: prefix, now, op ("write" | "validate" | "read" | "get" | "list"), workflow id,
 -- caller id, epoch, values JSON (write)
 local P, op, wid = ARGV[1], ARGV[3], ARGV[4]
