@@ -242,18 +242,18 @@ class RedisStore:
                            int(queue), self.waiter_ttl_ns // 1000, *_request_args(request),
                            *self._to_free(release))
         kind = _text(result[0])
-        if kind == "not_registered":
-            raise NotRegisteredError(
-                f"instance {request.instance_id} is not registered (it may have been judged "
-                "dead)")
-        if kind in ("impossible", "error"):
-            raise PermitRequestError(_text(result[1]))
         if kind == "granted":  # now, then the first bucket's minute counts and limit
             self._kinds[permit_id] = _kind(request)
             now_ns = int(result[1]) * 1000
             return Granted(permit_id, now_ns,
                            windowed(int(result[2]), int(result[3]), int(result[4]), now_ns),
                            int(result[5]))
+        if kind == "not_registered":
+            raise NotRegisteredError(
+                f"instance {request.instance_id} is not registered (it may have been judged "
+                "dead)")
+        if kind in ("impossible", "error"):
+            raise PermitRequestError(_text(result[1]))
         if kind == "none":
             return None
         _, t, ready, blocked, ahead, reason, now = result
@@ -283,6 +283,8 @@ class RedisStore:
         those this store did not grant, which the script looks up)."""
         if not permit_ids:
             return [0]
+        if len(permit_ids) == 1:  # the common case: the permit the last cycle held
+            return [1, self._kinds.pop(permit_ids[0], ""), 1, permit_ids[0]]
         by_kind: dict[str, list[int]] = {}
         for i in permit_ids:
             by_kind.setdefault(self._kinds.pop(i, ""), []).append(i)
