@@ -3,10 +3,6 @@ this package wrote as text fields keeps its state when this version first publis
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-from typing import Any
-
 import pytest
 
 from cross_instance.core.limiter import RateSpec
@@ -15,11 +11,8 @@ from tests.conftest import record
 
 
 @pytest.fixture
-def store(shared_redis: Any) -> Iterator[RedisStore]:
-    s = RedisStore(f"redis://127.0.0.1:6379/0?prefix=pi-test-{uuid.uuid4().hex[:12]}:")
-    yield s
-    s.drop_everything()
-    s.close()
+def store(redis_store: RedisStore) -> RedisStore:
+    return redis_store
 
 
 def test_a_bucket_written_as_text_fields_keeps_its_state(store, shared_redis):

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -23,11 +20,8 @@ SEC = 1_000_000_000
 
 
 @pytest.fixture
-def store(shared_redis: Any) -> Iterator[RedisStore]:
-    s = RedisStore(f"redis://127.0.0.1:6379/0?prefix=pi-test-{uuid.uuid4().hex[:12]}:")
-    yield s
-    s.drop_everything()
-    s.close()
+def store(redis_store: RedisStore) -> RedisStore:
+    return redis_store
 
 
 def _exited_process() -> tuple[int, int]:
