@@ -12,16 +12,16 @@
 local FIRST_RATE = 16  -- ARGV[15] is the number of buckets
 
 -- Spend ``cost`` from bucket ``key`` (interval ``t``, effective TAT ``tat``; ``v`` its
--- numbers as unpacked, see bucket.lua). Returns the new minute counts (the client turns them
--- into its count over the last minute).
+-- numbers as unpacked, see bucket.lua, updated here). Returns the new minute counts (the
+-- client turns them into its count over the last minute).
 local function spend(P, now, key, cost, t, tat, v)
   local this = idiv(now, US_PER_MINUTE)
   local win, cur, prev = v[4], v[5], v[6]
   if win == this then cur = cur + cost  -- the same minute (nearly always)
   elseif win == this - 1 then prev, cur = cur, cost
   else prev, cur = 0, cost end
-  redis.call("HSET", P .. "b:" .. key, "s", struct.pack(BUCKET, v[1], v[2],
-    consume(tat, now, t, cost), this, cur, prev, v[7], v[8], v[9], v[10], v[11], v[12], v[13]))
+  v[3], v[4], v[5], v[6] = consume(tat, now, t, cost), this, cur, prev
+  save_numbers(P, key, v)
   return this, cur, prev
 end
 

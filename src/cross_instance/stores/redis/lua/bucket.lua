@@ -31,9 +31,11 @@ local function bucket_numbers(b)  -- the inverse of bucket_from
     b.last_429, b.last_increase, b.cooldown_until, b.reported_limit or NONE, b.probed and 1 or 0}
 end
 
-local function save_bucket(P, b)
-  redis.call("HSET", P .. "b:" .. b.key, "s", struct.pack(BUCKET, unpack(bucket_numbers(b))))
+local function save_numbers(P, key, v)  -- v: the numbers, in BUCKET_FIELDS order
+  redis.call("HSET", P .. "b:" .. key, "s", struct.pack(BUCKET, unpack(v)))
 end
+
+local function save_bucket(P, b) save_numbers(P, b.key, bucket_numbers(b)) end
 
 -- A new bucket at ``per_minute``/``burst``; one written as text fields by an earlier version
 -- of this package keeps its state (converted, its text fields removed).

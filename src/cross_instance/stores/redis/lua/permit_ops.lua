@@ -148,13 +148,11 @@ elseif op == "acquire" then
   if granted then
     if ticket ~= nil then drop_waiter(P, tostring(ticket)) end
     sync_waiting()
-    local list = {}
-    for i, r in ipairs(req.rates) do list[i] = tats[r[1]] end
     add_permit(P, req.instance, permit_id, now, req.record, req.kind)
     local reply
     for i, r in ipairs(req.rates) do
-      local b, spec = mine[i][1], mine[i][2]
-      local win, cur, prev = spend(P, now, r[1], r[2], spec.t, list[i], bucket_numbers(b))
+      local b, spec, tat = mine[i][1], mine[i][2], mine[i][3]
+      local win, cur, prev = spend(P, now, r[1], r[2], spec.t, tat, bucket_numbers(b))
       if i == 1 then reply = {"granted", now, win, cur, prev, b.per_minute} end
     end
     return reply
