@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -52,21 +53,29 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("store_kind", STORE_KINDS)
 
 
+@contextmanager
+def redis_prefix(name: str = "pi-test", options: str = "") -> Iterator[str]:
+    """A URL of the shared Redis under a key prefix of its own (``name-<random>:``), and
+    everything under that prefix removed afterwards."""
+    from cross_instance.stores.redis.store import RedisStore
+
+    url = f"redis://127.0.0.1:6379/0?prefix={name}-{uuid.uuid4().hex[:12]}:{options}"
+    try:
+        yield url
+    finally:
+        cleaner = RedisStore(url)
+        cleaner.drop_everything()
+        cleaner.close()
+
+
 @pytest.fixture
 def store_url(store_kind: str, tmp_path: Path) -> Iterator[str]:
     if store_kind == "sqlite":
         yield f"sqlite://{tmp_path / 'state'}"
         return
     assert store_kind in ("redis", "redis-scripts"), store_kind
-    from cross_instance.stores.redis.store import RedisStore
-
-    url = f"redis://127.0.0.1:6379/0?prefix=pi-test-{uuid.uuid4().hex[:12]}:"
-    if store_kind == "redis-scripts":
-        url += "&lua=scripts"
-    yield url
-    cleaner = RedisStore(url)
-    cleaner.drop_everything()
-    cleaner.close()
+    with redis_prefix(options="&lua=scripts" if store_kind == "redis-scripts" else "") as url:
+        yield url
 
 
 @pytest.fixture

@@ -4,10 +4,11 @@ prefix of the test's own, removed afterwards)."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import pytest
+
+from tests.conftest import redis_prefix
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -15,10 +16,5 @@ def store_cfg(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     if request.param == "sqlite":
         yield {}
         return
-    from cross_instance.stores.redis.store import RedisStore
-
-    url = f"redis://127.0.0.1:6379/0?prefix=pi-proc-{uuid.uuid4().hex[:12]}:"
-    yield {"store": url}
-    cleaner = RedisStore(url)
-    cleaner.drop_everything()
-    cleaner.close()
+    with redis_prefix("pi-proc") as url:
+        yield {"store": url}

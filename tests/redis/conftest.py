@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -36,8 +35,9 @@ def server(tmp_path: Any) -> Iterator[Any]:
 def redis_store(shared_redis: Any) -> Iterator[Any]:
     """A Redis store on the shared Redis under a key prefix of its own, removed afterwards."""
     from cross_instance.stores.redis.store import RedisStore
+    from tests.conftest import redis_prefix
 
-    s = RedisStore(f"redis://127.0.0.1:6379/0?prefix=pi-test-{uuid.uuid4().hex[:12]}:")
-    yield s
-    s.drop_everything()
-    s.close()
+    with redis_prefix() as url:
+        s = RedisStore(url)
+        yield s
+        s.close()

@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-import uuid
-
 import redis
 
 from cross_instance.core.limiter import RateSpec
 from cross_instance.core.records import Granted, PermitRequest
 from cross_instance.stores.redis.store import RedisStore
-from tests.conftest import record
+from tests.conftest import record, redis_prefix
 from tests.redis.private_server import private_redis
 
 REQ = PermitRequest("a", "p", None, (("r:p", 1),), ("*",))
@@ -58,46 +56,40 @@ def test_scripts_when_the_account_may_not_load_functions(tmp_path):
 
 
 def test_scripts_on_request_share_state_with_functions(shared_redis):
-    prefix = f"pi-test-{uuid.uuid4().hex[:12]}:"
-    functions = _ready(RedisStore(f"redis://127.0.0.1:6379/0?prefix={prefix}"))
-    scripts = RedisStore(f"redis://127.0.0.1:6379/0?prefix={prefix}&lua=scripts")
-    try:
-        assert scripts._lane.library is None and scripts._lane.fallback is None
-        assert scripts.warnings == functions.warnings  # asked for: nothing to announce
-        one = functions.acquire(REQ, None)
-        two = scripts.acquire(REQ, None)
-        assert isinstance(one, Granted) and isinstance(two, Granted)
-        assert scripts.try_acquire(REQ) is None  # both count against the same 2 slots
-        assert scripts.release("a", [one.permit_id]) == 1  # a permit it never saw
-        assert isinstance(functions.try_acquire(REQ, release=[two.permit_id]), Granted)
-    finally:
-        functions.drop_everything()
-        functions.close()
-        scripts.close()
+    with redis_prefix() as url:
+        functions = _ready(RedisStore(url))
+        scripts = RedisStore(f"{url}&lua=scripts")
+        try:
+            assert scripts._lane.library is None and scripts._lane.fallback is None
+            assert scripts.warnings == functions.warnings  # asked for: nothing to announce
+            one = functions.acquire(REQ, None)
+            two = scripts.acquire(REQ, None)
+            assert isinstance(one, Granted) and isinstance(two, Granted)
+            assert scripts.try_acquire(REQ) is None  # both count against the same 2 slots
+            assert scripts.release("a", [one.permit_id]) == 1  # a permit it never saw
+            assert isinstance(functions.try_acquire(REQ, release=[two.permit_id]), Granted)
+        finally:
+            functions.close()
+            scripts.close()
 
 
-def test_a_forked_child_opens_its_own_connections(shared_redis):
+def test_a_forked_child_opens_its_own_connections(redis_store):
     import os
 
-    prefix = f"pi-test-{uuid.uuid4().hex[:12]}:"
-    store = _ready(RedisStore(f"redis://127.0.0.1:6379/0?prefix={prefix}"))
-    try:
-        held = store.acquire(REQ, None)  # the parent's connection is now idle in the lane
-        assert isinstance(held, Granted)
-        pid = os.fork()
-        if pid == 0:  # the child: its own connection, the parent's socket untouched
-            try:
-                ok = isinstance(store.try_acquire(REQ), Granted)
-                conn = store._lane._take()  # and a child killed mid-call leaves nothing behind
-                conn.send_command("PING")
-                os._exit(0 if ok else 1)
-            finally:
-                os._exit(2)
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
-        # the parent's connection still answers its own calls in order
-        assert store.try_acquire(REQ) is None  # both slots are taken (parent's and child's)
-        assert store.release("a", [held.permit_id]) == 1
-    finally:
-        store.drop_everything()
-        store.close()
+    store = _ready(redis_store)
+    held = store.acquire(REQ, None)  # the parent's connection is now idle in the lane
+    assert isinstance(held, Granted)
+    pid = os.fork()
+    if pid == 0:  # the child: its own connection, the parent's socket untouched
+        try:
+            ok = isinstance(store.try_acquire(REQ), Granted)
+            conn = store._lane._take()  # and a child killed mid-call leaves nothing behind
+            conn.send_command("PING")
+            os._exit(0 if ok else 1)
+        finally:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    # the parent's connection still answers its own calls in order
+    assert store.try_acquire(REQ) is None  # both slots are taken (parent's and child's)
+    assert store.release("a", [held.permit_id]) == 1
