@@ -44,6 +44,28 @@ def test_unreachable_server_is_a_retryable_named_error():
     assert f"127.0.0.1:{loc.url.split(':')[2].split('/')[0]}" in str(err.value)
 
 
+def test_a_server_that_stops_answering_is_given_up_on_after_the_socket_timeout(tmp_path):
+    """The store's connections keep their timeout in the kernel (lane.py): a paused server
+    still ends a call after the timeout and the bounded retries, with an error saying so."""
+    import time
+
+    from cross_instance.stores.redis.lane import ScriptLane
+
+    with private_redis(tmp_path) as port:
+        loc = parse_url(f"redis://127.0.0.1:{port}/0")
+        client = connect(loc, retry_for_s=0.5, socket_timeout_s=0.3)
+        lane = ScriptLane(client, ("heartbeat",), loc)
+        lane.prepare()
+        assert lane.run("heartbeat", "pi:", "", "nobody", "", "") == 0
+        redis.Redis(port=port).execute_command("CLIENT", "PAUSE", 5000, "ALL")
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="no answer within the socket timeout"):
+            lane.run("heartbeat", "pi:", "", "nobody", "", "")
+        assert 0.3 <= time.monotonic() - started < 4
+        lane.close()
+        client.close()
+
+
 def test_eviction_is_refused_and_no_persistence_is_announced(tmp_path):
     with private_redis(tmp_path) as port:
         loc = parse_url(f"redis://127.0.0.1:{port}/0")

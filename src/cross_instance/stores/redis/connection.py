@@ -128,7 +128,11 @@ def store_error(location: RedisLocation, err: Exception) -> StoreError | None:
         return StoreError(f"Redis at {location.where} refused the credentials: {err}",
                           location=location.where)
     if isinstance(err, (redis.ConnectionError, redis.TimeoutError)):
-        return StoreUnavailable(f"Redis at {location.where} is unreachable: {err}",
+        # a kernel-kept socket timeout (lane.py) ends a call with EAGAIN, which redis-py
+        # reports as a socket error: say what it means
+        why = ("no answer within the socket timeout"
+               if isinstance(err.__context__, BlockingIOError) else str(err))
+        return StoreUnavailable(f"Redis at {location.where} is unreachable: {why}",
                                 location=location.where)
     if isinstance(err, redis.ResponseError):
         return StoreError(f"Redis at {location.where} answered with an error: {err}",
