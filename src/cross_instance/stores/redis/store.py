@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import struct
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -61,6 +62,7 @@ from cross_instance.stores.redis.connection import (
     server_time_us,
 )
 
+_GRANTED = struct.Struct("<5q")  # a granted permit's reply (admit.lua's granted_reply)
 _OPERATIONS = ("register", "heartbeat", "unregister", "reap", "active_model",
                "list_instances", "record_event", "claim_workflow", "release_workflow",
                "workflow_state", "lock_ops", "permit_ops")
@@ -241,13 +243,12 @@ class RedisStore:
         result = self._run("permit_ops", "acquire", permit_id, "" if ticket is None else ticket,
                            int(queue), self.waiter_ttl_ns // 1000, *_request_args(request),
                            *self._to_free(release))
-        kind = _text(result[0])
-        if kind == "granted":  # now, then the first bucket's minute counts and limit
+        if type(result) is bytes:  # granted (admit.lua's granted_reply)
             self._kinds[permit_id] = _kind(request)
-            now_ns = int(result[1]) * 1000
-            return Granted(permit_id, now_ns,
-                           windowed(int(result[2]), int(result[3]), int(result[4]), now_ns),
-                           int(result[5]))
+            now_us, win, cur, prev, limit = _GRANTED.unpack(result)
+            now_ns = now_us * 1000
+            return Granted(permit_id, now_ns, windowed(win, cur, prev, now_ns), limit)
+        kind = _text(result[0])
         if kind == "not_registered":
             raise NotRegisteredError(
                 f"instance {request.instance_id} is not registered (it may have been judged "

@@ -11,6 +11,15 @@
 -- minute count) so the server, which every instance shares, does less.
 local FIRST_RATE = 16  -- ARGV[15] is the number of buckets
 
+-- A grant's reply: one string of five little-endian 64-bit integers (the grant time, then the
+-- first bucket's minute counts win, cur, prev and its limit per minute). Every other reply of
+-- an acquire is an array. Redis turns a table into a reply element by element, which costs
+-- more than packing five numbers once (about 0.4 µs of the server's time per permit).
+local GRANTED = "<i8i8i8i8i8"
+local function granted_reply(now, win, cur, prev, limit)
+  return struct.pack(GRANTED, now, win, cur, prev, limit)
+end
+
 -- Spend ``cost`` from bucket ``key`` (interval ``t``, effective TAT ``tat``; ``v`` its
 -- numbers as unpacked, see bucket.lua, updated here). Returns the new minute counts (the
 -- client turns them into its count over the last minute).
@@ -54,15 +63,23 @@ local function acquire_at_once(P, now)
       or (reserving and reserving ~= "0" and tonumber(reserving) > 0) then
     return nil  -- somebody queued, or capacity reserved: the full path decides
   end
-  local kind = A[13]
-  local _, same = free_permits(P, instance, at + n_gate + 1, kind)
+  local kind, pm, free_at = A[13], P .. "pm:" .. instance, at + n_gate + 1
+  local same  -- permits of this kind freed now
+  if A[free_at] == "1" and A[free_at + 1] == kind and A[free_at + 2] == "1" then
+    same = redis.call("HDEL", pm, A[free_at + 3])  -- the last cycle's permit (nearly always)
+  elseif A[free_at] == "0" then
+    same = 0
+  else
+    local _
+    _, same = free_permits(P, instance, free_at, kind)
+  end
   local fits = true
   for k = 3, #gate, 2 do  -- each slot group's (limit, count); all are the kind's groups, so
     local lim = gate[k]   -- each counts ``same`` less now
     if lim and (tonumber(gate[k + 1]) or 0) - same + 1 > tonumber(lim) then fits = false end
   end
   if fits then  -- recorded only if this id is new: a resent call is answered by the full path
-    fits = redis.call("HSETNX", P .. "pm:" .. instance, A[4],
+    fits = redis.call("HSETNX", pm, A[4],
       string.format("%d", now) .. A[14]) == 1
   end
   local net = (fits and 1 or 0) - same
@@ -72,7 +89,7 @@ local function acquire_at_once(P, now)
   for k = 1, n_rates do
     local f = found[k]
     local win, cur, prev = spend(P, now, A[FIRST_RATE + 2 * k - 2], f[4], f[2], f[3], f[1])
-    if k == 1 then reply = {"granted", now, win, cur, prev, f[1][1]} end
+    if k == 1 then reply = granted_reply(now, win, cur, prev, f[1][1]) end
   end
   return reply
 end

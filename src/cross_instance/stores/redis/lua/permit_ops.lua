@@ -70,7 +70,7 @@ elseif op == "acquire" then
   -- a retry of a call whose reply was lost (redis-py resends it after a dropped connection):
   -- the permit exists already, so answer as before instead of granting a second one
   local earlier = redis.call("HGET", P .. "pm:" .. req.instance, permit_id)
-  if earlier then return {"granted", tonumber(string.match(earlier, "^%d+")), 0, 0, 0, 0} end
+  if earlier then return granted_reply(tonumber(string.match(earlier, "^%d+")), 0, 0, 0, 0) end
   -- refuse what can never be granted before changing anything (nothing released then)
   if redis.call("EXISTS", P .. "i:" .. req.instance) == 0 then return {"not_registered"} end
   local mine = {}
@@ -153,7 +153,7 @@ elseif op == "acquire" then
     for i, r in ipairs(req.rates) do
       local b, spec, tat = mine[i][1], mine[i][2], mine[i][3]
       local win, cur, prev = spend(P, now, r[1], r[2], spec.t, tat, bucket_numbers(b))
-      if i == 1 then reply = {"granted", now, win, cur, prev, b.per_minute} end
+      if i == 1 then reply = granted_reply(now, win, cur, prev, b.per_minute) end
     end
     return reply
   end
