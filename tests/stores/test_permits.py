@@ -134,6 +134,10 @@ def test_unregister_and_death_free_permits(two, clock):
     two.unregister_instance("a")
     assert two.snapshot().permits == ()
     assert two.release("a", [g.permit_id]) == 0
+    with pytest.raises(NotRegisteredError):  # carrying the release of what it held changes
+        two.acquire(req("a"), None, release=[g.permit_id])  # nothing either
+    assert two.snapshot().permits == ()
+    assert {s.key: s.used for s in two.snapshot().groups}.get("*", 0) == 0
 
 
 def test_snapshot_and_reset(two):

@@ -41,7 +41,6 @@ end
 local function acquire_at_once(P, now)
   local A = ARGV
   local instance, reports, n_rates = A[8], A[12] == "1", tonumber(A[15])
-  if redis.call("EXISTS", P .. "i:" .. instance) == 0 then return nil end
   local found = {}  -- per bucket: {its numbers, interval, effective TAT, cost}
   for k = 1, n_rates do
     local key, cost = A[FIRST_RATE + 2 * k - 2], tonumber(A[FIRST_RATE + 2 * k - 1])
@@ -64,15 +63,19 @@ local function acquire_at_once(P, now)
     return nil  -- somebody queued, or capacity reserved: the full path decides
   end
   local kind, pm, free_at = A[13], P .. "pm:" .. instance, at + n_gate + 1
-  local same  -- permits of this kind freed now
+  local freed, same  -- permits freed now, and how many of them of this kind
   if A[free_at] == "1" and A[free_at + 1] == kind and A[free_at + 2] == "1" then
     same = redis.call("HDEL", pm, A[free_at + 3])  -- the last cycle's permit (nearly always)
+    freed = same
   elseif A[free_at] == "0" then
-    same = 0
+    freed, same = 0, 0
   else
-    local _
-    _, same = free_permits(P, instance, free_at, kind)
+    freed, same = free_permits(P, instance, free_at, kind)
   end
+  -- Only a registered instance holds permits (removing one drops its permits in the same
+  -- step), so a freed permit shows this one is registered; otherwise look. Not registered:
+  -- nothing was changed, and the full path refuses.
+  if freed == 0 and redis.call("EXISTS", P .. "i:" .. instance) == 0 then return nil end
   local fits = true
   for k = 3, #gate, 2 do  -- each slot group's (limit, count); all are the kind's groups, so
     local lim = gate[k]   -- each counts ``same`` less now
