@@ -31,10 +31,16 @@ import socket
 import struct
 import sys
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from cross_instance.stores.redis import scripts
+
+_pack: Callable[[tuple[Any, ...]], bytes] | None
+try:  # redis[hiredis] brings it; without it, redis-py's own packer
+    from hiredis import pack_command as _pack
+except ImportError:  # pragma: no cover
+    _pack = None
 from cross_instance.stores.redis.connection import RedisLocation, store_error
 
 
@@ -132,23 +138,32 @@ class ScriptLane:
         if library is not None:
             function = library.functions[name]
             try:
-                conn.send_command("FCALL", function, 0, *args)
+                self._send(conn, ("FCALL", function, 0, *args))
                 return conn.read_response()
             except self._answered as err:
                 if not str(err).startswith(("Function not found", "unknown command")):
                     raise  # the operation's own error
                 if self._load(conn, library, err):
-                    conn.send_command("FCALL", function, 0, *args)
+                    self._send(conn, ("FCALL", function, 0, *args))
                     return conn.read_response()
         sha = scripts.digest(name)
         try:
-            conn.send_command("EVALSHA", sha, 0, *args)
+            self._send(conn, ("EVALSHA", sha, 0, *args))
             return conn.read_response()
         except self._no_script:
             conn.send_command("SCRIPT", "LOAD", scripts.source(name))
             conn.read_response()
-            conn.send_command("EVALSHA", sha, 0, *args)
+            self._send(conn, ("EVALSHA", sha, 0, *args))
             return conn.read_response()
+
+    @staticmethod
+    def _send(conn: Any, command: tuple[Any, ...]) -> None:
+        """Send one command packed by hiredis, as redis-py's own packer would, without its
+        layers of argument copies (a permit's call has some thirty arguments)."""
+        if _pack is None:
+            conn.send_command(*command)
+        else:
+            conn.send_packed_command((_pack(command),))
 
     def _load(self, conn: Any, library: scripts.Library, missing: Exception) -> bool:
         """Load the library after ``missing``; False (and scripts from now on) if this server
