@@ -63,15 +63,7 @@ local function acquire_at_once(P, now)
     return nil  -- somebody queued, or capacity reserved: the full path decides
   end
   local kind, pm, free_at = A[13], P .. "pm:" .. instance, at + n_gate + 1
-  local freed, same  -- permits freed now, and how many of them of this kind
-  if A[free_at] == "1" and A[free_at + 1] == kind and A[free_at + 2] == "1" then
-    same = redis.call("HDEL", pm, A[free_at + 3])  -- the last cycle's permit (nearly always)
-    freed = same
-  elseif A[free_at] == "0" then
-    freed, same = 0, 0
-  else
-    freed, same = free_permits(P, instance, free_at, kind)
-  end
+  local freed, same = free_permits(P, instance, free_at, kind)  -- same: of this kind
   -- Only a registered instance holds permits (removing one drops its permits in the same
   -- step), so a freed permit shows this one is registered; otherwise look. Not registered:
   -- nothing was changed, and the full path refuses.

@@ -48,6 +48,13 @@ end
 local function free_permits(P, instance, at, keep)
   local A = ARGV
   local pm = P .. "pm:" .. instance
+  local kind1 = A[at + 1]
+  if A[at] == "1" and A[at + 2] == "1" and kind1 ~= "" then  -- one permit of a known kind:
+    local gone = redis.call("HDEL", pm, A[at + 3])  -- the last cycle's (nearly always)
+    if kind1 == keep then return gone, gone, at + 4 end
+    if gone > 0 then count_kind(P, kind1, -gone) end
+    return gone, 0, at + 4
+  end
   local freed, kept = 0, 0
   for _ = 1, tonumber(A[at]) do
     local kind, n = A[at + 1], tonumber(A[at + 2])
