@@ -8,6 +8,7 @@ processes, with the store's Lua as functions and as scripts."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -90,6 +91,37 @@ def test_a_held_slot_is_not_granted_again_after_an_empty_restart(tmp_path, serve
     # after a released, the waiters got the slot one after the other, never beside a
     assert all(start >= a_end for _, start, _ in spans)
     assert most_at_once([(a_start, a_end)] + [(s, e) for _, s, e in spans]) == 1
+
+
+@pytest.mark.parametrize("lua", LUA)
+def test_an_async_waiter_keeps_waiting_through_the_grace_and_after(tmp_path, server, lua):
+    cfg = make_config(tmp_path / "state", store=server.url(lua), total=1, interval_ms=200,
+                      timeout_ms=2000)
+
+    async def main() -> None:
+        with Runtime.start(cwd=tmp_path, config=cfg, instance_id="a") as a, \
+                Runtime.start(cwd=tmp_path, config=cfg, instance_id="b") as b:
+            held = await a.apermit("p")
+
+            async def take():
+                return await b.apermit("p", timeout=60)
+
+            waiter = asyncio.create_task(take())
+            deadline = time.monotonic() + 30
+            while a.store.snapshot().waiting < 1:
+                assert time.monotonic() < deadline, "b never queued"
+                await asyncio.sleep(0.02)
+            restart(server, "kill")
+            await asyncio.sleep(3.0)  # past the grace of 2 s: the wait goes on, no error
+            assert not waiter.done()
+            assert [p.permit_id for p in a.store.snapshot().permits] == [held.permit_id]
+            released = a.store.now_ns()
+            await held.arelease()
+            got = await asyncio.wait_for(waiter, 30)
+            assert got.granted_ns >= released  # on the server's clock
+            await got.arelease()
+
+    asyncio.run(main())
 
 
 @pytest.mark.parametrize("lua", LUA)
