@@ -45,8 +45,13 @@ def _prefix(ctx: TaskContext) -> str:
 
 
 def _ours(ctx: TaskContext, rpm: int, burst: int) -> Any:
-    rt, _ = common.start_runtime(ctx, rpm, burst, 64, heartbeat_timeout_ms=30_000,
-                                 store=f"{REDIS}?prefix={_prefix(ctx)}")
+    from cross_instance.stores.redis.store import RedisStore
+
+    url = f"{REDIS}?prefix={_prefix(ctx)}"
+    fresh = RedisStore(url)  # a new prefix: no restart grace (False if a peer declared it)
+    fresh.declare_empty()
+    fresh.close()
+    rt, _ = common.start_runtime(ctx, rpm, burst, 64, heartbeat_timeout_ms=30_000, store=url)
     return rt
 
 

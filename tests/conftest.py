@@ -56,16 +56,31 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @contextmanager
 def redis_prefix(name: str = "pi-test", options: str = "") -> Iterator[str]:
     """A URL of the shared Redis under a key prefix of its own (``name-<random>:``), and
-    everything under that prefix removed afterwards."""
+    everything under that prefix removed afterwards. The prefix is new, so it is declared
+    empty: no restart grace before its first permit (tests/redis/test_store_restart.py has
+    the grace)."""
     from cross_instance.stores.redis.store import RedisStore
 
     url = f"redis://127.0.0.1:6379/0?prefix={name}-{uuid.uuid4().hex[:12]}:{options}"
     try:
+        declare_empty(url)
         yield url
     finally:
         cleaner = RedisStore(url)
         cleaner.drop_everything()
         cleaner.close()
+
+
+def declare_empty(url: str) -> None:
+    """Declare a new Redis prefix empty (the operator step of the README's "When Redis
+    restarts empty")."""
+    from cross_instance.stores.redis.store import RedisStore
+
+    store = RedisStore(url)
+    try:
+        assert store.declare_empty(), f"{url} was used already"
+    finally:
+        store.close()
 
 
 @pytest.fixture

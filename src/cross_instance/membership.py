@@ -2,8 +2,10 @@
 
 Promises:
 - a background daemon thread renews the lease every ``heartbeatIntervalMs`` and reaps dead
-  instances; if this instance was judged dead (a stall past the lease) it registers again and
-  reports it (everything it held was freed by then);
+  instances; if its record is gone it registers again and reports it, re-declaring the
+  permits it still holds: a store that came back empty (Redis restarted without persistence)
+  keeps them in their slots during its restart grace; if instead this instance was judged
+  dead (a stall past the lease), everything it held was freed then and stays freed;
 - it leaves the registry on normal exit (``atexit``) and on SIGTERM/SIGINT. A signal handler is
   installed only where the host program left the default one, and after cleanup the default
   action runs, so the program's exit code is what it would have been without us. A program
@@ -17,10 +19,10 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import FrameType
 
-from cross_instance.core.records import InstanceRecord, Workload
+from cross_instance.core.records import InstanceRecord, PermitState, Workload
 from cross_instance.errors import CrossInstanceError
 from cross_instance.stores.base import Store
 
@@ -29,7 +31,8 @@ class Membership:
     def __init__(self, store: Store, record: InstanceRecord, interval_s: float,
                  log: Callable[..., None], on_rejoin: Callable[[], None],
                  usage: Callable[[], dict[str, int]] | None = None,
-                 on_live: Callable[[int], None] | None = None) -> None:
+                 on_live: Callable[[int], None] | None = None,
+                 holding: Callable[[], Sequence[PermitState]] | None = None) -> None:
         self.store = store
         self.record = record
         self.interval_s = interval_s
@@ -37,6 +40,7 @@ class Membership:
         self.on_rejoin = on_rejoin
         self.usage = usage
         self.on_live = on_live  # told how many instances are registered, after each beat
+        self.holding = holding  # the permits this process holds now (re-declared on rejoin)
         self.workload: Workload | None = None
         self.registered = False
         self._stop = threading.Event()
@@ -62,17 +66,28 @@ class Membership:
         _install_signal_cleanup(self.leave)
 
     def rejoin(self) -> None:
-        """Register again after having been judged dead."""
+        """Register again after the record was found gone: judged dead, or the store came
+        back empty."""
         with self._lock:
             if self._stop.is_set():
                 return
             sent = time.monotonic()
-            self.store.register_instance(self.record)
+            if self.store.heartbeat(self.instance_id):  # another thread registered again
+                self.valid_until = max(self.valid_until, sent + self.lease_s)
+                return
+            # limits first: a wait in progress may ask again as soon as the record is back
+            self.on_rejoin()
+            held = self.holding() if self.holding is not None else ()
+            kept = self.store.rejoin_instance(self.record, held)
             self.valid_until = sent + self.lease_s
             self.generation += 1
-            self.log("Instance %s was judged dead (stalled past its lease); registered again, "
-                     "permits it held were freed", self.instance_id)
-            self.on_rejoin()
+            if kept:
+                self.log("Instance %s found the store restarted empty; registered again and "
+                         "re-declared the %d permits it holds", self.instance_id, kept)
+            else:
+                self.log("Instance %s was judged dead (stalled past its lease) or the store "
+                         "lost its state; registered again, %d permits it held were freed",
+                         self.instance_id, len(held))
 
     def beat(self) -> None:
         """One heartbeat plus cleanup of dead instances (seed: enhancedHeartbeat)."""

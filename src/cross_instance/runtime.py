@@ -28,7 +28,13 @@ from cross_instance.acquire import AcquireLoop, Wake, run_async, run_sync
 from cross_instance.config import Config, load_config
 from cross_instance.core.ids import generate_instance_id
 from cross_instance.core.keys import Plan, plan_request
-from cross_instance.core.records import Granted, InstanceRecord, PermitRequest, Waiting
+from cross_instance.core.records import (
+    Granted,
+    InstanceRecord,
+    PermitRequest,
+    PermitState,
+    Waiting,
+)
 from cross_instance.core.window import SlidingCount
 from cross_instance.errors import (
     NotRegisteredError,
@@ -74,6 +80,8 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
             store.now_ns if store is not None else (lambda: 0))
         self._published: set[str] = set()
         self._usage: dict[str, SlidingCount] = {}
+        # permits granted by the store and not released: re-declared if the store restarts
+        self._live_permits: dict[int, tuple[PermitRequest, int]] = {}
         self._plans: dict[tuple[str, str | None, int | None, bool], Plan] = {}
         self._wake = Wake()
         self._releases = ReleaseQueue(self._send_releases, self._notify_local,
@@ -113,8 +121,9 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
             lease_ns=cfg.heartbeat_timeout_ms * 10**6, priority=policy.priority,
             reserved=policy.reserved_capacity)
         rt._membership = Membership(store, record, cfg.heartbeat_interval_ms / 1000, rt.log,
-                                    rt._published.clear, rt._usage_snapshot,
-                                    rt._local_share_of if rt._local is not None else None)
+                                    rt._republish, rt._usage_snapshot,
+                                    rt._local_share_of if rt._local is not None else None,
+                                    rt._holding)
         try:
             rt._membership.join()
         except BaseException:
@@ -320,6 +329,15 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
         self.store.publish_limits(self.instance_id, plan.rates, plan.groups)
         self._published.update(plan.rates, plan.groups)
 
+    def _republish(self) -> None:
+        """Declare again every limit this process published: the store forgot them (this
+        instance was judged dead, or the store came back empty)."""
+        published = set(self._published)
+        self._published.clear()
+        for plan in list(self._plans.values()):
+            if published.intersection(plan.rates) or published.intersection(plan.groups):
+                self._publish(plan)
+
     def _retry_unregistered(self, fn: Callable[[], T]) -> T:
         try:
             return fn()
@@ -330,7 +348,7 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
     def _rejoin(self) -> None:
         if self._membership is None or self.closed:
             raise NotRegisteredError(f"runtime of instance {self.instance_id} is closed")
-        self._membership.rejoin()  # its on_rejoin forgets what this process published
+        self._membership.rejoin()  # its on_rejoin publishes this process's limits again
 
     def _permit(self, plan: Plan, granted: Granted, waited: float) -> Permit:
         self.log("Approved: %d/%d requests used", granted.usage, granted.limit)
@@ -340,8 +358,14 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
             if counter is None:
                 counter = self._usage[key] = SlidingCount()
             counter.add(granted.granted_ns, cost)
+        self._live_permits[granted.permit_id] = (req, granted.granted_ns)
         return Permit(req.provider, req.model, req.tokens, granted.permit_id, waited,
                       self._release, self._arelease, granted.granted_ns, self._report, req)
+
+    def _holding(self) -> list[PermitState]:
+        """The permits this process holds now, as the store knows them."""
+        return [PermitState(pid, self.instance_id, req.provider, req.model, req.tokens, ns)
+                for pid, (req, ns) in list(self._live_permits.items())]
 
     def _usage_snapshot(self) -> dict[str, int]:
         """This instance's admissions per bucket over the last minute (sent with heartbeats)."""
@@ -399,6 +423,7 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
         self._wake.notify()
 
     def _release(self, permit_id: int) -> None:
+        self._live_permits.pop(permit_id, None)
         if not self.closed:
             self._releases.put(permit_id)
             self._notify_local()  # a local waiter's next attempt carries the release

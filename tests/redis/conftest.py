@@ -25,8 +25,11 @@ def server(tmp_path: Any) -> Iterator[Any]:
     """A private redis-server (no persistence) that a test may stop and start again."""
     from tests.redis.private_server import Server
 
+    from tests.conftest import declare_empty
+
     s = Server(tmp_path)
     s.start()
+    declare_empty(s.url())  # new: no grace before the first permit (a restart has one)
     yield s
     s.stop()
 

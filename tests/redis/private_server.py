@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.conftest import declare_empty
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -22,7 +24,8 @@ def free_port() -> int:
 
 
 @contextmanager
-def private_redis(tmp: Path, *args: str) -> Iterator[int]:
+def private_redis(tmp: Path, *args: str, declare: bool = True) -> Iterator[int]:
+    """A private server on a free port; ``declare``: its default prefix declared empty."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.fail("redis-server is not installed: the Redis fault tests need it "
@@ -39,6 +42,8 @@ def private_redis(tmp: Path, *args: str) -> Iterator[int]:
                 break
             except OSError:
                 time.sleep(0.02)
+        if declare:
+            declare_empty(f"redis://127.0.0.1:{port}/0")
         yield port
     finally:
         proc.kill()
@@ -70,6 +75,17 @@ class Server:
             self.proc.kill()
             self.proc.wait()
 
+    def shutdown_nosave(self) -> None:
+        """``SHUTDOWN NOSAVE``: the server exits on its own, keeping nothing."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as conn:
+            conn.sendall(b"SHUTDOWN NOSAVE\r\n")  # no client retrying a closed connection
+            conn.recv(1024)  # the server closes it on its way out
+        if self.proc is not None:
+            self.proc.wait(timeout=30)
+
+    def url(self, options: str = "") -> str:
+        return f"redis://127.0.0.1:{self.port}/0{options}"
+
     def admin(self) -> redis.Redis:
         return redis.Redis(port=self.port)
 
@@ -78,5 +94,6 @@ class Server:
 def server(tmp_path):
     s = Server(tmp_path)
     s.start()
+    declare_empty(s.url())  # new: no grace before the first permit (a restart has one)
     yield s
     s.stop()

@@ -19,7 +19,7 @@ from tests.helpers_runtime import make_config
 def test_local_share_while_down_then_shared_again(tmp_path, server):
     url = f"redis://127.0.0.1:{server.port}/0"
     cfg = dataclasses.replace(make_config(tmp_path / "state", store=url, rpm=60, burst=4,
-                                          total=4, interval_ms=100, timeout_ms=30_000),
+                                          total=4, interval_ms=100, timeout_ms=3000),
                               when_store_down="local-share")
     with Runtime.start(cwd=tmp_path, config=cfg, instance_id="a") as a, \
             Runtime.start(cwd=tmp_path, config=cfg, instance_id="b"):
@@ -43,7 +43,8 @@ def test_local_share_while_down_then_shared_again(tmp_path, server):
         deadline = time.monotonic() + 30
         while a._local.active and time.monotonic() < deadline:
             time.sleep(0.1)  # the next heartbeat that gets through ends the local share
-        with a.permit("p", timeout=10):  # the shared store again
+        # the shared store again, once its restart grace (one heartbeat timeout) is over
+        with a.permit("p", timeout=10):
             pass
         assert a.store.snapshot().instances  # it is the shared store that answered
         assert not list((tmp_path / "state").glob("degraded-*.json"))

@@ -41,11 +41,13 @@ def test_one_library_named_by_its_digest_and_loaded_again_when_lost(tmp_path):
 
 
 def test_scripts_when_the_account_may_not_load_functions(tmp_path):
-    with private_redis(tmp_path) as port:
+    with private_redis(tmp_path, declare=False) as port:
         admin = redis.Redis(port=port)
         admin.acl_setuser("agent", enabled=True, passwords=["+s3cret"], keys=["*"],
                           commands=["+@all", "-function"])
-        store = _ready(RedisStore(f"redis://agent:s3cret@127.0.0.1:{port}/0"))
+        store = RedisStore(f"redis://agent:s3cret@127.0.0.1:{port}/0")
+        assert store.declare_empty()  # a new server: no restart grace
+        store = _ready(store)
         assert store._lane.library is None and "no permissions" in (store._lane.fallback or "")
         assert any("run as scripts" in w for w in store.warnings)
         held = [store.try_acquire(REQ) for _ in range(3)]

@@ -32,6 +32,8 @@ class OwnershipModel(RuleBasedStateMachine):
         url = (f"sqlite://{self.dir / 'state'}" if self.kind == "sqlite" else
                f"redis://127.0.0.1:6379/0?prefix=pi-model-{uuid.uuid4().hex[:12]}:")
         self.store = open_store(url, clock=self.clock)
+        if self.kind != "sqlite":
+            assert self.store.declare_empty()  # a new prefix: no restart grace
         self.alive = set(NAMES)
         self.seen = {n: self.clock.now for n in NAMES}
         for n in NAMES:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +19,7 @@ from tests.helpers_runtime import make_config
 @pytest.fixture
 def url():
     url = f"redis://127.0.0.1:6379/0?prefix=pi-cli-{uuid.uuid4().hex[:12]}:"
+    assert cli(Path(tempfile.mkdtemp()), url, "pi-xi", "store", "declare-empty").returncode == 0
     yield url
     cleaner = RedisStore(url)
     cleaner.drop_everything()
@@ -58,3 +61,22 @@ def test_an_unreachable_redis_is_one_named_line(tmp_path):
     assert out.returncode == 1
     assert out.stderr.startswith("pi-xi: Redis at redis://127.0.0.1:1/0 is unreachable")
     assert "Traceback" not in out.stderr
+
+
+def test_a_new_prefix_is_declared_empty_once(tmp_path):
+    url = f"redis://127.0.0.1:6379/0?prefix=pi-cli-{uuid.uuid4().hex[:12]}:"
+    try:
+        first = cli(tmp_path, url, "pi-xi", "store", "declare-empty")
+        assert first.returncode == 0, first.stderr
+        assert "declared new and empty" in first.stdout
+        again = cli(tmp_path, url, "pi-xi", "store", "declare-empty")
+        assert again.returncode == 1 and "already in use" in again.stderr
+    finally:
+        cleaner = RedisStore(url)
+        cleaner.drop_everything()
+        cleaner.close()
+
+
+def test_declare_empty_is_only_for_redis(tmp_path):
+    out = cli(tmp_path, f"sqlite://{tmp_path / 'state'}", "pi-xi", "store", "declare-empty")
+    assert out.returncode == 2 and "only a Redis store" in out.stderr

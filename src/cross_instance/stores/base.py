@@ -24,6 +24,7 @@ from cross_instance.core.records import (
     InstanceRecord,
     Outcome,
     PermitRequest,
+    PermitState,
     Snapshot,
     Waiting,
     Workload,
@@ -54,6 +55,15 @@ class Store(Protocol):
     def register_instance(self, record: InstanceRecord) -> InstanceRecord:
         """Add ``record`` (heartbeat = now). A live instance with the same id is refused
         (``DuplicateInstanceError`` naming it); a dead one is replaced and its permits freed."""
+        ...
+
+    def rejoin_instance(self, record: InstanceRecord, held: Sequence[PermitState]) -> int:
+        """Register again after the record was found gone, re-declaring the permits this
+        instance still holds. A store that came back without its state (Redis restarted
+        empty) keeps them, with their ids and kinds, in their slots, while its restart grace
+        lasts (nothing else is granted meanwhile); otherwise the record went because this
+        instance was judged dead, its permits were freed then and stay freed. Returns how
+        many were kept."""
         ...
 
     def heartbeat(self, instance_id: str, workload: Workload | None = None,

@@ -65,7 +65,7 @@ from cross_instance.stores.redis.connection import (
 _GRANTED = struct.Struct("<5q")  # a granted permit's reply (admit.lua's granted_reply)
 _OPERATIONS = ("register", "heartbeat", "unregister", "reap", "active_model",
                "list_instances", "record_event", "claim_workflow", "release_workflow",
-               "workflow_state", "lock_ops", "permit_ops")
+               "workflow_state", "lock_ops", "permit_ops", "declare_empty")
 
 
 def _text(value: Any) -> str:
@@ -86,7 +86,11 @@ def _request_args(request: PermitRequest) -> tuple[str, ...]:
 
 def _kind(request: PermitRequest) -> str:
     """A permit's kind as the scripts keep it: its slot groups follow from it."""
-    return request.provider if request.model is None else f"{request.provider}\t{request.model}"
+    return _kind_of(request.provider, request.model)
+
+
+def _kind_of(provider: str, model: str | None) -> str:
+    return provider if model is None else f"{provider}\t{model}"
 
 
 def _pairs(flat: list[Any]) -> dict[str, str]:
@@ -161,6 +165,13 @@ class RedisStore:
 
     # --- registry -------------------------------------------------------------------------
     def register_instance(self, record: InstanceRecord) -> InstanceRecord:
+        self._register(record, ())
+        return self._records(record.instance_id)[0]
+
+    def rejoin_instance(self, record: InstanceRecord, held: Sequence[PermitState]) -> int:
+        return self._register(record, held)
+
+    def _register(self, record: InstanceRecord, held: Sequence[PermitState]) -> int:
         existing = self._records(record.instance_id)
         w = record.workload
         payload = {
@@ -172,11 +183,24 @@ class RedisStore:
             "pending": w.pending_tasks,
             "latency": "" if w.avg_latency_ms is None else w.avg_latency_ms,
             "orch": w.active_orchestrations}
+        permits = json.dumps([[str(p.permit_id), p.granted_ns // 1000, p.tokens,
+                                _kind_of(p.provider, p.model)] for p in held]) if held else ""
         result = self._run("register", json.dumps(payload), self._here(),
-                           self._evidence(existing))
+                           self._evidence(existing), permits)
         if _text(result[0]) == "duplicate":
             raise DuplicateInstanceError(record.instance_id, int(result[1]), _text(result[2]))
-        return self._records(record.instance_id)[0]
+        for p in held:
+            self._kinds[p.permit_id] = _kind_of(p.provider, p.model)
+        return int(result[2])
+
+    def declare_empty(self) -> bool:
+        """Declare this key prefix new and empty: its first incarnation then starts without
+        the restart grace (nothing granted for one heartbeat timeout) and with full rate
+        buckets. Only for a prefix that no instance has used since the server started (a new
+        prefix or a new server): declared after a restart that lost data, the slots of permits
+        still in flight could be granted twice. False, changing nothing, once anything has
+        used the prefix (a grace that has begun is never cut short)."""
+        return bool(self._run("declare_empty"))
 
     def heartbeat(self, instance_id: str, workload: Workload | None = None,
                   usage: Mapping[str, int] | None = None) -> bool:

@@ -61,6 +61,12 @@ class SqliteStore:
     def register_instance(self, record: InstanceRecord) -> InstanceRecord:
         return self.db.write(lambda c, now: registry.register(c, now, record), "register")
 
+    def rejoin_instance(self, record: InstanceRecord, held: Sequence[PermitState]) -> int:
+        """Permits are never kept: this store's state is its file, which does not come back
+        empty while instances run, so a gone record means this instance was judged dead."""
+        self.register_instance(record)
+        return 0
+
     def heartbeat(self, instance_id: str, workload: Workload | None = None,
                   usage: Mapping[str, int] | None = None) -> bool:
         return self.db.write(

@@ -1,6 +1,6 @@
--- The uncontended acquire (nobody queued, nothing reserved, the request fits now), decided
--- from a few reads: most permits are this, so it allocates little and makes as few calls as
--- it can. Used by permit_ops.lua before its other libraries (see scripts.py); needs clock,
+-- The uncontended acquire (nobody queued, nothing reserved, no restart's grace, the request
+-- fits now), decided from a few reads: most permits are this, so it allocates little and
+-- makes as few calls as it can. Used by permit_ops.lua before its other libraries (see scripts.py); needs clock,
 -- limiter, slots and bucket.
 --
 -- ARGV of acquire: prefix, now, "acquire", permit_id, ticket or "", queue (1/0),
@@ -55,12 +55,12 @@ local function acquire_at_once(P, now)
   end
   local at = FIRST_RATE + 2 * n_rates  -- the number of gate fields, then the fields
   local n_gate = tonumber(A[at])
-  local gate = redis.call("HMGET", P .. "gate", "waiting", "reserving",
+  local gate = redis.call("HMGET", P .. "gate", "waiting", "reserving", "grace",
     unpack(A, at + 1, at + n_gate))
   local waiting, reserving = gate[1], gate[2]  -- nearly always "0" or absent
   if (waiting and waiting ~= "0" and tonumber(waiting) > 0)
-      or (reserving and reserving ~= "0" and tonumber(reserving) > 0) then
-    return nil  -- somebody queued, or capacity reserved: the full path decides
+      or (reserving and reserving ~= "0" and tonumber(reserving) > 0) or gate[3] then
+    return nil  -- somebody queued, capacity reserved, or a restart's grace: the full path
   end
   local kind, pm, free_at = A[13], P .. "pm:" .. instance, at + n_gate + 1
   local freed, same = free_permits(P, instance, free_at, kind)  -- same: of this kind
@@ -69,7 +69,7 @@ local function acquire_at_once(P, now)
   -- nothing was changed, and the full path refuses.
   if freed == 0 and redis.call("EXISTS", P .. "i:" .. instance) == 0 then return nil end
   local fits = true
-  for k = 3, #gate, 2 do  -- each slot group's (limit, count); all are the kind's groups, so
+  for k = 4, #gate, 2 do  -- each slot group's (limit, count); all are the kind's groups, so
     local lim = gate[k]   -- each counts ``same`` less now
     if lim and (tonumber(gate[k + 1]) or 0) - same + 1 > tonumber(lim) then fits = false end
   end

@@ -37,9 +37,10 @@ end
 
 local function save_bucket(P, b) save_numbers(P, b.key, bucket_numbers(b)) end
 
--- A new bucket at ``per_minute``/``burst``; one written as text fields by an earlier version
--- of this package keeps its state (converted, its text fields removed).
-local function create_bucket(P, key, per_minute, burst)
+-- A new bucket at ``per_minute``/``burst`` whose TAT starts at ``tat`` (restart.lua's
+-- restart_tat); one written as text fields by an earlier version of this package keeps its
+-- state (converted, its text fields removed).
+local function create_bucket(P, key, per_minute, burst, tat)
   local old = redis.call("HMGET", P .. "b:" .. key, unpack(BUCKET_FIELDS))
   if old[1] then
     local v = {}
@@ -50,7 +51,7 @@ local function create_bucket(P, key, per_minute, burst)
     redis.call("HDEL", P .. "b:" .. key, unpack(BUCKET_FIELDS))
     return
   end
-  save_bucket(P, {key = key, per_minute = per_minute, burst = burst, tat = 0, win = 0, cur = 0,
+  save_bucket(P, {key = key, per_minute = per_minute, burst = burst, tat = tat, win = 0, cur = 0,
     prev = 0, decreased_at = 0, last_429 = 0, last_increase = 0, cooldown_until = 0,
     probed = false})
 end

@@ -13,7 +13,7 @@ elseif op == "release" then
   return (free_permits(P, ARGV[4], 5, nil))
 end
 
--- then needs: json arbiter adaptive permits registry
+-- then needs: restart json arbiter adaptive permits registry
 local function acquire_args()
   local req = {instance = ARGV[8], provider = ARGV[9], tokens = tonumber(ARGV[11]),
                reports = ARGV[12] == "1", kind = ARGV[13], record = ARGV[14], rates = {},
@@ -48,7 +48,7 @@ if op == "publish" then  -- q = {instance, rates = {{key, per_minute, burst}}, g
   for _, r in ipairs(q.rates) do
     redis.call("HSET", P .. "lim:" .. r[1], q.instance, r[2] .. " " .. r[3])
     if redis.call("HEXISTS", P .. "b:" .. r[1], "s") == 0 then
-      create_bucket(P, r[1], r[2], r[3])
+      create_bucket(P, r[1], r[2], r[3], restart_tat(P, now, r[3], interval(r[2])))
       redis.call("SADD", P .. "bkeys", r[1])
     end
     redis.call("SADD", P .. "limkeys:" .. q.instance, r[1])
@@ -110,14 +110,15 @@ elseif op == "acquire" then
       if b then specs[key], tats[key] = spec, tat end
     end
   end
-  local limit, used, reserving = {}, {}, 0
+  local limit, used, reserving, grace = {}, {}, 0, nil
   local gate = redis.call("HGETALL", P .. "gate")
   for i = 1, #gate, 2 do
     local field, n = gate[i], tonumber(gate[i + 1])
     local sort, g = string.sub(field, 1, 2), string.sub(field, 3)
     if sort == "l:" then limit[g] = n
     elseif sort == "u:" then used[g] = n
-    elseif field == "reserving" then reserving = n end
+    elseif field == "reserving" then reserving = n
+    elseif field == "grace" then grace = grace_until(P, now, n) end
   end
   local instances, held = {}, {}
   for _, id in ipairs(redis.call("SMEMBERS", P .. "ids")) do
@@ -141,6 +142,13 @@ elseif op == "acquire" then
   local cap = {tats = tats, specs = specs, group_used = used, group_limit = limit,
                holders = holders}
   local granted, at, slot_blocked, ahead, reason = arbitrate(me, waiters, cap, now)
+  if grace ~= nil and (granted or at < grace) then  -- restarted empty: see restart.lua
+    granted, at = false, math.max(at, grace)
+    if not slot_blocked then
+      reason = "the store restarted empty: waiting for the instances that were alive to "
+        .. "re-declare their permits"
+    end
+  end
   -- the queue's length as the uncontended path reads it: exact whenever this path has run
   local function sync_waiting()
     redis.call("HSET", P .. "gate", "waiting", redis.call("ZCARD", P .. "waiters"))

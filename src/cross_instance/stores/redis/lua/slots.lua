@@ -5,8 +5,9 @@
 -- kind is "provider" or "provider\tmodel"); P.."gate" hash: "l:"..group -> slot limit,
 -- "u:"..group -> permits held in it, "reserving" -> instances with reserved capacity,
 -- "waiting" -> the permit queue's length (exact whenever the queue grows; it may stay high
--- until the next queued acquire). The gate's size is bounded by the slot groups, so reading a
--- few of its fields stays cheap (Redis keeps a small hash as a list).
+-- until the next queued acquire), "grace" -> the end of a restart's grace (restart.lua). The
+-- gate's size is bounded by the slot groups, so reading a few of its fields stays cheap
+-- (Redis keeps a small hash as a list).
 
 local function kind_of(value)  -- the kind a permit value names
   local a = string.find(value, " ", 1, true)
