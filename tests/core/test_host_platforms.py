@@ -101,6 +101,47 @@ def test_macos_facts_the_store_runs_and_judges_pids(monkeypatch, tmp_path, sleep
         store.close()
 
 
+def test_macos_facts_runtime_start_takes_a_permit(monkeypatch, tmp_path, forget_facts):
+    """The issue's symptom: on macOS ``Runtime.start()`` failed with ``AttributeError``."""
+    from cross_instance.runtime import Runtime
+
+    monkeypatch.setattr(sys, "platform", "darwin")
+    monkeypatch.delattr(time, "CLOCK_BOOTTIME")
+    monkeypatch.setenv("PI_RUNTIME_DIR", str(tmp_path / "state"))
+    _hide_proc(monkeypatch, keep_pids=True)
+    _forget_facts()
+    with Runtime.start(cwd=tmp_path) as rt:
+        with rt.permit("openai", model="gpt-x", tokens=10):
+            pass
+        assert [r.instance_id for r in rt.store.list_instances()] == [rt.instance_id]
+
+
+def test_a_database_on_another_clock_is_refused_by_name(tmp_path):
+    """A directory shared with another OS (another clock) is refused, naming both clocks;
+    a database from before clocks were recorded is adopted."""
+    import sqlite3
+
+    from cross_instance.errors import StoreUnavailable
+    from cross_instance.stores.sqlite.db import DB_NAME
+
+    state = tmp_path / "state"
+    SqliteStore(state).close()
+    with sqlite3.connect(state / DB_NAME) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE key='clock'").fetchone() == (
+            "linux:CLOCK_BOOTTIME",)
+        conn.execute("UPDATE meta SET value='darwin:CLOCK_MONOTONIC' WHERE key='clock'")
+    with pytest.raises(StoreUnavailable) as err:
+        SqliteStore(state)
+    assert "darwin:CLOCK_MONOTONIC" in str(err.value) and "linux:CLOCK_BOOTTIME" in str(err.value)
+    assert str(state / DB_NAME) in str(err.value)
+    with sqlite3.connect(state / DB_NAME) as conn:
+        conn.execute("DELETE FROM meta WHERE key='clock'")
+    SqliteStore(state).close()
+    with sqlite3.connect(state / DB_NAME) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE key='clock'").fetchone() == (
+            "linux:CLOCK_BOOTTIME",)
+
+
 def test_without_proc_a_live_owner_is_unknown_never_dead(monkeypatch, tmp_path, sleeper,
                                                          forget_facts):
     """Nothing about processes can be read (no /proc, psutil blind): a live owner with a

@@ -239,3 +239,24 @@ def test_processes_on_two_backends_share_one_database(facts, tmp_path):
     finally:
         child.kill()
         child.wait()
+
+
+def test_the_boot_id_is_per_system_and_unknown_when_nothing_tells(monkeypatch):
+    system = hostfacts.system
+    try:
+        assert system.boot_id() == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        monkeypatch.setattr(sys, "platform", "darwin")
+        monkeypatch.setitem(system.BOOT_ID_SOURCES, "darwin",
+                            (lambda: None, lambda: "5E1F2A4B-macos-session"))
+        system.reset()
+        assert system.boot_id() == "5E1F2A4B-macos-session"
+        monkeypatch.setitem(system.BOOT_ID_SOURCES, "darwin", (system._psutil_boot_id,))
+        system.reset()
+        assert system.boot_id().startswith("boottime-")
+        monkeypatch.setitem(system.BOOT_ID_SOURCES, "darwin", (lambda: None,))
+        system.reset()
+        assert system.boot_id() == "unknown-boot"
+        assert system._darwin_boot_id() is None  # no such sysctl here: no identity, no crash
+    finally:
+        monkeypatch.undo()
+        system.reset()
