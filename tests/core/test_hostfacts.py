@@ -260,3 +260,22 @@ def test_the_boot_id_is_per_system_and_unknown_when_nothing_tells(monkeypatch):
     finally:
         monkeypatch.undo()
         system.reset()
+
+
+def test_a_process_that_cannot_tell_its_boot_erases_nothing(monkeypatch, tmp_path):
+    """The boot check erases state from an earlier boot; a process whose system tells no boot
+    id must not take the live instances' state for an earlier boot's."""
+    system = hostfacts.system
+    store = SqliteStore(tmp_path / "state")
+    store.register_instance(record("live"))
+    store.close()
+    try:
+        monkeypatch.setitem(system.BOOT_ID_SOURCES, "linux", (lambda: None,))
+        hostinfo.reset()
+        assert hostinfo.boot_id() == "unknown-boot"
+        store = SqliteStore(tmp_path / "state")
+        assert [r.instance_id for r in store.list_instances()] == ["live"]
+        store.close()
+    finally:
+        monkeypatch.undo()
+        hostinfo.reset()

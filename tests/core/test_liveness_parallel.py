@@ -23,6 +23,7 @@ def test_pid_checks_on_this_host():
 
 def test_other_boot_of_this_host_is_dead_other_host_lease_alone():
     assert v(record=Domain("h", "boot0", "ns1")) is Verdict.DEAD
+    assert v(record=Domain("h", "unknown-boot", "ns1")) is Verdict.ALIVE  # cannot tell: lease
     assert v(record=Domain("far", "x", "y")) is Verdict.ALIVE
 
 

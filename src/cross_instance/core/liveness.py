@@ -13,6 +13,9 @@ import enum
 from dataclasses import dataclass
 
 
+UNKNOWN_BOOT = "unknown-boot"  # the boot id where the system tells none
+
+
 class Probe(enum.Enum):
     """What looking at a pid on this host showed."""
 
@@ -60,7 +63,9 @@ class Domain:
     pid_ns: str
 
     def same_host_other_boot(self, other: Domain) -> bool:
-        return self.host == other.host and self.boot_id != other.boot_id
+        """Recorded before this host rebooted (never said when either boot is unknown)."""
+        return (self.host == other.host and self.boot_id != other.boot_id
+                and UNKNOWN_BOOT not in (self.boot_id, other.boot_id))
 
 
 def judge(

@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 from types import ModuleType
 
+from cross_instance.core.liveness import UNKNOWN_BOOT
 from cross_instance.errors import UnsupportedPlatform
 
 
@@ -124,7 +125,7 @@ def boot_id() -> str:
         found = source()
         if found:
             return found
-    return "unknown-boot"
+    return UNKNOWN_BOOT
 
 
 @functools.cache

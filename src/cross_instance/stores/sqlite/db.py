@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from cross_instance import hostinfo
+from cross_instance.core.liveness import UNKNOWN_BOOT
 from cross_instance.crashpoints import crash_at
 from cross_instance.errors import StoreCorrupt, StoreUnavailable, UnsupportedLocation
 from cross_instance.hostfacts.system import require_posix_locks
@@ -196,8 +197,8 @@ class Database:
             conn.execute("INSERT INTO meta(key, value) VALUES('clock', ?)", (clock,))
         row = conn.execute("SELECT value FROM meta WHERE key='boot_id'").fetchone()
         current = hostinfo.boot_id()
-        if row is not None and row[0] == current:
-            return
+        if (row is not None and row[0] == current) or current == UNKNOWN_BOOT:
+            return  # the same boot, or this process cannot tell: erase nothing
         for table in ("instances", "permits", "waiters", "limits", "active_models", "usage"):
             conn.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
         conn.execute("UPDATE buckets SET tat=0")
