@@ -92,9 +92,14 @@ def _darwin_boot_id() -> str | None:
         import ctypes.util
 
         libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        sysctlbyname = libc.sysctlbyname
+        sysctlbyname.argtypes = [ctypes.c_char_p, ctypes.c_void_p,
+                                 ctypes.POINTER(ctypes.c_size_t), ctypes.c_void_p,
+                                 ctypes.c_size_t]
+        sysctlbyname.restype = ctypes.c_int
         buf = ctypes.create_string_buffer(128)
         size = ctypes.c_size_t(len(buf))
-        if libc.sysctlbyname(b"kern.bootsessionuuid", buf, ctypes.byref(size), None, 0) != 0:
+        if sysctlbyname(b"kern.bootsessionuuid", buf, ctypes.byref(size), None, 0) != 0:
             return None
         return buf.value.decode("ascii", "replace").strip() or None
     except (OSError, AttributeError, ValueError):
