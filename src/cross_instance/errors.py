@@ -183,3 +183,10 @@ class StoreCorrupt(StoreError):
 
 class UnsupportedLocation(StoreError):
     code = "STORE_LOCATION_UNSUPPORTED"
+
+
+class UnsupportedPlatform(StoreError):
+    """The embedded store cannot run on this operating system (native Windows); the message
+    says what works instead."""
+
+    code = "PLATFORM_UNSUPPORTED"

@@ -1,50 +1,52 @@
-"""Facts about this host and its processes, read from the kernel (Linux ``/proc``).
+"""Facts about this host and its processes, for the rest of the package: one place that asks
+the selected host-facts backend (``hostfacts``: ``/proc`` on Linux, psutil elsewhere) and the
+operating system's clock and boot identity (``hostfacts.system``).
 
-The one-host clock is ``CLOCK_BOOTTIME``: it never jumps with the wall clock, keeps counting
-through suspend, and is the same for every process of a boot, so leases and rate windows stored
-in it mean the same to every instance. A process is identified by (boot id, pid namespace, pid,
-start time in clock ticks since boot): a pid that comes back with another start time is another
-process.
+A process is identified by (domain, pid, start evidence), where the domain is (host, boot id,
+backend and pid namespace): a pid that comes back with a later start is another process, and
+evidence is only ever compared within one domain.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-import socket
-import time
 from dataclasses import dataclass
 
+from cross_instance import hostfacts
 from cross_instance.core.liveness import Domain, Probe, Verdict, judge
 from cross_instance.core.records import InstanceRecord
+from cross_instance.hostfacts import system
 
 
 def boottime_ns() -> int:
-    """Nanoseconds since boot, including suspend; comparable across processes of one boot."""
-    return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+    """Nanoseconds on the host clock (``CLOCK_BOOTTIME`` on Linux, ``CLOCK_MONOTONIC`` on
+    macOS): since boot, sleep included, comparable across processes of one boot."""
+    return system.clock_ns()
 
 
-@functools.cache
+def clock_name() -> str:
+    return system.clock_name()
+
+
 def boot_id() -> str:
-    try:
-        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
-            return f.read().strip()
-    except OSError:
-        # No /proc (not Linux): the boot time in wall seconds identifies the boot well enough.
-        return f"wall-{int(time.time() - time.monotonic())}"
+    return system.boot_id()
 
 
-@functools.cache
-def pid_namespace() -> str:
-    try:
-        return os.readlink("/proc/self/ns/pid")
-    except OSError:
-        return "pid:[default]"
-
-
-@functools.cache
 def hostname() -> str:
-    return socket.gethostname()
+    return system.hostname()
+
+
+@functools.cache
+def backend() -> hostfacts.ProcessFacts:
+    """The host-facts backend of this process (``PI_XI_HOST_FACTS``, read once)."""
+    return hostfacts.select()
+
+
+def pid_namespace() -> str:
+    """Where this process's pids and start evidence mean something: the backend and the pid
+    namespace (``linux:pid:[4026531836]``, ``portable:pid:[default]``)."""
+    return f"{backend().name}:{system.pid_namespace()}"
 
 
 def local_domain() -> Domain:
@@ -52,46 +54,39 @@ def local_domain() -> Domain:
 
 
 def start_ticks(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (field 22 of ``/proc/PID/stat``),
-    or None when there is no such process. Raises PermissionError/OSError when unreadable."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return None
-    except ProcessLookupError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-    rest = data[data.rindex(b")") + 2 :].split()
-    return int(rest[19])
+    """The start evidence of ``pid`` on this process's backend, or None when there is no such
+    process. Raises ``hostfacts.UnreadableFact`` (an ``OSError``) when it cannot be told."""
+    return backend().start_evidence(pid)
 
 
 def probe(pid: int, expected_start_ticks: int) -> Probe:
-    """Is ``pid`` the process that started at ``expected_start_ticks``?"""
-    try:
-        ticks = start_ticks(pid)
-    except (OSError, ValueError, IndexError):
-        return Probe.UNREADABLE
-    if ticks is None:
-        return Probe.MISSING
-    return Probe.SAME if ticks == expected_start_ticks else Probe.REUSED
+    """Is ``pid`` the process that recorded ``expected_start_ticks`` (on this backend)?"""
+    return backend().probe(pid, expected_start_ticks)
 
 
 @dataclass(frozen=True, slots=True)
 class ProcessIdentity:
     pid: int
-    start_ticks: int
+    start_ticks: int  # start evidence on the backend named in ``domain.pid_ns``; 0 = unknown
     domain: Domain
 
 
 @functools.cache
 def _self_identity(pid: int) -> ProcessIdentity:
-    return ProcessIdentity(pid, start_ticks(pid) or 0, local_domain())
+    return ProcessIdentity(pid, backend().own_evidence(pid), local_domain())
 
 
 def self_identity() -> ProcessIdentity:
     """This process's identity (re-read after a fork: the pid is part of the cache key)."""
     return _self_identity(os.getpid())
+
+
+def reset() -> None:
+    """Forget every cached fact and the backend choice (tests switching backend or
+    simulating another system)."""
+    backend.cache_clear()
+    _self_identity.cache_clear()
+    system.reset()
 
 
 NETWORK_FS_TYPES = frozenset(
@@ -101,11 +96,23 @@ NETWORK_FS_TYPES = frozenset(
 
 
 def read_mountinfo() -> str:
+    """The mount table in ``/proc/self/mountinfo``'s format; where there is none (macOS),
+    psutil's list of mounts written in that format, so network file systems are refused there
+    too ("" when neither can be read)."""
     try:
         with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
             return f.read()
     except OSError:
+        pass
+    try:
+        import psutil  # type: ignore[import-untyped]
+
+        mounts = psutil.disk_partitions(all=True)
+    except Exception:  # noqa: BLE001 - psutil missing or unreadable: no table
         return ""
+    return "".join(
+        f"0 0 0:0 / {str(m.mountpoint).replace(' ', chr(92) + '040')} rw - {m.fstype} "
+        f"{str(m.device).replace(' ', '_') or '-'} rw\n" for m in mounts)
 
 
 def filesystem_type(path: str, mountinfo: str) -> str | None:

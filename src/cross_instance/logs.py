@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import atexit
 import collections
-import fcntl
 import os
 import threading
 import time
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # native Windows: rotation unlocked (two writers may both rotate)
+    fcntl = None  # type: ignore[assignment]
 
 _DATEFMT = "%Y-%m-%d %H:%M:%S"
 MAX_BYTES = 5_000_000
@@ -56,7 +60,8 @@ class SharedRotatingFile:
         os.write(self._fd, data)
 
     def _rotate(self) -> None:
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        if fcntl is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         try:
             try:
                 size = os.stat(self.path).st_size
@@ -71,7 +76,8 @@ class SharedRotatingFile:
             os.close(self._fd)
             self._fd = self._open()
         finally:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            if fcntl is not None:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
         os.close(self._fd)

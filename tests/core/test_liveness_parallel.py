@@ -23,6 +23,7 @@ def test_pid_checks_on_this_host():
 
 def test_other_boot_of_this_host_is_dead_other_host_lease_alone():
     assert v(record=Domain("h", "boot0", "ns1")) is Verdict.DEAD
+    assert v(record=Domain("h", "unknown-boot", "ns1")) is Verdict.ALIVE  # cannot tell: lease
     assert v(record=Domain("far", "x", "y")) is Verdict.ALIVE
 
 
@@ -47,3 +48,16 @@ def test_instance_ids():
     assert is_valid_instance_id(iid)
     assert not is_valid_instance_id("../etc")
     assert not is_valid_instance_id("")
+
+
+def test_start_evidence_decides_only_what_it_can():
+    from cross_instance.core.liveness import match_start
+
+    assert match_start(100, 100, 0) is Probe.SAME
+    assert match_start(100, None, 0) is Probe.MISSING
+    assert match_start(100, 101, 0) is Probe.REUSED  # a later start at the pid: another process
+    assert match_start(100, 99, 0) is Probe.UNREADABLE  # an earlier one contradicts the record
+    assert match_start(0, 5, 0) is Probe.UNREADABLE  # nothing recorded: nothing to tell
+    assert match_start(100, 109, 10) is Probe.SAME and match_start(100, 91, 10) is Probe.SAME
+    assert match_start(100, 111, 10) is Probe.REUSED
+    assert match_start(100, 89, 10) is Probe.UNREADABLE

@@ -15,7 +15,8 @@ def _reseed() -> None:
 
 
 _reseed()
-os.register_at_fork(after_in_child=_reseed)
+if hasattr(os, "register_at_fork"):  # POSIX only (no fork on Windows)
+    os.register_at_fork(after_in_child=_reseed)
 
 
 def new_permit_id() -> int:

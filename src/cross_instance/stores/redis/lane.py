@@ -65,7 +65,8 @@ class ScriptLane:
                                                  else None)
         self.fallback: str | None = None  # why scripts are used although functions were asked
         me = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: _forget_in_child(me))
+        if hasattr(os, "register_at_fork"):  # POSIX only (no fork on Windows)
+            os.register_at_fork(after_in_child=lambda: _forget_in_child(me))
 
     def prepare(self) -> None:
         """Load the function library now if the server lacks it (one start-up round trip),

@@ -12,7 +12,6 @@ Promises:
 
 from __future__ import annotations
 
-import fcntl
 import os
 import sqlite3
 import threading
@@ -22,8 +21,10 @@ from pathlib import Path
 from typing import TypeVar
 
 from cross_instance import hostinfo
+from cross_instance.core.liveness import UNKNOWN_BOOT
 from cross_instance.crashpoints import crash_at
 from cross_instance.errors import StoreCorrupt, StoreUnavailable, UnsupportedLocation
+from cross_instance.hostfacts.system import require_posix_locks
 from cross_instance.stores.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
 
 T = TypeVar("T")
@@ -92,7 +93,8 @@ def _mark_forked() -> None:
         db._forked = True
 
 
-os.register_at_fork(after_in_child=_mark_forked)
+if hasattr(os, "register_at_fork"):  # POSIX; elsewhere the store refuses to open
+    os.register_at_fork(after_in_child=_mark_forked)
 
 
 class Database:
@@ -103,6 +105,7 @@ class Database:
         self.directory = directory
         self.path = directory / DB_NAME
         self.clock = clock
+        self._fcntl = require_posix_locks()  # on Windows: a clear error saying what works
         if not create and not self.path.exists():
             raise StoreUnavailable(f"no state database at {self.path}", location=str(self.path))
         check_location(directory, mountinfo)
@@ -131,6 +134,7 @@ class Database:
                                    location=str(self.directory)) from err
         # Under the write lock: switching a new file to WAL needs it exclusively, and SQLite's
         # busy handler does not cover that step (processes starting together would fail).
+        fcntl = self._fcntl
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         try:
             self.conn = sqlite3.connect(
@@ -178,11 +182,23 @@ class Database:
         self.write(step)
 
     def _check_boot(self, conn: sqlite3.Connection) -> None:
-        """Boot-time values from an earlier boot mean nothing now: forget them."""
+        """Times are on the host clock the database names: a process on another clock (another
+        operating system sharing the directory) is refused. Boot-time values from an earlier
+        boot mean nothing now: forget them."""
+        clock = hostinfo.clock_name()
+        recorded = conn.execute("SELECT value FROM meta WHERE key='clock'").fetchone()
+        if recorded is not None and recorded[0] != clock:
+            raise StoreUnavailable(
+                f"state database {self.path} keeps time on {recorded[0]}, but this process's "
+                f"clock is {clock}: processes sharing a state directory must run on one "
+                f"host; use a directory of this system's own (PI_RUNTIME_DIR) or the Redis "
+                f"store", location=str(self.path))
+        if recorded is None:
+            conn.execute("INSERT INTO meta(key, value) VALUES('clock', ?)", (clock,))
         row = conn.execute("SELECT value FROM meta WHERE key='boot_id'").fetchone()
         current = hostinfo.boot_id()
-        if row is not None and row[0] == current:
-            return
+        if (row is not None and row[0] == current) or current == UNKNOWN_BOOT:
+            return  # the same boot, or this process cannot tell: erase nothing
         for table in ("instances", "permits", "waiters", "limits", "active_models", "usage"):
             conn.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
         conn.execute("UPDATE buckets SET tat=0")
@@ -194,6 +210,7 @@ class Database:
         ``sqlite.<op>.after_commit``) for fault tests."""
         if self._forked:
             self._reopen_after_fork()
+        fcntl = self._fcntl
         with self._thread_lock:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
             try:

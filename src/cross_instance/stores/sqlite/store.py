@@ -1,6 +1,7 @@
 """The embedded SQLite store: one host, no daemon, exact shared limits.
 
-State lives in ``<state dir>/coordinator.sqlite3``; time is ``CLOCK_BOOTTIME``. See ``db`` for
+State lives in ``<state dir>/coordinator.sqlite3``; time is the host clock
+(``hostinfo.boottime_ns``: ``CLOCK_BOOTTIME`` on Linux, ``CLOCK_MONOTONIC`` on macOS). See ``db`` for
 the transaction discipline and ``stores.base.Store`` for what each operation promises.
 """
 
