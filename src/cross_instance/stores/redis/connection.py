@@ -128,10 +128,14 @@ def store_error(location: RedisLocation, err: Exception) -> StoreError | None:
         return StoreError(f"Redis at {location.where} refused the credentials: {err}",
                           location=location.where)
     if isinstance(err, (redis.ConnectionError, redis.TimeoutError)):
-        # a kernel-kept socket timeout (lane.py) ends a call with EAGAIN, which redis-py
-        # reports as a socket error: say what it means
-        why = ("no answer within the socket timeout"
-               if isinstance(err.__context__, BlockingIOError) else str(err))
+        # the same words whichever keeps the timeout: Python's socket (redis-py's
+        # TimeoutError) or the kernel (lane.py: EAGAIN, reported by redis-py as a socket error)
+        if isinstance(err, redis.TimeoutError):
+            why = f"no answer within the socket timeout ({err})"
+        elif isinstance(err.__context__, BlockingIOError):
+            why = "no answer within the socket timeout"
+        else:
+            why = str(err)
         return StoreUnavailable(f"Redis at {location.where} is unreachable: {why}",
                                 location=location.where)
     if isinstance(err, redis.ResponseError):
