@@ -17,7 +17,7 @@ Promises:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -34,32 +34,47 @@ class RedisLocation:
     ``prefix``, ``where`` (the URL with any password hidden) for messages, and whether to use
     a function library (``functions``) or scripts."""
 
-    url: str
+    url: str = field(repr=False)  # holds the password
     prefix: str
     where: str
     functions: bool = True
 
 
-def _hidden(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
+def redact(url: str) -> str:
+    """``url`` fit to print: whatever stands before its last ``@`` (after ``scheme://``) is
+    credentials and shown as ``user:***`` (``***`` alone without a ``:``, where redis-cli reads
+    the whole as a password). Plain text work, no URL parsing, so it holds for URLs too broken
+    to parse and for passwords holding ``@``, ``:``, ``/`` or ``%`` escapes."""
+    head, sep, rest = url.partition("://")
+    if not sep:
+        head, rest = "", url
+    at = rest.rfind("@")
+    if at < 0:
         return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    user, colon, _secret = rest[:at].partition(":")
+    shown = f"{user}:***" if colon else "***"
+    return f"{head}{sep}{shown}{rest[at:]}"
 
 
 def parse_url(url: str, source: str = "store URL") -> RedisLocation:
     """Validate a Redis store URL (``source`` names where it came from, for the error)."""
-    where = _hidden(url) if isinstance(url, str) else repr(url)
+    where = redact(url) if isinstance(url, str) else repr(url)
 
     def bad(problem: str) -> ConfigError:
         return ConfigError(source, where, problem)
 
     if not isinstance(url, str) or not url:
         raise bad("expected a URL such as redis://host:6379/0")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as err:  # e.g. "Invalid IPv6 URL": the text holds no secret
+        raise bad(f"not a valid URL ({err}; expected redis://host:6379/0)") from None
+    if "@" in url.partition("://")[2] and "@" not in parts.netloc:
+        raise bad("an '@' after the host: a password holding '/', '?' or '#' must be "
+                  "percent-encoded (%2F, %3F, %23)")
     if parts.scheme not in _SCHEMES:
-        raise bad(f"unsupported scheme {parts.scheme!r} (expected one of {', '.join(_SCHEMES)})")
+        raise bad(f"unsupported scheme {redact(parts.scheme)!r} "
+                  f"(expected one of {', '.join(_SCHEMES)})")
     query = parse_qs(parts.query, keep_blank_values=True)
     unknown = sorted(set(query) - {"prefix", "db", "lua"})
     if unknown:
@@ -90,7 +105,7 @@ def parse_url(url: str, source: str = "store URL") -> RedisLocation:
             raise bad(f"the database must be a number, got {db!r}")
     kept = "&".join(f"db={d}" for d in query.get("db", []))
     rebuilt = f"{parts.scheme}://{parts.netloc}{parts.path}" + (f"?{kept}" if kept else "")
-    return RedisLocation(rebuilt, prefix, _hidden(rebuilt), lua == "functions")
+    return RedisLocation(rebuilt, prefix, redact(rebuilt), lua == "functions")
 
 
 def connect(location: RedisLocation, *, retry_for_s: float = 5.0,
