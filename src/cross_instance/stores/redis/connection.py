@@ -10,8 +10,10 @@ Promises:
   past it the caller gets ``StoreUnavailable`` (code ``store_unavailable``, retryable) naming
   the server, never a silent reconnect that re-grants anything (scripts check server state).
 - At start the server must evict nothing (``maxmemory-policy noeviction``): an evicted key would
-  silently drop a lease or an epoch, so any other policy is refused with a named error. No
-  persistence (neither RDB saves nor AOF) is allowed but announced as a warning.
+  silently drop a lease or an epoch, so any other policy is refused with a named error. The
+  policy is read with ``CONFIG GET``, or from ``INFO`` where the account or a managed service
+  does not allow ``CONFIG``; a server where neither tells it is refused. No persistence
+  (neither RDB saves nor AOF) is allowed but announced as a warning.
 """
 
 from __future__ import annotations
@@ -160,22 +162,69 @@ def store_error(location: RedisLocation, err: Exception) -> StoreError | None:
 
 
 def check_server(location: RedisLocation, client: Any) -> list[str]:
-    """Refuse a server that may evict keys; return warnings (persistence off)."""
+    """Refuse a server that may evict keys; return warnings (persistence off, or unknown).
+
+    The settings come from ``CONFIG GET`` where the account may run it, else from ``INFO``
+    (managed services and ACL users without ``@admin``: ``maxmemory_policy`` in ``INFO
+    memory``, ``aof_enabled`` in ``INFO persistence``). A server whose eviction policy can be
+    read from neither is refused: an evicted key drops a lease or an epoch silently, and
+    nothing would show it."""
+    import redis
+
     config: dict[str, str] = {}
-    for key in ("maxmemory-policy", "save", "appendonly"):
-        config.update(call(location, client.config_get, key))
+    try:
+        for key in ("maxmemory-policy", "save", "appendonly"):
+            config.update(call(location, client.config_get, key))
+    except StoreError as err:
+        if not isinstance(err.__cause__, redis.ResponseError):
+            raise  # unreachable, refused credentials: not a question of permissions
+        return _check_by_info(location, client, err.__cause__)
     policy = config.get("maxmemory-policy", "noeviction")
+    _refuse_eviction(location, policy)
+    if not config.get("save", "").strip() and config.get("appendonly", "no") != "yes":
+        return [_no_persistence(location, "has", "no RDB saves, no AOF")]
+    return []
+
+
+def _check_by_info(location: RedisLocation, client: Any, config_refused: Exception) -> list[str]:
+    """``check_server`` for an account that may not run ``CONFIG GET``."""
+    import redis
+
+    try:
+        memory = call(location, client.info, "memory")
+        persistence = call(location, client.info, "persistence")
+    except StoreError as err:
+        if not isinstance(err.__cause__, redis.ResponseError):
+            raise
+        memory, persistence = {}, {}
+    policy = memory.get("maxmemory_policy")
+    if not isinstance(policy, str) or not policy:
+        raise StoreError(
+            f"Redis at {location.where} does not let this account read its eviction policy "
+            f"(CONFIG GET: {config_refused}; INFO memory has no maxmemory_policy): an evicting "
+            "server would drop leases and epochs silently, so the store does not start. Allow "
+            "INFO (ACL: +info) or CONFIG GET (+config|get) for this account, and make sure "
+            "maxmemory-policy is noeviction", location=location.where)
+    _refuse_eviction(location, policy)
+    if str(persistence.get("aof_enabled", "0")) == "1":
+        return []
+    return [_no_persistence(
+        location, "may have",
+        "AOF off; whether RDB snapshots are on cannot be read without CONFIG GET")]
+
+
+def _refuse_eviction(location: RedisLocation, policy: str) -> None:
     if policy != "noeviction":
         raise StoreError(
             f"Redis at {location.where} has maxmemory-policy {policy}: it may evict leases and "
             "epochs silently; set maxmemory-policy noeviction (CONFIG SET maxmemory-policy "
-            "noeviction, and in redis.conf)", location=location.where)
-    warnings = []
-    if not config.get("save", "").strip() and config.get("appendonly", "no") != "yes":
-        warnings.append(
-            f"Redis at {location.where} has persistence off (no RDB saves, no AOF): a restart "
+            "noeviction, and in redis.conf, or the service's parameter of that name)",
+            location=location.where)
+
+
+def _no_persistence(location: RedisLocation, verb: str, what: str) -> str:
+    return (f"Redis at {location.where} {verb} persistence off ({what}): a restart "
             "empties it, and everything held in it (leases, permits, locks, workflows) is lost")
-    return warnings
 
 
 def server_time_us(location: RedisLocation, client: Any) -> int:
