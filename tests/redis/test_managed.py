@@ -20,7 +20,8 @@ from tests.redis.private_server import private_redis
 README = (Path(__file__).parents[2] / "README.md").read_text()
 # the ACL documented in the README (section "The Redis store"), checked to be there, and the
 # two halves of it that suffice with functions alone or with scripts alone
-DATA = "resetkeys ~pi:* resetchannels -@all +@read +@write -@dangerous +time +info +ping"
+DATA = ("resetkeys ~pi:* resetchannels -@all +@read +@write -@dangerous -function|delete "
+        "-function|flush -function|restore +time +info +ping")
 ACL_FUNCTIONS = f"{DATA} +fcall +function|list"
 ACL_SCRIPTS = f"{DATA} +evalsha +script|load"
 ACL_BOTH = f"{DATA} +fcall +function|list +evalsha +script|load"
@@ -59,8 +60,12 @@ def test_the_documented_acl_is_in_the_readme():
 def test_the_smallest_acl_runs_the_store_without_config(tmp_path, rules, functions):
     with private_redis(tmp_path) as port:
         url = _user(port, rules)
-        with pytest.raises(redis.exceptions.NoPermissionError):
-            redis.Redis.from_url(url).config_get("maxmemory-policy")
+        agent = redis.Redis.from_url(url)
+        for refused in (lambda: agent.config_get("maxmemory-policy"), agent.flushall,
+                        agent.function_flush, lambda: agent.set("other:key", 1)):
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                refused()
+        agent.close()
         used_functions, warnings = _round_trip(tmp_path, url)
         assert used_functions is functions
         assert any("may have persistence off" in w and "CONFIG GET" in w for w in warnings)
