@@ -32,6 +32,7 @@ BAD = [
     ("http://:hunter2xyz@host", "hunter2xyz"),
     ("redis://u:hunter2xyz@host:99999/0", "hunter2xyz"),
     ("redis://u:hunter2xyz@host/0?pool=1", "hunter2xyz"),
+    ("reddis://u:hunter2xyz@h\nost", "hunter2xyz"),
 ]
 CLI_CASES = [BAD[0], BAD[1], BAD[2], BAD[4], BAD[5], BAD[7]]
 
@@ -90,5 +91,6 @@ def test_redact_keeps_the_user_and_the_host():
     assert redact("redis://tok@h") == "redis://***@h"
     assert redact("redis://h:1/0") == "redis://h:1/0"
     assert redact("rediss://:pw@[::1]:6380") == "rediss://:***@[::1]:6380"
+    assert redact("redis://h\n:1") == "redis://h\\n:1"
     loc = parse_url("redis://u:hunter2xyz@h/0")
     assert "hunter2xyz" not in repr(loc) and "hunter2xyz" not in loc.where

@@ -46,16 +46,17 @@ def redact(url: str) -> str:
     """``url`` fit to print: whatever stands before its last ``@`` (after ``scheme://``) is
     credentials and shown as ``user:***`` (``***`` alone without a ``:``, where redis-cli reads
     the whole as a password). Plain text work, no URL parsing, so it holds for URLs too broken
-    to parse and for passwords holding ``@``, ``:``, ``/`` or ``%`` escapes."""
+    to parse and for passwords holding ``@``, ``:``, ``/`` or ``%`` escapes; control
+    characters are escaped, so it prints as one line."""
     head, sep, rest = url.partition("://")
     if not sep:
         head, rest = "", url
     at = rest.rfind("@")
-    if at < 0:
-        return url
-    user, colon, _secret = rest[:at].partition(":")
-    shown = f"{user}:***" if colon else "***"
-    return f"{head}{sep}{shown}{rest[at:]}"
+    if at >= 0:
+        user, colon, _secret = rest[:at].partition(":")
+        url = f"{head}{sep}{user + ':***' if colon else '***'}{rest[at:]}"
+    # one line whatever the text holds
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in url)
 
 
 def parse_url(url: str, source: str = "store URL") -> RedisLocation:
