@@ -108,6 +108,21 @@ def test_a_server_that_stops_answering_is_given_up_on_after_the_socket_timeout(t
         client.close()
 
 
+def test_a_timeout_the_kernel_rounds_to_its_tick_still_counts_as_kept():
+    import sys
+
+    from cross_instance.stores.redis.lane import ScriptLane
+
+    loc = parse_url("redis://127.0.0.1:6379/0")
+    client = connect(loc, socket_timeout_s=0.123456)  # kept as 0.124 s with a 4 ms tick
+    lane = ScriptLane(client, ("heartbeat",), loc)
+    lane.prepare()
+    assert lane.timeout_path == ("kernel" if sys.platform == "linux" else "python")
+    assert lane.timeout_fallback is None
+    lane.close()
+    client.close()
+
+
 def test_eviction_is_refused_and_no_persistence_is_announced(tmp_path):
     with private_redis(tmp_path) as port:
         loc = parse_url(f"redis://127.0.0.1:{port}/0")
