@@ -115,14 +115,19 @@ def runtime_dir_problem(value: str) -> str | None:
 
 def store_url_problem(value: str) -> str | None:
     """Why ``value`` is not a store URL (``sqlite:///dir``, ``redis://``, ``rediss://``,
-    ``unix://``), or None."""
+    ``unix://``), or None; never raises, and never echoes a password."""
     from urllib.parse import urlsplit
 
-    parts = urlsplit(value)
+    from cross_instance.stores.redis.connection import redact
+
+    try:
+        parts = urlsplit(value)
+    except ValueError as err:  # e.g. "Invalid IPv6 URL"
+        return f"not a valid URL ({err}; got {show(redact(value))})"
     scheme = parts.scheme
     if scheme == "sqlite":
         if not parts.path.startswith("/") or parts.netloc:
-            return f"expected sqlite:///<absolute state directory> (got {show(value)})"
+            return f"expected sqlite:///<absolute state directory> (got {show(redact(value))})"
         return None
     if scheme in ("redis", "rediss", "unix"):
         from cross_instance.errors import ConfigError
@@ -134,7 +139,7 @@ def store_url_problem(value: str) -> str | None:
             return err.problem
         return None
     return (f"expected a store URL: sqlite:///dir, redis://host:6379/0, rediss://..., "
-            f"unix:///path.sock (got {show(value)})")
+            f"unix:///path.sock (got {show(redact(value))})")
 
 
 def _checked(problem: Callable[[str], str | None]) -> AfterValidator:

@@ -44,26 +44,83 @@ def test_unreachable_server_is_a_retryable_named_error():
     assert f"127.0.0.1:{loc.url.split(':')[2].split('/')[0]}" in str(err.value)
 
 
-def test_a_server_that_stops_answering_is_given_up_on_after_the_socket_timeout(tmp_path):
-    """The store's connections keep their timeout in the kernel (lane.py): a paused server
-    still ends a call after the timeout and the bounded retries, with an error saying so."""
+class _CallbacksNeverRun(redis.Connection):
+    """A redis-py whose connections take connect callbacks but never run them: what the
+    lane would meet if redis-py changed that internal."""
+
+    def register_connect_callback(self, callback):  # type: ignore[no-untyped-def]
+        pass
+
+
+def _paused_call_fails(port, lane):
+    """A call to a server that stopped answering ends after the timeout, saying so."""
     import time
+
+    assert lane.run("heartbeat", "pi:", "", "nobody", "", "") == 0
+    redis.Redis(port=port).execute_command("CLIENT", "PAUSE", 5000, "ALL")
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable, match="no answer within the socket timeout"):
+        lane.run("heartbeat", "pi:", "", "nobody", "", "")
+    assert 0.3 <= time.monotonic() - started < 4
+
+
+@pytest.mark.parametrize("path", ["kernel", "python", "callbacks never run"])
+def test_a_server_that_stops_answering_is_given_up_on_after_the_socket_timeout(tmp_path, path):
+    """The store's connections keep their timeout in the kernel (lane.py) where redis-py
+    lets them, checked on the first connection; else Python's. Either way a paused server
+    still ends a call after the timeout and the bounded retries, with an error saying so."""
+    import socket
+    import sys
+
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
 
     from cross_instance.stores.redis.lane import ScriptLane
 
     with private_redis(tmp_path) as port:
         loc = parse_url(f"redis://127.0.0.1:{port}/0")
-        client = connect(loc, retry_for_s=0.5, socket_timeout_s=0.3)
-        lane = ScriptLane(client, ("heartbeat",), loc)
+        if path == "callbacks never run":
+            client = redis.Redis.from_url(
+                loc.url, connection_class=_CallbacksNeverRun, socket_timeout=0.3,
+                socket_connect_timeout=0.3, retry=Retry(ExponentialBackoff(0.5, 0.02), 1),
+                retry_on_error=[redis.ConnectionError, redis.TimeoutError])
+        else:
+            client = connect(loc, retry_for_s=0.5, socket_timeout_s=0.3)
+        lane = ScriptLane(client, ("heartbeat",), loc, kernel_timeout=path != "python")
         lane.prepare()
-        assert lane.run("heartbeat", "pi:", "", "nobody", "", "") == 0
-        redis.Redis(port=port).execute_command("CLIENT", "PAUSE", 5000, "ALL")
-        started = time.monotonic()
-        with pytest.raises(StoreUnavailable, match="no answer within the socket timeout"):
-            lane.run("heartbeat", "pi:", "", "nobody", "", "")
-        assert 0.3 <= time.monotonic() - started < 4
+        sock = lane._idle[0]._sock
+        if path == "kernel" and sys.platform == "linux":
+            assert lane.timeout_path == "kernel" and lane.timeout_fallback is None
+            assert sock.gettimeout() is None
+        else:
+            assert lane.timeout_path == "python"
+            if path == "python":
+                assert lane.timeout_fallback is None
+            else:  # a dependency that changed is said, not silently lost
+                assert "connect callback" in lane.timeout_fallback
+        if lane.timeout_path == "python":
+            lane.run("heartbeat", "pi:", "", "nobody", "", "")  # reconnected after the check
+            assert lane._idle[0]._sock.gettimeout() == 0.3
+            assert lane._idle[0]._sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16) \
+                == bytes(16)
+        _paused_call_fails(port, lane)
         lane.close()
         client.close()
+
+
+def test_a_timeout_the_kernel_rounds_to_its_tick_still_counts_as_kept():
+    import sys
+
+    from cross_instance.stores.redis.lane import ScriptLane
+
+    loc = parse_url("redis://127.0.0.1:6379/0")
+    client = connect(loc, socket_timeout_s=0.123456)  # kept as 0.124 s with a 4 ms tick
+    lane = ScriptLane(client, ("heartbeat",), loc)
+    lane.prepare()
+    assert lane.timeout_path == ("kernel" if sys.platform == "linux" else "python")
+    assert lane.timeout_fallback is None
+    lane.close()
+    client.close()
 
 
 def test_eviction_is_refused_and_no_persistence_is_announced(tmp_path):

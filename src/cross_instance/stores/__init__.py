@@ -1,6 +1,7 @@
 """Stores, picked by URL: ``sqlite:///<state dir>`` (the embedded default) and
 ``redis://``, ``rediss://``, ``unix://`` (one Redis for many hosts). The daemon's client
-registers here when it arrives; an unknown scheme is refused by name."""
+registers here when it arrives; an unknown scheme is refused by name, and a URL is never
+echoed with its password."""
 
 from __future__ import annotations
 
@@ -14,10 +15,16 @@ from cross_instance.stores.base import Store
 
 def open_store(url: str, **options: Any) -> Store:
     """Open the store named by ``url``; ``options`` go to the store's constructor."""
-    parts = urlsplit(url)
+    from cross_instance.stores.redis.connection import redact
+
+    try:
+        parts = urlsplit(url)
+    except ValueError as err:  # e.g. "Invalid IPv6 URL"
+        raise ConfigError("store URL", redact(url), f"not a valid URL ({err})") from None
     if parts.scheme == "sqlite":
         if not parts.path or parts.netloc:
-            raise ConfigError("store URL", url, "expected sqlite:///<absolute state directory>")
+            raise ConfigError("store URL", redact(url),
+                              "expected sqlite:///<absolute state directory>")
         from cross_instance.stores.sqlite.store import SqliteStore
 
         return SqliteStore(Path(parts.path), **options)
@@ -25,5 +32,5 @@ def open_store(url: str, **options: Any) -> Store:
         from cross_instance.stores.redis.store import RedisStore
 
         return RedisStore(url, **options)
-    raise ConfigError("store URL", url, f"unsupported store scheme {parts.scheme!r} "
+    raise ConfigError("store URL", redact(url), f"unsupported store scheme {parts.scheme!r} "
                       "(supported: sqlite, redis, rediss, unix)")

@@ -10,14 +10,16 @@ Promises:
   past it the caller gets ``StoreUnavailable`` (code ``store_unavailable``, retryable) naming
   the server, never a silent reconnect that re-grants anything (scripts check server state).
 - At start the server must evict nothing (``maxmemory-policy noeviction``): an evicted key would
-  silently drop a lease or an epoch, so any other policy is refused with a named error. No
-  persistence (neither RDB saves nor AOF) is allowed but announced as a warning.
+  silently drop a lease or an epoch, so any other policy is refused with a named error. The
+  policy is read with ``CONFIG GET``, or from ``INFO`` where the account or a managed service
+  does not allow ``CONFIG``; a server where neither tells it is refused. No persistence
+  (neither RDB saves nor AOF) is allowed but announced as a warning.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -34,32 +36,48 @@ class RedisLocation:
     ``prefix``, ``where`` (the URL with any password hidden) for messages, and whether to use
     a function library (``functions``) or scripts."""
 
-    url: str
+    url: str = field(repr=False)  # holds the password
     prefix: str
     where: str
     functions: bool = True
 
 
-def _hidden(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+def redact(url: str) -> str:
+    """``url`` fit to print: whatever stands before its last ``@`` (after ``scheme://``) is
+    credentials and shown as ``user:***`` (``***`` alone without a ``:``, where redis-cli reads
+    the whole as a password). Plain text work, no URL parsing, so it holds for URLs too broken
+    to parse and for passwords holding ``@``, ``:``, ``/`` or ``%`` escapes; control
+    characters are escaped, so it prints as one line."""
+    head, sep, rest = url.partition("://")
+    if not sep:
+        head, rest = "", url
+    at = rest.rfind("@")
+    if at >= 0:
+        user, colon, _secret = rest[:at].partition(":")
+        url = f"{head}{sep}{user + ':***' if colon else '***'}{rest[at:]}"
+    # one line whatever the text holds
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in url)
 
 
 def parse_url(url: str, source: str = "store URL") -> RedisLocation:
     """Validate a Redis store URL (``source`` names where it came from, for the error)."""
-    where = _hidden(url) if isinstance(url, str) else repr(url)
+    where = redact(url) if isinstance(url, str) else repr(url)
 
     def bad(problem: str) -> ConfigError:
         return ConfigError(source, where, problem)
 
     if not isinstance(url, str) or not url:
         raise bad("expected a URL such as redis://host:6379/0")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as err:  # e.g. "Invalid IPv6 URL": the text holds no secret
+        raise bad(f"not a valid URL ({err}; expected redis://host:6379/0)") from None
+    if "@" in url.partition("://")[2] and "@" not in parts.netloc:
+        raise bad("an '@' after the host: a password holding '/', '?' or '#' must be "
+                  "percent-encoded (%2F, %3F, %23)")
     if parts.scheme not in _SCHEMES:
-        raise bad(f"unsupported scheme {parts.scheme!r} (expected one of {', '.join(_SCHEMES)})")
+        raise bad(f"unsupported scheme {redact(parts.scheme)!r} "
+                  f"(expected one of {', '.join(_SCHEMES)})")
     query = parse_qs(parts.query, keep_blank_values=True)
     unknown = sorted(set(query) - {"prefix", "db", "lua"})
     if unknown:
@@ -90,7 +108,7 @@ def parse_url(url: str, source: str = "store URL") -> RedisLocation:
             raise bad(f"the database must be a number, got {db!r}")
     kept = "&".join(f"db={d}" for d in query.get("db", []))
     rebuilt = f"{parts.scheme}://{parts.netloc}{parts.path}" + (f"?{kept}" if kept else "")
-    return RedisLocation(rebuilt, prefix, _hidden(rebuilt), lua == "functions")
+    return RedisLocation(rebuilt, prefix, redact(rebuilt), lua == "functions")
 
 
 def connect(location: RedisLocation, *, retry_for_s: float = 5.0,
@@ -128,10 +146,14 @@ def store_error(location: RedisLocation, err: Exception) -> StoreError | None:
         return StoreError(f"Redis at {location.where} refused the credentials: {err}",
                           location=location.where)
     if isinstance(err, (redis.ConnectionError, redis.TimeoutError)):
-        # a kernel-kept socket timeout (lane.py) ends a call with EAGAIN, which redis-py
-        # reports as a socket error: say what it means
-        why = ("no answer within the socket timeout"
-               if isinstance(err.__context__, BlockingIOError) else str(err))
+        # the same words whichever keeps the timeout: Python's socket (redis-py's
+        # TimeoutError) or the kernel (lane.py: EAGAIN, reported by redis-py as a socket error)
+        if isinstance(err, redis.TimeoutError):
+            why = f"no answer within the socket timeout ({err})"
+        elif isinstance(err.__context__, BlockingIOError):
+            why = "no answer within the socket timeout"
+        else:
+            why = str(err)
         return StoreUnavailable(f"Redis at {location.where} is unreachable: {why}",
                                 location=location.where)
     if isinstance(err, redis.ResponseError):
@@ -141,22 +163,69 @@ def store_error(location: RedisLocation, err: Exception) -> StoreError | None:
 
 
 def check_server(location: RedisLocation, client: Any) -> list[str]:
-    """Refuse a server that may evict keys; return warnings (persistence off)."""
+    """Refuse a server that may evict keys; return warnings (persistence off, or unknown).
+
+    The settings come from ``CONFIG GET`` where the account may run it, else from ``INFO``
+    (managed services and ACL users without ``@admin``: ``maxmemory_policy`` in ``INFO
+    memory``, ``aof_enabled`` in ``INFO persistence``). A server whose eviction policy can be
+    read from neither is refused: an evicted key drops a lease or an epoch silently, and
+    nothing would show it."""
+    import redis
+
     config: dict[str, str] = {}
-    for key in ("maxmemory-policy", "save", "appendonly"):
-        config.update(call(location, client.config_get, key))
+    try:
+        for key in ("maxmemory-policy", "save", "appendonly"):
+            config.update(call(location, client.config_get, key))
+    except StoreError as err:
+        if not isinstance(err.__cause__, redis.ResponseError):
+            raise  # unreachable, refused credentials: not a question of permissions
+        return _check_by_info(location, client, err.__cause__)
     policy = config.get("maxmemory-policy", "noeviction")
+    _refuse_eviction(location, policy)
+    if not config.get("save", "").strip() and config.get("appendonly", "no") != "yes":
+        return [_no_persistence(location, "has", "no RDB saves, no AOF")]
+    return []
+
+
+def _check_by_info(location: RedisLocation, client: Any, config_refused: Exception) -> list[str]:
+    """``check_server`` for an account that may not run ``CONFIG GET``."""
+    import redis
+
+    try:
+        memory = call(location, client.info, "memory")
+        persistence = call(location, client.info, "persistence")
+    except StoreError as err:
+        if not isinstance(err.__cause__, redis.ResponseError):
+            raise
+        memory, persistence = {}, {}
+    policy = memory.get("maxmemory_policy")
+    if not isinstance(policy, str) or not policy:
+        raise StoreError(
+            f"Redis at {location.where} does not let this account read its eviction policy "
+            f"(CONFIG GET: {config_refused}; INFO memory has no maxmemory_policy): an evicting "
+            "server would drop leases and epochs silently, so the store does not start. Allow "
+            "INFO (ACL: +info) or CONFIG GET (+config|get) for this account, and make sure "
+            "maxmemory-policy is noeviction", location=location.where)
+    _refuse_eviction(location, policy)
+    if str(persistence.get("aof_enabled", "0")) == "1":
+        return []
+    return [_no_persistence(
+        location, "may have",
+        "AOF off; whether RDB snapshots are on cannot be read without CONFIG GET")]
+
+
+def _refuse_eviction(location: RedisLocation, policy: str) -> None:
     if policy != "noeviction":
         raise StoreError(
             f"Redis at {location.where} has maxmemory-policy {policy}: it may evict leases and "
             "epochs silently; set maxmemory-policy noeviction (CONFIG SET maxmemory-policy "
-            "noeviction, and in redis.conf)", location=location.where)
-    warnings = []
-    if not config.get("save", "").strip() and config.get("appendonly", "no") != "yes":
-        warnings.append(
-            f"Redis at {location.where} has persistence off (no RDB saves, no AOF): a restart "
+            "noeviction, and in redis.conf, or the service's parameter of that name)",
+            location=location.where)
+
+
+def _no_persistence(location: RedisLocation, verb: str, what: str) -> str:
+    return (f"Redis at {location.where} {verb} persistence off ({what}): a restart "
             "empties it, and everything held in it (leases, permits, locks, workflows) is lost")
-    return warnings
 
 
 def server_time_us(location: RedisLocation, client: Any) -> int:

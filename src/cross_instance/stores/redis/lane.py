@@ -13,10 +13,15 @@ connection of this store's own (a list pop, atomic under the GIL), sends one ``F
 - connections come from the client's pool settings (URL, TLS, credentials, timeouts, health
   checks) and are closed with the store; a forked child never touches its parent's: it opens
   its own on first use, as redis-py's pool does;
-- a server that stops answering is given up on after the client's socket timeout. On a plain
-  TCP or Unix socket the kernel keeps that timeout (``SO_RCVTIMEO``/``SO_SNDTIMEO``) and the
-  socket blocks: a Python socket timeout polls the socket before every send and every
-  receive, two system calls more per permit (about 4 % of a permit cycle on loopback).
+- a server that stops answering is given up on after the client's socket timeout, and the call
+  ends with ``StoreUnavailable`` ("no answer within the socket timeout"). On a plain TCP or
+  Unix socket the kernel keeps that timeout (``SO_RCVTIMEO``/``SO_SNDTIMEO``) and the socket
+  blocks: a Python socket timeout polls the socket before every send and every receive, two
+  system calls more per permit (about 4 % of a permit cycle on loopback). Putting the timeout
+  in the kernel needs two things redis-py does not promise (its connect callbacks and the
+  connection's ``_sock``), so ``prepare`` checks on the first connection that the kernel
+  really keeps it; if not (another redis-py, TLS, Windows), Python's timeout stays, the same
+  behaviour a little slower, and ``timeout_path``/``timeout_fallback`` say which and why.
 
 The operations run as a function library where the server allows it (Redis 7+: nothing is
 defined per call); a server without ``FUNCTION``, or an account not allowed to load one, gets
@@ -48,7 +53,7 @@ class ScriptLane:
     """Runs the named scripts (``run(name, *args)``) on connections owned by this lane."""
 
     def __init__(self, client: Any, names: Iterable[str], location: RedisLocation, *,
-                 functions: bool = True) -> None:
+                 functions: bool = True, kernel_timeout: bool = True) -> None:
         import redis
 
         self._location = location
@@ -64,24 +69,33 @@ class ScriptLane:
         self.library: scripts.Library | None = (scripts.library(tuple(names)) if functions
                                                  else None)
         self.fallback: str | None = None  # why scripts are used although functions were asked
+        # "kernel" once prepare() saw the kernel keep the socket timeout, else "python"
+        self.timeout_path = "python"
+        self.timeout_fallback: str | None = None  # why not "kernel" where it was expected
+        self._kernel = kernel_timeout and sys.platform != "win32"  # its SO_RCVTIMEO differs
         me = weakref.ref(self)
         if hasattr(os, "register_at_fork"):  # POSIX only (no fork on Windows)
             os.register_at_fork(after_in_child=lambda: _forget_in_child(me))
 
     def prepare(self) -> None:
         """Load the function library now if the server lacks it (one start-up round trip),
-        so a server that cannot have it is known, and said, before the first permit."""
-        if self.library is None:
-            return
+        so a server that cannot have it is known, and said, before the first permit; then
+        check on that live connection where its socket timeout is kept."""
         conn = self._take()
         try:
-            conn.send_command("FUNCTION", "LIST", "LIBRARYNAME", self.library.name)
-            if not conn.read_response():
-                self._load(conn, self.library, Exception("Function not found"))
-        except self._answered as err:
-            if not self._refused(err):
-                raise
-            self._fall_back(err)
+            if self.library is None:
+                conn.send_command("PING")
+                conn.read_response()
+            else:
+                try:
+                    conn.send_command("FUNCTION", "LIST", "LIBRARYNAME", self.library.name)
+                    if not conn.read_response():
+                        self._load(conn, self.library, Exception("Function not found"))
+                except self._answered as err:
+                    if not self._refused(err):
+                        raise
+                    self._fall_back(err)
+            self._check_timeout(conn)
         except BaseException:
             conn.disconnect()
             raise
@@ -93,8 +107,9 @@ class ScriptLane:
             return self._idle.pop()
         except IndexError:
             conn = self._pool.make_connection()
-            if sys.platform != "win32":  # its SO_RCVTIMEO takes another type
-                conn.register_connect_callback(self._kernel_timeout)
+            register = getattr(conn, "register_connect_callback", None)
+            if self._kernel and register is not None:  # without it, _check_timeout says so
+                register(self._kernel_timeout)
             self._all.append(conn)
             return conn
 
@@ -102,13 +117,38 @@ class ScriptLane:
         """After each (re)connect: the connection's socket timeout kept by the kernel on a
         blocking socket (see the module's promises). TLS sockets keep Python's timeout."""
         sock, timeout = getattr(conn, "_sock", None), conn.socket_timeout
-        if type(sock) is not socket.socket or not timeout:
+        if not self._kernel or type(sock) is not socket.socket or not timeout:
             return
-        seconds = int(timeout)
-        value = struct.pack("ll", seconds, int((timeout - seconds) * 1_000_000))
+        value = _timeval(timeout)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
         sock.settimeout(None)
+
+    def _check_timeout(self, conn: Any) -> None:
+        """Whether the kernel keeps ``conn``'s socket timeout (just connected): if it was
+        meant to and does not, Python's timeout from now on, and the reason kept."""
+        sock, timeout = getattr(conn, "_sock", None), getattr(conn, "socket_timeout", None)
+        if not self._kernel or not timeout:
+            return
+        if sock is not None and type(sock) is not socket.socket:  # TLS: Python's, by design
+            return
+        why = None
+        if sock is None:
+            why = "redis-py's connection does not expose its socket (_sock)"
+        elif sock.gettimeout() is not None:
+            why = "redis-py did not run the connect callback that sets it"
+        else:
+            kept = struct.unpack("ll", sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                                                       len(_timeval(timeout))))
+            if abs(kept[0] + kept[1] / 1e6 - timeout) > 0.011:  # the kernel rounds to its tick
+                why = f"the kernel keeps SO_RCVTIMEO {kept[0] + kept[1] / 1e6:g} s"
+        if why is None:
+            self.timeout_path = "kernel"
+            return
+        self._kernel = False
+        self.timeout_fallback = why
+        for each in self._all:  # they reconnect with redis-py's own (Python) timeout
+            each.disconnect()
 
     def run(self, name: str, *args: Any) -> Any:
         """The reply of operation ``name`` called with ``args`` (no keys: operations name
@@ -196,6 +236,12 @@ class ScriptLane:
             conn.disconnect()
         self._idle.clear()
         self._all.clear()
+
+
+def _timeval(seconds: float) -> bytes:
+    """``struct timeval`` for ``SO_RCVTIMEO``/``SO_SNDTIMEO``."""
+    whole = int(seconds)
+    return struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
 
 
 def _forget_in_child(ref: weakref.ref[ScriptLane]) -> None:
