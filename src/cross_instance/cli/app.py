@@ -14,6 +14,7 @@ from cross_instance.cli.common import emit as _emit
 from cross_instance.cli.common import fail as _fail
 from cross_instance.cli.common import open_configured_store
 from cross_instance.cli.ownership_cmds import locks_app, workflow_app
+from cross_instance.cli.store_cmds import store_app
 from cross_instance.config import Config
 from cross_instance.errors import CrossInstanceError, StoreError
 from cross_instance.limits_view import build_limits
@@ -25,6 +26,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 app.add_typer(workflow_app, name="workflow")
 app.add_typer(locks_app, name="locks")
+app.add_typer(store_app, name="store")
 
 
 def _open_status(config: Config) -> dict[str, Any] | None:
