@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from cross_instance import hostinfo
+from cross_instance.crashpoints import crash_at
 from cross_instance.core.arbiter import GLOBAL_GROUP
 from cross_instance.core.limiter import RateSpec
 from cross_instance.core.limits import AdaptiveSettings
@@ -127,7 +128,10 @@ class RedisStore:
 
     def _run(self, name: str, *args: Any) -> Any:
         now = "" if self._clock is None else str(self._clock() // 1000)
-        return self._lane.run(name, self.prefix, now, *args)
+        crash_at(f"redis.{name}.before_send")
+        result = self._lane.run(name, self.prefix, now, *args)
+        crash_at(f"redis.{name}.after_reply")
+        return result
 
     def _evidence(self, records: list[InstanceRecord]) -> str:
         """What probing this host's pids showed, for the scripts' liveness verdicts."""
