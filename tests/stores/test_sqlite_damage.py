@@ -11,13 +11,14 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from cross_instance.core.ownership import Action
 from cross_instance.errors import StaleEpochError, StoreCorrupt, StoreUnavailable
-from cross_instance.stores.sqlite.db import DB_NAME, recover
+from cross_instance.stores.sqlite.db import CHECK_FILES_S, DB_NAME, recover
 from cross_instance.stores.sqlite.store import SqliteStore
 from tests.conftest import record
 
@@ -232,7 +233,8 @@ def test_files_deleted_while_an_owner_runs_never_give_two_owners(tmp_path, delet
         with pytest.raises(StoreCorrupt, match="deleted") as err:  # and in this one
             SqliteStore(state)
         assert str(state / DB_NAME) in str(err.value)
-        with pytest.raises(StoreCorrupt):  # the owner cannot act on its orphaned copy
+        time.sleep(CHECK_FILES_S * 2)  # the owner looks again before its next operation
+        with pytest.raises(StoreCorrupt):  # and cannot act on its orphaned copy
             owner.write_workflow_state("wf", "a", epoch, {"step": 2})
         with pytest.raises(StoreCorrupt):
             owner.validate_epoch("wf", "a", epoch)
@@ -259,11 +261,18 @@ def test_a_database_moved_away_while_in_use_stops_its_users(tmp_path):
     try:
         owner.register_instance(record("a"))
         epoch = owner.claim_workflow("wf", "a").epoch
-        os.rename(state / DB_NAME, tmp_path / "elsewhere.sqlite3")
+        for suffix in ("", "-wal", "-shm"):  # all three, as a careless `mv` would
+            os.rename(state / (DB_NAME + suffix), tmp_path / ("elsewhere" + suffix))
+        elsewhere = open_elsewhere(state)  # a newcomer does not make a second database
+        assert "StoreCorrupt" in elsewhere and "still have it open" in elsewhere
+        assert not (state / DB_NAME).exists()
+        time.sleep(CHECK_FILES_S * 2)
         with pytest.raises(StoreCorrupt, match="moved, deleted or replaced"):
             owner.write_workflow_state("wf", "a", epoch, {"step": 1})
     finally:
         owner.close()
+    with pytest.raises(StoreCorrupt, match="still have it open"):  # remembered
+        SqliteStore(state)
 
 
 def test_pi_xi_store_recover(tmp_path):

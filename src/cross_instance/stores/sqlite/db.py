@@ -43,6 +43,7 @@ T = TypeVar("T")
 DB_NAME = "coordinator.sqlite3"
 LOCK_NAME = "coordinator.lock"
 USERS_NAME = "coordinator.users"  # every open Database holds a shared flock on it
+CHECK_FILES_S = 0.02  # how stale "the files are still ours" may be before an operation
 DAMAGED_NAME = "coordinator.damaged"  # why, when damage was seen while running; until recover
 
 MARK = b"pi-cross-instance state directory: a database has lived here\n"
@@ -196,6 +197,7 @@ class Database:
             # From now on this connection holds the -wal open, so nobody else deletes it:
             # if the name ever points elsewhere, the file was replaced under us.
             self._files = (files.file_id(self.path), files.file_id(files.wal_path(self.path)))
+            self._checked_at = time.monotonic()
             # Held while connected (taken after connecting, dropped before closing): a
             # holder always has the -wal and -shm open, and `recover` waits for no holder.
             fcntl.flock(self._users_fd, fcntl.LOCK_SH)
@@ -236,6 +238,9 @@ class Database:
             return
         if not create:
             raise StoreUnavailable(f"no state database at {self.path}", location=str(self.path))
+        gone = self._database_gone()
+        if gone:
+            raise damaged(self.path, _remember_damage(self.directory, gone))
         if floor is None:
             # A database lived here before (the lock file carries the mark): its epochs and
             # tokens are unknown, so start above any it could have handed out.
@@ -257,10 +262,31 @@ class Database:
         fcntl.flock(self._users_fd, fcntl.LOCK_UN)
         return None
 
+    def _database_gone(self) -> str | None:
+        """The database is missing but its -wal / -shm are here, or a process is connected
+        (it has the file open): it was deleted or moved under them, not never made."""
+        if files.wal_path(self.path).exists() or files.shm_path(self.path).exists():
+            return ("the database file is missing but its -wal or -shm is still there: it "
+                    "was deleted or moved away")
+        try:
+            fcntl.flock(self._users_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return ("the database file is missing while processes still have it open: it was "
+                    "deleted or moved away under them")
+        fcntl.flock(self._users_fd, fcntl.LOCK_UN)
+        return None
+
     def _check_files(self) -> None:
+        """Before an operation, at most every ``CHECK_FILES_S``: two ``stat`` calls cost as
+        much as a quarter of a heartbeat. A newcomer refuses such files at open in any case,
+        so an orphaned process only ever acts on a copy nobody else reads."""
+        now = time.monotonic()
+        if now - self._checked_at < CHECK_FILES_S:
+            return
         why = files.check_same(self.path, self._files)
         if why:
             raise damaged(self.path, _remember_damage(self.directory, why))
+        self._checked_at = now
 
     def _migrate(self) -> None:
         def step(conn: sqlite3.Connection, now: int) -> None:

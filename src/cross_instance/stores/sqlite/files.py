@@ -105,9 +105,9 @@ def lost_wal(path: Path) -> str | None:
     return None
 
 
-def file_id(path: Path) -> tuple[int, int] | None:
+def file_id(path: Path | str) -> tuple[int, int] | None:
     try:
-        st = path.stat()
+        st = os.stat(path)
     except FileNotFoundError:
         return None
     return st.st_dev, st.st_ino
