@@ -179,6 +179,20 @@ os._exit(9)  # no close: the commits stay in the -wal
 """
 
 
+@pytest.mark.parametrize("damage", [zero, half, first_page], ids=lambda f: f.__name__)
+def test_a_file_truncated_after_a_crash_is_refused_despite_its_wal(tmp_path, damage):
+    """With the latest commits still in the -wal, SQLite would read the missing pages from
+    it where it can: what it cannot is reported, never rebuilt."""
+    state = tmp_path / "state"
+    SqliteStore(state).close()
+    subprocess.run([sys.executable, "-c", CRASH, str(state)], cwd=ROOT, check=False,
+                   env={**os.environ}, timeout=60)
+    damage(state / DB_NAME)
+    with pytest.raises(StoreCorrupt) as err:
+        SqliteStore(state)
+    assert str(state / DB_NAME) in str(err.value)
+
+
 def test_a_wal_deleted_after_a_crash_is_refused(tmp_path):
     state = tmp_path / "state"
     SqliteStore(state).close()
