@@ -15,6 +15,7 @@ import struct
 import time
 from pathlib import Path
 
+from cross_instance.crashpoints import crash_at
 from cross_instance.errors import StoreCorrupt
 
 HEADER = b"SQLite format 3\x00"
@@ -151,6 +152,7 @@ def create(path: Path, migrations: tuple[str, ...], boot_id: str, floor: int) ->
             os.fsync(fd)
         finally:
             os.close(fd)
+        crash_at("sqlite.create.before_link")
         try:
             os.link(temp, path)
         except FileExistsError:
