@@ -55,7 +55,6 @@ def hold_forever(state: str, name: str, n: int, cfg: dict[str, Any], ready: Any)
 
 def open_store_together(state: str, barrier: Any, out: Any) -> None:
     from cross_instance.stores.sqlite.store import SqliteStore
-
     from tests.conftest import record
 
     barrier.wait()
