@@ -1,5 +1,6 @@
-"""``pi-xi``: status, limits, workflows, locks and the demo. Errors are one line on stderr, exit code 2 for bad
-input (config, arguments) and 1 for an unavailable or damaged state store."""
+"""``pi-xi``: status, limits, workflows, locks, store recovery and the demo. Errors are one
+line on stderr, exit code 2 for bad input (config, arguments) and 1 for an unavailable or
+damaged state store."""
 
 from __future__ import annotations
 

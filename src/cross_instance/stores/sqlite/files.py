@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from cross_instance.crashpoints import crash_at
-from cross_instance.errors import StoreCorrupt
+from cross_instance.errors import StoreCorrupt, StoreUnavailable
 
 HEADER = b"SQLite format 3\x00"
 TEMP_MARK = ".new-"
@@ -66,20 +66,25 @@ def problem(path: Path) -> str | None:
 
 
 def deep_problem(path: Path) -> str | None:
-    """What SQLite itself finds wrong reading every page, or None (read-only)."""
+    """What SQLite itself finds wrong reading every page, or None (read-only). An error that
+    is not about damage (a file it cannot open, say) is raised: it proves nothing."""
+    conn = None
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    except sqlite3.Error as err:
-        return str(err)
-    try:
         if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
             return "it holds no schema"
         found = conn.execute("PRAGMA quick_check").fetchone()[0]
         return None if found == "ok" else str(found)
     except sqlite3.Error as err:
-        return str(err)
+        code = getattr(err, "sqlite_errorcode", None)
+        primary = code & 0xFF if isinstance(code, int) else None
+        if primary in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) or "malformed" in str(err):
+            return str(err)
+        raise StoreUnavailable(f"cannot judge state database {path}: {err}",
+                               location=str(path)) from err
     finally:
-        conn.close()
+        if conn is not None:
+            conn.close()
 
 
 def lost_wal(path: Path) -> str | None:
