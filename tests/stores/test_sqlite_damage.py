@@ -287,6 +287,8 @@ def test_a_database_moved_away_while_in_use_stops_its_users(tmp_path):
         owner.close()
     with pytest.raises(StoreCorrupt, match="still have it open"):  # remembered
         SqliteStore(state)
+    with pytest.raises(StoreCorrupt, match="still have it open"):  # by readers (CLI) too
+        SqliteStore(state, create=False)
 
 
 def test_pi_xi_store_recover(tmp_path):

@@ -148,6 +148,9 @@ class Database:
         self.directory = directory
         self.path = directory / DB_NAME
         self.clock = clock
+        seen = _damage_seen(directory)
+        if seen:
+            raise damaged(self.path, seen)
         if not create and not self.path.exists():
             raise StoreUnavailable(f"no state database at {self.path}", location=str(self.path))
         check_location(directory, mountinfo)
