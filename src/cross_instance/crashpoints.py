@@ -7,8 +7,10 @@ Points: ``sqlite.<op>.before_commit`` / ``sqlite.<op>.after_commit`` around ever
 SQLite transaction (``db.Database.write``: register, heartbeat, reap, acquire, release,
 claim, release_workflow, write_state, acquire_lock, renew_lock, release_lock, ...), and
 ``redis.<script>.before_send`` / ``redis.<script>.after_reply`` around every Redis call
-(``register``, ``heartbeat``, ``reap``, ``permit_ops``, ``lock_ops``, ``release_workflow``,
-``workflow_state``, ...: a script runs whole or not at all, so these are the only two places).
+(``register``, ``heartbeat``, ``reap``, ``release_workflow``, ...; the scripts that carry
+several operations add it: ``redis.permit_ops.release``, ``redis.lock_ops.renew``,
+``redis.workflow_state.write``, ...). A script runs whole or not at all, so these are its only
+two places.
 """
 
 from __future__ import annotations

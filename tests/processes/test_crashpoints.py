@@ -94,6 +94,8 @@ def test_crash_inside_a_claim_or_lock(tmp_path, point, epoch, locked):
 # --- every operation that changes ownership or liveness, on every store (issue 14 item 10) ---
 OP_SCRIPT = """
 import subprocess, sys
+from cross_instance.core.limiter import RateSpec
+from cross_instance.core.records import PermitRequest
 from cross_instance.stores import open_store
 from tests.conftest import record
 url, op = sys.argv[1], sys.argv[2]
@@ -104,6 +106,8 @@ store.register_instance(record("ghost", pid=ghost.pid, start_ticks=1, lease_s=60
 epoch = store.claim_workflow("wf", "doomed").epoch
 store.write_workflow_state("wf", "doomed", epoch, {"step": 1})
 lock = store.acquire_lock("res", "doomed", 30 * 10**9, None, False)
+store.publish_limits("doomed", {"r:p": RateSpec(600, 5)}, {"*": 3})
+permit = store.try_acquire(PermitRequest("doomed", "p", None, (("r:p", 1),), ("*",)))
 beat = {r.instance_id: r.heartbeat_ns for r in store.list_instances()}["doomed"]
 print("ready", beat, flush=True)
 if op == "heartbeat":
@@ -118,6 +122,8 @@ elif op == "renew_lock":
     store.renew_lock("res", lock.lock_id, 600 * 10**9)
 elif op == "release_lock":
     store.release_lock("res", lock.lock_id)
+elif op == "release":
+    store.release("doomed", [permit.permit_id])
 print("survived", flush=True)
 """
 
@@ -133,17 +139,19 @@ def _observe(store):
         "lock_expires": locks[0].expires_ns if locks else None,
         "ghost": "ghost" in instances,
         "heartbeat": instances["doomed"].heartbeat_ns if "doomed" in instances else None,
+        "permits": len(store.snapshot().permits),
     }
 
 
-# op -> (the SQLite transaction, the Redis script), each with which of its passes in the run
+# op -> (the SQLite transaction, the Redis call), each with which of its passes in the run
 OPS = {
     "heartbeat": ("heartbeat:1", "heartbeat:1"),
     "reap": ("reap:1", "reap:1"),
     "release_workflow": ("release_workflow:1", "release_workflow:1"),
-    "write_state": ("write_state:2", "workflow_state:2"),
-    "renew_lock": ("renew_lock:1", "lock_ops:2"),
-    "release_lock": ("release_lock:1", "lock_ops:2"),
+    "write_state": ("write_state:2", "workflow_state.write:2"),
+    "renew_lock": ("renew_lock:1", "lock_ops.renew:1"),
+    "release_lock": ("release_lock:1", "lock_ops.release:1"),
+    "release": ("release:1", "permit_ops.release:1"),
 }
 
 
@@ -175,13 +183,13 @@ def test_crash_in_each_operation_leaves_it_whole_or_absent(tmp_path, kind, op, w
         store = open_store(url)
         try:
             seen = _observe(store)
-            expected_before = {"owner": "doomed", "step": 1, "ghost": True}
+            expected_before = {"owner": "doomed", "step": 1, "ghost": True, "permits": 1}
             if when == "before":  # absent: the state is the set-up's
                 assert {k: seen[k] for k in expected_before} == expected_before
             else:  # whole: exactly the operation's own change
                 want = dict(expected_before)
                 want.update({"release_workflow": {"owner": None}, "write_state": {"step": 2},
-                             "reap": {"ghost": False}}.get(op, {}))
+                             "reap": {"ghost": False}, "release": {"permits": 0}}.get(op, {}))
                 assert {k: seen[k] for k in want} == want
             beat = int(proc.stdout.split()[1])
             if op == "heartbeat" and when == "after":
