@@ -344,3 +344,21 @@ def test_a_second_store_in_one_process_keeps_sqlites_locks(tmp_path):
     finally:
         second.close()
         first.close()
+
+
+def test_a_forked_child_closing_its_copy_keeps_the_parent_counted_as_a_user(tmp_path):
+    state = tmp_path / "state"
+    at_epoch_4(state)
+    store = SqliteStore(state)  # the parent uses it
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child closes the copy it inherited, without using it
+            try:
+                store.close()
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        with pytest.raises(StoreUnavailable, match="still has .* open"):
+            recover(state)  # the parent is still using it
+    finally:
+        store.close()

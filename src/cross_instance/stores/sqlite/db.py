@@ -373,7 +373,8 @@ class Database:
         """Close the connection and the lock file. Idempotent."""
         if self._lock_fd < 0:
             return
-        fcntl.flock(self._users_fd, fcntl.LOCK_UN)
+        if not self._forked:  # a forked child's copy shares its parent's lock: keep it held
+            fcntl.flock(self._users_fd, fcntl.LOCK_UN)
         try:
             self.conn.close()
         finally:
