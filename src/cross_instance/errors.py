@@ -17,7 +17,7 @@ what went wrong, so callers never parse messages::
     ├── LockTimeoutError            lock_timeout: the lock was not free before the timeout
     └── StoreError                  the shared store failed
         ├── StoreUnavailable        retryable: disk full, locked, unreachable
-        ├── StoreCorrupt            the database file is damaged; restore or quarantine it
+        ├── StoreCorrupt            the database cannot be trusted (names it); `pi-xi store recover`
         └── UnsupportedLocation     the state directory is on a network file system
 """
 

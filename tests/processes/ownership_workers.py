@@ -61,3 +61,26 @@ def lock_holder(state: str, out: Any, store: str | None = None) -> None:
     wf = rt.claim_workflow("wf")
     out.put((os.getpid(), held.token if held else None, wf.epoch))
     time.sleep(600)
+
+
+def stalled_holder(state: str, commands: Any, out: Any, store: str | None = None) -> None:
+    """Own workflow "wf", then stall the heartbeat thread (a starved thread: the process and
+    its other threads run on) and answer commands."""
+    import threading
+
+    cfg = make_config(Path(state), interval_ms=100, timeout_ms=1000, store=store)
+    with Runtime.start(cwd=Path(state).parent, config=cfg, instance_id="stalled") as rt:
+        wf = rt.claim_workflow("wf")
+        wf.write(step=1)
+        never = threading.Event()
+        membership = rt._membership
+        membership.beat = lambda: never.wait()  # type: ignore[method-assign]
+        out.put(("ready", os.getpid(), wf.epoch))
+        for command in iter(commands.get, "stop"):
+            if command == "write":
+                try:
+                    wf.write(step=2)
+                    out.put(("write", "accepted"))
+                except CrossInstanceError as err:
+                    out.put(("write", err.code))
+        never.set()

@@ -55,11 +55,18 @@ def hold_forever(state: str, name: str, n: int, cfg: dict[str, Any], ready: Any)
 
 def open_store_together(state: str, barrier: Any, out: Any) -> None:
     from cross_instance.stores.sqlite.store import SqliteStore
+    from tests.conftest import record
 
     barrier.wait()
     try:
-        SqliteStore(state).close()
-        out.put("ok")
+        store = SqliteStore(state)
+        try:  # one database for all: each epoch is handed out once
+            store.register_instance(record(f"opener-{os.getpid()}"))
+            claim = store.claim_workflow("wf", f"opener-{os.getpid()}")
+            out.put(("ok", store.db._files[0], claim.epoch if claim.decision.action.moves
+                     else 0))
+        finally:
+            store.close()
     except Exception as err:  # noqa: BLE001 - reported to the test
         out.put(repr(err))
 

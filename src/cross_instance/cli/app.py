@@ -1,5 +1,6 @@
-"""``pi-xi``: status, limits, workflows, locks and the demo. Errors are one line on stderr, exit code 2 for bad
-input (config, arguments) and 1 for an unavailable or damaged state store."""
+"""``pi-xi``: status, limits, workflows, locks, store recovery and the demo. Errors are one
+line on stderr, exit code 2 for bad input (config, arguments) and 1 for an unavailable or
+damaged state store."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from cross_instance.cli.common import emit as _emit
 from cross_instance.cli.common import fail as _fail
 from cross_instance.cli.common import open_configured_store
 from cross_instance.cli.ownership_cmds import locks_app, workflow_app
+from cross_instance.cli.store_cmds import store_app
 from cross_instance.config import Config
 from cross_instance.errors import CrossInstanceError, StoreError
 from cross_instance.limits_view import build_limits
@@ -25,6 +27,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 app.add_typer(workflow_app, name="workflow")
 app.add_typer(locks_app, name="locks")
+app.add_typer(store_app, name="store")
 
 
 def _open_status(config: Config) -> dict[str, Any] | None:

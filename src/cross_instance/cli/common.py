@@ -40,14 +40,14 @@ def open_configured_store(cfg: Config) -> Store | None:
     """The store the config names, for looking at it: None when it is the embedded store and
     no instance has run here yet (looking never creates state). Errors exit 1, named."""
     from cross_instance.stores import open_store
-    from cross_instance.stores.sqlite.db import DB_NAME
+    from cross_instance.stores.sqlite.db import DAMAGED_NAME, DB_NAME
     from cross_instance.stores.sqlite.store import SqliteStore
 
     try:
         if cfg.store and not cfg.store.startswith("sqlite:"):
             return open_store(cfg.store)
         directory = Path(urlsplit(cfg.store).path) if cfg.store else cfg.runtime_dir
-        if not (directory / DB_NAME).exists():
+        if not (directory / DB_NAME).exists() and not (directory / DAMAGED_NAME).exists():
             return None
         return SqliteStore(directory, create=False)
     except StoreError as err:

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from cross_instance import hostinfo
+from cross_instance import crashpoints, hostinfo
 from cross_instance.core.arbiter import GLOBAL_GROUP
 from cross_instance.core.limiter import RateSpec
 from cross_instance.core.limits import AdaptiveSettings
@@ -97,6 +97,10 @@ def _pairs(flat: list[Any]) -> dict[str, str]:
     return {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
 
 
+# scripts that carry several operations, named by their first argument (for crash points)
+_MULTIPLEXED = frozenset({"permit_ops", "lock_ops", "workflow_state"})
+
+
 class RedisStore:
     """``Store`` on one Redis server (or a managed Redis) shared by every host."""
 
@@ -136,6 +140,13 @@ class RedisStore:
 
     def _run(self, name: str, *args: Any) -> Any:
         now = "" if self._clock is None else str(self._clock() // 1000)
+        if crashpoints.ACTIVE:  # fault tests: redis.<script>[.<op>].before_send|after_reply
+            point = f"redis.{name}.{args[0]}" if name in _MULTIPLEXED and args else \
+                f"redis.{name}"
+            crashpoints.crash_at(f"{point}.before_send")
+            result = self._lane.run(name, self.prefix, now, *args)
+            crashpoints.crash_at(f"{point}.after_reply")
+            return result
         return self._lane.run(name, self.prefix, now, *args)
 
     def _evidence(self, records: list[InstanceRecord]) -> str:

@@ -11,7 +11,7 @@ from cross_instance.core.liveness import Verdict
 from cross_instance.core.locking import LockRecord, LockWaiting, can_renew, why_free
 from cross_instance.hostinfo import verdict
 from cross_instance.stores.sqlite import registry
-from cross_instance.stores.sqlite.ownership import owner_of
+from cross_instance.stores.sqlite.ownership import floor, owner_of
 
 _COLUMNS = ("resource, lock_id, holder, token, acquired_ns, expires_ns, acquired_wall_ms, "
             "expires_wall_ms")
@@ -26,7 +26,7 @@ def _record(row: tuple[Any, ...] | None) -> LockRecord | None:
 
 def _load(conn: sqlite3.Connection, resource: str) -> tuple[LockRecord | None, int]:
     row = conn.execute(f"SELECT {_COLUMNS} FROM locks WHERE resource=?", (resource,)).fetchone()
-    return _record(row), (int(row[3]) if row else 0)
+    return _record(row), (int(row[3]) if row else floor(conn))
 
 
 def _holder_verdict(conn: sqlite3.Connection, holder: str, now: int) -> Verdict:

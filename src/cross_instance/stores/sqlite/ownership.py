@@ -34,6 +34,13 @@ def load(conn: sqlite3.Connection, workflow_id: str | None = None) -> list[Workf
     return [_record(r) for r in rows]
 
 
+def floor(conn: sqlite3.Connection) -> int:
+    """Epochs and lock tokens of this database start above it (0 for the first database of a
+    state directory; see ``files.create``)."""
+    row = conn.execute("SELECT value FROM meta WHERE key='floor'").fetchone()
+    return int(row[0]) if row else 0
+
+
 def owner_of(conn: sqlite3.Connection, instance_id: str) -> Owner:
     """The caller as an owner: its registered process. Unregistered callers cannot own."""
     found = registry.load(conn, instance_id)
@@ -63,7 +70,9 @@ def claim(conn: sqlite3.Connection, now: int, workflow_id: str, instance_id: str
     seen, registered = None, False
     if before is not None and before.owner is not None and not before.owner.same_process(caller):
         seen, registered = owner_state(conn, before.owner, now)
-    decision = decide(before, caller, seen, take, auto_claim, force)
+    # A workflow this database never saw starts at the floor, as if released there.
+    start = before or WorkflowRecord(workflow_id, None, floor(conn), 0, 0)
+    decision = decide(start, caller, seen, take, auto_claim, force)
     if not decision.action.moves:
         return Claim(decision, before, before)
     previous = before.owner if before is not None else None

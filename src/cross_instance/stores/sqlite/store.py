@@ -71,7 +71,7 @@ class SqliteStore:
     def heartbeat(self, instance_id: str, workload: Workload | None = None,
                   usage: Mapping[str, int] | None = None) -> bool:
         return self.db.write(
-            lambda c, now: registry.heartbeat(c, now, instance_id, workload, usage))
+            lambda c, now: registry.heartbeat(c, now, instance_id, workload, usage), "heartbeat")
 
     def unregister_instance(self, instance_id: str) -> None:
         self.db.write(lambda c, now: registry.remove(c, instance_id, "instance_down", "unregistered"))
