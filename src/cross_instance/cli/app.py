@@ -103,36 +103,6 @@ def limits_reset(provider: ProviderOpt = None, as_json: JsonOpt = False) -> None
     _emit({"reset": count}, as_json, f"Reset the learned state{target}: {count} bucket(s).")
 
 
-store_app = typer.Typer(help="The shared store itself.")
-app.add_typer(store_app, name="store")
-
-
-@store_app.command("declare-empty")
-def store_declare_empty() -> None:
-    """Declare a Redis key prefix new and empty: its first instance starts without the
-    restart grace. Only where no instance has used the prefix since the server started."""
-    from cross_instance.stores.redis.store import RedisStore
-
-    config = _config()
-    store = open_configured_store(config) if config.store else None
-    if not isinstance(store, RedisStore):
-        if store is not None:
-            store.close()
-        _fail("only a Redis store can be declared empty (set PI_STORE_URL or "
-              "crossInstance.store to a redis:// URL)", 2)
-    try:
-        declared = store.declare_empty()
-    except StoreError as err:
-        _fail(str(err), 1)
-    finally:
-        store.close()
-    where = f"{store.url} prefix {store.prefix}"
-    if not declared:
-        _fail(f"{where} is already in use: a grace that has begun is never cut short", 1)
-    typer.echo(f"{where} declared new and empty: the first instance starts without the "
-               "restart grace")
-
-
 @app.command()
 def demo(
     instances: Annotated[int, typer.Option(min=1, max=32, help="Instance processes.")] = 3,

@@ -1,6 +1,8 @@
-"""``pi-xi store recover``: the way back from a damaged embedded database without ever handing
-out an epoch or a lock token twice. Exit codes: 0 recovered, 1 refused (sound database, a
-process still using it, or not the embedded store), 2 bad input."""
+"""``pi-xi store``: the shared store itself. ``recover`` is the way back from a damaged embedded
+database without ever handing out an epoch or a lock token twice; ``declare-empty`` starts a
+known-new Redis prefix without the restart grace. Exit codes: 0 done, 1 refused (a sound
+database, a process still using it, the wrong kind of store, a prefix already in use), 2 bad
+input."""
 
 from __future__ import annotations
 
@@ -10,10 +12,11 @@ from urllib.parse import urlsplit
 
 import typer
 
-from cross_instance.cli.common import config, emit, fail
+from cross_instance.cli.common import config, emit, fail, open_configured_store
 from cross_instance.errors import StoreError
 
-store_app = typer.Typer(help="The embedded store's database file: recover it when damaged.")
+store_app = typer.Typer(help="The shared store itself: recover a damaged embedded database, "
+                                  "declare a new Redis prefix empty.")
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 FloorOpt = Annotated[Optional[int], typer.Option(  # noqa: UP045 - typer needs Optional
     "--floor", min=0, help="Start epochs and lock tokens above this value too (for example "
@@ -44,3 +47,29 @@ def recover(floor: FloorOpt = None, as_json: JsonOpt = False) -> None:
          f"  new epochs and lock tokens start above {done.floor}\n"
          f"Workflows must be claimed again (their state is in the damaged copy); instances "
          f"can be started now.")
+
+
+@store_app.command("declare-empty")
+def store_declare_empty() -> None:
+    """Declare a Redis key prefix new and empty: its first instance starts without the
+    restart grace. Only where no instance has used the prefix since the server started."""
+    from cross_instance.stores.redis.store import RedisStore
+
+    cfg = config()
+    store = open_configured_store(cfg) if cfg.store else None
+    if not isinstance(store, RedisStore):
+        if store is not None:
+            store.close()
+        fail("only a Redis store can be declared empty (set PI_STORE_URL or "
+              "crossInstance.store to a redis:// URL)", 2)
+    try:
+        declared = store.declare_empty()
+    except StoreError as err:
+        fail(str(err), 1)
+    finally:
+        store.close()
+    where = f"{store.url} prefix {store.prefix}"
+    if not declared:
+        fail(f"{where} is already in use: a grace that has begun is never cut short", 1)
+    typer.echo(f"{where} declared new and empty: the first instance starts without the "
+               "restart grace")
