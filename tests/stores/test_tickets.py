@@ -87,3 +87,16 @@ def test_a_lock_wait_sent_twice_queues_once_and_is_granted_once(store):
     store.cancel_lock_wait(lost)
     store.release_lock("res", store.list_locks()[0].lock_id)
     assert isinstance(store.acquire_lock("res", "c", 60 * SEC, None, False), LockRecord)
+
+
+def test_a_permit_without_a_model_is_in_no_model_group(store):
+    # it was counted in "m:p/None", the group of a model named "None"
+    setup(store, "a")
+    store.publish_limits("a", {}, {"m:p/None": 1, "p:p": 5, "*": 5})
+    nameless = store.acquire(PermitRequest("a", "p", None, (("r:p", 1),), ("*", "p:p")), None)
+    assert isinstance(nameless, Granted)
+    used = {g.key: g.used for g in store.snapshot().groups}
+    assert used == {"*": 1, "p:p": 1, "m:p/None": 0}
+    named = PermitRequest("a", "p", "None", (("r:p", 1),), ("*", "p:p", "m:p/None"))
+    assert isinstance(store.acquire(named, None), Granted)
+    assert {g.key: g.used for g in store.snapshot().groups}["m:p/None"] == 1

@@ -139,16 +139,6 @@ def _grant(conn: sqlite3.Connection, now: int, req: PermitRequest, tats: Sequenc
     """Take the tokens (``tats``/``specs`` follow ``req.rates``) and the slot: the permit's id
     is the wait's ticket, so a wait is granted once (an attempt sent again gets the earlier
     grant). ``place``: the wait's place in the queue, left now."""
-    # random: a stale release never hits a later permit
-    permit_id = new_permit_id() if ticket is None else ticket
-    if conn.execute(
-            "INSERT OR IGNORE INTO permits(id, instance_id, provider, model, tokens, granted_ns) "
-            "VALUES(?,?,?,?,?,?)",
-            (permit_id, req.instance_id, req.provider, req.model, req.tokens, now)
-    ).rowcount == 0:
-        earlier = _earlier(conn, req, permit_id)
-        assert earlier is not None
-        return earlier
     win = now // NS_PER_MINUTE
     usage = lim = 0
     for i, (key, cost) in enumerate(req.rates):
@@ -156,6 +146,12 @@ def _grant(conn: sqlite3.Connection, now: int, req: PermitRequest, tats: Sequenc
         cur, prev, per_minute = conn.execute(_TAKE, (tat, win, cost, key)).fetchone()
         if i == 0:
             usage, lim = windowed(win, cur, prev, now), per_minute
+    # random: a stale release never hits a later permit
+    permit_id = new_permit_id() if ticket is None else ticket
+    conn.execute(
+        "INSERT INTO permits(id, instance_id, provider, model, tokens, granted_ns) "
+        "VALUES(?,?,?,?,?,?)",
+        (permit_id, req.instance_id, req.provider, req.model, req.tokens, now))
     if place is not None:
         conn.execute("DELETE FROM waiters WHERE ticket=?", (place,))
     return Granted(permit_id, now, usage, lim)
@@ -182,8 +178,7 @@ def _quick_sql(keys: int, slots: tuple[str, ...]) -> str:
     return f"SELECT {', '.join(parts)} FROM (SELECT 1) {' '.join(tables)}"
 
 
-def _quick(conn: sqlite3.Connection, now: int, req: PermitRequest, ticket: int | None
-           ) -> Granted | None:
+def _quick(conn: sqlite3.Connection, now: int, req: PermitRequest) -> Granted | None:
     """The uncontended case (nobody queued, nothing reserved) decided from one row; None when
     it does not apply or does not fit (the full arbiter then decides)."""
     row = conn.execute(_quick_sql(len(req.rates), req.slots),
@@ -208,7 +203,7 @@ def _quick(conn: sqlite3.Connection, now: int, req: PermitRequest, ticket: int |
         rates.append((tat, spec, cost))
     if not arbiter.fits_now(rates, groups, now):
         return None
-    return _grant(conn, now, req, tats, specs, ticket, None)
+    return _grant(conn, now, req, tats, specs, None, None)
 
 
 def acquire(conn: sqlite3.Connection, now: int, req: PermitRequest, ticket: int | None,
@@ -216,13 +211,12 @@ def acquire(conn: sqlite3.Connection, now: int, req: PermitRequest, ticket: int 
             ) -> Granted | Waiting | None:
     if release_first:
         release(conn, req.instance_id, release_first)
-    # nobody queued (so neither is this wait) and it fits: granted (or, sent again, the
-    # earlier grant)
-    quick = _quick(conn, now, req, ticket)
-    if quick is not None:
-        return quick
-    if ticket is not None:
-        earlier = _earlier(conn, req, ticket)
+    if ticket is None:
+        quick = _quick(conn, now, req)
+        if quick is not None:
+            return quick
+    else:
+        earlier = _earlier(conn, req, ticket)  # this wait was granted already: sent again
         if earlier is not None:
             return earlier
     # place None: not queued yet, or our place was given up (we were away too long): queue

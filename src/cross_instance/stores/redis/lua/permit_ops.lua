@@ -6,7 +6,7 @@
 -- The uncontended acquire is decided first (admit.lua), before the other libraries are
 -- defined: as a script, defining them costs more than the decision.
 local P, now, op = ARGV[1], clock(ARGV[2]), ARGV[3]
-if op == "acquire" then  -- it grants only when nobody is queued (so neither is this wait)
+if op == "acquire" and ARGV[5] == "" then
   local granted = acquire_at_once(P, now)
   if granted then return granted end
 elseif op == "release" then
