@@ -89,6 +89,19 @@ def _kind(request: PermitRequest) -> str:
     return request.provider if request.model is None else f"{request.provider}\t{request.model}"
 
 
+def _model_pair(field: str) -> tuple[str, str]:
+    """An active model's (provider, model) from its field: JSON (active_model.lua), or
+    "provider<TAB>model" as versions before it wrote."""
+    if field.startswith("["):
+        try:
+            provider, model = json.loads(field)
+            return str(provider), str(model)
+        except ValueError:
+            pass
+    provider, _, model = field.partition("\t")
+    return provider, model
+
+
 def _pairs(flat: list[Any]) -> dict[str, str]:
     return {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
 
@@ -201,7 +214,7 @@ class RedisStore:
             h = _pairs(flat)
             active = []
             for field, value in _pairs(models).items():
-                provider, _, model = field.partition("\t")
+                provider, model = _model_pair(field)
                 count, _, since = value.partition(" ")
                 active.append((int(since), provider, model, int(count)))
             latency = h.get("latency", "")

@@ -1,6 +1,6 @@
 -- The instance registry on Redis: records, liveness, removal with everything held, events.
 -- Keys (P = the prefix): P.."ids" set of instance ids; P.."i:"..id hash (the record);
--- P.."am:"..id hash "provider\tmodel" -> "count since_wall_ms"; P.."events" zset by id,
+-- P.."am:"..id hash JSON [provider, model] -> "count since_wall_ms"; P.."events" zset by id,
 -- P.."evseq" the last event id. Times in microseconds.
 
 local EVENTS_KEPT = 10000
