@@ -4,11 +4,19 @@ store keeps a name (keys, hash fields, queue entries, events)."""
 
 from __future__ import annotations
 
+import pytest
+
 from cross_instance.core.limiter import RateSpec
-from cross_instance.core.locking import MAX_RESOURCE, LockRecord, LockWaiting
-from cross_instance.core.modelmatch import MAX_PATTERN_LENGTH
-from cross_instance.core.ownership import MAX_WORKFLOW_ID
+from cross_instance.core.locking import (
+    MAX_RESOURCE,
+    LockRecord,
+    LockWaiting,
+    check_resource,
+)
+from cross_instance.core.modelmatch import MAX_PATTERN_LENGTH, pattern_problem
+from cross_instance.core.ownership import MAX_WORKFLOW_ID, check_workflow_id
 from cross_instance.core.records import Granted, PermitRequest
+from cross_instance.errors import LockRequestError, WorkflowRequestError
 from cross_instance.stores.permit_ids import new_ticket
 from tests.conftest import record
 
@@ -73,3 +81,14 @@ def test_names_at_the_apis_limits_round_trip(store, clock):
     store.unregister_instance(b)  # frees its lock under the name as given
     assert store.list_locks() == []
     assert store.acquire_lock(resource, a, SEC, None, False).token == got.token + 1
+
+
+def test_a_lone_surrogate_is_refused_by_name_at_the_api():
+    # not text a store can encode: it used to reach the store and fail there with a bare
+    # UnicodeEncodeError (found by the model test's arbitrary names)
+    with pytest.raises(LockRequestError, match="lone surrogate"):
+        check_resource("a\ud800")
+    with pytest.raises(WorkflowRequestError, match="lone surrogate"):
+        check_workflow_id("\udfffwf")
+    assert "lone surrogates" in (pattern_problem("gpt-\ud83d") or "")
+    assert check_resource("\U0001f512 ok") == "\U0001f512 ok"  # a pair written as one is fine
