@@ -109,9 +109,13 @@ def renew(conn: sqlite3.Connection, now: int, resource: str, lock_id: str,
 
 
 def release(conn: sqlite3.Connection, resource: str, lock_id: str) -> bool:
-    """Free the lock if ``lock_id`` holds it; a forged or stale id changes nothing."""
-    return conn.execute("UPDATE locks SET holder=NULL, lock_id=NULL, wait=NULL WHERE "
-                        "resource=? AND lock_id=?", (resource, lock_id)).rowcount > 0
+    """Free the lock if ``lock_id`` holds it; a forged or stale id changes nothing. The
+    release that freed it, sent again, gets the same answer (True)."""
+    if conn.execute("UPDATE locks SET holder=NULL, lock_id=NULL, wait=NULL, released=? WHERE "
+                    "resource=? AND lock_id=?", (lock_id, resource, lock_id)).rowcount > 0:
+        return True
+    row = conn.execute("SELECT released FROM locks WHERE resource=?", (resource,)).fetchone()
+    return row is not None and row[0] == lock_id
 
 
 def held(conn: sqlite3.Connection) -> list[LockRecord]:
