@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from cross_instance.acquire import Call, Sleep, run_async, run_sync
 from cross_instance.core.locking import LockRecord, LockWaiting, check_resource, check_ttl
 from cross_instance.errors import CrossInstanceError, LockLostError, LockTimeoutError
+from cross_instance.stores.permit_ids import new_ticket
 
 if TYPE_CHECKING:
     from cross_instance.stores.base import Store
@@ -39,7 +40,9 @@ class LockLoop:
         self.ttl_ns = ttl_ns
         self.started = time.monotonic()
         self.deadline = None if timeout is None else self.started + max(0.0, timeout)
-        self.ticket: int | None = None
+        # this wait's own id, sent with every attempt: an attempt sent twice (its reply lost)
+        # queues once, and leaving gives the place back even if no reply ever came
+        self.ticket: int | None = new_ticket()
         self.sent = 0.0
 
     def steps(self) -> Generator[Call | Sleep, Any, LockRecord]:

@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 import tempfile
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -80,3 +82,43 @@ def test_a_new_prefix_is_declared_empty_once(tmp_path):
 def test_declare_empty_is_only_for_redis(tmp_path):
     out = cli(tmp_path, f"sqlite://{tmp_path / 'state'}", "pi-xi", "store", "declare-empty")
     assert out.returncode == 2 and "only a Redis store" in out.stderr
+
+
+def test_a_lock_named_with_a_tab_queues_and_cleans_up_on_redis(tmp_path, url):
+    # issue 14, item 4: "job\tx" once split its queue entries at the tab: the first waiter
+    # could never leave the queue, every later waiter stayed queued for good, and
+    # `pi-xi locks cleanup` freed nothing for them
+    name = "job\tx\n:/ \u00e9"
+    cfg = make_config(tmp_path / "state", timeout_ms=30_000, store=url)
+    rts = {n: Runtime.start(cwd=tmp_path, config=cfg, instance_id=n) for n in "abc"}
+    got: dict[str, int] = {}
+
+    def wait(who: str) -> None:
+        with rts[who].lock(name, ttl=30, timeout=30) as held:
+            got[who] = held.token
+
+    try:
+        first = rts["a"].try_acquire_lock(name, ttl=1)
+        b = threading.Thread(target=wait, args=("b",))
+        b.start()
+        store = rts["a"].store
+        for _ in range(2000):  # until it is queued
+            if store.client.zcard(f"{store.prefix}lq:{name}") >= 1:
+                break
+            time.sleep(0.005)
+        c = threading.Thread(target=wait, args=("c",))
+        c.start()
+        for _ in range(2000):  # until it is queued
+            if store.client.zcard(f"{store.prefix}lq:{name}") >= 2:
+                break
+            time.sleep(0.005)
+        time.sleep(1.2)  # a's lock expires; a never releases it
+        freed = json.loads(cli(tmp_path, url, "pi-xi", "locks", "cleanup", "--json").stdout)
+        assert freed["freed"] in ([name], [])  # (or a waiter took it over first)
+        b.join(40)
+        c.join(40)
+        assert got == {"b": first.token + 1, "c": first.token + 2}
+        assert store.client.hlen(f"{store.prefix}lqt") == 0  # nobody left queued
+    finally:
+        for rt in rts.values():
+            rt.close()

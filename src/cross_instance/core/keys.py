@@ -21,6 +21,14 @@ from cross_instance.errors import PermitRequestError
 PROVIDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
+def permit_groups(provider: str, model: str | None) -> tuple[str, ...]:
+    """The slot groups a held permit occupies: a permit without a model is in no model group
+    (no model limit applies to it; a model named "None" is a model like any other)."""
+    if model is None:
+        return (GLOBAL_GROUP, f"p:{provider}")
+    return (GLOBAL_GROUP, f"p:{provider}", f"m:{provider}/{model}")
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     """A request plus the limits it relies on (to publish before first use)."""

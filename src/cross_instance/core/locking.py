@@ -67,6 +67,9 @@ def check_resource(resource: object) -> str:
             f"lock resource is {len(resource)} characters; at most {MAX_RESOURCE} are allowed")
     if "\x00" in resource:
         raise LockRequestError("lock resource contains a NUL character")
+    if any("\ud800" <= c <= "\udfff" for c in resource):
+        raise LockRequestError("lock resource contains a lone surrogate (not Unicode text a "
+                               "store can keep)")
     return resource
 
 

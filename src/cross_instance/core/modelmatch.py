@@ -70,4 +70,6 @@ def pattern_problem(pattern: str) -> str | None:
         return f"model pattern must be at most {MAX_PATTERN_LENGTH} characters (got {len(pattern)})"
     if any(unicodedata.category(ch) == "Cc" for ch in pattern):
         return "model pattern must not contain control characters"
+    if any(unicodedata.category(ch) == "Cs" for ch in pattern):
+        return "model pattern must not contain lone surrogates (not text a store can keep)"
     return None

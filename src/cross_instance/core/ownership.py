@@ -36,6 +36,9 @@ def check_workflow_id(workflow_id: object) -> str:
                                    f"{MAX_WORKFLOW_ID} are allowed")
     if any(ord(c) < 32 or ord(c) == 127 for c in workflow_id):
         raise WorkflowRequestError(f"workflow id {workflow_id!r} contains a control character")
+    if any("\ud800" <= c <= "\udfff" for c in workflow_id):
+        raise WorkflowRequestError(f"workflow id {workflow_id!r} contains a lone surrogate "
+                                   "(not Unicode text a store can keep)")
     return workflow_id
 
 

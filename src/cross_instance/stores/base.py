@@ -6,6 +6,16 @@ script / one request: no caller ever composes a read and a write across two call
 behaviour suite runs against every store; a store may be faster, never different.
 
 Time is the store's own (``now_ns``): one clock decides for every instance of a store.
+
+A wait (for a permit or a lock) is known by its ``ticket``: a random number its caller chose
+(``permit_ids.new_ticket``) and sends with every attempt of that wait, or None on a first
+attempt, for which the store picks one (then sent as part of that call, so a resent call
+carries it too). An attempt sent twice, as after a lost reply, queues once, and once granted
+is answered with the same grant: a permit granted to a ticket has the ticket as its id, a
+lock remembers the ticket it went to. The queue's order is the store's, never the ticket's.
+
+Every name (instance id, workflow id, lock resource, provider, model, bucket key) is kept
+as given: no store joins names with a separator a name could hold.
 """
 
 from __future__ import annotations
@@ -104,7 +114,8 @@ class Store(Protocol):
     def acquire(self, request: PermitRequest, ticket: int | None,
                 release: Sequence[int] = ()) -> Granted | Waiting:
         """Release the permits ``release`` (this process's, returned since its last call), then
-        grant now, first come first served, or queue (``ticket``) and say when to ask again.
+        grant now, first come first served, or queue (``ticket``: the wait's, see above; the
+        reply's ``Waiting.ticket`` is the one to send next) and say when to ask again.
         Raises ``PermitRequestError`` when the request can never be granted (nothing released
         then: the whole operation is undone)."""
         ...
@@ -171,7 +182,8 @@ class Store(Protocol):
     def acquire_lock(self, resource: str, instance_id: str, ttl_ns: int, ticket: int | None,
                      wait: bool) -> LockRecord | LockWaiting | None:
         """Grant the lock if free (released, expired or its holder dead) and nobody queued
-        earlier; otherwise queue (``wait``: keep ``ticket`` and ask again) or None."""
+        earlier; otherwise queue (``wait``: keep ``ticket`` and ask again) or None. The same
+        ``ticket`` asking again after its grant gets that grant back."""
         ...
 
     def cancel_lock_wait(self, ticket: int) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from cross_instance import crashpoints, hostinfo
 from cross_instance.core.arbiter import GLOBAL_GROUP
+from cross_instance.core.keys import permit_groups
 from cross_instance.core.limiter import RateSpec
 from cross_instance.core.limits import AdaptiveSettings
 from cross_instance.core.liveness import Domain
@@ -51,7 +52,7 @@ from cross_instance.errors import (
     StaleEpochError,
 )
 from cross_instance.stores import base
-from cross_instance.stores.permit_ids import new_permit_id
+from cross_instance.stores.permit_ids import new_permit_id, new_ticket
 from cross_instance.stores.redis.lane import ScriptLane
 from cross_instance.stores.redis.connection import (
     RedisLocation,
@@ -91,6 +92,19 @@ def _kind(request: PermitRequest) -> str:
 
 def _kind_of(provider: str, model: str | None) -> str:
     return provider if model is None else f"{provider}\t{model}"
+
+
+def _model_pair(field: str) -> tuple[str, str]:
+    """An active model's (provider, model) from its field: JSON (active_model.lua), or
+    "provider<TAB>model" as versions before it wrote."""
+    if field.startswith("["):
+        try:
+            provider, model = json.loads(field)
+            return str(provider), str(model)
+        except ValueError:
+            pass
+    provider, _, model = field.partition("\t")
+    return provider, model
 
 
 def _pairs(flat: list[Any]) -> dict[str, str]:
@@ -241,7 +255,7 @@ class RedisStore:
             h = _pairs(flat)
             active = []
             for field, value in _pairs(models).items():
-                provider, _, model = field.partition("\t")
+                provider, model = _model_pair(field)
                 count, _, since = value.partition(" ")
                 active.append((int(since), provider, model, int(count)))
             latency = h.get("latency", "")
@@ -280,7 +294,8 @@ class RedisStore:
 
     def _acquire(self, request: PermitRequest, ticket: int | None, queue: bool,
                  release: Sequence[int]) -> Granted | Waiting | None:
-        permit_id = new_permit_id()
+        # a wait's permit is known by its ticket: an attempt sent again is granted once
+        permit_id = new_permit_id() if ticket is None else ticket
         result = self._run("permit_ops", "acquire", permit_id, "" if ticket is None else ticket,
                            "1" if queue else "0", str(self.waiter_ttl_ns // 1000),
                            *_request_args(request), *self._to_free(release))
@@ -315,7 +330,7 @@ class RedisStore:
         return result
 
     def cancel_wait(self, ticket: int) -> None:
-        self._permits("cancel", {"ticket": ticket})
+        self._permits("cancel", {"ticket": str(ticket)})  # as text: Lua numbers have 53 bits
 
     def release(self, instance_id: str, permit_ids: Sequence[int]) -> int:
         return int(self._run("permit_ops", "release", instance_id, *self._to_free(permit_ids)))
@@ -379,7 +394,7 @@ class RedisStore:
         held.sort(key=lambda p: p.permit_id)
         used: dict[str, int] = {}
         for p in held:
-            for group in (GLOBAL_GROUP, f"p:{p.provider}", f"m:{p.provider}/{p.model}"):
+            for group in permit_groups(p.provider, p.model):
                 used[group] = used.get(group, 0) + 1
         states = []
         for key, flat in buckets:
@@ -463,9 +478,11 @@ class RedisStore:
     def acquire_lock(self, resource: str, instance_id: str, ttl_ns: int, ticket: int | None,
                      wait: bool) -> LockRecord | LockWaiting | None:
         lock_id = uuid.uuid4().hex
+        if ticket is None:
+            ticket = new_ticket()
         result = self._probing(lambda evidence, may_ask: self._run(
             "lock_ops", "acquire", resource, instance_id, ttl_ns // 1000,
-            "" if ticket is None else str(ticket), int(wait), self.waiter_ttl_ns // 1000,
+            str(ticket), int(wait), self.waiter_ttl_ns // 1000,
             lock_id, self._here(), evidence, may_ask))
         kind = _text(result[0])
         if kind == "not_registered":

@@ -10,6 +10,7 @@ from typing import Any
 from cross_instance.core.liveness import Verdict
 from cross_instance.core.locking import LockRecord, LockWaiting, can_renew, why_free
 from cross_instance.hostinfo import verdict
+from cross_instance.stores.permit_ids import new_ticket
 from cross_instance.stores.sqlite import registry
 from cross_instance.stores.sqlite.ownership import floor, owner_of
 
@@ -35,8 +36,8 @@ def _holder_verdict(conn: sqlite3.Connection, holder: str, now: int) -> Verdict:
 
 
 def _free(conn: sqlite3.Connection, lock: LockRecord, reason: str) -> None:
-    conn.execute("UPDATE locks SET holder=NULL, lock_id=NULL WHERE resource=? AND lock_id=?",
-                 (lock.resource, lock.lock_id))
+    conn.execute("UPDATE locks SET holder=NULL, lock_id=NULL, wait=NULL WHERE resource=? AND "
+                 "lock_id=?", (lock.resource, lock.lock_id))
     registry.add_event(conn, "lock_lost", lock.holder, {
         "resource": lock.resource, "token": lock.token, "reason": reason})
 
@@ -45,18 +46,23 @@ def acquire(conn: sqlite3.Connection, now: int, resource: str, instance_id: str,
             ticket: int | None, wait: bool, waiter_ttl_ns: int
             ) -> LockRecord | LockWaiting | None:
     """Grant ``resource`` if it is free and nobody asked earlier; else queue (``wait``) or
-    return None."""
+    return None. ``ticket`` is the wait's own id (see ``permit_ids``): a wait sent twice
+    queues once, and once granted gets the same lock again."""
     owner_of(conn, instance_id)  # only registered instances hold locks
-    conn.execute("DELETE FROM lock_waiters WHERE resource=? AND seen_ns<? AND ticket IS NOT ?",
+    conn.execute("DELETE FROM lock_waiters WHERE resource=? AND seen_ns<? AND wait IS NOT ?",
                  (resource, now - waiter_ttl_ns, ticket))
     current, last_token = _load(conn, resource)
+    if current is not None and ticket is not None and current.holder == instance_id and \
+            conn.execute("SELECT wait FROM locks WHERE resource=?", (resource,)
+                         ).fetchone()[0] == ticket:
+        return current  # this wait was granted the lock already
     seen = None
     if current is not None and current.expires_ns > now:
         seen = _holder_verdict(conn, current.holder, now)
     reason = why_free(current, now, seen)
-    first = conn.execute("SELECT MIN(ticket) FROM lock_waiters WHERE resource=?",
-                         (resource,)).fetchone()[0]
-    my_turn = first is None or (ticket is not None and first >= ticket)
+    first = conn.execute("SELECT wait FROM lock_waiters WHERE resource=? ORDER BY ticket "
+                         "LIMIT 1", (resource,)).fetchone()
+    my_turn = first is None or (ticket is not None and first[0] == ticket)
     if reason and my_turn:
         if current is not None:
             _free(conn, current, reason)
@@ -64,28 +70,28 @@ def acquire(conn: sqlite3.Connection, now: int, resource: str, instance_id: str,
         lock = LockRecord(resource, uuid.uuid4().hex, instance_id, last_token + 1, now,
                           now + ttl_ns, wall, wall + ttl_ns // 1_000_000)
         conn.execute(
-            f"INSERT OR REPLACE INTO locks({_COLUMNS}) VALUES(?,?,?,?,?,?,?,?)",
+            f"INSERT OR REPLACE INTO locks({_COLUMNS}, wait) VALUES(?,?,?,?,?,?,?,?,?)",
             (lock.resource, lock.lock_id, lock.holder, lock.token, lock.acquired_ns,
-             lock.expires_ns, lock.acquired_wall_ms, lock.expires_wall_ms))
+             lock.expires_ns, lock.acquired_wall_ms, lock.expires_wall_ms, ticket))
         if ticket is not None:
-            conn.execute("DELETE FROM lock_waiters WHERE ticket=?", (ticket,))
+            conn.execute("DELETE FROM lock_waiters WHERE wait=?", (ticket,))
         return lock
     if not wait:
         return None
-    updated = ticket is not None and conn.execute(
-        "UPDATE lock_waiters SET seen_ns=? WHERE ticket=?", (now, ticket)).rowcount > 0
-    if not updated:
-        ticket = conn.execute(
-            "INSERT INTO lock_waiters(resource, instance_id, seen_ns) VALUES(?,?,?)",
-            (resource, instance_id, now)).lastrowid
-    assert ticket is not None
+    if ticket is None:
+        ticket = new_ticket()
+    if conn.execute("UPDATE lock_waiters SET seen_ns=? WHERE wait=?",
+                    (now, ticket)).rowcount == 0:
+        conn.execute(
+            "INSERT INTO lock_waiters(resource, instance_id, seen_ns, wait) VALUES(?,?,?,?)",
+            (resource, instance_id, now, ticket))
     holder = current.holder if current is not None and not reason else None
     retry = current.expires_ns if current is not None and not reason else now
-    return LockWaiting(int(ticket), retry, holder, now)
+    return LockWaiting(ticket, retry, holder, now)
 
 
 def cancel_wait(conn: sqlite3.Connection, ticket: int) -> None:
-    conn.execute("DELETE FROM lock_waiters WHERE ticket=?", (ticket,))
+    conn.execute("DELETE FROM lock_waiters WHERE wait=?", (ticket,))
 
 
 def renew(conn: sqlite3.Connection, now: int, resource: str, lock_id: str,
@@ -103,9 +109,13 @@ def renew(conn: sqlite3.Connection, now: int, resource: str, lock_id: str,
 
 
 def release(conn: sqlite3.Connection, resource: str, lock_id: str) -> bool:
-    """Free the lock if ``lock_id`` holds it; a forged or stale id changes nothing."""
-    return conn.execute("UPDATE locks SET holder=NULL, lock_id=NULL WHERE resource=? AND "
-                        "lock_id=?", (resource, lock_id)).rowcount > 0
+    """Free the lock if ``lock_id`` holds it; a forged or stale id changes nothing. The
+    release that freed it, sent again, gets the same answer (True)."""
+    if conn.execute("UPDATE locks SET holder=NULL, lock_id=NULL, wait=NULL, released=? WHERE "
+                    "resource=? AND lock_id=?", (lock_id, resource, lock_id)).rowcount > 0:
+        return True
+    row = conn.execute("SELECT released FROM locks WHERE resource=?", (resource,)).fetchone()
+    return row is not None and row[0] == lock_id
 
 
 def held(conn: sqlite3.Connection) -> list[LockRecord]:

@@ -15,12 +15,13 @@ from collections.abc import Mapping, Sequence
 
 from cross_instance.core import adaptive, arbiter, limiter
 from cross_instance.core.arbiter import GLOBAL_GROUP, Capacity, Holder, Need
+from cross_instance.core.keys import permit_groups
 from cross_instance.core.limiter import NS_PER_MINUTE, RateSpec
 from cross_instance.core.parallel import weighted_share
 from cross_instance.core.records import Granted, PermitRequest, Waiting
 from cross_instance.core.window import windowed
 from cross_instance.errors import NotRegisteredError, PermitRequestError
-from cross_instance.stores.permit_ids import new_permit_id
+from cross_instance.stores.permit_ids import new_permit_id, new_ticket
 from cross_instance.stores.sqlite.registry import recompute_limits
 
 
@@ -42,7 +43,7 @@ def publish(conn: sqlite3.Connection, instance_id: str, rates: Mapping[str, Rate
 def _state_sql(n_keys: int) -> str:
     marks = ",".join("?" * n_keys)
     return (
-        "SELECT 0, ticket, instance_id, rates, slots, seen_ns, 0, 0 FROM waiters "
+        "SELECT 0, ticket, instance_id, rates, slots, seen_ns, wait, 0 FROM waiters "
         "UNION ALL SELECT 1, key, per_minute, burst, tat, lrate, cooldown_until, probed "
         "FROM buckets "
         f"WHERE key IN ({marks}) "
@@ -53,9 +54,10 @@ def _state_sql(n_keys: int) -> str:
 
 
 def _load(conn: sqlite3.Connection, me: PermitRequest, now: int, ttl_ns: int,
-          ticket: int | None) -> tuple[list[Need], Capacity]:
+          ticket: int | None) -> tuple[list[Need], Capacity, int | None]:
     """Everything one decision needs: the live queue, bucket state, slot limits and use, and
-    the instances' reservations and priorities."""
+    the instances' reservations and priorities; and the place in the queue of wait
+    ``ticket`` (None when it is not queued)."""
     keys = [k for k, _ in me.rates]
     waiters: list[Need] = []
     tats: dict[str, int] = {}
@@ -65,13 +67,16 @@ def _load(conn: sqlite3.Connection, me: PermitRequest, now: int, ttl_ns: int,
     held: dict[str, int] = {}
     instances: list[tuple[str, int, int]] = []
     stale = False
+    place = None
     for kind, a, b, c, d, e, f, g in conn.execute(_state_sql(len(keys)), keys):
         if kind == 0:
-            if e < now - ttl_ns and a != ticket:
+            if e < now - ttl_ns and (ticket is None or f != ticket):
                 stale = True  # its owner stopped asking: it has left the queue
             else:
                 rates = tuple((k, n) for k, n in json.loads(c))
                 waiters.append(Need(b, rates, tuple(json.loads(d)), a))
+                if ticket is not None and f == ticket:
+                    place = a
         elif kind == 1:
             specs[a], tats[a] = adaptive.effective(RateSpec(b, c), d, e, f,
                                                    adaptive.slow_starts(a, me.reports, g))
@@ -79,12 +84,12 @@ def _load(conn: sqlite3.Connection, me: PermitRequest, now: int, ttl_ns: int,
             limit[a] = b
         elif kind == 3:
             held[a] = held.get(a, 0) + 1
-            for group in (GLOBAL_GROUP, f"p:{b}", f"m:{b}/{c}"):
+            for group in permit_groups(b, c):
                 used[group] = used.get(group, 0) + 1
         else:
             instances.append((a, b, c))
     if stale:
-        conn.execute("DELETE FROM waiters WHERE seen_ns < ? AND ticket IS NOT ?",
+        conn.execute("DELETE FROM waiters WHERE seen_ns < ? AND wait IS NOT ?",
                      (now - ttl_ns, ticket))
     for key in {k for w in waiters for k, _ in w.rates} - specs.keys():
         row = conn.execute("SELECT per_minute, burst, tat, lrate, cooldown_until, probed "
@@ -105,7 +110,7 @@ def _load(conn: sqlite3.Connection, me: PermitRequest, now: int, ttl_ns: int,
         priorities = [i[2] for i in instances]
         holders = {i[0]: Holder(held.get(i[0], 0), i[1], weighted_share(total, i[2], priorities))
                    for i in instances}
-    return waiters, Capacity(tats, specs, used, limit, holders)
+    return waiters, Capacity(tats, specs, used, limit, holders), place
 
 
 _TAKE = (
@@ -116,9 +121,24 @@ _TAKE = (
 )
 
 
+def _earlier(conn: sqlite3.Connection, req: PermitRequest, permit_id: int) -> Granted | None:
+    """The permit already granted to wait ``permit_id`` (its ticket), if any: an attempt
+    sent again gets the same grant (without the minute counts)."""
+    row = conn.execute("SELECT instance_id, granted_ns FROM permits WHERE id=?",
+                       (permit_id,)).fetchone()
+    if row is None:
+        return None
+    if row[0] != req.instance_id:
+        raise PermitRequestError(f"ticket {permit_id} names another instance's permit; "
+                                 "a wait needs a ticket of its own (new_ticket())")
+    return Granted(permit_id, int(row[1]), 0, 0)
+
+
 def _grant(conn: sqlite3.Connection, now: int, req: PermitRequest, tats: Sequence[int],
-           specs: Sequence[RateSpec], ticket: int | None) -> Granted:
-    """Take the tokens (``tats``/``specs`` follow ``req.rates``) and the slot."""
+           specs: Sequence[RateSpec], ticket: int | None, place: int | None) -> Granted:
+    """Take the tokens (``tats``/``specs`` follow ``req.rates``) and the slot: the permit's id
+    is the wait's ticket, so a wait is granted once (an attempt sent again gets the earlier
+    grant). ``place``: the wait's place in the queue, left now."""
     win = now // NS_PER_MINUTE
     usage = lim = 0
     for i, (key, cost) in enumerate(req.rates):
@@ -126,13 +146,14 @@ def _grant(conn: sqlite3.Connection, now: int, req: PermitRequest, tats: Sequenc
         cur, prev, per_minute = conn.execute(_TAKE, (tat, win, cost, key)).fetchone()
         if i == 0:
             usage, lim = windowed(win, cur, prev, now), per_minute
-    permit_id = new_permit_id()  # random: a stale release never hits a later permit
+    # random: a stale release never hits a later permit
+    permit_id = new_permit_id() if ticket is None else ticket
     conn.execute(
         "INSERT INTO permits(id, instance_id, provider, model, tokens, granted_ns) "
         "VALUES(?,?,?,?,?,?)",
         (permit_id, req.instance_id, req.provider, req.model, req.tokens, now))
-    if ticket is not None:
-        conn.execute("DELETE FROM waiters WHERE ticket=?", (ticket,))
+    if place is not None:
+        conn.execute("DELETE FROM waiters WHERE ticket=?", (place,))
     return Granted(permit_id, now, usage, lim)
 
 
@@ -182,7 +203,7 @@ def _quick(conn: sqlite3.Connection, now: int, req: PermitRequest) -> Granted | 
         rates.append((tat, spec, cost))
     if not arbiter.fits_now(rates, groups, now):
         return None
-    return _grant(conn, now, req, tats, specs, None)
+    return _grant(conn, now, req, tats, specs, None, None)
 
 
 def acquire(conn: sqlite3.Connection, now: int, req: PermitRequest, ticket: int | None,
@@ -194,26 +215,32 @@ def acquire(conn: sqlite3.Connection, now: int, req: PermitRequest, ticket: int 
         quick = _quick(conn, now, req)
         if quick is not None:
             return quick
-    waiters, cap = _load(conn, req, now, ttl_ns, ticket)
-    if ticket is not None and not any(w.ticket == ticket for w in waiters):
-        ticket = None  # our place was given up (we were away too long): queue again at the back
-    me = Need(req.instance_id, req.rates, req.slots, ticket)
+    else:
+        earlier = _earlier(conn, req, ticket)  # this wait was granted already: sent again
+        if earlier is not None:
+            return earlier
+    # place None: not queued yet, or our place was given up (we were away too long): queue
+    # at the back
+    waiters, cap, place = _load(conn, req, now, ttl_ns, ticket)
+    me = Need(req.instance_id, req.rates, req.slots, place)
     why = arbiter.impossible(me, cap.specs)
     if why is not None:
         raise PermitRequestError(why)
     verdict = arbiter.arbitrate(me, waiters, cap, now)
     if verdict.grant:
         return _grant(conn, now, req, [cap.tats[k] for k, _ in req.rates],
-                      [cap.specs[k] for k, _ in req.rates], ticket)
+                      [cap.specs[k] for k, _ in req.rates], ticket, place)
     if not queue:
         return None
     if ticket is None:
-        ticket = conn.execute(
-            "INSERT INTO waiters(instance_id, rates, slots, seen_ns) VALUES(?,?,?,?)",
-            (req.instance_id, json.dumps(req.rates), json.dumps(req.slots), now)).lastrowid
+        ticket = new_ticket()
+    if place is None:
+        conn.execute(
+            "INSERT INTO waiters(instance_id, rates, slots, seen_ns, wait) VALUES(?,?,?,?,?)",
+            (req.instance_id, json.dumps(req.rates), json.dumps(req.slots), now, ticket))
     else:
-        conn.execute("UPDATE waiters SET seen_ns=? WHERE ticket=?", (now, ticket))
-    return Waiting(int(ticket or 0), verdict.ready_at, verdict.slot_blocked, verdict.ahead,
+        conn.execute("UPDATE waiters SET seen_ns=? WHERE ticket=?", (now, place))
+    return Waiting(ticket, verdict.ready_at, verdict.slot_blocked, verdict.ahead,
                    verdict.reason, now)
 
 

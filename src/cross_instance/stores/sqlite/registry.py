@@ -87,7 +87,8 @@ def remove(conn: sqlite3.Connection, instance_id: str, kind: str, reason: str) -
                                         (instance_id,)).fetchall():
         add_event(conn, "lock_lost", instance_id, {"resource": resource, "token": token,
                                                    "reason": f"holder {reason}"})
-    conn.execute("UPDATE locks SET holder=NULL, lock_id=NULL WHERE holder=?", (instance_id,))
+    conn.execute("UPDATE locks SET holder=NULL, lock_id=NULL, wait=NULL WHERE holder=?",
+                 (instance_id,))
     conn.execute("DELETE FROM lock_waiters WHERE instance_id=?", (instance_id,))
     keys = [k for (k,) in conn.execute("SELECT key FROM limits WHERE instance_id=?", (instance_id,))]
     conn.execute("DELETE FROM limits WHERE instance_id=?", (instance_id,))

@@ -3,7 +3,7 @@ each runs in the same transaction as the version bump, so a crash leaves the old
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -94,5 +94,17 @@ MIGRATIONS: tuple[str, ...] = (
         ticket INTEGER PRIMARY KEY AUTOINCREMENT, resource TEXT NOT NULL,
         instance_id TEXT NOT NULL, seen_ns INTEGER NOT NULL);
     CREATE INDEX lock_waiters_resource ON lock_waiters(resource, ticket);
+    """,
+    # v6: a wait is known by the id its caller chose (``wait``, sent with every attempt), so
+    # an attempt sent twice queues once; ``ticket`` stays the place in the queue. A lock
+    # remembers the wait it was granted to, so that wait asking again gets the same grant, and
+    # the lock id whose release freed it, so that release sent again gets the same answer.
+    """
+    ALTER TABLE waiters ADD COLUMN wait INTEGER;
+    CREATE UNIQUE INDEX waiters_wait ON waiters(wait);
+    ALTER TABLE lock_waiters ADD COLUMN wait INTEGER;
+    CREATE UNIQUE INDEX lock_waiters_wait ON lock_waiters(wait);
+    ALTER TABLE locks ADD COLUMN wait INTEGER;
+    ALTER TABLE locks ADD COLUMN released TEXT;
     """,
 )

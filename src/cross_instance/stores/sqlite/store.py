@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cross_instance import hostinfo
-from cross_instance.core.arbiter import GLOBAL_GROUP
+from cross_instance.core.keys import permit_groups
 from cross_instance.core.limiter import RateSpec
 from cross_instance.core.limits import AdaptiveSettings
 from cross_instance.core.records import (
@@ -110,7 +110,7 @@ class SqliteStore:
         return result
 
     def cancel_wait(self, ticket: int) -> None:
-        self.db.write(lambda c, now: c.execute("DELETE FROM waiters WHERE ticket=?", (ticket,)))
+        self.db.write(lambda c, now: c.execute("DELETE FROM waiters WHERE wait=?", (ticket,)))
 
     def release(self, instance_id: str, permit_ids: Sequence[int]) -> int:
         return self.db.write(lambda c, now: permits.release(c, instance_id, permit_ids),
@@ -222,7 +222,7 @@ def _snapshot(conn: sqlite3.Connection, now: int) -> Snapshot:
         "SELECT id, instance_id, provider, model, tokens, granted_ns FROM permits ORDER BY id"))
     used: dict[str, int] = {}
     for p in held:
-        for group in (GLOBAL_GROUP, f"p:{p.provider}", f"m:{p.provider}/{p.model}"):
+        for group in permit_groups(p.provider, p.model):
             used[group] = used.get(group, 0) + 1
     groups = tuple(GroupState(k, lim, used.get(k, 0)) for k, lim in conn.execute(
         "SELECT key, lim FROM groups ORDER BY key"))

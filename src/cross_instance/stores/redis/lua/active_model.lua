@@ -3,7 +3,9 @@
 local P, id = ARGV[1], ARGV[3]
 local key = P .. "am:" .. id
 if ARGV[6] == "clear" then redis.call("DEL", key) return 1 end
-local field = ARGV[4] .. "\t" .. ARGV[5]
+-- the field is the pair as JSON: any provider and model text, never split at a separator
+-- (cjson writes the same pair the same way each time)
+local field = cjson.encode({ARGV[4], ARGV[5]})
 local delta = tonumber(ARGV[6])
 local current = redis.call("HGET", key, field)
 local count, since = 0, wall_ms()

@@ -1,6 +1,7 @@
 -- needs: clock json limiter slots bucket permits registry ownership locks
 -- ARGV: prefix, now, op, then per op:
---   acquire: res, caller, ttl, ticket|"", wait 0/1, waiter ttl, new lock id, here, evidence,
+--   acquire: res, caller, ttl, ticket (the caller's id for this wait, the same in each
+--            attempt; kept as text), wait 0/1, waiter ttl, new lock id, here, evidence,
 --            may ask 0/1 (reply {"probe", id, pid, ticks} when the lock is held by a process
 --            on the caller's host that ``evidence`` does not describe: the caller probes it
 --            and calls again, so it need not list every instance for each attempt)
@@ -9,7 +10,6 @@
 local P, now, op = ARGV[1], clock(ARGV[2]), ARGV[3]
 if op == "acquire" then
   local res, cid, ttl, ticket = ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7]
-  if ticket == "" then ticket = nil end
   if load_instance(P, cid) == nil then return {"not_registered"} end
   for _, t in ipairs(redis.call("ZRANGE", P .. "lq:" .. res, 0, -1)) do
     local seen = tonumber(redis.call("HGET", P .. "lqseen", t))
@@ -19,7 +19,8 @@ if op == "acquire" then
   end
   local here, evidence = cjson.decode(ARGV[11]), cjson.decode(ARGV[12])
   local current, last = load_lock(P, res)
-  if current ~= nil and current.lock_id == ARGV[10] then  -- a resent call: granted already
+  if current ~= nil and (current.lock_id == ARGV[10]  -- a resent call, or another attempt
+      or (current.wait == ticket and current.holder == cid)) then  -- of a wait: granted
     return {"granted", lock_reply(current)}
   end
   if ARGV[13] == "1" and current ~= nil and current.expires > now then
@@ -30,7 +31,7 @@ if op == "acquire" then
   end
   local reason = why_free(P, current, now, here, evidence)
   local first = redis.call("ZRANGE", P .. "lq:" .. res, 0, 0)[1]
-  local my_turn = first == nil or (ticket ~= nil and tonumber(first) >= tonumber(ticket))
+  local my_turn = first == nil or first == ticket
   if reason ~= "" and my_turn then
     if current ~= nil then free_lock(P, res, current.holder, current.token, reason, true) end
     if last == 0 then last = floor_of(P, now) end
@@ -40,22 +41,22 @@ if op == "acquire" then
                expires_wall = wall + math.floor(ttl / 1000)}
     redis.call("HSET", P .. "lock:" .. res, "lock_id", l.lock_id, "holder", cid, "token",
       l.token, "acquired", l.acquired, "expires", l.expires, "acquired_wall", l.acquired_wall,
-      "expires_wall", l.expires_wall)
+      "expires_wall", l.expires_wall, "wait", ticket, "released", "")
     redis.call("SADD", P .. "locks", res)
     redis.call("SADD", P .. "hl:" .. cid, res)
-    if ticket ~= nil then drop_lock_waiter(P, ticket) end
+    drop_lock_waiter(P, ticket)
     return {"granted", lock_reply(l)}
   end
   if ARGV[8] ~= "1" then return {"none"} end
-  if ticket == nil or redis.call("HEXISTS", P .. "lqt", ticket) == 0 then
-    ticket = tostring(redis.call("INCR", P .. "lockseq"))
-    redis.call("ZADD", P .. "lq:" .. res, tonumber(ticket), ticket)
-    redis.call("HSET", P .. "lqt", ticket, res .. "\t" .. cid)
+  if redis.call("HEXISTS", P .. "lqt", ticket) == 0 then  -- its first attempt (or its place
+    -- was given up): at the back
+    redis.call("ZADD", P .. "lq:" .. res, redis.call("INCR", P .. "lockseq"), ticket)
+    redis.call("HSET", P .. "lqt", ticket, cjson.encode({res, cid}))
     redis.call("SADD", P .. "lw:" .. cid, ticket)
   end
   redis.call("HSET", P .. "lqseen", ticket, now)
   local held = reason == "" and current ~= nil
-  return {"waiting", tonumber(ticket), held and current.expires or now,
+  return {"waiting", ticket, held and current.expires or now,
           held and current.holder or "", now}
 elseif op == "renew" then
   local l = load_lock(P, ARGV[4])
@@ -67,8 +68,11 @@ elseif op == "renew" then
   return lock_reply(l)
 elseif op == "release" then
   local l = load_lock(P, ARGV[4])
-  if l == nil or l.lock_id ~= ARGV[5] then return 0 end
+  if l == nil or l.lock_id ~= ARGV[5] then  -- sent again after it freed the lock (its reply
+    return redis.call("HGET", P .. "lock:" .. ARGV[4], "released") == ARGV[5] and 1 or 0
+  end  -- lost): the same answer
   free_lock(P, l.res, l.holder, l.token, "", false)
+  redis.call("HSET", P .. "lock:" .. ARGV[4], "released", ARGV[5])
   return 1
 elseif op == "cancel" then
   drop_lock_waiter(P, ARGV[4])

@@ -1,11 +1,14 @@
 -- TTL locks with fencing tokens on Redis (core/locking.py's rules). Keys: P.."lock:"..res
 -- hash (lock_id, holder absent when free; token kept), P.."locks" set of held resources,
--- P.."hl:"..id resources an instance holds, P.."lq:"..res zset of waiting tickets,
--- P.."lqt" ticket -> "res\tinstance", P.."lqseen" ticket -> last seen (µs),
--- P.."lw:"..id tickets an instance waits with, P.."lockseq" the last ticket.
+-- P.."hl:"..id resources an instance holds, P.."lq:"..res zset of waiting tickets (the
+-- callers' ids for their waits, scored by arrival: P.."lockseq"), P.."lqt" ticket -> JSON
+-- [res, instance] (never a separator: a name may hold any character), P.."lqseen" ticket ->
+-- last seen (µs), P.."lw:"..id tickets an instance waits with. The lock hash's "wait" is the
+-- ticket of the wait it was granted to, "released" the lock id whose release freed it last. Every key family ends in ":" and no fixed key starts
+-- with one, so names that hold ":" (or anything else) never reach another family's key.
 
 local LOCK_FIELDS = {"lock_id", "holder", "token", "acquired", "expires", "acquired_wall",
-                     "expires_wall"}
+                     "expires_wall", "wait"}
 
 local function load_lock(P, res)  -- the held lock (or nil) and the resource's last token
   local v = redis.call("HMGET", P .. "lock:" .. res, unpack(LOCK_FIELDS))
@@ -13,7 +16,7 @@ local function load_lock(P, res)  -- the held lock (or nil) and the resource's l
   if not v[2] then return nil, last end
   return {res = res, lock_id = v[1], holder = v[2], token = last, acquired = tonumber(v[4]),
           expires = tonumber(v[5]), acquired_wall = tonumber(v[6]),
-          expires_wall = tonumber(v[7])}, last
+          expires_wall = tonumber(v[7]), wait = v[8]}, last
 end
 
 local function lock_reply(l)

@@ -65,7 +65,9 @@ if op == "publish" then  -- q = {instance, rates = {{key, per_minute, burst}}, g
 
 elseif op == "acquire" then
   local req, free_at = acquire_args()
-  local ticket = tonumber(ARGV[5])
+  -- the wait's ticket: the caller's id for it, the same in each attempt (kept as text: it
+  -- has more digits than a Lua number holds); the queue's order is the store's (wseq)
+  local ticket = ARGV[5] ~= "" and ARGV[5] or ARGV[4]
   local permit_id, waiter_ttl = ARGV[4], tonumber(ARGV[7])
   -- a retry of a call whose reply was lost (redis-py resends it after a dropped connection):
   -- the permit exists already, so answer as before instead of granting a second one
@@ -87,21 +89,23 @@ elseif op == "acquire" then
   -- the live queue (silent waiters leave it)
   local waiters, keyset = {}, {}
   for _, r in ipairs(req.rates) do keyset[r[1]] = true end
-  local mine_queued = false
-  for _, t in ipairs(redis.call("ZRANGE", P .. "waiters", 0, -1)) do
+  -- this wait's place in the queue (its score); nil: not queued yet, or its place was given
+  -- up (it was away too long): it queues again at the back
+  local place = nil
+  local queue = redis.call("ZRANGE", P .. "waiters", 0, -1, "WITHSCORES")
+  for k = 1, #queue, 2 do
+    local t, order = queue[k], tonumber(queue[k + 1])
     local w = redis.call("HMGET", P .. "w:" .. t, "instance", "rates", "slots", "seen")
-    local tn = tonumber(t)
-    if tonumber(w[4]) < now - waiter_ttl and tn ~= ticket then
+    if tonumber(w[4]) < now - waiter_ttl and t ~= ticket then
       drop_waiter(P, t)
     else
       local rates = cjson.decode(w[2])
       for _, r in ipairs(rates) do keyset[r[1]] = true end
       waiters[#waiters + 1] = {instance_id = w[1], rates = rates, slots = cjson.decode(w[3]),
-                               ticket = tn}
-      if tn == ticket then mine_queued = true end
+                               ticket = order}
+      if t == ticket then place = order end
     end
   end
-  if not mine_queued then ticket = nil end  -- our place was given up: queue again at the back
   local specs, tats = {}, {}
   for i, r in ipairs(req.rates) do specs[r[1]], tats[r[1]] = mine[i][2], mine[i][3] end
   for key in pairs(keyset) do  -- the waiters' other buckets
@@ -138,7 +142,7 @@ elseif op == "acquire" then
                           share = weighted_share(total, inst[3], priorities)}
     end
   end
-  local me = {instance_id = req.instance, rates = req.rates, slots = req.slots, ticket = ticket}
+  local me = {instance_id = req.instance, rates = req.rates, slots = req.slots, ticket = place}
   local cap = {tats = tats, specs = specs, group_used = used, group_limit = limit,
                holders = holders}
   local granted, at, slot_blocked, ahead, reason = arbitrate(me, waiters, cap, now)
@@ -154,7 +158,7 @@ elseif op == "acquire" then
     redis.call("HSET", P .. "gate", "waiting", redis.call("ZCARD", P .. "waiters"))
   end
   if granted then
-    if ticket ~= nil then drop_waiter(P, tostring(ticket)) end
+    if place ~= nil then drop_waiter(P, ticket) end
     sync_waiting()
     add_permit(P, req.instance, permit_id, now, req.record, req.kind)
     local reply
@@ -169,9 +173,8 @@ elseif op == "acquire" then
     sync_waiting()
     return {"none"}
   end
-  if ticket == nil then
-    ticket = redis.call("INCR", P .. "wseq")
-    redis.call("ZADD", P .. "waiters", ticket, ticket)
+  if place == nil then
+    redis.call("ZADD", P .. "waiters", redis.call("INCR", P .. "wseq"), ticket)
     redis.call("HSET", P .. "w:" .. ticket, "instance", req.instance,
       "rates", cjson.encode(req.rates), "slots", cjson.encode(req.slots), "seen", now)
     redis.call("SADD", P .. "ww:" .. req.instance, ticket)

@@ -1,6 +1,6 @@
 -- The instance registry on Redis: records, liveness, removal with everything held, events.
 -- Keys (P = the prefix): P.."ids" set of instance ids; P.."i:"..id hash (the record);
--- P.."am:"..id hash "provider\tmodel" -> "count since_wall_ms"; P.."events" zset by id,
+-- P.."am:"..id hash JSON [provider, model] -> "count since_wall_ms"; P.."events" zset by id,
 -- P.."evseq" the last event id. Times in microseconds.
 
 local EVENTS_KEPT = 10000
@@ -59,8 +59,12 @@ end
 local function drop_lock_waiter(P, ticket)
   local entry = redis.call("HGET", P .. "lqt", ticket)
   if not entry then return end
-  local sep = string.find(entry, "\t")
-  local res, inst = string.sub(entry, 1, sep - 1), string.sub(entry, sep + 1)
+  local ok, pair = pcall(cjson.decode, entry)
+  if not ok or type(pair) ~= "table" then  -- an entry an earlier version wrote: "res\tinstance"
+    local sep = string.find(entry, "\t[^\t]*$")  -- (its instance ids hold no tab)
+    pair = {string.sub(entry, 1, sep - 1), string.sub(entry, sep + 1)}
+  end
+  local res, inst = pair[1], pair[2]
   redis.call("ZREM", P .. "lq:" .. res, ticket)
   redis.call("HDEL", P .. "lqt", ticket)
   redis.call("HDEL", P .. "lqseen", ticket)
@@ -69,7 +73,7 @@ end
 
 -- Free a held lock (the token stays with the resource, so it is never handed out twice).
 local function free_lock(P, res, holder, token, reason, event)
-  redis.call("HDEL", P .. "lock:" .. res, "holder", "lock_id")
+  redis.call("HDEL", P .. "lock:" .. res, "holder", "lock_id", "wait")
   redis.call("SREM", P .. "locks", res)
   redis.call("SREM", P .. "hl:" .. holder, res)
   if event then
