@@ -108,7 +108,7 @@ def test_eviction_is_refused_when_read_from_info(tmp_path):
 def test_a_server_without_config_is_read_through_info(tmp_path):
     """A managed service that disables CONFIG (here renamed away) for every account."""
     with private_redis(tmp_path, "--rename-command", "CONFIG", "",
-                       "--maxmemory-policy", "volatile-ttl") as port:
+                       "--maxmemory-policy", "volatile-ttl", declare=False) as port:
         loc = parse_url(f"redis://127.0.0.1:{port}/0")
         client = connect(loc)
         with pytest.raises(StoreError, match="maxmemory-policy volatile-ttl"):
