@@ -179,7 +179,7 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
         store = self._store_or_none()
         if store is None:
             return Permit(provider, model, tokens or 0, 0, 0.0, None)
-        plan = self._cached_plan(provider, model, tokens)
+        plan = self._cached_plan(provider, model, tokens, reports)
         started = time.monotonic()
         self._log_request(plan)
         if self._local is not None and self._local.active:  # until a heartbeat gets through
@@ -215,7 +215,7 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
         store = self._store_or_none()
         if store is None:
             return Permit(provider, model, tokens or 0, 0, 0.0, None)
-        plan = self._cached_plan(provider, model, tokens)
+        plan = self._cached_plan(provider, model, tokens, reports)
         if self._local is not None and self._local.active:  # until a heartbeat gets through
             return self._local_try(self._local, plan)
         try:
