@@ -312,7 +312,8 @@ class RedisStore:
             "policy": {"enabled": policy.enabled, "reduction": policy.reduction_factor,
                        "recovery": policy.recovery_factor,
                        "min": policy.min_requests_per_minute,
-                       "max": policy.max_requests_per_minute}})
+                       "max": policy.max_requests_per_minute,
+                       "max_cooldown": policy.max_cooldown_ms * 1000}})
         return [Adjustment(_text(k), float(old), float(new), int(cooldown) * 1000, _text(why))
                 for k, old, new, cooldown, why in changes]
 
