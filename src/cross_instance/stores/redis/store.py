@@ -380,9 +380,9 @@ class RedisStore:
                      self._workflow(workflow_id, before), self._workflow(workflow_id, after))
 
     def release_workflow(self, workflow_id: str, instance_id: str,
-                         epoch: int | None = None) -> bool:
+                         epoch: int | None = None, by: str | None = None) -> bool:
         return bool(self._run("release_workflow", workflow_id, instance_id,
-                              "" if epoch is None else str(epoch)))
+                              "" if epoch is None else str(epoch), by or ""))
 
     def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
         return self._workflow(workflow_id, self._run("workflow_state", "get", workflow_id))
