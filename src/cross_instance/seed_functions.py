@@ -39,7 +39,12 @@ class SeedFunctions:
     def update_heartbeat(self) -> None:
         self._require_membership().beat()
 
-    enhanced_heartbeat = update_heartbeat
+    def enhanced_heartbeat(self) -> None:
+        """Seed ``enhancedHeartbeat``: a heartbeat, then the cleanup the original does with it,
+        freeing locks past their TTL or held by dead instances (as ``cleanup_expired_locks``).
+        The original also cleans its queue-state files; this runtime keeps no such files."""
+        self._require_membership().beat()
+        self._require_store().cleanup_expired_locks()
 
     def cleanup_dead_instances(self) -> list[str]:
         return self._require_store().reap()

@@ -92,3 +92,21 @@ def test_log_lines_like_the_guide(tmp_path):
     assert "Instance a1 requested 1 request (p)" in text
     assert "Approved: 1/6000 requests used" in text
     assert text.startswith("[20")
+
+
+def test_enhanced_heartbeat_also_frees_expired_locks(tmp_path):
+    """Seed 001: ``enhancedHeartbeat`` is a heartbeat that includes the cleanup of locks."""
+    with Runtime.start(cwd=tmp_path, config=make_config(tmp_path / "s"), instance_id="a") as rt:
+        kept = rt.try_acquire_lock("long", ttl=60)
+        rt.try_acquire_lock("short", ttl=0.05)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(
+                x.expires_ns > rt.store.now_ns() for x in rt.list_locks() if x.resource == "short"):
+            time.sleep(0.02)
+        assert {x.resource for x in rt.list_locks()} == {"long", "short"}  # expired, not freed
+        before = rt.store.list_instances()[0].heartbeat_ns
+        rt.enhanced_heartbeat()
+        assert [x.resource for x in rt.list_locks()] == ["long"]
+        assert rt.store.list_instances()[0].heartbeat_ns > before
+        assert [e.data["resource"] for e in rt.store.events() if e.kind == "lock_lost"] == ["short"]
+        kept.release()
