@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from cross_instance.config import env_overrides, load_config
+from cross_instance.core.arguments import show
 from cross_instance.core.modelmatch import matches_model_pattern
 from cross_instance.core.records import InstanceRecord
-from cross_instance.core.arguments import show
 from cross_instance.errors import InvalidArgument, LockRequestError, NotRegisteredError
 from cross_instance.locks import HeldLock
 from cross_instance.runtime import Runtime
