@@ -105,6 +105,8 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
         _check_start_args(cwd, config, store, instance_id, session_id)
         where = Path(cwd if cwd is not None else os.getcwd()).absolute()
         cfg = config if config is not None else load_config(where)
+        if instance_id is None and cfg.instance_id is not None:  # a Config built in code
+            _check_start_args(None, None, None, cfg.instance_id, None)
         me = hostinfo.self_identity()
         iid = instance_id or cfg.instance_id or generate_instance_id(
             hostinfo.hostname(), me.pid, time.time_ns() // 1_000_000)

@@ -48,6 +48,14 @@ def test_start_validates_an_instance_id_as_the_config_does(tmp_path, instance_id
     assert not (tmp_path / "s").exists() or not list((tmp_path / "s").glob("*.sqlite3"))
 
 
+def test_start_checks_the_instance_id_of_a_config_built_in_code(tmp_path):
+    import dataclasses
+
+    cfg = dataclasses.replace(make_config(tmp_path / "s"), instance_id="../../etc")
+    with pytest.raises(InvalidArgument, match="instance_id: invalid instance id"):
+        Runtime.start(cwd=tmp_path, config=cfg)
+
+
 def test_start_accepts_what_the_config_accepts(tmp_path):
     with Runtime.start(cwd=tmp_path, config=make_config(tmp_path / "s"),
                        instance_id="host-1.a_b:c@d") as rt:
