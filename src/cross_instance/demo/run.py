@@ -269,7 +269,7 @@ def _report(console: Console, result: DemoResult, headline: str) -> None:
     table = Table(title=headline)
     for col in ("run", "SDK calls", "failed after SDK retries", "429s", "answers/s",
                 "limit used", "time to answer p50", "p99"):
-        table.add_column(col, justify="left" if col == "run" else "right")
+        table.add_column(col, justify="left" if col == "run" else "right", no_wrap=col == "run")
     for r in result.runs:
         table.add_row(r.name, str(r.calls), str(r.failed), str(r.rate_limited),
                       f"{r.throughput:.2f}", f"{r.limit_used:.0%}", _ms(r.latency_p50_ms),
