@@ -154,6 +154,7 @@ class Config:
                 "recoveryFactor": a.recovery_factor,
                 "minRequestsPerMinute": a.min_requests_per_minute,
                 "maxRequestsPerMinute": a.max_requests_per_minute,
+                "maxCooldownMs": a.max_cooldown_ms,
             },
             "source": self.source,
         }
@@ -289,6 +290,7 @@ def load_config(
             float(ad.recovery_factor),
             ad.min_requests_per_minute,
             ad.max_requests_per_minute,
+            ad.max_cooldown_ms,
         ),
         source=path if raw is not None else "defaults",
     )

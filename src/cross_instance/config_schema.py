@@ -20,6 +20,7 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 
 from cross_instance.core.ids import is_valid_instance_id
 from cross_instance.core.keys import PROVIDER_NAME
+from cross_instance.core.limits import DEFAULT_MAX_COOLDOWN_MS
 from cross_instance.core.modelmatch import pattern_problem
 from cross_instance.errors import ConfigError
 
@@ -40,6 +41,7 @@ BOUNDS: dict[str, tuple[int, int]] = {
     "reservedCapacity": (0, 10_000),
     "minRequestsPerMinute": (1, 10_000_000),
     "maxRequestsPerMinute": (1, 10_000_000),
+    "maxCooldownMs": (1000, 86_400_000),
 }
 
 _PROVIDER = PROVIDER_NAME
@@ -191,6 +193,7 @@ class AdaptiveIn(_Strict):
     recovery_factor: Annotated[float, Field(gt=1, le=2)] = 1.05
     min_requests_per_minute: Annotated[int, _b("minRequestsPerMinute")] = 1
     max_requests_per_minute: Annotated[int, _b("maxRequestsPerMinute")] | None = None
+    max_cooldown_ms: Annotated[int, _b("maxCooldownMs")] = DEFAULT_MAX_COOLDOWN_MS
 
 
 class SectionIn(_Strict):

@@ -16,9 +16,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from cross_instance.config import env_overrides, load_config
+from cross_instance.core.arguments import show
 from cross_instance.core.modelmatch import matches_model_pattern
 from cross_instance.core.records import InstanceRecord
-from cross_instance.errors import NotRegisteredError
+from cross_instance.errors import InvalidArgument, LockRequestError, NotRegisteredError
 from cross_instance.locks import HeldLock
 from cross_instance.runtime import Runtime
 from cross_instance.workflows import Workflow
@@ -54,12 +55,15 @@ def register_instance(session_id: str | None = None, cwd: str | None = None,
         where = cwd if cwd is not None else os.getcwd()
         config = load_config(where)
         changes: dict[str, Any] = {}
+        if config_overrides is not None and not isinstance(config_overrides, Mapping):
+            raise InvalidArgument(f"config_overrides must be a mapping of setting names to "
+                                  f"values, or None (got {show(config_overrides)})")
         for key, value in (config_overrides or {}).items():
             if key not in _OVERRIDABLE:
-                raise ValueError(f"config_overrides: unknown key {key!r} "
+                raise InvalidArgument(f"config_overrides: unknown key {key!r} "
                                  f"(allowed: {', '.join(_OVERRIDABLE)})")
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"config_overrides: {key} must be a positive integer "
+                raise InvalidArgument(f"config_overrides: {key} must be a positive integer "
                                  f"(got {value!r})")
             changes[_OVERRIDABLE[key]] = value
         config = dataclasses.replace(config, **changes)
@@ -177,6 +181,8 @@ def release_workflow(ul_task_id: str) -> bool:
 
 def try_acquire_lock(resource: str, ttl_ms: int) -> HeldLock | None:
     """Seed 001's ``tryAcquireLock(resource, ttlMs)``."""
+    if isinstance(ttl_ms, bool) or not isinstance(ttl_ms, int | float):
+        raise LockRequestError(f"ttl_ms must be a number of milliseconds (got {show(ttl_ms)})")
     return _rt().try_acquire_lock(resource, ttl_ms / 1000)
 
 

@@ -8,9 +8,11 @@ what went wrong, so callers never parse messages::
     ├── RateLimitExceeded           RATE_LIMIT_EXCEEDED: no permit before the timeout
     ├── DuplicateInstanceError      another live instance holds this instance id
     ├── NotRegisteredError          the runtime is closed or was never started
-    ├── PermitRequestError          a permit that can never be granted (cost above the burst)
-    ├── LockRequestError            a bad lock resource or ttl
-    ├── WorkflowRequestError        a bad workflow id or state key
+    ├── InvalidArgument             a public call got a bad argument (names it and the value);
+    │   │                           also a ValueError and a TypeError
+    │   ├── PermitRequestError      a bad permit argument, or a permit that can never be granted
+    │   ├── LockRequestError        a bad lock resource or ttl
+    │   └── WorkflowRequestError    a bad workflow id or state key
     ├── WorkflowOwnedError          workflow_owned_by_other: another live instance owns it
     ├── StaleEpochError             stale_epoch: the caller's ownership was superseded
     ├── LockLostError               lock_lost: a held lock expired or was taken over
@@ -83,17 +85,25 @@ class NotRegisteredError(CrossInstanceError):
     code = "NOT_REGISTERED"
 
 
-class PermitRequestError(CrossInstanceError, ValueError):
-    """The request can never be granted as asked (for example more tokens than the burst)."""
+class InvalidArgument(CrossInstanceError, ValueError, TypeError):
+    """A public call was given an argument it cannot use; the message names the parameter and
+    what was given. Both a ``ValueError`` and a ``TypeError``, so either ``except`` finds it."""
+
+    code = "INVALID_ARGUMENT"
+
+
+class PermitRequestError(InvalidArgument):
+    """A bad permit or report argument, or a request that can never be granted as asked (for
+    example more tokens than the burst)."""
 
     code = "PERMIT_REQUEST_INVALID"
 
 
-class LockRequestError(CrossInstanceError, ValueError):
+class LockRequestError(InvalidArgument):
     code = "LOCK_REQUEST_INVALID"
 
 
-class WorkflowRequestError(CrossInstanceError, ValueError):
+class WorkflowRequestError(InvalidArgument):
     code = "WORKFLOW_REQUEST_INVALID"
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from cross_instance.core import adaptive
 from cross_instance.core.headers import Signals, parse_response
-from cross_instance.core.limits import AdaptiveSettings
+from cross_instance.core.limits import DEFAULT_MAX_COOLDOWN_MS, AdaptiveSettings
 from cross_instance.core.records import Adjustment, Outcome, PermitRequest
 from cross_instance.logs import LineLog
 
@@ -45,15 +45,39 @@ def token_keys(req: PermitRequest) -> list[str]:
     return [key for key, _ in req.rates if key.startswith("t:")]
 
 
-def outcome_for(req: PermitRequest, granted_ns: int, signals: Signals) -> Outcome:
+def _ns(seconds: float | None) -> int | None:
+    return None if seconds is None else int(seconds * 1e9)
+
+
+def outcome_for(req: PermitRequest, granted_ns: int, signals: Signals,
+                max_cooldown_ns: int = DEFAULT_MAX_COOLDOWN_MS * 1_000_000) -> Outcome:
+    """What the store is told; every wait hint already within ``[0, max_cooldown_ns]``."""
     reported = []
     tokens = signals.tokens if signals.tokens.known else signals.input_tokens
     for keys, r in ((request_keys(req), signals.requests), (token_keys(req), tokens)):
         if r.known and keys:
-            reset_ns = None if r.reset_s is None else int(r.reset_s * 1e9)
+            reset_ns = adaptive.clamp_hint(_ns(r.reset_s), max_cooldown_ns)
             reported.append((keys[-1], r.limit, r.remaining, reset_ns))  # most specific
-    retry = None if signals.retry_after_s is None else int(signals.retry_after_s * 1e9)
+    retry = adaptive.clamp_hint(_ns(signals.retry_after_s), max_cooldown_ns)
     return Outcome(granted_ns, signals.rate_limited, retry, tuple(reported))
+
+
+def clamped_hints(signals: Signals, max_cooldown_ns: int) -> list[tuple[str, float]]:
+    """The hints of ``signals`` that would have set a cooldown beyond the maximum, by name
+    (``retry-after`` on a 429, a reset while nothing remains), with the seconds they said."""
+    limit_s = max_cooldown_ns / 1e9
+    out = []
+    if signals.rate_limited and (signals.retry_after_s or 0.0) > limit_s:
+        out.append(("retry-after", float(signals.retry_after_s or 0.0)))
+    for name, r in (("requests", signals.requests), ("tokens", signals.tokens),
+                    ("input-tokens", signals.input_tokens)):
+        if r.remaining == 0 and (r.reset_s or 0.0) > limit_s:
+            out.append((f"{name} reset", float(r.reset_s or 0.0)))
+    return out
+
+
+def _target(req: PermitRequest) -> str:
+    return req.provider if req.model is None else f"{req.provider}/{req.model}"
 
 
 class Feedback:
@@ -72,7 +96,12 @@ class Feedback:
     def report(self, req: PermitRequest, granted_ns: int, status: int, headers: Headers,
                body: bytes | str | None) -> list[Adjustment]:
         signals = parse_response(status, headers, body, time.time())
-        outcome = outcome_for(req, granted_ns, signals)
+        max_ns = self.policy.max_cooldown_ms * 1_000_000
+        outcome = outcome_for(req, granted_ns, signals, max_ns)
+        for hint, seconds in clamped_hints(signals, max_ns):
+            self.log("Clamped the provider's %s of %.3fs to the maximum cooldown %.3fs "
+                     "(adaptiveRateControl.maxCooldownMs) for %s", hint, seconds, max_ns / 1e9,
+                     _target(req))
         keys = request_keys(req)
         if not keys or not self._worth_sending(keys, outcome, signals):
             return []

@@ -19,8 +19,19 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from cross_instance.acquire import Call, Sleep, run_async, run_sync
-from cross_instance.core.locking import LockRecord, LockWaiting, check_resource, check_ttl
-from cross_instance.errors import CrossInstanceError, LockLostError, LockTimeoutError
+from cross_instance.core.arguments import check_cancel, check_seconds, show
+from cross_instance.core.locking import (
+    LockRecord,
+    LockWaiting,
+    check_resource,
+    check_ttl,
+)
+from cross_instance.errors import (
+    CrossInstanceError,
+    LockLostError,
+    LockRequestError,
+    LockTimeoutError,
+)
 from cross_instance.stores.permit_ids import new_ticket
 
 if TYPE_CHECKING:
@@ -39,7 +50,8 @@ class LockLoop:
         self.store, self.resource, self.instance_id = store, resource, instance_id
         self.ttl_ns = ttl_ns
         self.started = time.monotonic()
-        self.deadline = None if timeout is None else self.started + max(0.0, timeout)
+        timeout = check_seconds("timeout", timeout, LockRequestError)
+        self.deadline = None if timeout is None else self.started + timeout
         # this wait's own id, sent with every attempt: an attempt sent twice (its reply lost)
         # queues once, and leaving gives the place back even if no reply ever came
         self.ticket: int | None = new_ticket()
@@ -240,6 +252,11 @@ class _PendingLock:
             await self.held.__aexit__(et, ev, tb)
 
 
+def _check_on_lost(on_lost: object) -> None:
+    if on_lost is not None and not callable(on_lost):
+        raise LockRequestError(f"on_lost must be a callable or None (got {show(on_lost)})")
+
+
 class LockFunctions:
     """Mixed into ``Runtime``: seed 001's lock functions and the context managers."""
 
@@ -257,6 +274,7 @@ class LockFunctions:
         ``tryAcquireLock``). ``ttl`` in seconds. Not re-entrant: a second acquire of a lock
         this instance holds waits (or gets None) like any other."""
         ttl_ns, store = check_ttl(ttl), self._require_store()
+        _check_on_lost(on_lost)
         sent = time.monotonic()
         record = store.acquire_lock(check_resource(resource), self.instance_id, ttl_ns,
                                     None, False)
@@ -269,6 +287,8 @@ class LockFunctions:
         """Wait for the lock in arrival order; ``LockTimeoutError`` after ``timeout`` s,
         ``acquire.Cancelled`` when ``cancel`` is set. The place in the queue is given back on
         any exit."""
+        check_cancel(cancel, LockRequestError)
+        _check_on_lost(on_lost)
         loop = LockLoop(self._require_store(), check_resource(resource), self.instance_id,
                         check_ttl(ttl), timeout)
         record = run_sync(loop, None, cancel)
@@ -277,6 +297,7 @@ class LockFunctions:
     async def aacquire_lock(self, resource: str, ttl: float, timeout: float | None = None,
                             on_lost: OnLost | None = None) -> HeldLock:
         """``acquire_lock`` for asyncio: cancel the task to stop waiting."""
+        _check_on_lost(on_lost)
         loop = LockLoop(self._require_store(), check_resource(resource), self.instance_id,
                         check_ttl(ttl), timeout)
         record = await run_async(loop, self._call)
@@ -294,6 +315,9 @@ class LockFunctions:
 
     def release_lock(self, lock: HeldLock) -> bool:
         """Seed ``releaseLock``: only the holder's own lock is freed (by its ``lock_id``)."""
+        if not isinstance(lock, HeldLock):
+            raise LockRequestError(f"lock must be a HeldLock from acquire_lock or lock "
+                                   f"(got {show(lock)})")
         return lock.release()
 
     def cleanup_expired_locks(self) -> int:

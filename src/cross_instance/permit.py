@@ -12,6 +12,9 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
+from cross_instance.core.arguments import check_report
+from cross_instance.errors import PermitRequestError
+
 
 class Permit:
     """Permission for one LLM call to ``provider`` (and ``model``), holding ``tokens``."""
@@ -52,7 +55,9 @@ class Permit:
         response ``headers`` (and ``body`` for Gemini's 429 details), or the SDK ``error``
         that carries them; ``usage_tokens`` (the real usage) reconciles the ``tokens=``
         estimate: the difference is refunded or charged. 429s and cooldowns reach every
-        instance; malformed headers are ignored. Call it before or after ``release()``."""
+        instance; malformed header values are ignored, while an argument of the wrong kind
+        raises ``PermitRequestError`` naming it. Call it before or after ``release()``."""
+        check_report(status, headers, body, error, usage_tokens, PermitRequestError)
         if self._report is not None:
             self._report(self, status, headers, body, error, usage_tokens)
 

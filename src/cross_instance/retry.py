@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 
 import tenacity
 
+from cross_instance.core.arguments import check_int, show
+from cross_instance.errors import InvalidArgument
 from cross_instance.feedback import from_error
 from cross_instance.permit import Permit
 from cross_instance.runtime import Runtime
@@ -31,6 +33,12 @@ def _report_result(permit: Permit, result: object) -> None:
         permit.report(status, getattr(result, "headers", None))
 
 
+def _check(fn: object, attempts: object) -> None:
+    if not callable(fn):
+        raise InvalidArgument(f"fn must be a callable taking no arguments (got {show(fn)})")
+    check_int("attempts", attempts, 1)
+
+
 def _retrying(attempts: int) -> dict[str, Any]:
     return {"stop": tenacity.stop_after_attempt(attempts),
             "retry": tenacity.retry_if_exception(is_rate_limited),
@@ -41,6 +49,7 @@ def _retrying(attempts: int) -> dict[str, Any]:
 def call(rt: Runtime, provider: str, fn: Callable[[], T], *, model: str | None = None,
          tokens: int | None = None, attempts: int = 5, timeout: float | None = None) -> T:
     """``fn()`` under a permit, retried on 429 up to ``attempts`` times in all."""
+    _check(fn, attempts)
     for attempt in tenacity.Retrying(**_retrying(attempts)):
         with attempt, rt.permit(provider, model=model, tokens=tokens, timeout=timeout,
                                 reports=True) as p:
@@ -58,6 +67,7 @@ async def acall(rt: Runtime, provider: str, fn: Callable[[], Awaitable[T]], *,
                 model: str | None = None, tokens: int | None = None, attempts: int = 5,
                 timeout: float | None = None) -> T:
     """The asyncio twin of ``call``."""
+    _check(fn, attempts)
     async for attempt in tenacity.AsyncRetrying(**_retrying(attempts)):
         with attempt:
             async with rt.apermit(provider, model=model, tokens=tokens, timeout=timeout,

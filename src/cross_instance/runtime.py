@@ -26,6 +26,15 @@ from typing import Any, TypeVar
 from cross_instance import hostinfo
 from cross_instance.acquire import AcquireLoop, Wake, run_async, run_sync
 from cross_instance.config import Config, load_config
+from cross_instance.config_schema import instance_id_problem
+from cross_instance.core.arguments import (
+    check_bool,
+    check_cancel,
+    check_name,
+    check_report,
+    check_seconds,
+    show,
+)
 from cross_instance.core.ids import generate_instance_id
 from cross_instance.core.keys import Plan, plan_request
 from cross_instance.core.records import (
@@ -37,6 +46,7 @@ from cross_instance.core.records import (
 )
 from cross_instance.core.window import SlidingCount
 from cross_instance.errors import (
+    InvalidArgument,
     NotRegisteredError,
     PermitRequestError,
     RateLimitExceeded,
@@ -98,9 +108,13 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
     def start(cls, *, cwd: str | os.PathLike[str] | None = None, config: Config | None = None,
               store: Store | None = None, instance_id: str | None = None,
               session_id: str | None = None) -> Runtime:
-        """Load config (``.pi/config.json`` + env), open the store, register, heartbeat."""
+        """Load config (``.pi/config.json`` + env), open the store, register, heartbeat.
+        ``instance_id`` is checked as ``PI_INSTANCE_ID`` is (``InvalidArgument`` otherwise)."""
+        _check_start_args(cwd, config, store, instance_id, session_id)
         where = Path(cwd if cwd is not None else os.getcwd()).absolute()
         cfg = config if config is not None else load_config(where)
+        if instance_id is None and cfg.instance_id is not None:  # a Config built in code
+            _check_start_args(None, None, None, cfg.instance_id, None)
         me = hostinfo.self_identity()
         iid = instance_id or cfg.instance_id or generate_instance_id(
             hostinfo.hostname(), me.pid, time.time_ns() // 1_000_000)
@@ -172,10 +186,11 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
         integrations do): a bucket nobody has heard about yet then starts slowly, one call
         per interval, until the first answer says what the provider allows. Use the result
         as a context manager."""
+        _check_wait_args(timeout, cancel, reports)
         store = self._store_or_none()
         if store is None:
             return Permit(provider, model, tokens or 0, 0, 0.0, None)
-        plan = self._cached_plan(provider, model, tokens)
+        plan = self._cached_plan(provider, model, tokens, reports)
         started = time.monotonic()
         self._log_request(plan)
         if self._local is not None and self._local.active:  # until a heartbeat gets through
@@ -204,12 +219,14 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
         return self._permit(plan, granted, time.monotonic() - started)
 
     def try_permit(self, provider: str, *, model: str | None = None,
-                   tokens: int | None = None) -> Permit | None:
-        """A permit if one is free now (and nobody queued earlier needs it), else None."""
+                   tokens: int | None = None, reports: bool = False) -> Permit | None:
+        """A permit if one is free now (and nobody queued earlier needs it), else None.
+        ``reports`` as for ``permit``."""
+        check_bool("reports", reports, PermitRequestError)
         store = self._store_or_none()
         if store is None:
             return Permit(provider, model, tokens or 0, 0, 0.0, None)
-        plan = self._cached_plan(provider, model, tokens)
+        plan = self._cached_plan(provider, model, tokens, reports)
         if self._local is not None and self._local.active:  # until a heartbeat gets through
             return self._local_try(self._local, plan)
         try:
@@ -229,6 +246,7 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
                 timeout: float | None = None, reports: bool = False) -> _AsyncPermit:
         """``async with rt.apermit(...)``: the asyncio twin of ``permit`` (same wait loop);
         cancel the task to stop waiting. Also awaitable: ``p = await rt.apermit(...)``."""
+        _check_wait_args(timeout, None, reports)
         return _AsyncPermit(self, provider, model, tokens, timeout, reports)
 
     async def _aacquire(self, provider: str, model: str | None, tokens: int | None,
@@ -312,7 +330,10 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
     def _cached_plan(self, provider: str, model: str | None, tokens: int | None,
                      reports: bool = False) -> Plan:
         key = (provider, model, tokens, reports)
-        plan = self._plans.get(key)
+        try:
+            plan = self._plans.get(key)
+        except TypeError:  # an unhashable argument: plan_request names it
+            plan = None
         if plan is None:
             limits = self.config.resolve(provider, model)
             plan = plan_request(self.instance_id, limits, tokens, self.config.total_max_llm,
@@ -381,10 +402,6 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
         if not isinstance(req, PermitRequest) or self.closed or self.store is None:
             return
         if usage_tokens is not None:
-            if isinstance(usage_tokens, bool) or not isinstance(usage_tokens, int) \
-                    or usage_tokens < 0:
-                raise PermitRequestError(
-                    f"usage_tokens must be an integer >= 0 (got {usage_tokens!r})")
             changes = [(k, usage_tokens - cost) for k, cost in req.rates if k.startswith("t:")]
             if changes:
                 self.store.adjust_tokens(changes)
@@ -394,10 +411,13 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
             return  # no answer from the provider: nothing to learn
         self._feedback.report(req, permit.granted_ns, status, headers, body)
 
-    async def areport(self, permit: Permit, status: int | None, headers: Any = None,
+    async def areport(self, permit: Permit, status: int | None = None, headers: Any = None,
                       usage_tokens: int | None = None, *, body: bytes | str | None = None,
                       error: BaseException | None = None) -> None:
         """``permit.report(...)`` without blocking the event loop."""
+        if not isinstance(permit, Permit):
+            raise PermitRequestError(f"permit must be a Permit of this runtime (got {show(permit)})")
+        check_report(status, headers, body, error, usage_tokens, PermitRequestError)
         await self._call(self._report, permit, status, headers, body, error, usage_tokens)
 
     def _with_releases(self, op: Callable[..., T], *args: Any) -> T:
@@ -497,6 +517,28 @@ class _AsyncPermit:
                         tb: TracebackType | None) -> None:
         if self._permit is not None:
             await self._permit.arelease()
+
+
+def _check_start_args(cwd: object, config: object, store: object, instance_id: object,
+                      session_id: object) -> None:
+    if cwd is not None and not isinstance(cwd, str | os.PathLike):
+        raise InvalidArgument(f"cwd must be a path or None (got {show(cwd)})")
+    if config is not None and not isinstance(config, Config):
+        raise InvalidArgument(f"config must be a cross_instance.config.Config or None "
+                              f"(got {show(config)})")
+    if instance_id is not None:
+        problem = (instance_id_problem(instance_id) if isinstance(instance_id, str)
+                   else f"must be a string (got {show(instance_id)})")
+        if problem is not None:
+            raise InvalidArgument(f"instance_id: {problem}")
+    if session_id is not None:
+        check_name("session_id", session_id, limit=128)
+
+
+def _check_wait_args(timeout: object, cancel: object, reports: object) -> None:
+    check_seconds("timeout", timeout, PermitRequestError)
+    check_cancel(cancel, PermitRequestError)
+    check_bool("reports", reports, PermitRequestError)
 
 
 def _target(req: PermitRequest) -> str:

@@ -7,12 +7,18 @@ from typing import TYPE_CHECKING, Any
 
 from cross_instance import hostinfo
 from cross_instance.core import parallel
+from cross_instance.core.arguments import check_int, check_name, check_seconds
 from cross_instance.core.records import InstanceRecord, Workload
 
 if TYPE_CHECKING:
     from cross_instance.config import Config
     from cross_instance.membership import Membership
     from cross_instance.stores.base import Store
+
+
+def _check_model(provider: object, model: object) -> None:
+    check_name("provider", provider, limit=64)
+    check_name("model", model)
 
 
 class SeedFunctions:
@@ -33,7 +39,12 @@ class SeedFunctions:
     def update_heartbeat(self) -> None:
         self._require_membership().beat()
 
-    enhanced_heartbeat = update_heartbeat
+    def enhanced_heartbeat(self) -> None:
+        """Seed ``enhancedHeartbeat``: a heartbeat, then the cleanup the original does with it,
+        freeing locks past their TTL or held by dead instances (as ``cleanup_expired_locks``).
+        The original also cleans its queue-state files; this runtime keeps no such files."""
+        self._require_membership().beat()
+        self._require_store().cleanup_expired_locks()
 
     def cleanup_dead_instances(self) -> list[str]:
         return self._require_store().reap()
@@ -59,30 +70,38 @@ class SeedFunctions:
 
     def update_workload_info(self, pending_task_count: int, avg_latency_ms: float | None = None,
                              active_orchestrations: int = 0) -> None:
+        check_int("pending_task_count", pending_task_count)
+        check_seconds("avg_latency_ms", avg_latency_ms, unit="milliseconds")
+        check_int("active_orchestrations", active_orchestrations)
         membership = self._require_membership()
         membership.workload = Workload(pending_task_count, avg_latency_ms, active_orchestrations)
         self._require_store().heartbeat(self.instance_id, membership.workload)
 
     def get_dynamic_parallel_limit(self, my_pending_tasks: int) -> int:
+        check_int("my_pending_tasks", my_pending_tasks)
         others = [r.workload.pending_tasks for r in self.get_active_instances()
                   if r.instance_id != self.instance_id]
         return parallel.dynamic_parallel_limit(self.config.total_max_llm, my_pending_tasks,
                                                [my_pending_tasks, *others])
 
     def set_active_model(self, provider: str, model: str) -> None:
+        _check_model(provider, model)
         self._require_store().set_active_model(self.instance_id, provider, model, 1)
 
     def clear_active_model(self, provider: str, model: str) -> None:
+        _check_model(provider, model)
         self._require_store().set_active_model(self.instance_id, provider, model, -1)
 
     def clear_all_active_models(self) -> None:
         self._require_store().clear_active_models(self.instance_id)
 
     def get_active_instances_for_model(self, provider: str, model: str) -> int:
+        _check_model(provider, model)
         return sum(1 for r in self.get_active_instances()
                    if any(p == provider and m == model and c > 0 for p, m, c in r.active_models))
 
     def get_model_parallel_limit(self, provider: str, model: str, base_limit: int) -> int:
+        check_int("base_limit", base_limit, 1)
         return parallel.model_parallel_limit(
             base_limit, max(1, self.get_active_instances_for_model(provider, model)))
 

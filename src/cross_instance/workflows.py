@@ -15,7 +15,13 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from cross_instance.core.ownership import Claim, Force, WorkflowRecord, check_workflow_id
+from cross_instance.core.arguments import check_bool, check_int, show
+from cross_instance.core.ownership import (
+    Claim,
+    Force,
+    WorkflowRecord,
+    check_workflow_id,
+)
 from cross_instance.errors import (
     NotRegisteredError,
     StaleEpochError,
@@ -55,6 +61,9 @@ class Workflow:
     def write(self, values: Mapping[str, Any] | None = None, **more: Any) -> None:
         """Persist JSON values under the workflow, fenced by the epoch: ``StaleEpochError``
         and nothing written when another owner took it (or it was released)."""
+        if values is not None and not isinstance(values, Mapping):
+            raise WorkflowRequestError(f"values must be a mapping of state keys to JSON values "
+                                       f"(got {show(values)})")
         data = {**(values or {}), **more}
         for key, value in data.items():
             if not isinstance(key, str) or not key or len(key) > 256:
@@ -106,6 +115,7 @@ class WorkflowFunctions:
     def _claim(self, workflow_id: str, *, take: bool = True, auto_claim: bool = True,
                force: Force = Force.NO) -> Claim:
         check_workflow_id(workflow_id)
+        check_bool("auto_claim", auto_claim, WorkflowRequestError)
         self._confirm_lease()
         return self._require_store().claim_workflow(workflow_id, self.instance_id, take=take,
                                                     auto_claim=auto_claim, force=force)
@@ -126,6 +136,7 @@ class WorkflowFunctions:
         """Claim ``task_id`` and hold it: ``with rt.workflow(task_id) as wf: wf.write(...)``.
         A free workflow is claimed; one whose owner is dead is taken when ``auto_claim``;
         a live owner raises ``WorkflowOwnedError`` (code ``workflow_owned_by_other``)."""
+        check_bool("keep", keep, WorkflowRequestError)
         return self._held(self._claim(task_id, auto_claim=auto_claim), task_id, keep)
 
     def claim_workflow(self, task_id: str, auto_claim: bool = True) -> Workflow:
@@ -136,6 +147,7 @@ class WorkflowFunctions:
         """Take ``task_id`` whatever its owner's state when that owner is gone (seed
         ``ul_workflow_force_claim``); with ``allow_live`` also from a live owner, whose next
         fenced write is then rejected. Recorded as a ``workflow_force_claimed`` event."""
+        check_bool("allow_live", allow_live, WorkflowRequestError)
         claim = self._claim(task_id, force=Force.LIVE if allow_live else Force.DEAD)
         return self._held(claim, task_id, keep=True, hint="; force with allow_live=True "
                           "(CLI: --live) to take it from a live owner")
@@ -166,6 +178,7 @@ class WorkflowFunctions:
 
     def write_workflow_state(self, task_id: str, epoch: int, values: Mapping[str, Any]) -> None:
         """A fenced write for callers that keep only the epoch (not the handle)."""
+        check_int("epoch", epoch, 0, WorkflowRequestError)
         Workflow(self, check_workflow_id(task_id), epoch, "owned", keep=True).write(values)
 
 

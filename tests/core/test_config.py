@@ -100,6 +100,12 @@ FILE_CASES: list[tuple[str, Any, str, str]] = [
      {"adaptiveRateControl": {"minRequestsPerMinute": 10, "maxRequestsPerMinute": 5}},
      "crossInstance.adaptiveRateControl.minRequestsPerMinute",
      "must be <= maxRequestsPerMinute 5 (got 10)"),
+    ("max cooldown below a second", {"adaptiveRateControl": {"maxCooldownMs": 10}},
+     "crossInstance.adaptiveRateControl.maxCooldownMs", "must be >= 1000 (got 10)"),
+    ("max cooldown over a day", {"adaptiveRateControl": {"maxCooldownMs": 86_400_001}},
+     "crossInstance.adaptiveRateControl.maxCooldownMs", "must be <= 86400000 (got 86400001)"),
+    ("max cooldown not an integer", {"adaptiveRateControl": {"maxCooldownMs": "5m"}},
+     "crossInstance.adaptiveRateControl.maxCooldownMs", 'expected an integer (got "5m")'),
     ("timeout below 2x interval", {"heartbeatIntervalMs": 1000, "heartbeatTimeoutMs": 1500},
      "crossInstance.heartbeatTimeoutMs", "must be >= 2 * heartbeatIntervalMs = 2000 (got 1500)"),
     ("reservation over total", {"totalMaxLlm": 2, "instances": {"a": {"reservedCapacity": 3}}},
@@ -352,8 +358,11 @@ def test_to_json_round_trips(tmp_path: Path) -> None:
     write(tmp_path, {"instanceId": "me", "providers": {"x": {"tokensPerMinute": 5,
                      "models": {"m?": {"requestsPerMinute": 9}}}},
                      "instances": {"me": {"priority": 5, "reservedCapacity": 1}},
-                     "adaptiveRateControl": {"recoveryFactor": 2, "maxRequestsPerMinute": 9}})
+                     "adaptiveRateControl": {"recoveryFactor": 2, "maxRequestsPerMinute": 9,
+                                             "maxCooldownMs": 60_000}})
     cfg = load_config(tmp_path, {})
+    assert cfg.adaptive.max_cooldown_ms == 60_000
+    assert Config().adaptive.max_cooldown_ms == 300_000
     data = cfg.to_json()
     assert data.pop("source") == cfg.source
     other = tmp_path / "other"

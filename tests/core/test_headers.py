@@ -94,7 +94,13 @@ def test_malformed_values_are_ignored():
     }, b"\xff\xfe not json", NOW)
     assert s.retry_after_s is None and s.requests == Reported()
     assert parse_response(429, {"retry-after": "-3"}, None, NOW).retry_after_s == 0.0
-    assert parse_response(429, {"retry-after": "1e12"}, None, NOW).retry_after_s == 86400.0
+    assert parse_response(429, {"retry-after": "1e12"}, None, NOW).retry_after_s == 1e10
+    assert parse_response(429, {"retry-after": "1e400"}, None, NOW).retry_after_s is None
+    assert parse_response(429, {"retry-after": "99999999"}, None, NOW).retry_after_s == 99999999.0
+    past = "Wed, 21 Oct 1970 07:28:00 GMT"
+    assert parse_response(429, {"retry-after": past}, None, NOW).retry_after_s == 0.0
+    far = "Fri, 31 Dec 9999 23:59:59 GMT"
+    assert parse_response(429, {"retry-after": far}, None, NOW).retry_after_s > 1e8
 
 
 def test_durations():
@@ -113,4 +119,4 @@ def test_durations():
        st.one_of(st.none(), st.text(max_size=80), st.binary(max_size=80)))
 def test_garbage_never_raises(status, headers, body):
     s = parse_response(status, headers, body, NOW)
-    assert s.retry_after_s is None or 0 <= s.retry_after_s <= 86400
+    assert s.retry_after_s is None or 0 <= s.retry_after_s <= 1e10

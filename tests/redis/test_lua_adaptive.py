@@ -18,7 +18,8 @@ from cross_instance.stores.redis import scripts
 US_PER_MINUTE = 60_000_000
 NOW = 1_764_000_000_000_000
 times = st.integers(NOW - 90_000_000, NOW + 90_000_000)
-durations = st.none() | st.integers(0, 90_000_000)
+# provider hints: usual ones, and absurd ones (negative, 99,999,999 s) that the cap must bound
+durations = st.none() | st.integers(0, 90_000_000) | st.integers(-10**12, 10**14)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,13 @@ def learned(draw):
 def bounds(draw):
     floor = draw(st.integers(1, 100))
     return {"floor": float(floor), "ceiling": float(draw(st.integers(floor, 1000))),
-            "reduction": draw(st.floats(0.05, 0.99)), "recovery": draw(st.floats(1.01, 2.0))}
+            "reduction": draw(st.floats(0.05, 0.99)), "recovery": draw(st.floats(1.01, 2.0)),
+            "max_cooldown": draw(st.integers(1_000, 86_400) | st.just(300)) * 1_000_000}
+
+
+def core(b: dict) -> Bounds:  # the µs bounds as the core sees them (ns)
+    return Bounds(b["floor"], b["ceiling"], b["reduction"], b["recovery"],
+                  b["max_cooldown"] * 1000)
 
 
 def ns(state: dict) -> Learned:  # the µs state as the core sees it (ns)
@@ -58,19 +65,22 @@ def check(got: list, result: Learned, flag: bool) -> None:
                        limit, int(flag)]
 
 
+EDGE_STATE = {"rate": 300.0, "decreased_at": 0, "last_429": NOW - 30_000_000, "last_increase": 0, "cooldown_until": 0, "reported_limit": None}
+EDGE_BOUNDS = {"floor": 1.0, "ceiling": 1000.0, "reduction": 0.9, "recovery": 1.05,
+               "max_cooldown": 300_000_000}
+
+
 @settings(max_examples=300, deadline=None)
 @given(learned(), bounds(), times, times, durations)
+@example(EDGE_STATE, EDGE_BOUNDS, NOW, NOW, 99_999_999_000_000)  # Retry-After: 99999999
+@example(EDGE_STATE, EDGE_BOUNDS, NOW, NOW, -1_000_000)  # a negative one
 def test_rate_limited(probe, s, b, now, granted, retry_after):
     got = probe({"op": "rate_limited", "state": s, "b": b, "now": now, "granted": granted,
                  "retry_after": retry_after})
     result, lowered = adaptive.on_rate_limited(
-        ns(s), Bounds(**b), now * 1000, granted * 1000,
+        ns(s), core(b), now * 1000, granted * 1000,
         None if retry_after is None else retry_after * 1000)
     check(got, result, lowered)
-
-
-EDGE_STATE = {"rate": 300.0, "decreased_at": 0, "last_429": NOW - 30_000_000, "last_increase": 0, "cooldown_until": 0, "reported_limit": None}
-EDGE_BOUNDS = {"floor": 1.0, "ceiling": 1000.0, "reduction": 0.9, "recovery": 1.05}
 
 
 @settings(max_examples=300, deadline=None)
@@ -78,7 +88,7 @@ EDGE_BOUNDS = {"floor": 1.0, "ceiling": 1000.0, "reduction": 0.9, "recovery": 1.
 @example(EDGE_STATE, EDGE_BOUNDS, NOW, 0.9)  # exactly QUIET after the last 429
 def test_success(probe, s, b, now, utilisation):
     got = probe({"op": "success", "state": s, "b": b, "now": now, "utilisation": utilisation})
-    result, raised = adaptive.on_success(ns(s), Bounds(**b), now * 1000, utilisation)
+    result, raised = adaptive.on_success(ns(s), core(b), now * 1000, utilisation)
     check(got, result, raised)
 
 
@@ -87,10 +97,12 @@ def test_success(probe, s, b, now, utilisation):
        st.none() | st.integers(0, 5), durations)
 @example(EDGE_STATE, EDGE_BOUNDS, NOW, 300, None, None)  # a stated limit equal to the rate
 @example(EDGE_STATE, EDGE_BOUNDS, NOW, 299, 0, 1_000_000)
+@example(EDGE_STATE, EDGE_BOUNDS, NOW, None, 0, 99_999_999_000_000)  # a reset a century away
+@example(EDGE_STATE, EDGE_BOUNDS, NOW, None, 0, -5_000_000)  # a reset in the past
 def test_reported(probe, s, b, now, limit, remaining, reset):
     got = probe({"op": "reported", "state": s, "b": b, "now": now, "limit": limit,
                  "remaining": remaining, "reset": reset})
-    result = adaptive.on_reported(ns(s), Bounds(**b), now * 1000, limit, remaining,
+    result = adaptive.on_reported(ns(s), core(b), now * 1000, limit, remaining,
                                   None if reset is None else reset * 1000)
     check(got, result, False)
 

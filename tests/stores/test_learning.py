@@ -104,3 +104,19 @@ def test_reported_remaining_caps_what_is_available(make_store):
                      POLICY)
     grants = [a.acquire(req("a"), None) for _ in range(3)]
     assert [isinstance(x, Granted) for x in grants] == [True, True, False]
+
+
+def test_a_cooldown_never_exceeds_the_maximum_whatever_the_hint(make_store, clock):
+    """A Retry-After of 99,999,999 s (or a reset a century away) would stop every instance
+    for years; the store bounds it by ``max_cooldown_ms`` even if a caller sends it raw."""
+    a, b = setup(make_store)
+    policy = AdaptiveSettings(max_cooldown_ms=60_000)
+    g = a.acquire(req("a"), None)
+    a.record_outcome(["r:p"], Outcome(g.granted_ns, True, 99_999_999 * 10**9), policy)
+    a.record_outcome(["r:p"], Outcome(g.granted_ns, False,
+                                      reported=(("r:p", None, 0, 10**20),)), policy)
+    a.record_outcome(["r:p"], Outcome(g.granted_ns, True, -10**18), policy)  # changes nothing
+    until = bucket(b).cooldown_until_ns
+    assert clock.now + 59 * 10**9 <= until <= clock.now + 60 * 10**9
+    clock.advance(61.0)
+    assert isinstance(b.acquire(req("b"), None), Granted)

@@ -154,3 +154,16 @@ def test_epochs_survive_reopening_the_store(make_store):
     second = make_store()
     assert second.claim_workflow("wf", "a").epoch == e1 + 1
     assert [w.workflow_id for w in second.list_workflows()] == ["wf"]
+
+
+def test_a_release_made_for_the_owner_names_who_made_it(store):
+    store.register_instance(record("a"))
+    epoch = store.claim_workflow("wf-1", "a").epoch
+    assert not store.release_workflow("wf-1", "a", epoch + 1, "pi-xi (pid 1 on h) for a")
+    assert store.release_workflow("wf-1", "a", epoch, "pi-xi (pid 1 on h) for a")
+    store.claim_workflow("wf2", "a")
+    assert store.release_workflow("wf2", "a")  # the owner itself: no "by"
+    released = [e for e in store.events() if e.kind == "workflow_released"]
+    assert [e.data for e in released] == [
+        {"workflow": "wf-1", "by": "pi-xi (pid 1 on h) for a"}, {"workflow": "wf2"}]
+    assert all(e.instance_id == "a" for e in released)

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+from cross_instance.errors import StaleEpochError
 from cross_instance.runtime import Runtime
+from tests.conftest import record
 from tests.helpers_runtime import make_config
 from tests.surfaces.test_cli import cli
 
@@ -58,8 +62,8 @@ def test_workflow_commands_both_forms(tmp_path):
                         "agent-a")
         assert not_owner.returncode == 1 and "not owned by agent-a" in not_owner.stdout
         released = cli(tmp_path, "pi-xi", "workflow", "release", "wf-1", "--instance",
-                       "agent-b", "--json")
-        assert json.loads(released.stdout) == {"ulTaskId": "wf-1", "released": True}
+                       "agent-b", "--live", "--json")  # agent-b is alive: --live needed
+        assert json.loads(released.stdout)["released"] is True
         assert "released" in cli(tmp_path, "pi-xi", "workflow", "status").stdout
         kinds = [e.kind for e in a.store.events()]
         assert kinds.count("workflow_force_claimed") == 1 and "workflow_released" in kinds
@@ -92,3 +96,41 @@ def test_locks_list_and_cleanup(tmp_path):
         freed = json.loads(cli(tmp_path, "pi-xi", "locks", "cleanup", "--json").stdout)
         assert freed == {"freed": ["short"]}
         assert cli(tmp_path, "pi-xi", "locks", "cleanup").stdout.strip() == "Freed 0 lock(s)."
+
+
+def test_releasing_a_live_owners_workflow_needs_live_and_names_who_did_it(tmp_path):
+    cfg = make_config(tmp_path / "state", timeout_ms=30_000)
+    with Runtime.start(cwd=tmp_path, config=cfg, instance_id="agent-a") as a:
+        wf = a.claim_workflow("wf-1")
+        refused = cli(tmp_path, "pi-xi", "workflow", "release", "wf-1", "--instance", "agent-a")
+        assert refused.returncode == 1
+        assert "agent-a is alive" in refused.stdout and "--live" in refused.stdout
+        as_json = cli(tmp_path, "pi-xi", "workflow", "release", "wf-1", "--instance", "agent-a",
+                      "--json")
+        assert as_json.returncode == 1
+        assert json.loads(as_json.stdout)["error"] == "owner_alive"
+        wf.ensure()  # still agent-a's, at the same epoch
+        assert a.get_workflow("wf-1").owner.instance_id == "agent-a"
+
+        done = cli(tmp_path, "pi-xi", "workflow", "release", "wf-1", "--instance", "agent-a",
+                   "--live", "--json")
+        assert done.returncode == 0
+        data = json.loads(done.stdout)
+        assert data["released"] is True and data["ownerState"] == "alive"
+        assert data["by"].startswith("pi-xi (pid ") and data["by"].endswith(" for agent-a")
+        events = [e for e in a.store.events() if e.kind == "workflow_released"]
+        assert events[-1].instance_id == "agent-a"
+        assert events[-1].data == {"workflow": "wf-1", "by": data["by"]}
+        with pytest.raises(StaleEpochError):
+            wf.ensure()
+
+
+def test_a_dead_owners_workflow_is_released_without_live(tmp_path):
+    cfg = make_config(tmp_path / "state", timeout_ms=30_000)
+    with Runtime.start(cwd=tmp_path, config=cfg, instance_id="agent-a") as a:
+        ghost = record("ghost", start_ticks=a._membership.record.start_ticks + 1)  # pid reused
+        a.store.register_instance(ghost)
+        assert a.store.claim_workflow("wf-2", "ghost").allowed
+        done = cli(tmp_path, "pi-xi", "workflow", "release", "wf-2", "--instance", "ghost")
+        assert done.returncode == 0 and "released for ghost (dead) by pi-xi (pid" in done.stdout
+        assert a.get_workflow("wf-2").owner is None

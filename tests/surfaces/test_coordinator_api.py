@@ -48,3 +48,27 @@ def test_module_level_api(tmp_path, monkeypatch):
         coordinator.unregister_instance()
     assert not coordinator.is_coordinator_initialized()
     assert coordinator.get_coordinator_status()["registered"] is False
+
+
+def test_module_level_api_names_bad_arguments(tmp_path, monkeypatch):
+    from cross_instance.errors import InvalidArgument, LockRequestError
+
+    monkeypatch.setenv("PI_RUNTIME_DIR", str(tmp_path / "state"))
+    with pytest.raises(InvalidArgument, match="config_overrides must be a mapping"):
+        coordinator.register_instance("s", str(tmp_path), [("totalMaxLlm", 4)])
+    with pytest.raises(InvalidArgument, match="totalMaxLlm must be a positive integer"):
+        coordinator.register_instance("s", str(tmp_path), {"totalMaxLlm": "4"})
+    with pytest.raises(InvalidArgument, match="session_id must be"):
+        coordinator.register_instance("a\nb", str(tmp_path))
+    coordinator.register_instance("session", str(tmp_path))
+    try:
+        with pytest.raises(LockRequestError, match="ttl_ms must be a number of milliseconds"):
+            coordinator.try_acquire_lock("res", "5000")
+        with pytest.raises(LockRequestError, match="lock must be a HeldLock"):
+            coordinator.release_lock("res")
+        with pytest.raises(InvalidArgument, match="my_pending_tasks must be an integer"):
+            coordinator.get_dynamic_parallel_limit(None)
+        with pytest.raises(InvalidArgument, match="allow_live must be True or False"):
+            coordinator.ul_workflow_force_claim("wf", allow_live="no")
+    finally:
+        coordinator.unregister_instance()

@@ -23,9 +23,12 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     # 2 instances x 2 threads flat out against 4 requests/s must overrun the provider
     assert unco.rate_limited > 0
     assert coord.rate_limited < unco.rate_limited and coord.rate_limited <= 2
+    assert coord.failed == 0  # nothing reaches the application as an error
     for run in (unco, coord):
         assert run.errors == 0
         assert run.requests == run.ok + run.rate_limited
+        assert run.calls == run.ok + run.failed  # every SDK call ends answered or failed
+        assert run.latency_p50_ms <= run.latency_p99_ms
         assert set(run.per_instance_ok) == {"instance-1", "instance-2"}
         assert sum(run.per_instance_ok.values()) == run.ok
         # never more than the provider admits in the window: burst + rate * duration
@@ -36,6 +39,30 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["demo.png"]
     text = out.getvalue()
     assert "uncoordinated" in text and "coordinated:" in text and "demo.png" in text
+    assert "failed after the SDK's retries" in text
+
+
+def test_the_coordinated_instances_leave_one_token_of_the_providers_burst():
+    from cross_instance.demo.run import configured_burst
+
+    assert [configured_burst(b) for b in (1, 2, 10, 100)] == [1, 1, 9, 99]
+
+
+def test_the_sdk_retry_model_is_the_openai_sdks_default():
+    import httpx
+
+    from cross_instance.demo.worker import SdkRetries
+
+    sdk = SdkRetries()
+    assert sdk.wait_s(0, httpx.Headers({"retry-after-ms": "250", "retry-after": "1"})) == 0.25
+    assert sdk.wait_s(1, httpx.Headers({"retry-after": "3"})) == 3.0
+    assert sdk.wait_s(0, httpx.Headers({"retry-after": "121"})) is None  # too long: no retry
+    assert sdk.wait_s(2, httpx.Headers({"retry-after": "1"})) is None  # two retries, then fail
+    for retry, full in ((0, 0.5), (1, 1.0)):  # no usable hint: backoff less up to 25 % jitter
+        for headers in ({}, {"retry-after": "0"}, {"retry-after": "soon"}):
+            wait = sdk.wait_s(retry, httpx.Headers(headers))
+            assert wait is not None and 0.75 * full <= wait <= full
+    assert SdkRetries(max_retries=5).wait_s(4, httpx.Headers()) <= 8.0  # capped
 
 
 @pytest.mark.parametrize(("kwargs", "name"), [
@@ -52,3 +79,13 @@ def test_bad_argument_names_it(kwargs: dict[str, float], name: str, tmp_path: Pa
     with pytest.raises(ValueError, match=rf"^{name} must be"):
         run_demo(out_dir=tmp_path, progress=False, **kwargs)  # type: ignore[arg-type]
     assert not any(tmp_path.iterdir())
+
+
+def test_the_sdk_retry_model_matches_the_installed_openai_sdk():
+    constants = pytest.importorskip("openai._constants")
+    from cross_instance.demo.worker import SdkRetries
+
+    sdk = SdkRetries()
+    assert (sdk.max_retries, sdk.initial_s, sdk.max_backoff_s, sdk.honour_up_to_s) == (
+        constants.DEFAULT_MAX_RETRIES, constants.INITIAL_RETRY_DELAY,
+        constants.MAX_RETRY_DELAY, constants.MAX_RETRY_AFTER_DELAY)

@@ -112,3 +112,51 @@ def test_token_limits_are_learned_from_token_headers(tmp_path):
         view = {x.key: x for x in rt.store.snapshot().buckets}
         assert view["t:fake"].learned_rate == 30_000 and view["t:fake"].reported_limit == 30_000
         assert view["r:fake"].reported_limit == 600  # stated, equal to the configured limit
+
+
+ABSURD_HINTS = [
+    ({"retry-after": "99999999"}, None, "retry-after of 99999999.000s"),
+    ({"retry-after-ms": "1e15"}, None, "retry-after of"),
+    ({"retry-after": "Fri, 31 Dec 9999 23:59:59 GMT"}, None, "retry-after of"),
+    ({}, '{"error": {"details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo",'
+         ' "retryDelay": "99999999s"}]}}', "retry-after of 99999999.000s"),
+    ({"anthropic-ratelimit-requests-limit": "50", "anthropic-ratelimit-requests-remaining": "0",
+      "anthropic-ratelimit-requests-reset": "2999-01-01T00:00:00Z"}, None, "requests reset of"),
+    ({"x-ratelimit-limit-requests": "6000", "x-ratelimit-remaining-requests": "0",
+      "x-ratelimit-reset-requests": "9999999h"}, None, "requests reset of"),
+]
+
+
+@pytest.mark.parametrize("headers, body, logged", ABSURD_HINTS)
+def test_an_absurd_hint_is_clamped_to_the_maximum_cooldown_and_logged(tmp_path, headers, body,
+                                                                         logged):
+    from cross_instance.core.limits import AdaptiveSettings
+
+    cfg = dataclasses.replace(make_config(tmp_path / "s"),
+                              adaptive=AdaptiveSettings(max_cooldown_ms=5_000))
+    with Runtime.start(cwd=tmp_path, config=cfg) as rt:
+        with rt.permit("p") as p:
+            p.report(429, headers, body=body)
+        view = {x.key: x for x in rt.store.snapshot().buckets}["r:p"]
+        left = view.cooldown_until_ns - rt.store.now_ns()
+        assert 0 < left <= 5 * 10**9
+        rt.adaptive_log.flush()
+    text = (tmp_path / ".pi" / "logs" / "adaptive-rate-controller.log").read_text()
+    assert f"Clamped the provider's {logged}" in text
+    assert "to the maximum cooldown 5.000s (adaptiveRateControl.maxCooldownMs) for p" in text
+
+
+@pytest.mark.parametrize("headers", [
+    {"retry-after": "-5"}, {"retry-after": "NaN"}, {"retry-after": "inf"},
+    {"retry-after-ms": "-1e308"}, {"retry-after": "Thu, 01 Jan 1970 00:00:00 GMT"},
+    {"retry-after": "1" * 5000},
+])
+def test_negative_past_or_non_finite_hints_set_no_long_cooldown(tmp_path, headers):
+    with Runtime.start(cwd=tmp_path, config=make_config(tmp_path / "s")) as rt:
+        with rt.permit("p") as p:
+            p.report(429, headers)
+        view = {x.key: x for x in rt.store.snapshot().buckets}["r:p"]
+        assert view.cooldown_until_ns - rt.store.now_ns() <= 300 * 10**9
+        rt.adaptive_log.flush()
+    log = tmp_path / ".pi" / "logs" / "adaptive-rate-controller.log"
+    assert "Clamped" not in log.read_text()

@@ -1,16 +1,14 @@
-"""The facade in one process: permits (sync and async), timeouts, cancellation, status, logs."""
+"""The facade in one process: try_permit, task cancellation, status, logs. The permit path
+itself, sync and async from one driver, is in test_permit_paths.py."""
 
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 
 import pytest
 
 from cross_instance import RateLimitExceeded
-from cross_instance.acquire import Cancelled
-from cross_instance.errors import NotRegisteredError, PermitRequestError
 from cross_instance.runtime import Runtime
 from tests.helpers_runtime import make_config
 
@@ -23,12 +21,6 @@ def rt(tmp_path):
     runtime.close()
 
 
-def test_permit_context_and_release(rt):
-    with rt.permit("p") as p:
-        assert not p.released and rt.status()["activeRequests"] == 1
-    assert p.released and rt.status()["activeRequests"] == 0
-
-
 def test_try_permit_never_waits(rt):
     held = [rt.try_permit("p"), rt.try_permit("p")]
     assert all(held)
@@ -37,35 +29,6 @@ def test_try_permit_never_waits(rt):
     assert time.monotonic() - started < 1.0
     for p in held:
         p.release()
-
-
-def test_timeout_that_cannot_be_met_fails_at_once_with_retry_after(rt):
-    rt.permit("p").release(), rt.permit("p").release()
-    started = time.monotonic()
-    with pytest.raises(RateLimitExceeded) as err:
-        rt.permit("p", timeout=0.2)  # the next token is a second away
-    assert time.monotonic() - started < 0.5
-    assert err.value.code == "RATE_LIMIT_EXCEEDED"
-    assert 0.5 < err.value.retry_after <= 1.0
-    assert rt.status()["concurrency"]["waiting"] == 0  # left the queue
-    rt.log.flush()
-    text = (rt.cwd / ".pi" / "logs" / "coordinator.log").read_text()
-    assert f"Denied: instance {rt.instance_id}, p: waiting for rate tokens, retry after" in text
-
-
-def test_waits_for_the_next_token(rt):
-    rt.permit("p").release(), rt.permit("p").release()
-    with rt.permit("p", timeout=5) as p:
-        assert p.waited_s > 0.5
-
-
-def test_cancel_ends_the_wait_and_leaves_the_queue(rt):
-    rt.permit("p").release(), rt.permit("p").release()
-    cancel = threading.Event()
-    threading.Timer(0.1, cancel.set).start()
-    with pytest.raises(Cancelled):
-        rt.permit("p", cancel=cancel)
-    assert rt.status()["concurrency"]["waiting"] == 0
 
 
 def test_async_twin_and_task_cancellation(rt):
@@ -84,20 +47,6 @@ def test_async_twin_and_task_cancellation(rt):
 
     asyncio.run(main())
     assert rt.status()["concurrency"]["waiting"] == 0
-
-
-def test_impossible_request_is_refused(tmp_path):
-    cfg = make_config(tmp_path / "s", tokens_per_minute=1000, token_burst=100)
-    with Runtime.start(cwd=tmp_path, config=cfg) as rt, pytest.raises(PermitRequestError):
-        rt.permit("p", tokens=101)
-
-
-def test_closed_runtime_refuses(tmp_path):
-    rt = Runtime.start(cwd=tmp_path, config=make_config(tmp_path / "s"))
-    rt.close()
-    rt.close()
-    with pytest.raises(NotRegisteredError):
-        rt.permit("p")
 
 
 def test_disabled_means_no_coordination(tmp_path):
@@ -145,16 +94,19 @@ def test_log_lines_like_the_guide(tmp_path):
     assert text.startswith("[20")
 
 
-@pytest.mark.parametrize("kwargs, fragment", [
-    ({"provider": ""}, "provider must be a name"),
-    ({"provider": "open/ai"}, "provider must be a name"),
-    ({"provider": "p", "model": ""}, "must not be empty"),
-    ({"provider": "p", "model": "gpt\n4"}, "control characters"),
-    ({"provider": "p", "tokens": -1}, "tokens must be an integer >= 0"),
-    ({"provider": "p", "tokens": 1.5}, "tokens must be an integer >= 0"),
-])
-def test_bad_permit_arguments_are_named(rt, kwargs, fragment):
-    provider = kwargs.pop("provider")
-    with pytest.raises(PermitRequestError, match=fragment):
-        rt.permit(provider, **kwargs)
-    assert rt.try_permit("p") is not None  # nothing was taken by the bad calls
+def test_enhanced_heartbeat_also_frees_expired_locks(tmp_path):
+    """Seed 001: ``enhancedHeartbeat`` is a heartbeat that includes the cleanup of locks."""
+    with Runtime.start(cwd=tmp_path, config=make_config(tmp_path / "s"), instance_id="a") as rt:
+        kept = rt.try_acquire_lock("long", ttl=60)
+        rt.try_acquire_lock("short", ttl=0.05)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(
+                x.expires_ns > rt.store.now_ns() for x in rt.list_locks() if x.resource == "short"):
+            time.sleep(0.02)
+        assert {x.resource for x in rt.list_locks()} == {"long", "short"}  # expired, not freed
+        before = rt.store.list_instances()[0].heartbeat_ns
+        rt.enhanced_heartbeat()
+        assert [x.resource for x in rt.list_locks()] == ["long"]
+        assert rt.store.list_instances()[0].heartbeat_ns > before
+        assert [e.data["resource"] for e in rt.store.events() if e.kind == "lock_lost"] == ["short"]
+        kept.release()

@@ -8,6 +8,7 @@ store unavailable, 2 bad input.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Annotated, Any, Optional
 
@@ -18,7 +19,7 @@ from cross_instance.config import Config
 from cross_instance.core.ownership import Claim, Force, Owner, WorkflowRecord, check_workflow_id
 from cross_instance.core.records import InstanceRecord
 from cross_instance.errors import CrossInstanceError, NotRegisteredError
-from cross_instance.hostinfo import verdict
+from cross_instance.hostinfo import hostname, verdict
 from cross_instance.stores.base import Store
 
 workflow_app = typer.Typer(help="Workflow ownership (seed 002): status, claim, force-claim, "
@@ -150,21 +151,41 @@ def workflow_force_claim(workflow_id: IdArg, instance: InstanceOpt = None,
 
 @workflow_app.command("release")
 def workflow_release(workflow_id: IdArg, instance: InstanceOpt = None,
+                     live: Annotated[bool, typer.Option(
+                         "--live", help="Release it even while its owner is alive (or not "
+                                        "known to be dead): that owner's next fenced write "
+                                        "is then rejected.")] = False,
                      as_json: JsonOpt = False) -> None:
-    """Release a workflow --instance owns (its epoch is kept)."""
+    """Release a workflow --instance owns (its epoch is kept); a live owner's needs --live."""
     cfg = config()
     wid, who = _valid_id(workflow_id), _instance(cfg, instance)
     store = _store(cfg)
-    done = False
+    done, state, by = False, "", acting_for(who)
     if store is not None:
         try:
-            done = store.release_workflow(wid, who)
+            rec = store.get_workflow(wid)
+            if rec is not None and rec.owner is not None and rec.owner.instance_id == who:
+                instances = {r.instance_id: r for r in store.list_instances()}
+                state = describe(rec, instances, store.now_ns())["state"]
+                if state != "dead" and not live:
+                    emit({"error": "owner_alive", "ulTaskId": wid, "ownerInstanceId": who,
+                          "state": state, "released": False}, as_json,
+                         f"{wid}: its owner {who} is {state}; releasing a live owner's "
+                         f"workflow needs --live (its next fenced write is then rejected)")
+                    raise typer.Exit(1)
+                done = store.release_workflow(wid, who, rec.epoch, by)
         finally:
             store.close()
-    emit({"ulTaskId": wid, "released": done}, as_json,
-                 f"{wid}: released by {who}" if done else f"{wid}: not owned by {who}")
+    emit({"ulTaskId": wid, "released": done, "by": by, **({"ownerState": state} if done else {})},
+         as_json, f"{wid}: released for {who} ({state}) by {by}" if done
+         else f"{wid}: not owned by {who}")
     if not done:
         raise typer.Exit(1)
+
+
+def acting_for(instance_id: str) -> str:
+    """How events name the CLI when it acts for ``instance_id``: this process and host."""
+    return f"pi-xi (pid {os.getpid()} on {hostname()}) for {instance_id}"
 
 
 @locks_app.callback(invoke_without_command=True)

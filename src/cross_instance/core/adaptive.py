@@ -8,7 +8,10 @@ every instance's responses. Rules:
   limit was lowered were admitted under the old rate; their 429s are the same congestion, and a
   burst of them from several processes counts once, not ×N (TCP's rule, with no timer to tune).
 - **Cooldown.** A ``Retry-After`` (or remaining = 0 with a reset time) sets ``cooldown_until``;
-  nobody is admitted before it. It only ever moves later.
+  nobody is admitted before it. It only ever moves later, and never further than
+  ``max_cooldown_ns`` from the answer that set it (a hint of a day, or of 99,999,999 s, is a
+  provider's bug or a hostile proxy, and would stop every instance; ``clamp_hint`` is the
+  same bound applied, and logged, before the hint reaches the store).
 - **Recovery** (× ``recovery_factor``) only while the limit is really used (``utilisation`` of
   the last minute ≥ ``RECOVER_WHEN_USED``), no 429 came for ``QUIET_NS``, and at most once per
   ``RECOVER_EVERY_NS``.
@@ -23,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from cross_instance.core.limiter import RateSpec
-from cross_instance.core.limits import AdaptiveSettings
+from cross_instance.core.limits import DEFAULT_MAX_COOLDOWN_MS, AdaptiveSettings
 
 QUIET_NS = 30_000_000_000
 RECOVER_EVERY_NS = 5_000_000_000
@@ -36,6 +39,7 @@ class Bounds:
     ceiling: float
     reduction: float
     recovery: float
+    max_cooldown_ns: int = DEFAULT_MAX_COOLDOWN_MS * 1_000_000
 
     def clamp(self, rate: float) -> float:
         return min(self.ceiling, max(self.floor, rate))
@@ -54,16 +58,23 @@ class Learned:
 
 
 def bounds(configured_rpm: int, reduction: float, recovery: float, min_rpm: int,
-           max_rpm: int | None) -> Bounds:
+           max_rpm: int | None, max_cooldown_ms: int = DEFAULT_MAX_COOLDOWN_MS) -> Bounds:
     ceiling = float(max_rpm if max_rpm is not None else configured_rpm)
-    return Bounds(min(float(min_rpm), ceiling), ceiling, reduction, recovery)
+    return Bounds(min(float(min_rpm), ceiling), ceiling, reduction, recovery,
+                  max_cooldown_ms * 1_000_000)
 
 
 def bounds_for(settings: AdaptiveSettings, configured_rpm: int) -> Bounds:
     """The bounds the ``adaptiveRateControl`` settings give a bucket configured for
     ``configured_rpm``."""
     return bounds(configured_rpm, settings.reduction_factor, settings.recovery_factor,
-                  settings.min_requests_per_minute, settings.max_requests_per_minute)
+                  settings.min_requests_per_minute, settings.max_requests_per_minute,
+                  settings.max_cooldown_ms)
+
+
+def clamp_hint(wait_ns: int | None, max_cooldown_ns: int) -> int | None:
+    """A provider's wait hint as a cooldown may use it: within ``[0, max_cooldown_ns]``."""
+    return None if wait_ns is None else min(max(0, wait_ns), max_cooldown_ns)
 
 
 def on_rate_limited(state: Learned, b: Bounds, now_ns: int, granted_ns: int,
@@ -72,7 +83,7 @@ def on_rate_limited(state: Learned, b: Bounds, now_ns: int, granted_ns: int,
     rate was lowered (False: same congestion epoch as an earlier decrease)."""
     cooldown = state.cooldown_until_ns
     if retry_after_ns is not None:
-        cooldown = max(cooldown, now_ns + max(0, retry_after_ns))
+        cooldown = max(cooldown, now_ns + min(max(0, retry_after_ns), b.max_cooldown_ns))
     new = replace(state, last_429_ns=max(state.last_429_ns, now_ns), cooldown_until_ns=cooldown)
     if state.decreased_at_ns and granted_ns <= state.decreased_at_ns:
         return new, False
@@ -103,7 +114,8 @@ def on_reported(state: Learned, b: Bounds, now_ns: int, limit_per_minute: int | 
         decreased = now_ns if rate < state.rate else state.decreased_at_ns
         new = replace(new, rate=rate, reported_limit=limit_per_minute, decreased_at_ns=decreased)
     if remaining == 0 and reset_ns is not None:
-        new = replace(new, cooldown_until_ns=max(new.cooldown_until_ns, now_ns + reset_ns))
+        until = now_ns + min(max(0, reset_ns), b.max_cooldown_ns)
+        new = replace(new, cooldown_until_ns=max(new.cooldown_until_ns, until))
     return new
 
 

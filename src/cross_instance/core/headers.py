@@ -21,7 +21,9 @@ from datetime import datetime
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s|us|µs|ns)")
 _UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
-MAX_WAIT_S = 24 * 3600.0  # a hint beyond a day is garbage, not advice
+# Sanity bound of the parser only (finite, and small enough for integer nanoseconds); what a
+# hint may actually impose is bounded by adaptiveRateControl.maxCooldownMs (core.adaptive).
+MAX_WAIT_S = 1e10
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from cross_instance.core.limiter import RateSpec
 from cross_instance.core.modelmatch import best_match
 
 MAX_BURST = 10_000
+DEFAULT_MAX_COOLDOWN_MS = 300_000  # 5 minutes: a longer provider hint is clamped to it
 
 
 def default_burst(requests_per_minute: int) -> int:
@@ -104,6 +105,8 @@ class AdaptiveSettings:
     recovery_factor: float = 1.05
     min_requests_per_minute: int = 1
     max_requests_per_minute: int | None = None
+    #: the longest cooldown a provider's hint (retry-after, a reset time) may impose
+    max_cooldown_ms: int = DEFAULT_MAX_COOLDOWN_MS
 
 
 #: Built-in limits for well-known providers (conservative published tiers).

@@ -155,8 +155,10 @@ class Store(Protocol):
         ...
 
     def release_workflow(self, workflow_id: str, instance_id: str,
-                         epoch: int | None = None) -> bool:
-        """Give up ownership (only the owner; at ``epoch`` when given). The epoch is kept."""
+                         epoch: int | None = None, by: str | None = None) -> bool:
+        """Give up ownership (only the owner; at ``epoch`` when given). The epoch is kept.
+        ``by`` names who acted for the owner (the CLI); the ``workflow_released`` event
+        carries it."""
         ...
 
     def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:

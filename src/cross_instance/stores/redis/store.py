@@ -367,7 +367,8 @@ class RedisStore:
             "policy": {"enabled": policy.enabled, "reduction": policy.reduction_factor,
                        "recovery": policy.recovery_factor,
                        "min": policy.min_requests_per_minute,
-                       "max": policy.max_requests_per_minute}})
+                       "max": policy.max_requests_per_minute,
+                       "max_cooldown": policy.max_cooldown_ms * 1000}})
         return [Adjustment(_text(k), float(old), float(new), int(cooldown) * 1000, _text(why))
                 for k, old, new, cooldown, why in changes]
 
@@ -434,9 +435,9 @@ class RedisStore:
                      self._workflow(workflow_id, before), self._workflow(workflow_id, after))
 
     def release_workflow(self, workflow_id: str, instance_id: str,
-                         epoch: int | None = None) -> bool:
+                         epoch: int | None = None, by: str | None = None) -> bool:
         return bool(self._run("release_workflow", workflow_id, instance_id,
-                              "" if epoch is None else str(epoch)))
+                              "" if epoch is None else str(epoch), by or ""))
 
     def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
         return self._workflow(workflow_id, self._run("workflow_state", "get", workflow_id))

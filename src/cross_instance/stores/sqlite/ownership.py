@@ -97,7 +97,7 @@ def claim(conn: sqlite3.Connection, now: int, workflow_id: str, instance_id: str
 
 
 def release(conn: sqlite3.Connection, workflow_id: str, instance_id: str,
-            epoch: int | None) -> bool:
+            epoch: int | None, by: str | None = None) -> bool:
     """Give up ownership; only the owner (and, when given, at ``epoch``) can. The row stays
     with no owner so the epoch keeps counting up."""
     params: tuple[Any, ...] = (registry.wall_ms(), workflow_id, instance_id)
@@ -107,7 +107,10 @@ def release(conn: sqlite3.Connection, workflow_id: str, instance_id: str,
         params += (epoch,)
     done = conn.execute(sql, params).rowcount > 0
     if done:
-        registry.add_event(conn, "workflow_released", instance_id, {"workflow": workflow_id})
+        data: dict[str, object] = {"workflow": workflow_id}
+        if by is not None:
+            data["by"] = by
+        registry.add_event(conn, "workflow_released", instance_id, data)
     return done
 
 

@@ -131,9 +131,9 @@ class SqliteStore:
             c, now, workflow_id, instance_id, take, auto_claim, force), "claim")
 
     def release_workflow(self, workflow_id: str, instance_id: str,
-                         epoch: int | None = None) -> bool:
+                         epoch: int | None = None, by: str | None = None) -> bool:
         return self.db.write(lambda c, now: ownership.release(c, workflow_id, instance_id,
-                                                              epoch), "release_workflow")
+                                                              epoch, by), "release_workflow")
 
     def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
         found = self.db.read(lambda c, now: ownership.load(c, workflow_id))

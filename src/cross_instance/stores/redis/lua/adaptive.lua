@@ -4,7 +4,7 @@
 -- (whose ``effective`` applies the learned state to a bucket's spec).
 --
 -- state = {rate, decreased_at, last_429, last_increase, cooldown_until, reported_limit or nil}
--- b = {floor, ceiling, reduction, recovery}
+-- b = {floor, ceiling, reduction, recovery, max_cooldown}
 
 local QUIET = 30000000
 local RECOVER_EVERY = 5000000
@@ -21,7 +21,8 @@ end
 local function on_rate_limited(s, b, now, granted, retry_after)
   local new = copy(s)
   if retry_after ~= nil then
-    new.cooldown_until = math.max(new.cooldown_until, now + math.max(0, retry_after))
+    new.cooldown_until = math.max(new.cooldown_until,
+                                  now + math.min(math.max(0, retry_after), b.max_cooldown))
   end
   new.last_429 = math.max(s.last_429, now)
   if s.decreased_at ~= 0 and granted <= s.decreased_at then return new, false end
@@ -50,7 +51,8 @@ local function on_reported(s, b, now, limit, remaining, reset)
     new.rate, new.reported_limit = rate, limit
   end
   if remaining == 0 and reset ~= nil then
-    new.cooldown_until = math.max(new.cooldown_until, now + reset)
+    new.cooldown_until = math.max(new.cooldown_until,
+                                  now + math.min(math.max(0, reset), b.max_cooldown))
   end
   return new
 end

@@ -215,7 +215,7 @@ elseif op == "reset" then  -- q = {all = true} or {keys = {...}}
   return n
 elseif op == "record" then
   -- q = {keys, granted, rate_limited, retry_after, reported = {{key, limit, remaining, reset}},
-  --      policy = {enabled, reduction, recovery, min, max}}
+  --      policy = {enabled, reduction, recovery, min, max, max_cooldown (us)}}
   local reported = {}
   for _, r in ipairs(q.reported) do reported[r[1]] = {opt(r[2]), opt(r[3]), opt(r[4])} end
   local policy = q.policy
@@ -229,7 +229,8 @@ elseif op == "record" then
       local state, reason, new_tat = before, "", row.tat
       local ceiling = opt(policy.max) or row.per_minute
       local b = {floor = math.min(policy.min, ceiling), ceiling = ceiling,
-                 reduction = policy.reduction, recovery = policy.recovery}
+                 reduction = policy.reduction, recovery = policy.recovery,
+                 max_cooldown = policy.max_cooldown}
       if policy.enabled and reported[key] ~= nil then
         local limit, remaining, reset = reported[key][1], reported[key][2], reported[key][3]
         state = on_reported(state, b, now, limit, remaining, reset)
