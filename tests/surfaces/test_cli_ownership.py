@@ -128,7 +128,7 @@ def test_releasing_a_live_owners_workflow_needs_live_and_names_who_did_it(tmp_pa
 def test_a_dead_owners_workflow_is_released_without_live(tmp_path):
     cfg = make_config(tmp_path / "state", timeout_ms=30_000)
     with Runtime.start(cwd=tmp_path, config=cfg, instance_id="agent-a") as a:
-        ghost = record("ghost", start_ticks=a._membership.record.start_ticks + 1)  # pid reused
+        ghost = record("ghost", start_ticks=1)  # its pid now belongs to a process started later
         a.store.register_instance(ghost)
         assert a.store.claim_workflow("wf-2", "ghost").allowed
         done = cli(tmp_path, "pi-xi", "workflow", "release", "wf-2", "--instance", "ghost")
