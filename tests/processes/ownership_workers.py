@@ -37,11 +37,7 @@ def paused_holder(state: str, commands: Any, out: Any, store: str | None = None)
             out.put(("ready", os.getpid(), wf.epoch, held.token))
             for command in iter(commands.get, "stop"):
                 if command == "write":
-                    try:
-                        wf.write(step=2)
-                        out.put(("write", "accepted"))
-                    except CrossInstanceError as err:
-                        out.put(("write", err.code))
+                    _answer_write(wf, out)
                 elif command == "lock":
                     try:
                         held.ensure()
@@ -78,9 +74,14 @@ def stalled_holder(state: str, commands: Any, out: Any, store: str | None = None
         out.put(("ready", os.getpid(), wf.epoch))
         for command in iter(commands.get, "stop"):
             if command == "write":
-                try:
-                    wf.write(step=2)
-                    out.put(("write", "accepted"))
-                except CrossInstanceError as err:
-                    out.put(("write", err.code))
+                _answer_write(wf, out)
         never.set()
+
+
+def _answer_write(wf: Any, out: Any) -> None:
+    """A fenced write of step 2, answered as ("write", "accepted" or the refusal's code)."""
+    try:
+        wf.write(step=2)
+        out.put(("write", "accepted"))
+    except CrossInstanceError as err:
+        out.put(("write", err.code))
