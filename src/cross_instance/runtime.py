@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from cross_instance import hostinfo
-from cross_instance.acquire import AcquireLoop, Wake, run_async, run_sync
+from cross_instance.acquire import AcquireLoop, SlotWaiter, Wake, run_async, run_sync
 from cross_instance.config import Config, load_config
 from cross_instance.core.ids import generate_instance_id
 from cross_instance.core.keys import Plan, plan_request
@@ -37,6 +37,7 @@ from cross_instance.errors import (
     StoreUnavailable,
 )
 from cross_instance.feedback import Feedback, from_error
+from cross_instance.handover import Doorbell, directory_for
 from cross_instance.logs import LineLog, log_path
 from cross_instance.membership import Membership
 from cross_instance.permit import Permit
@@ -51,6 +52,7 @@ from cross_instance.stores.base import Store
 from cross_instance.stores.sqlite.store import SqliteStore
 
 T = TypeVar("T")
+ONE_HOST_S = 5.0  # how long a Redis runtime trusts "every instance runs on this host"
 
 
 class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
@@ -75,8 +77,10 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
         self._published: set[str] = set()
         self._usage: dict[str, SlidingCount] = {}
         self._plans: dict[tuple[str, str | None, int | None, bool], Plan] = {}
-        self._wake = Wake()
-        self._releases = ReleaseQueue(self._send_releases, self._notify_local,
+        self._wake = Wake(self._waiting_changed)
+        self._doorbell = _open_doorbell(store, self._wake)
+        self._one_host = (0.0, isinstance(store, SqliteStore))  # (checked at, every peer here)
+        self._releases = ReleaseQueue(self._send_releases, self._handed_over,
                                       self._release_failed)
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._membership: Membership | None = None
@@ -128,6 +132,8 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
             return
         self.closed = True
         self._releases.close()
+        if self._doorbell is not None:
+            self._doorbell.close()
         if self._membership is not None:
             self._membership.leave()
         if self._executor is not None:
@@ -179,7 +185,8 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
             if isinstance(first, Granted):  # the common case: granted at once
                 return first
             loop = AcquireLoop(store, plan.request, timeout, self._wait_logger(plan),
-                               self._refresh_s(), first)
+                               self._refresh_s(), first, self._rung(), self._wake,
+                               self._loop_acquire, self._rehome)
             return run_sync(loop, self._wake, cancel)
 
         try:
@@ -240,8 +247,10 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
             if isinstance(first, Granted):
                 return first
             loop = AcquireLoop(store, plan.request, timeout, self._wait_logger(plan),
-                               self._refresh_s(), first)
-            return await run_async(loop, self._call)
+                               self._refresh_s(), first,
+                               self._rung() if self._rung_known() else await self._call(self._rung),
+                               self._wake, self._loop_acquire, self._rehome)
+            return await run_async(loop, self._call, self._wake)
 
         try:
             try:
@@ -376,16 +385,29 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
         """``permit.report(...)`` without blocking the event loop."""
         await self._call(self._report, permit, status, headers, body, error, usage_tokens)
 
-    def _with_releases(self, op: Callable[..., T], *args: Any) -> T:
-        """Run a store operation carrying the releases queued since the last one."""
-        ids = self._releases.take()
+    def _with_releases(self, op: Callable[..., Any], *args: Any,
+                       carry: Sequence[int] = ()) -> Any:
+        """Run a store operation carrying the releases queued since the last one (and those
+        handed to the asking waiter). Slots they freed that this call did not take are handed
+        on at once: to the waiters here and in the other waiting processes."""
+        ids = [*carry, *self._releases.take()]
         try:
             result = op(*args, release=ids)
         except BaseException:
             self._releases.give_back(ids)
             raise
         if ids:
-            self._notify_local()
+            left = len(ids) - isinstance(result, Granted)
+            if left:
+                self._handed_over(left)
+        return result
+
+    def _loop_acquire(self, request: PermitRequest, ticket: int | None,
+                      waiter: SlotWaiter | None) -> Granted | Waiting:
+        """A waiter's question to the store, carrying the releases handed to it."""
+        assert self.store is not None
+        result: Granted | Waiting = self._with_releases(
+            self.store.acquire, request, ticket, carry=self._wake.take_carry(waiter))
         return result
 
     def _send_releases(self, ids: Sequence[int]) -> None:
@@ -395,16 +417,66 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
     def _release_failed(self, err: Exception) -> None:
         self.log("Releasing permits of %s failed (will retry): %s", self.instance_id, err)
 
-    def _notify_local(self) -> None:
-        self._wake.notify()
+    def _handed_over(self, n: int) -> None:
+        """``n`` slots were freed in the store: wake as many waiters here and ring every
+        other waiting process of this host."""
+        self._wake.wake(n)
+        if self._doorbell is not None:
+            self._doorbell.ring(n)
+
+    def _waiting_changed(self) -> None:
+        if self._doorbell is not None:
+            self._doorbell.set_waiting(lambda: self._wake.waiting > 0)
+
+    def _rung(self) -> bool:
+        """Whether every release that can free this process's slots rings its waiters, so
+        that they poll only as a safety net: true when every live instance of the store runs
+        on this host (always for SQLite; rechecked every few seconds for Redis, where a
+        waiter on another host is not rung)."""
+        if self._doorbell is None or self.store is None:
+            return False
+        checked, here = self._one_host
+        if not isinstance(self.store, SqliteStore) and time.monotonic() - checked > ONE_HOST_S:
+            domain = hostinfo.local_domain()
+            try:
+                here = all(r.domain == domain for r in self.store.list_instances())
+            except StoreUnavailable:
+                here = False
+            self._one_host = (time.monotonic(), here)
+        return here
+
+    def _rung_known(self) -> bool:
+        """``_rung()`` needs no store call now."""
+        return (self._doorbell is None or isinstance(self.store, SqliteStore)
+                or time.monotonic() - self._one_host[0] <= ONE_HOST_S)
+
+    def _queue_release(self, permit_id: int) -> bool:
+        """Hand the release to the earliest waiter here (its next question carries it: one
+        store call releases and grants), else queue it; True when it must be sent now
+        because another process waits (otherwise it travels with this process's next store
+        call, group commit)."""
+        if self.closed:
+            return False
+        if self._wake.hand([permit_id]):
+            return False
+        self._releases.put(permit_id)
+        return self._doorbell is not None and self._doorbell.others_waiting()
+
+    def _rehome(self, ids: list[int]) -> None:
+        """Releases handed to a waiter that stopped waiting before carrying them."""
+        if self._wake.hand(ids):
+            return
+        urgent = self._doorbell is not None and self._doorbell.others_waiting()
+        for i in ids:
+            self._releases.put(i, urgent=urgent)
 
     def _release(self, permit_id: int) -> None:
-        if not self.closed:
-            self._releases.put(permit_id)
-            self._notify_local()  # a local waiter's next attempt carries the release
+        if self._queue_release(permit_id):
+            self._releases.flush()
 
     async def _arelease(self, permit_id: int) -> None:
-        self._release(permit_id)  # only queues: nothing blocks the event loop
+        if self._queue_release(permit_id):  # the flusher sends it now; nothing blocks the loop
+            self._releases.put_urgent()
 
     def _log_request(self, plan: Plan) -> None:
         self.log(_request_line(plan.request))  # formatted once per request shape
@@ -472,6 +544,15 @@ class _AsyncPermit:
                         tb: TracebackType | None) -> None:
         if self._permit is not None:
             await self._permit.arelease()
+
+
+def _open_doorbell(store: Store | None, wake: Wake) -> Doorbell | None:
+    """This process's doorbell among the processes of ``store`` on this host (None: none can
+    be had, and waiters only poll)."""
+    if store is None:
+        return None
+    directory = directory_for(store)
+    return None if directory is None else Doorbell(directory, wake.wake)
 
 
 def _target(req: PermitRequest) -> str:

@@ -1,0 +1,149 @@
+"""``acquire.Wake`` (which waiters a release wakes, and what they carry) and
+``handover.Doorbell`` (the datagram between processes), without a store. No timing: the
+bounds only end a hung test."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+from cross_instance.acquire import Wake
+from cross_instance.handover import IDLE, WAITING, Doorbell
+
+LONG = 60.0
+
+
+def _asleep(wake: Wake, waiters: list) -> None:
+    end = time.monotonic() + LONG
+    while any(w.waker is None for w in waiters):
+        assert time.monotonic() < end
+        time.sleep(0.001)
+
+
+def _sleepers(wake: Wake, tickets: list[int]) -> tuple[list, list[threading.Thread], list[int]]:
+    waiters = [wake.enter(t) for t in tickets]
+    woke: list[int] = []
+    lock = threading.Lock()
+
+    def sleep(w) -> None:
+        wake.sleep(w, LONG)
+        with lock:
+            woke.append(w.ticket)
+
+    threads = [threading.Thread(target=sleep, args=(w,)) for w in waiters]
+    for t in threads:
+        t.start()
+    _asleep(wake, waiters)
+    return waiters, threads, woke
+
+
+def test_a_release_wakes_the_earliest_ticket_and_the_next_one_another():
+    wake = Wake()
+    _, threads, woke = _sleepers(wake, [30, 10, 20])
+    assert wake.wake(1) == 1
+    threads[1].join(LONG)
+    assert woke == [10]
+    assert wake.wake(1) == 1  # ticket 10 has not asked yet: the next wake-up goes to 20
+    threads[2].join(LONG)
+    assert woke == [10, 20]
+    wake.wake(5)
+    threads[0].join(LONG)
+    assert sorted(woke) == [10, 20, 30]
+    assert wake.woken == 3 and wake.timed_out == 0
+
+
+def test_a_waiter_chosen_while_it_asks_asks_again_instead_of_sleeping():
+    wake = Wake()
+    w = wake.enter(1)
+    wake.wake(1)  # it is not asleep: it is asking the store
+    started = time.monotonic()
+    wake.sleep(w, LONG)  # returns at once
+    assert time.monotonic() - started < LONG / 2
+    assert wake.woken == 1
+
+
+def test_a_handed_release_is_carried_by_the_earliest_and_returned_if_not():
+    wake = Wake()
+    late, early = wake.enter(9), wake.enter(3)
+    assert wake.hand([111])
+    assert wake.take_carry(late) == []
+    assert wake.take_carry(early) == [111]
+    assert wake.hand([222])  # 3 was chosen and has not asked since: 9 gets it
+    assert wake.leave(late) == [222]  # it stopped waiting first: given back
+    assert wake.leave(early) == []
+    assert not wake.hand([333])  # nobody waits here
+
+
+def test_the_doorbell_follows_whether_anyone_waits():
+    changes: list[int] = []
+    wake = Wake()
+    wake._on_change = lambda: changes.append(wake.waiting)
+    a = wake.enter(1)
+    b = wake.enter(2)
+    wake.leave(a)
+    wake.leave(b)
+    assert changes == [1, 0]
+
+
+def test_an_asyncio_waiter_is_woken_from_another_thread():
+    wake = Wake()
+
+    async def main() -> None:
+        w = wake.enter(5)
+        task = asyncio.ensure_future(wake.asleep(w, LONG))
+        while w.waker is None:
+            await asyncio.sleep(0.001)
+        threading.Thread(target=wake.wake, args=(1,)).start()
+        await asyncio.wait_for(task, LONG)
+
+    asyncio.run(main())
+    assert wake.woken == 1 and wake.timed_out == 0
+
+
+def _wait_for(check, what: str) -> None:
+    end = time.monotonic() + LONG
+    while not check():
+        assert time.monotonic() < end, what
+        time.sleep(0.002)
+
+
+def test_doorbells_ring_waiting_processes_only_and_sweep_dead_ones(tmp_path: Path):
+    rung: list[int] = []
+    releaser = Doorbell(tmp_path, lambda n: None)
+    waiter = Doorbell(tmp_path, rung.append)
+    try:
+        assert not releaser.others_waiting()
+        waiter.set_waiting(lambda: True)
+        _wait_for(releaser.others_waiting, "the waiter is seen")
+        assert releaser.ring(2) == 1
+        _wait_for(lambda: rung == [2], "the ring arrives")
+        waiter.set_waiting(lambda: False)  # idle: renamed, still bound
+        assert [n[:2] for n in os.listdir(tmp_path)] == [IDLE]
+        _wait_for(lambda: not releaser.others_waiting(), "the waiter is idle")
+        assert releaser.ring(1) == 0
+        # a process that died while waiting: its socket file stays, nobody listens
+        dead = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        dead.bind(str(tmp_path / (WAITING + "deadbeefdeadbeef")))
+        dead.close()
+        waiter.set_waiting(lambda: True)
+        _wait_for(lambda: len(releaser._waiting_names()) == 2, "both seen")
+        assert releaser.ring(1) == 1  # the dead one refused and was removed
+        assert not (tmp_path / (WAITING + "deadbeefdeadbeef")).exists()
+        _wait_for(lambda: rung == [2, 1], "the live one was rung")
+    finally:
+        waiter.close()
+        releaser.close()
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_doorbell_that_cannot_be_made_leaves_waiters_polling(tmp_path: Path):
+    missing = tmp_path / "gone"
+    bell = Doorbell(missing, lambda n: None)
+    bell.set_waiting(lambda: True)  # no directory: nothing bound, nothing raised
+    assert not bell.others_waiting()
+    assert bell.ring(1) == 0
+    bell.close()
