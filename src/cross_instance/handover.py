@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 WAITING, IDLE = "w-", "i-"
+RECHECK_S = 0.001  # who waits is looked up again at most this often (a release costs no syscall)
 SCAN_MAX_AGE_S = 0.005  # a directory scan is reused while the directory is unchanged and younger
 _STOP = b"stop"
 _GONE = (errno.ECONNREFUSED, errno.ENOTSOCK)  # nobody listens there: a stale file
@@ -72,6 +73,7 @@ class Doorbell:
         self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sender.setblocking(False)
         self._scan: tuple[int, float, list[str]] = (-1, 0.0, [])  # (dir mtime, at, names)
+        self._checked = 0.0  # when the directory was last looked at
         self._closed = False
         self.rings_sent = 0
         self.rings_received = 0
@@ -149,12 +151,15 @@ class Doorbell:
         return told
 
     def _waiting_names(self) -> list[str]:
+        now = time.monotonic()
+        seen, at, names = self._scan
+        if now - self._checked < RECHECK_S:
+            return names
+        self._checked = now
         try:
             mtime = os.stat(self.directory).st_mtime_ns
         except OSError:
             return []
-        seen, at, names = self._scan
-        now = time.monotonic()
         if mtime != seen or now - at > SCAN_MAX_AGE_S:
             names = [n for n in self._names(prefixes=(WAITING,)) if n != self._name]
             self._scan = (mtime, now, names)
@@ -178,7 +183,7 @@ class Doorbell:
                     path.unlink()  # nobody listens there: its process is gone
                 except OSError:
                     pass
-                self._scan = (-1, 0.0, [])
+                self._scan, self._checked = (-1, 0.0, []), 0.0
             return 0  # _BUSY: it has wake-ups queued already; ENOENT: it just went idle
 
     def close(self) -> None:

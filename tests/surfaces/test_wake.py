@@ -147,3 +147,34 @@ def test_a_doorbell_that_cannot_be_made_leaves_waiters_polling(tmp_path: Path):
     assert not bell.others_waiting()
     assert bell.ring(1) == 0
     bell.close()
+
+
+def test_a_release_handed_to_a_waiter_that_gives_up_is_still_sent(tmp_path: Path):
+    """The waiter that was to carry a release stops waiting first (timeout, cancellation,
+    error): the release goes back to the runtime and reaches the store."""
+    from cross_instance.acquire import AcquireLoop, Call, Sleep
+    from cross_instance.runtime import Runtime
+    from tests.helpers_runtime import make_config
+
+    with Runtime.start(cwd=tmp_path, config=make_config(tmp_path / "state", total=1),
+                       instance_id="solo") as rt:
+        assert rt.store is not None
+        held = rt.permit("p")
+        plan = rt._cached_plan("p", None, None)
+        loop = AcquireLoop(rt.store, plan.request, 30, rung=True, wake=rt._wake,
+                           acquire=rt._loop_acquire, give_back=rt._rehome)
+        steps = loop.steps()
+        step = next(steps)
+        while not isinstance(step, Sleep):  # ask, queue, look for dead holders
+            assert isinstance(step, Call)
+            step = steps.send(step.fn(*step.args))
+        assert step.waiter is not None and rt._wake.waiting == 1
+        held.release()  # handed to the waiter, which has not asked again yet
+        assert step.waiter.carry == [held.permit_id]
+        steps.close()
+        leave = loop.abandon()  # it gives up instead
+        assert leave is not None
+        leave.fn(*leave.args)
+        assert rt._wake.waiting == 0
+        rt.status()  # sends what is queued
+        assert rt.store.snapshot().permits == ()
