@@ -118,15 +118,15 @@ class AcquireLoop:
                     rate_delay if rate_delay > 0 else SLOT_POLL_S * (1 + result.ahead),
                     result.reason if remaining > 0 or rate_delay else "timed out " + result.reason)
             if result.slot_blocked:
+                if self.wake is not None:
+                    if self.waiter is None:
+                        self.waiter = self.wake.enter(result.ticket)
+                    self.waiter.ticket = result.ticket
                 now = time.monotonic()
                 if now - last_reap >= REAP_EVERY_S:
                     last_reap = now
                     if (yield Call(self.store.reap, ())):
                         continue  # dead holders or waiters ahead were removed: ask again now
-                if self.wake is not None:
-                    if self.waiter is None:
-                        self.waiter = self.wake.enter(result.ticket)
-                    self.waiter.ticket = result.ticket
                 first_s, max_s = ((SAFETY_POLL_S, SAFETY_POLL_MAX_S) if self.rung
                                   else (SLOT_POLL_S, SLOT_POLL_MAX_S))
                 yield Sleep(min(max_s, first_s * (1 + result.ahead), remaining,
@@ -169,10 +169,15 @@ class Wake:
         return len(self._waiters)
 
     def enter(self, ticket: int) -> SlotWaiter:
+        """Register a slot waiter. The first one of the process also asks once more before
+        it sleeps: a release that rang nobody while this process was not yet shown as
+        waiting is found then, not at the safety poll."""
         waiter = SlotWaiter(ticket)
         with self._lock:
             self._waiters.add(waiter)
             changed = len(self._waiters) == 1
+            if changed:
+                waiter.pending = 2
         if changed and self._on_change is not None:
             self._on_change()
         return waiter

@@ -52,7 +52,7 @@ from cross_instance.stores.base import Store
 from cross_instance.stores.sqlite.store import SqliteStore
 
 T = TypeVar("T")
-ONE_HOST_S = 5.0  # how long a Redis runtime trusts "every instance runs on this host"
+ONE_HOST_S = 5.0  # how long a runtime trusts "every instance runs on this host"
 
 
 class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
@@ -79,7 +79,7 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
         self._plans: dict[tuple[str, str | None, int | None, bool], Plan] = {}
         self._wake = Wake(self._waiting_changed)
         self._doorbell = _open_doorbell(store, self._wake)
-        self._one_host = (0.0, isinstance(store, SqliteStore))  # (checked at, every peer here)
+        self._one_host = (-ONE_HOST_S, False)  # (checked at, every instance on this host)
         self._releases = ReleaseQueue(self._send_releases, self._handed_over,
                                       self._release_failed)
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -385,8 +385,7 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
         """``permit.report(...)`` without blocking the event loop."""
         await self._call(self._report, permit, status, headers, body, error, usage_tokens)
 
-    def _with_releases(self, op: Callable[..., Any], *args: Any,
-                       carry: Sequence[int] = ()) -> Any:
+    def _with_releases(self, op: Callable[..., T], *args: Any, carry: Sequence[int] = ()) -> T:
         """Run a store operation carrying the releases queued since the last one (and those
         handed to the asking waiter). Slots they freed that this call did not take are handed
         on at once: to the waiters here and in the other waiting processes."""
@@ -406,9 +405,8 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
                       waiter: SlotWaiter | None) -> Granted | Waiting:
         """A waiter's question to the store, carrying the releases handed to it."""
         assert self.store is not None
-        result: Granted | Waiting = self._with_releases(
-            self.store.acquire, request, ticket, carry=self._wake.take_carry(waiter))
-        return result
+        return self._with_releases(self.store.acquire, request, ticket,
+                                   carry=self._wake.take_carry(waiter))
 
     def _send_releases(self, ids: Sequence[int]) -> None:
         assert self.store is not None
@@ -430,13 +428,13 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
 
     def _rung(self) -> bool:
         """Whether every release that can free this process's slots rings its waiters, so
-        that they poll only as a safety net: true when every live instance of the store runs
-        on this host (always for SQLite; rechecked every few seconds for Redis, where a
-        waiter on another host is not rung)."""
+        that they poll only as a safety net: true when every registered instance runs on this
+        host, in this pid namespace (rechecked every few seconds: an instance on another
+        host, or in another container, has no doorbell here)."""
         if self._doorbell is None or self.store is None:
             return False
         checked, here = self._one_host
-        if not isinstance(self.store, SqliteStore) and time.monotonic() - checked > ONE_HOST_S:
+        if time.monotonic() - checked > ONE_HOST_S:
             domain = hostinfo.local_domain()
             try:
                 here = all(r.domain == domain for r in self.store.list_instances())
@@ -447,8 +445,7 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
 
     def _rung_known(self) -> bool:
         """``_rung()`` needs no store call now."""
-        return (self._doorbell is None or isinstance(self.store, SqliteStore)
-                or time.monotonic() - self._one_host[0] <= ONE_HOST_S)
+        return self._doorbell is None or time.monotonic() - self._one_host[0] <= ONE_HOST_S
 
     def _queue_release(self, permit_id: int) -> bool:
         """Hand the release to the earliest waiter here (its next question carries it: one

@@ -15,6 +15,15 @@ from cross_instance.acquire import Wake
 from cross_instance.handover import IDLE, WAITING, Doorbell
 
 LONG = 60.0
+LAST = 10**9  # a ticket behind every other
+
+
+def _busy_wake() -> Wake:
+    """A ``Wake`` whose process already waits (its first waiter, which asks once more before
+    sleeping, is entered and out of the way at the back of the line)."""
+    wake = Wake()
+    wake.enter(LAST)
+    return wake
 
 
 def _asleep(wake: Wake, waiters: list) -> None:
@@ -42,7 +51,7 @@ def _sleepers(wake: Wake, tickets: list[int]) -> tuple[list, list[threading.Thre
 
 
 def test_a_release_wakes_the_earliest_ticket_and_the_next_one_another():
-    wake = Wake()
+    wake = _busy_wake()
     _, threads, woke = _sleepers(wake, [30, 10, 20])
     assert wake.wake(1) == 1
     threads[1].join(LONG)
@@ -57,7 +66,7 @@ def test_a_release_wakes_the_earliest_ticket_and_the_next_one_another():
 
 
 def test_a_waiter_chosen_while_it_asks_asks_again_instead_of_sleeping():
-    wake = Wake()
+    wake = _busy_wake()
     w = wake.enter(1)
     wake.wake(1)  # it is not asleep: it is asking the store
     started = time.monotonic()
@@ -66,9 +75,22 @@ def test_a_waiter_chosen_while_it_asks_asks_again_instead_of_sleeping():
     assert wake.woken == 1
 
 
+def test_the_first_waiter_of_a_process_asks_once_more_before_sleeping():
+    """A release that rang nobody while the process was not yet shown as waiting (its
+    doorbell is set up when the first waiter enters) is found by that extra question."""
+    wake = Wake()
+    first = wake.enter(1)
+    second = wake.enter(2)
+    started = time.monotonic()
+    wake.sleep(first, LONG)  # returns at once: ask again
+    assert time.monotonic() - started < LONG / 2
+    assert first.pending == 1 and second.pending == 0
+
+
 def test_a_handed_release_is_carried_by_the_earliest_and_returned_if_not():
     wake = Wake()
     late, early = wake.enter(9), wake.enter(3)
+    late.pending = 0  # (as after its extra question)
     assert wake.hand([111])
     assert wake.take_carry(late) == []
     assert wake.take_carry(early) == [111]
@@ -90,7 +112,7 @@ def test_the_doorbell_follows_whether_anyone_waits():
 
 
 def test_an_asyncio_waiter_is_woken_from_another_thread():
-    wake = Wake()
+    wake = _busy_wake()
 
     async def main() -> None:
         w = wake.enter(5)
