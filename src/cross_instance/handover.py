@@ -33,6 +33,7 @@ WAITING, IDLE = "w-", "i-"
 RECHECK_S = 0.001  # who waits is looked up again at most this often (a release costs no syscall)
 SCAN_MAX_AGE_S = 0.005  # a directory scan is reused while the directory is unchanged and younger
 _STOP = b"stop"
+LISTEN_CHECK_S = 1.0  # the listener looks whether its doorbell was closed at least this often
 _GONE = (errno.ECONNREFUSED, errno.ENOTSOCK)  # nobody listens there: a stale file
 _BUSY = (errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS)  # its queue is full: it is awake
 
@@ -115,9 +116,14 @@ class Doorbell:
         self._thread.start()
 
     def _listen(self, sock: socket.socket) -> None:
+        sock.settimeout(LISTEN_CHECK_S)  # a stop message that cannot arrive is not waited for
         while True:
             try:
                 data = sock.recv(64)
+            except TimeoutError:
+                if self._closed:
+                    return
+                continue
             except OSError:
                 return
             if data == _STOP or self._closed:
@@ -195,7 +201,7 @@ class Doorbell:
             try:
                 self._sender.sendto(_STOP, str(self.directory / name))
             except OSError:
-                pass
+                pass  # its file is gone: the listener notices within LISTEN_CHECK_S
             if self._thread is not None and self._thread is not threading.current_thread():
                 self._thread.join(timeout=1)
             sock.close()
