@@ -45,18 +45,20 @@ def directory_for(store: object) -> Path | None:
     base = Path("/tmp") if os.path.isdir("/tmp") else Path(tempfile.gettempdir())
     digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:20]
     mine = base / f"pi-xi-{os.getuid()}"
+    return mine / digest if _private(mine) and _private(mine / digest) else None
+
+
+def _private(d: Path) -> bool:
+    """Create ``d`` for this user only, or check that it is so."""
     try:
-        for d in (mine, mine / digest):
-            try:
-                os.mkdir(d, 0o700)
-            except FileExistsError:
-                pass
-            info = os.lstat(d)
-            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
-                return None  # somebody else's, or a symlink: not ours to trust
+        try:
+            os.mkdir(d, 0o700)
+        except FileExistsError:
+            pass
+        info = os.lstat(d)
     except OSError:
-        return None
-    return mine / digest
+        return False
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid()  # not a symlink, ours
 
 
 class Doorbell:
@@ -102,6 +104,8 @@ class Doorbell:
                 return  # no doorbell: this process's waiters poll, as before
 
     def _bind(self) -> None:
+        if not _private(self.directory):  # (the last process of the store may have removed it)
+            raise OSError(f"doorbell directory {self.directory} is not private")
         self._sweep()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         name = WAITING + self._token
@@ -207,6 +211,7 @@ class Doorbell:
             sock.close()
             try:
                 (self.directory / name).unlink()
+                os.rmdir(self.directory)  # only if this was the last doorbell of the store
             except OSError:
                 pass
         self._sender.close()
