@@ -38,14 +38,14 @@ _GONE = (errno.ECONNREFUSED, errno.ENOTSOCK)  # nobody listens there: a stale fi
 _BUSY = (errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS)  # its queue is full: it is awake
 
 
-def directory_for(store: object) -> Path | None:
-    """The doorbell directory of ``store`` (its URL and key prefix) on this host, created
-    private to this user; None when it cannot be had safely (then waiters only poll)."""
+def directory_for(store: object) -> Path:
+    """The doorbell directory of ``store`` (its URL and key prefix) on this host. It is
+    created, private to this user, when a process first waits (and removed by the last
+    doorbell that closes); one that is not private is not used (then waiters only poll)."""
     key = f"{getattr(store, 'url', '')}\0{getattr(store, 'prefix', '')}"
     base = Path("/tmp") if os.path.isdir("/tmp") else Path(tempfile.gettempdir())
     digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:20]
-    mine = base / f"pi-xi-{os.getuid()}"
-    return mine / digest if _private(mine) and _private(mine / digest) else None
+    return base / f"pi-xi-{os.getuid()}" / digest
 
 
 def _private(d: Path) -> bool:
@@ -104,7 +104,7 @@ class Doorbell:
                 return  # no doorbell: this process's waiters poll, as before
 
     def _bind(self) -> None:
-        if not _private(self.directory):  # (the last process of the store may have removed it)
+        if not (_private(self.directory.parent) and _private(self.directory)):
             raise OSError(f"doorbell directory {self.directory} is not private")
         self._sweep()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -211,6 +211,9 @@ class Doorbell:
             sock.close()
             try:
                 (self.directory / name).unlink()
+            except OSError:
+                pass
+            try:
                 os.rmdir(self.directory)  # only if this was the last doorbell of the store
             except OSError:
                 pass

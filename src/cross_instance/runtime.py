@@ -544,12 +544,8 @@ class _AsyncPermit:
 
 
 def _open_doorbell(store: Store | None, wake: Wake) -> Doorbell | None:
-    """This process's doorbell among the processes of ``store`` on this host (None: none can
-    be had, and waiters only poll)."""
-    if store is None:
-        return None
-    directory = directory_for(store)
-    return None if directory is None else Doorbell(directory, wake.wake)
+    """This process's doorbell among the processes of ``store`` on this host."""
+    return None if store is None else Doorbell(directory_for(store), wake.wake)
 
 
 def _target(req: PermitRequest) -> str:

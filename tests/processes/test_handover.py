@@ -151,7 +151,6 @@ def test_a_lost_ring_costs_a_poll_never_the_grant(tmp_path, store_cfg):
         s.queued()
         assert s.store is not None
         bells = handover.directory_for(s.store)
-        assert bells is not None
         s.start(hw.wait_for_slot, "waiter", s.cfg, "sync", False, 0.0, s.out)
         _eventually(lambda: s.queued() == 1, "the waiter queued")
         _eventually(lambda: any(n.startswith(handover.WAITING) for n in _names(bells)),
@@ -172,7 +171,6 @@ def test_a_killed_waiter_leaves_no_doorbell_that_breaks_the_others(tmp_path, sto
         s.queued()
         assert s.store is not None
         bells = handover.directory_for(s.store)
-        assert bells is not None
         doomed = s.start(hw.wait_for_slot, "doomed", s.cfg, "sync", True, 0.0, s.out)
         _eventually(lambda: any(n.startswith(handover.WAITING) for n in _names(bells)),
                     "the doomed waiter's doorbell")

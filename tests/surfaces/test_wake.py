@@ -164,10 +164,15 @@ def test_doorbells_ring_waiting_processes_only_and_sweep_dead_ones(tmp_path: Pat
     assert not tmp_path.exists()  # the last doorbell of the store removed the directory
 
 
-def test_a_doorbell_that_cannot_be_made_leaves_waiters_polling(tmp_path: Path):
-    missing = tmp_path / "gone"
-    bell = Doorbell(missing, lambda n: None)
-    bell.set_waiting(lambda: True)  # no directory: nothing bound, nothing raised
+def test_a_doorbell_in_a_directory_not_private_is_not_made(tmp_path: Path):
+    """A symlink where the directory should be (someone could point it anywhere): no
+    doorbell, nothing raised, the waiters poll."""
+    (tmp_path / "elsewhere").mkdir()
+    link = tmp_path / "bells"
+    link.symlink_to(tmp_path / "elsewhere")
+    bell = Doorbell(link, lambda n: None)
+    bell.set_waiting(lambda: True)
+    assert os.listdir(tmp_path / "elsewhere") == []
     assert not bell.others_waiting()
     assert bell.ring(1) == 0
     bell.close()
