@@ -5,6 +5,10 @@ sleep, and never does I/O itself; ``run_sync`` and ``run_async`` carry the steps
 sync and async APIs share every decision: when to ask again, when a timeout is certain to be
 missed (fail at once with the retry-after instead of sleeping into the failure), when to reap
 dead holders, and leaving the queue on any exit (timeout, cancellation, error).
+
+``Wake`` holds the process's slot waiters while they sleep: a release wakes the earliest of
+them at once (and may hand one its permit to carry into its next question), and the doorbells
+of ``handover`` bring the releases of other processes here; the poll is only a safety net.
 """
 
 from __future__ import annotations
