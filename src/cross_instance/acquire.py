@@ -5,6 +5,10 @@ sleep, and never does I/O itself; ``run_sync`` and ``run_async`` carry the steps
 sync and async APIs share every decision: when to ask again, when a timeout is certain to be
 missed (fail at once with the retry-after instead of sleeping into the failure), when to reap
 dead holders, and leaving the queue on any exit (timeout, cancellation, error).
+
+``Wake`` holds the process's slot waiters while they sleep: a release wakes the earliest of
+them at once (and may hand one its permit to carry into its next question), and the doorbells
+of ``handover`` bring the releases of other processes here; the poll is only a safety net.
 """
 
 from __future__ import annotations
@@ -25,6 +29,11 @@ from cross_instance.stores.base import Store
 
 SLOT_POLL_S = 0.004  # first poll for a freed slot; grows with the place in the queue
 SLOT_POLL_MAX_S = 0.1
+# When every release that can free the slot rings this waiter (``Wake``, ``handover``), the
+# poll is only the safety net for a lost ring or a slot freed by other means (a dead holder
+# reaped, a waiter ahead that left): longer, so that many waiters do not load the store.
+SAFETY_POLL_S = 0.02
+SAFETY_POLL_MAX_S = 1.0
 REAP_EVERY_S = 0.25
 CANCEL_POLL_S = 0.05
 
@@ -37,7 +46,11 @@ class Call:
 
 @dataclass(frozen=True, slots=True)
 class Sleep:
+    """Wait ``seconds``; a slot waiter's sleep names its ``SlotWaiter`` and ends early when a
+    release wakes it (``Wake``)."""
+
     seconds: float
+    waiter: SlotWaiter | None = None
 
 
 class Cancelled(Exception):
@@ -57,11 +70,21 @@ class Loop(Protocol[T_co]):
 
 
 class AcquireLoop:
-    """State of one wait: the queue ticket to give back if the wait ends without a grant."""
+    """State of one wait: the queue ticket to give back if the wait ends without a grant.
+
+    With ``wake``, a slot waiter registers there while it waits, so that releases wake it
+    (and hand it their permits to carry); ``acquire(request, ticket, waiter)`` then asks the
+    store carrying what was handed to ``waiter``, and ``give_back`` takes back permits handed
+    to it that it did not carry (it was granted or gave up first). ``rung``: every release
+    that can free the slot wakes this waiter, so the poll is only a safety net."""
 
     def __init__(self, store: Store, request: PermitRequest, timeout: float | None,
                  on_wait: Callable[[Waiting], None] | None = None,
-                 refresh_s: float = 3.0, first: Waiting | None = None) -> None:
+                 refresh_s: float = 3.0, first: Waiting | None = None,
+                 rung: bool = False, wake: Wake | None = None,
+                 acquire: Callable[[PermitRequest, int | None, SlotWaiter | None],
+                                   Granted | Waiting] | None = None,
+                 give_back: Callable[[list[int]], None] | None = None) -> None:
         self.store = store
         self.request = request
         self.deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
@@ -69,6 +92,11 @@ class AcquireLoop:
         self.ticket: int | None = None if first is None else first.ticket
         self.on_wait = on_wait
         self.refresh_s = refresh_s
+        self.rung = rung
+        self.wake = wake
+        self.acquire = acquire or (lambda request, ticket, _: store.acquire(request, ticket))
+        self.give_back = give_back
+        self.waiter: SlotWaiter | None = None
         self.waited = False
 
     def steps(self) -> Generator[Call | Sleep, Any, Granted]:
@@ -78,7 +106,7 @@ class AcquireLoop:
                 result: Granted | Waiting = self.first
                 self.first = None
             else:
-                result = yield Call(self.store.acquire, (self.request, self.ticket))
+                result = yield Call(self.acquire, (self.request, self.ticket, self.waiter))
             if isinstance(result, Granted):
                 self.ticket = None
                 return result
@@ -94,49 +122,217 @@ class AcquireLoop:
                     rate_delay if rate_delay > 0 else SLOT_POLL_S * (1 + result.ahead),
                     result.reason if remaining > 0 or rate_delay else "timed out " + result.reason)
             if result.slot_blocked:
+                if self.wake is not None:
+                    if self.waiter is None:
+                        self.waiter = self.wake.enter(result.place)
+                    self.waiter.place = result.place
                 now = time.monotonic()
                 if now - last_reap >= REAP_EVERY_S:
                     last_reap = now
-                    yield Call(self.store.reap, ())
-                delay = min(SLOT_POLL_MAX_S, SLOT_POLL_S * (1 + result.ahead))
+                    if (yield Call(self.store.reap, ())):
+                        continue  # dead holders or waiters ahead were removed: ask again now
+                first_s, max_s = ((SAFETY_POLL_S, SAFETY_POLL_MAX_S) if self.rung
+                                  else (SLOT_POLL_S, SLOT_POLL_MAX_S))
+                yield Sleep(min(max_s, first_s * (1 + result.ahead), remaining,
+                                self.refresh_s), self.waiter)
             else:
-                delay = rate_delay
-            yield Sleep(min(delay, remaining, self.refresh_s))
+                yield Sleep(min(rate_delay, remaining, self.refresh_s))
 
     def abandon(self) -> Call | None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and self.wake is not None:
+            left = self.wake.leave(waiter)
+            if left and self.give_back is not None:
+                self.give_back(left)
         ticket, self.ticket = self.ticket, None
         return None if ticket is None else Call(self.store.cancel_wait, (ticket,))
 
 
 class Wake:
-    """Wakes the acquirers of this process that sleep in ``run_sync`` when a permit is
-    released here (their next attempt carries the release). A release with nobody asleep
-    costs one attribute read; a waiter that misses a wake-up while falling asleep is bounded
-    by its own sleep, as with any condition variable."""
+    """This process's slot waiters, woken when slots may have come free.
 
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._asleep = 0
+    ``wake(n)`` wakes the ``n`` waiters with the earliest places in the store's queue (one
+    instance's waiters are served in queue order, so a freed slot can only go to them here), and ``hand(ids)``
+    gives a release to the earliest waiter to carry with its next question (released and,
+    if it is next, granted in one store call). A waiter chosen while it is asking the store
+    (its question may have left before the release) asks once more instead of sleeping; one
+    chosen is not chosen again until it has asked, so ``n`` wake-ups in a row reach ``n``
+    different waiters. ``on_change`` runs when this process starts or stops having slot
+    waiters (its doorbell). Thread-safe; asyncio tasks wait here too (woken through their
+    event loop)."""
 
-    def wait(self, seconds: float) -> bool:
-        """Sleep up to ``seconds``; True if woken by a release."""
-        with self._cond:
-            self._asleep += 1
+    def __init__(self, on_change: Callable[[], None] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._waiters: set[SlotWaiter] = set()
+        self._on_change = on_change
+        self.woken = 0  # sleeps ended (or skipped) by a release: counted for tests and benchmarks
+        self.timed_out = 0  # sleeps that ran their full length (the safety poll)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    def enter(self, place: int) -> SlotWaiter:
+        """Register a slot waiter. The first one of the process also asks once more before
+        it sleeps: a release that rang nobody while this process was not yet shown as
+        waiting is found then, not at the safety poll."""
+        waiter = SlotWaiter(place)
+        with self._lock:
+            self._waiters.add(waiter)
+            changed = len(self._waiters) == 1
+            if changed:
+                waiter.pending = 2
+        if changed and self._on_change is not None:
+            self._on_change()
+        return waiter
+
+    def leave(self, waiter: SlotWaiter) -> list[int]:
+        """Forget ``waiter``; the releases handed to it that it did not carry."""
+        with self._lock:
+            self._waiters.discard(waiter)
+            left, waiter.carry = waiter.carry, []
+            changed = not self._waiters
+        if changed and self._on_change is not None:
+            self._on_change()
+        return left
+
+    def wake(self, n: int = 1) -> int:
+        """Wake the ``n`` earliest waiters not already woken; how many were chosen."""
+        if not self._waiters:
+            return 0
+        with self._lock:
+            free = [w for w in self._waiters if not w.pending]
+            chosen = ([min(free, key=_by_place)] if n == 1 and free
+                      else sorted(free, key=_by_place)[:n])
+            wakers = [self._choose(w) for w in chosen]
+        for waker in wakers:
+            if waker is not None:
+                waker()
+        return len(chosen)
+
+    def hand(self, ids: list[int]) -> bool:
+        """Give releases to the earliest waiter not already woken (else the earliest woken
+        one, which is about to ask) to carry; False when this process has no slot waiter."""
+        if not self._waiters:
+            return False
+        with self._lock:
+            if not self._waiters:
+                return False
+            free = [w for w in self._waiters if not w.pending]
+            waiter = min(free or self._waiters, key=_by_place)
+            waiter.carry.extend(ids)
+            waker = self._choose(waiter) if not waiter.pending else None
+        if waker is not None:
+            waker()
+        return True
+
+    @staticmethod
+    def _choose(waiter: SlotWaiter) -> Callable[[], None] | None:
+        """Mark ``waiter`` woken (under the lock); what ends its sleep if it sleeps."""
+        waker, waiter.waker = waiter.waker, None
+        waiter.pending = 1 if waker is not None else 2  # asking now: ask once more
+        return waker
+
+    def take_carry(self, waiter: SlotWaiter | None) -> list[int]:
+        """The releases handed to ``waiter``, now carried by its question."""
+        if waiter is None or not waiter.carry:
+            return []
+        with self._lock:
+            carry, waiter.carry = waiter.carry, []
+        return carry
+
+    def _fall_asleep(self, waiter: SlotWaiter, waker: Callable[[], None]) -> bool:
+        """False when the waiter must ask again now instead."""
+        with self._lock:
+            if waiter.pending == 2 or waiter.carry:
+                waiter.pending = 1
+                self.woken += 1
+                return False
+            waiter.pending = 0
+            waiter.waker = waker
+            return True
+
+    def _wake_up(self, waiter: SlotWaiter, signalled: bool) -> None:
+        with self._lock:
+            if waiter.waker is None:
+                signalled = True  # a wake-up took it (its signal may be just behind)
+            waiter.waker = None
+            if signalled:
+                self.woken += 1
+            else:
+                self.timed_out += 1
+
+    def sleep(self, waiter: SlotWaiter, seconds: float,
+              cancel: threading.Event | None = None) -> None:
+        """Sleep up to ``seconds`` in this thread, or until a release wakes ``waiter``."""
+        event = threading.Event()
+        if not self._fall_asleep(waiter, event.set):
+            return
+        signalled = False
+        try:
+            end = time.monotonic() + seconds
+            while True:
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled("permit wait cancelled")
+                left = end - time.monotonic()
+                if left <= 0:
+                    break
+                if event.wait(min(left, CANCEL_POLL_S) if cancel is not None else left):
+                    signalled = True
+                    break
+        finally:
+            self._wake_up(waiter, signalled)
+
+    async def asleep(self, waiter: SlotWaiter, seconds: float) -> None:
+        """Sleep up to ``seconds`` on the running event loop, or until a release."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+
+        def waker() -> None:
             try:
-                return self._cond.wait(seconds)
-            finally:
-                self._asleep -= 1
+                loop.call_soon_threadsafe(_resolve, future)
+            except RuntimeError:
+                pass  # its loop is closed: nothing left to wake
 
-    def notify(self) -> None:
-        if self._asleep:
-            with self._cond:
-                self._cond.notify_all()
+        if not self._fall_asleep(waiter, waker):
+            return
+        signalled = False
+        try:
+            await asyncio.wait((future,), timeout=seconds)
+            signalled = future.done()
+        finally:
+            self._wake_up(waiter, signalled)
+            if not future.done():
+                future.cancel()
+
+
+class SlotWaiter:
+    """One wait for a slot, as ``Wake`` sees it: its place in the queue, what ends its sleep while it
+    sleeps, releases handed to it to carry, and whether a wake-up is still to be served by
+    its next question (1: by the next one; 2: it was asking when woken, so by the one after)."""
+
+    __slots__ = ("carry", "pending", "place", "waker")
+
+    def __init__(self, place: int) -> None:
+        self.place = place  # its place in the store's queue (Waiting.place)
+        self.waker: Callable[[], None] | None = None
+        self.pending = 0
+        self.carry: list[int] = []
+
+
+def _by_place(waiter: SlotWaiter) -> int:
+    return waiter.place
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def run_sync(loop: Loop[T], wake: Wake | None = None,
              cancel: threading.Event | None = None) -> T:
-    """Drive ``loop`` in this thread. ``wake`` is notified when a permit is released in this
-    process; ``cancel`` set by another thread ends the wait with ``Cancelled``."""
+    """Drive ``loop`` in this thread. ``wake`` ends a slot waiter's sleep when a slot may have
+    come free; ``cancel`` set by another thread ends the wait with ``Cancelled``."""
     gen = loop.steps()
     try:
         step = next(gen)
@@ -144,7 +340,10 @@ def run_sync(loop: Loop[T], wake: Wake | None = None,
             if isinstance(step, Call):
                 value = step.fn(*step.args)
             else:
-                _sleep(step.seconds, wake, cancel)
+                if wake is not None and step.waiter is not None:
+                    wake.sleep(step.waiter, step.seconds, cancel)
+                else:
+                    _sleep(step.seconds, cancel)
                 value = None
             step = gen.send(value)
     except StopIteration as done:
@@ -157,7 +356,7 @@ def run_sync(loop: Loop[T], wake: Wake | None = None,
             leave.fn(*leave.args)
 
 
-def _sleep(seconds: float, wake: Wake | None, cancel: threading.Event | None) -> None:
+def _sleep(seconds: float, cancel: threading.Event | None) -> None:
     end = time.monotonic() + seconds
     while True:
         if cancel is not None and cancel.is_set():
@@ -165,22 +364,21 @@ def _sleep(seconds: float, wake: Wake | None, cancel: threading.Event | None) ->
         left = end - time.monotonic()
         if left <= 0:
             return
-        chunk = min(left, CANCEL_POLL_S) if cancel is not None else left
-        if wake is not None:
-            if wake.wait(chunk):
-                return  # a permit was released here: ask again now
-        else:
-            time.sleep(chunk)
+        time.sleep(min(left, CANCEL_POLL_S) if cancel is not None else left)
 
 
-async def run_async(loop: Loop[T], call: Callable[..., Any]) -> T:
-    """Drive ``loop`` on the event loop; store calls go through ``call`` (an executor)."""
+async def run_async(loop: Loop[T], call: Callable[..., Any], wake: Wake | None = None) -> T:
+    """Drive ``loop`` on the event loop; store calls go through ``call`` (an executor);
+    ``wake`` as in ``run_sync``."""
     gen = loop.steps()
     try:
         step = next(gen)
         while True:
             if isinstance(step, Call):
                 value = await call(step.fn, *step.args)
+            elif wake is not None and step.waiter is not None:
+                await wake.asleep(step.waiter, step.seconds)
+                value = None
             else:
                 await asyncio.sleep(step.seconds)
                 value = None

@@ -8,6 +8,10 @@ conservative, never exceeded, and a process that releases and acquires back to b
 transaction per call instead of two. (A waiter in the same process is woken at once: its own
 next attempt carries the release. The delay is a trade: with 2 ms, eight busy processes on two
 cores spent a third of their CPU on the flushers' wake-ups preempting the lock holder.)
+
+The delay applies only while no other process waits: the runtime sends a release at once
+(``flush()``) when another process has a slot waiter (``handover.Doorbell``), and ``on_sent``
+then rings the waiters; a release some process waits for never sits in this queue.
 """
 
 from __future__ import annotations
@@ -22,18 +26,19 @@ IDLE_S = 0.05
 
 class ReleaseQueue:
     def __init__(self, send: Callable[[Sequence[int]], object],
-                 on_sent: Callable[[], None], on_error: Callable[[Exception], None]) -> None:
+                 on_sent: Callable[[int], None], on_error: Callable[[Exception], None]) -> None:
         self._send = send
         self._on_sent = on_sent
         self._on_error = on_error
         self._items: list[tuple[float, int]] = []  # (queued at, permit id), oldest first
         self._lock = threading.Lock()
         self._event = threading.Event()
+        self._urgent = threading.Event()  # send what is queued now (another process waits)
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
         self._active = False  # the flusher is polling (no wake-up needed)
 
-    def put(self, permit_id: int) -> None:
+    def put(self, permit_id: int, urgent: bool = False) -> None:
         with self._lock:
             self._items.append((time.monotonic(), permit_id))
             if self._thread is None:
@@ -44,6 +49,13 @@ class ReleaseQueue:
             self._active = True
         if wake:
             self._event.set()
+        if urgent:
+            self.put_urgent()
+
+    def put_urgent(self) -> None:
+        """Have the flusher send everything queued now rather than after ``DELAY_S``."""
+        self._urgent.set()
+        self._event.set()
 
     def take(self) -> list[int]:
         """The queued ids, now owned by the caller (give them back if its step fails)."""
@@ -77,7 +89,7 @@ class ReleaseQueue:
             self.give_back(ids)
             self._on_error(err)
             return
-        self._on_sent()
+        self._on_sent(len(ids))
 
     def _run(self) -> None:
         """Poll every ``DELAY_S`` while releases come in; sleep on the event once idle for
@@ -87,9 +99,14 @@ class ReleaseQueue:
             self._event.wait()
             self._event.clear()
             idle_since = time.monotonic()
-            while not self._stopped.wait(DELAY_S):
+            while not self._stopped.is_set():
+                urgent = self._urgent.wait(DELAY_S)
+                if self._stopped.is_set():
+                    break
                 now = time.monotonic()
-                self.flush(older_than=now - DELAY_S)
+                if urgent:
+                    self._urgent.clear()
+                self.flush(older_than=None if urgent else now - DELAY_S)
                 with self._lock:
                     if self._items:
                         idle_since = now
@@ -100,6 +117,7 @@ class ReleaseQueue:
     def close(self) -> None:
         self._stopped.set()
         self._event.set()
+        self._urgent.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=1)
         self.flush()

@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from cross_instance import hostinfo
-from cross_instance.acquire import AcquireLoop, Wake, run_async, run_sync
+from cross_instance.acquire import AcquireLoop, SlotWaiter, Wake, run_async, run_sync
 from cross_instance.config import Config, load_config
 from cross_instance.config_schema import instance_id_problem
 from cross_instance.core.arguments import (
@@ -53,6 +53,7 @@ from cross_instance.errors import (
     StoreUnavailable,
 )
 from cross_instance.feedback import Feedback, from_error
+from cross_instance.handover import Doorbell, directory_for
 from cross_instance.logs import LineLog, log_path
 from cross_instance.membership import Membership
 from cross_instance.permit import Permit
@@ -67,6 +68,7 @@ from cross_instance.stores.base import Store
 from cross_instance.stores.sqlite.store import SqliteStore
 
 T = TypeVar("T")
+ONE_HOST_S = 5.0  # how long a runtime trusts "every instance runs on this host"
 
 
 class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
@@ -93,8 +95,10 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
         # permits granted by the store and not released: re-declared if the store restarts
         self._live_permits: dict[int, tuple[PermitRequest, int]] = {}
         self._plans: dict[tuple[str, str | None, int | None, bool], Plan] = {}
-        self._wake = Wake()
-        self._releases = ReleaseQueue(self._send_releases, self._notify_local,
+        self._wake = Wake(self._waiting_changed)
+        self._doorbell = _open_doorbell(store, self._wake)
+        self._one_host = (-ONE_HOST_S, False)  # (checked at, every instance on this host)
+        self._releases = ReleaseQueue(self._send_releases, self._handed_over,
                                       self._release_failed)
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._membership: Membership | None = None
@@ -151,6 +155,8 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
             return
         self.closed = True
         self._releases.close()
+        if self._doorbell is not None:
+            self._doorbell.close()
         if self._membership is not None:
             self._membership.leave()
         if self._executor is not None:
@@ -203,7 +209,8 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
             if isinstance(first, Granted):  # the common case: granted at once
                 return first
             loop = AcquireLoop(store, plan.request, timeout, self._wait_logger(plan),
-                               self._refresh_s(), first)
+                               self._refresh_s(), first, self._rung(), self._wake,
+                               self._loop_acquire, self._rehome)
             return run_sync(loop, self._wake, cancel)
 
         try:
@@ -267,8 +274,10 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
             if isinstance(first, Granted):
                 return first
             loop = AcquireLoop(store, plan.request, timeout, self._wait_logger(plan),
-                               self._refresh_s(), first)
-            return await run_async(loop, self._call)
+                               self._refresh_s(), first,
+                               self._rung() if self._rung_known() else await self._call(self._rung),
+                               self._wake, self._loop_acquire, self._rehome)
+            return await run_async(loop, self._call, self._wake)
 
         try:
             try:
@@ -420,17 +429,28 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
         check_report(status, headers, body, error, usage_tokens, PermitRequestError)
         await self._call(self._report, permit, status, headers, body, error, usage_tokens)
 
-    def _with_releases(self, op: Callable[..., T], *args: Any) -> T:
-        """Run a store operation carrying the releases queued since the last one."""
-        ids = self._releases.take()
+    def _with_releases(self, op: Callable[..., T], *args: Any, carry: Sequence[int] = ()) -> T:
+        """Run a store operation carrying the releases queued since the last one (and those
+        handed to the asking waiter). Slots they freed that this call did not take are handed
+        on at once: to the waiters here and in the other waiting processes."""
+        ids = [*carry, *self._releases.take()]
         try:
             result = op(*args, release=ids)
         except BaseException:
             self._releases.give_back(ids)
             raise
         if ids:
-            self._notify_local()
+            left = len(ids) - isinstance(result, Granted)
+            if left:
+                self._handed_over(left)
         return result
+
+    def _loop_acquire(self, request: PermitRequest, ticket: int | None,
+                      waiter: SlotWaiter | None) -> Granted | Waiting:
+        """A waiter's question to the store, carrying the releases handed to it."""
+        assert self.store is not None
+        return self._with_releases(self.store.acquire, request, ticket,
+                                   carry=self._wake.take_carry(waiter))
 
     def _send_releases(self, ids: Sequence[int]) -> None:
         assert self.store is not None
@@ -439,17 +459,66 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
     def _release_failed(self, err: Exception) -> None:
         self.log("Releasing permits of %s failed (will retry): %s", self.instance_id, err)
 
-    def _notify_local(self) -> None:
-        self._wake.notify()
+    def _handed_over(self, n: int) -> None:
+        """``n`` slots were freed in the store: wake as many waiters here and ring every
+        other waiting process of this host."""
+        self._wake.wake(n)
+        if self._doorbell is not None:
+            self._doorbell.ring(n)
+
+    def _waiting_changed(self) -> None:
+        if self._doorbell is not None:
+            self._doorbell.set_waiting(lambda: self._wake.waiting > 0)
+
+    def _rung(self) -> bool:
+        """Whether every release that can free this process's slots rings its waiters, so
+        that they poll only as a safety net: true when every registered instance runs on this
+        host, in this pid namespace (rechecked every few seconds: an instance on another
+        host, or in another container, has no doorbell here)."""
+        if self._doorbell is None or self.store is None:
+            return False
+        checked, here = self._one_host
+        if time.monotonic() - checked > ONE_HOST_S:
+            domain = hostinfo.local_domain()
+            try:
+                here = all(r.domain == domain for r in self.store.list_instances())
+            except StoreUnavailable:
+                here = False
+            self._one_host = (time.monotonic(), here)
+        return here
+
+    def _rung_known(self) -> bool:
+        """``_rung()`` needs no store call now."""
+        return self._doorbell is None or time.monotonic() - self._one_host[0] <= ONE_HOST_S
+
+    def _queue_release(self, permit_id: int) -> bool:
+        """Hand the release to the earliest waiter here (its next question carries it: one
+        store call releases and grants), else queue it; True when it must be sent now
+        because another process waits (otherwise it travels with this process's next store
+        call, group commit)."""
+        self._live_permits.pop(permit_id, None)  # no longer re-declared after a store restart
+        if self.closed:
+            return False
+        if self._wake.hand([permit_id]):
+            return False
+        self._releases.put(permit_id)
+        return self._doorbell is not None and self._doorbell.others_waiting()
+
+    def _rehome(self, ids: list[int]) -> None:
+        """Releases handed to a waiter that stopped waiting before carrying them."""
+        if self._wake.hand(ids):
+            return
+        urgent = self._doorbell is not None and self._doorbell.others_waiting()
+        for i in ids:
+            self._releases.put(i, urgent=urgent)
 
     def _release(self, permit_id: int) -> None:
-        self._live_permits.pop(permit_id, None)
-        if not self.closed:
-            self._releases.put(permit_id)
-            self._notify_local()  # a local waiter's next attempt carries the release
+        if self._queue_release(permit_id):
+            self._releases.flush()
 
     async def _arelease(self, permit_id: int) -> None:
-        self._release(permit_id)  # only queues: nothing blocks the event loop
+        if self._queue_release(permit_id):  # the flusher sends it now; nothing blocks the loop
+            self._releases.put_urgent()
 
     def _log_request(self, plan: Plan) -> None:
         self.log(_request_line(plan.request))  # formatted once per request shape
@@ -539,6 +608,11 @@ def _check_wait_args(timeout: object, cancel: object, reports: object) -> None:
     check_seconds("timeout", timeout, PermitRequestError)
     check_cancel(cancel, PermitRequestError)
     check_bool("reports", reports, PermitRequestError)
+
+
+def _open_doorbell(store: Store | None, wake: Wake) -> Doorbell | None:
+    """This process's doorbell among the processes of ``store`` on this host."""
+    return None if store is None else Doorbell(directory_for(store), wake.wake)
 
 
 def _target(req: PermitRequest) -> str:

@@ -73,6 +73,9 @@ class Waiting:
     ahead: int
     reason: str
     now_ns: int
+    # the wait's place in the store's queue (a later wait has a larger one): the order in which
+    # the store serves this process's waiters, which wait tickets (chosen at random) do not show
+    place: int = 0
 
 
 @dataclass(frozen=True, slots=True)

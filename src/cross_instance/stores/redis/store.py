@@ -313,9 +313,9 @@ class RedisStore:
             raise PermitRequestError(_text(result[1]))
         if kind == "none":
             return None
-        _, t, ready, blocked, ahead, reason, now = result
+        _, t, ready, blocked, ahead, reason, now, place = result
         return Waiting(int(t), int(ready) * 1000, bool(blocked), int(ahead), _text(reason),
-                       int(now) * 1000)
+                       int(now) * 1000, int(place))
 
     def acquire(self, request: PermitRequest, ticket: int | None,
                 release: Sequence[int] = ()) -> Granted | Waiting:

@@ -174,7 +174,8 @@ elseif op == "acquire" then
     return {"none"}
   end
   if place == nil then
-    redis.call("ZADD", P .. "waiters", redis.call("INCR", P .. "wseq"), ticket)
+    place = redis.call("INCR", P .. "wseq")
+    redis.call("ZADD", P .. "waiters", place, ticket)
     redis.call("HSET", P .. "w:" .. ticket, "instance", req.instance,
       "rates", cjson.encode(req.rates), "slots", cjson.encode(req.slots), "seen", now)
     redis.call("SADD", P .. "ww:" .. req.instance, ticket)
@@ -182,7 +183,7 @@ elseif op == "acquire" then
     redis.call("HSET", P .. "w:" .. ticket, "seen", now)
   end
   sync_waiting()
-  return {"waiting", ticket, at, slot_blocked and 1 or 0, ahead, reason, now}
+  return {"waiting", ticket, at, slot_blocked and 1 or 0, ahead, reason, now, place}
 
 elseif op == "cancel" then
   drop_waiter(P, tostring(q.ticket))

@@ -1,0 +1,129 @@
+"""Worker processes of the hand-over tests (importable under spawn).
+
+``no_poll`` makes a waiter's polls so long (1,000 s) that only a release can wake it within a
+test: then a grant that arrives at all was brought by the release, and the waiter's wake-up
+counters (``Wake.woken`` / ``Wake.timed_out``) say which cause ended each of its sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from cross_instance import acquire, hostinfo
+from cross_instance.runtime import Runtime
+from tests.helpers_runtime import make_config
+
+NEVER_S = 1000.0
+
+
+def _start(state: str, name: str, cfg: dict[str, Any]) -> Runtime:
+    return Runtime.start(cwd=Path(state).parent, config=make_config(Path(state), **cfg),
+                         instance_id=name)
+
+
+def _count(rt: Runtime, cause: str) -> int:
+    """How many of this runtime's slot sleeps ended by ``cause`` ("woken" by a release, or
+    "timed_out": the poll); -1 where the runtime does not count them."""
+    return int(getattr(rt._wake, cause, -1))
+
+
+def _no_poll() -> None:
+    acquire.SLOT_POLL_S = acquire.SLOT_POLL_MAX_S = NEVER_S
+    acquire.SAFETY_POLL_S = acquire.SAFETY_POLL_MAX_S = NEVER_S
+
+
+def hold(state: str, name: str, cfg: dict[str, Any], api: str, go: Any, out: Any) -> None:
+    """Hold the permit until ``go`` is set, release it, report the release time, and stay
+    registered until the test ends (``go`` cleared again)."""
+    with _start(state, name, cfg) as rt:
+        if api == "sync":
+            p = rt.permit("p")
+            out.put(("held", name, 0))
+            go.wait(120)
+            at = hostinfo.boottime_ns()
+            p.release()
+        else:
+            async def run() -> int:
+                p = await rt.apermit("p")
+                out.put(("held", name, 0))
+                await asyncio.get_running_loop().run_in_executor(None, go.wait, 120)
+                at = hostinfo.boottime_ns()
+                await p.arelease()
+                await asyncio.sleep(0.5)  # the event loop stays up while the release is sent
+                return at
+
+            at = asyncio.run(run())
+        out.put(("released", name, at))
+        while go.is_set():
+            time.sleep(0.05)
+
+
+def wait_for_slot(state: str, name: str, cfg: dict[str, Any], api: str, no_poll: bool,
+                  hold_s: float, out: Any) -> None:
+    """Wait for the permit (``no_poll``: only a release can wake this waiter in time), hold
+    it ``hold_s``, release it; report grant and release times and the wake-up counts."""
+    if no_poll:
+        _no_poll()
+    with _start(state, name, cfg) as rt:
+        if api == "sync":
+            p = rt.permit("p", timeout=300)
+            granted = hostinfo.boottime_ns()
+            time.sleep(hold_s)
+            released = hostinfo.boottime_ns()
+            p.release()
+        else:
+            async def run() -> tuple[int, int]:
+                p = await rt.apermit("p", timeout=300)
+                granted = hostinfo.boottime_ns()
+                await asyncio.sleep(hold_s)
+                released = hostinfo.boottime_ns()
+                await p.arelease()
+                await asyncio.sleep(0.5)
+                return granted, released
+
+            granted, released = asyncio.run(run())
+        out.put(("granted", name, {"granted": granted, "released": released,
+                                   "woken": _count(rt, "woken"),
+                                   "polls": _count(rt, "timed_out")}))
+        time.sleep(0.5)  # the release is sent before the runtime goes
+
+
+def crowd(state: str, name: str, cfg: dict[str, Any], api: str, callers: int, rounds: int,
+          barrier: Any, out: Any) -> None:
+    """``callers`` threads or tasks each take ``rounds`` short permits; report the held
+    intervals (boot clock) and the wake-up counts."""
+    rng = random.Random(name)
+    spans: list[tuple[int, int]] = []
+    with _start(state, name, cfg) as rt:
+        barrier.wait()
+        if api == "sync":
+            def caller() -> None:
+                for _ in range(rounds):
+                    with rt.permit("p", timeout=120):
+                        start = hostinfo.boottime_ns()
+                        time.sleep(rng.uniform(0.001, 0.006))
+                        spans.append((start, hostinfo.boottime_ns()))
+
+            threads = [threading.Thread(target=caller) for _ in range(callers)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        else:
+            async def acaller() -> None:
+                for _ in range(rounds):
+                    async with rt.apermit("p", timeout=120):
+                        start = hostinfo.boottime_ns()
+                        await asyncio.sleep(rng.uniform(0.001, 0.006))
+                        spans.append((start, hostinfo.boottime_ns()))
+
+            async def run() -> None:
+                await asyncio.gather(*(acaller() for _ in range(callers)))
+
+            asyncio.run(run())
+        out.put((name, spans, _count(rt, "woken")))

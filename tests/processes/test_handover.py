@@ -1,0 +1,208 @@
+"""A release wakes the next waiter in another process at once (its doorbell), on every store,
+sync and async; the queue stays first come first served and the cap holds; a lost or stale
+doorbell costs a poll, never a grant.
+
+The waiters here poll every 1,000 s (``handover_workers.NEVER_S``): a grant that arrives
+within the test was brought by the release, and each waiter also reports which cause ended
+its sleeps. Nothing here is timed; the bounds are only for a hung test.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import os
+import queue
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cross_instance.stores import open_store
+from cross_instance.stores.base import Store
+from cross_instance.stores.sqlite.store import SqliteStore
+from tests.processes import handover_workers as hw
+
+CTX = multiprocessing.get_context("spawn")
+BIG_TIMEOUT = {"timeout_ms": 600_000, "interval_ms": 200}  # no refresh, no lease, in a test
+
+
+def _store(state: Path, cfg: dict[str, Any]) -> Store:
+    return open_store(cfg["store"]) if "store" in cfg else SqliteStore(state)
+
+
+def _names(bells: Path) -> set[str]:
+    """The doorbell files (none once the last doorbell of the store removed the directory)."""
+    try:
+        return set(os.listdir(bells))
+    except FileNotFoundError:
+        return set()
+
+
+def _eventually(check: Callable[[], bool], what: str, bound_s: float = 60) -> None:
+    end = time.monotonic() + bound_s
+    while not check():
+        assert time.monotonic() < end, f"never happened: {what}"
+        time.sleep(0.02)
+
+
+class Scene:
+    """A holder of the only slot and waiters queued behind it, each a real process."""
+
+    def __init__(self, tmp_path: Path, store_cfg: dict[str, Any]) -> None:
+        self.state = tmp_path / "state"
+        self.cfg = {"total": 1, **BIG_TIMEOUT, **store_cfg}
+        self.out = CTX.Queue()
+        self.go = CTX.Event()
+        self.procs: list[Any] = []
+        self.store: Store | None = None
+        self.inbox: list[tuple[str, str, Any]] = []
+
+    def start(self, target: Callable[..., None], *args: Any) -> Any:
+        p = CTX.Process(target=target, args=(str(self.state), *args))
+        p.start()
+        self.procs.append(p)
+        return p
+
+    def queued(self) -> int:
+        if self.store is None:
+            self.store = _store(self.state, self.cfg)
+        return self.store.snapshot().waiting
+
+    def expect(self, kind: str, name: str, bound_s: float = 60) -> Any:
+        """The next message of ``kind`` from ``name`` (others are kept)."""
+        end = time.monotonic() + bound_s
+        while True:
+            for i, (k, n, value) in enumerate(self.inbox):
+                if (k, n) == (kind, name):
+                    del self.inbox[i]
+                    return value
+            left = end - time.monotonic()
+            try:
+                self.inbox.append(self.out.get(timeout=max(0.01, left)))
+            except queue.Empty:
+                raise AssertionError(f"{name} never reported {kind!r}") from None
+
+    def close(self) -> None:
+        self.go.clear()
+        for p in self.procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+                p.join()
+        if self.store is not None:
+            self.store.close()
+
+
+@contextmanager
+def scene(tmp_path: Path, store_cfg: dict[str, Any]) -> Iterator[Scene]:
+    s = Scene(tmp_path, store_cfg)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("api", ["sync", "async"])
+def test_a_release_wakes_a_waiter_in_another_process_at_once(tmp_path, store_cfg, api):
+    with scene(tmp_path, store_cfg) as s:
+        s.start(hw.hold, "holder", s.cfg, api, s.go, s.out)
+        s.expect("held", "holder")
+        s.start(hw.wait_for_slot, "waiter", s.cfg, api, True, 0.0, s.out)
+        _eventually(lambda: s.queued() == 1, "the waiter queued")
+        s.go.set()
+        released = s.expect("released", "holder")
+        got = s.expect("granted", "waiter")  # its polls are 1,000 s apart: the release woke it
+        assert got["granted"] >= released
+        assert got["woken"] >= 1
+        assert got["polls"] == 0
+
+
+@pytest.mark.parametrize("api", ["sync", "async"])
+def test_waiters_in_other_processes_are_served_first_come_first_served(tmp_path, store_cfg,
+                                                                        api):
+    with scene(tmp_path, store_cfg) as s:
+        s.start(hw.hold, "holder", s.cfg, api, s.go, s.out)
+        s.expect("held", "holder")
+        for i, name in enumerate(("first", "second", "third")):
+            s.start(hw.wait_for_slot, name, s.cfg, api, True, 0.2, s.out)
+            _eventually(lambda i=i: s.queued() == i + 1, f"{name} queued")
+        s.go.set()
+        got = {name: s.expect("granted", name) for name in ("first", "second", "third")}
+        order = sorted(got, key=lambda n: got[n]["granted"])
+        assert order == ["first", "second", "third"]
+        for a, b in itertools.pairwise(order):  # one at a time: the cap of 1 held throughout
+            assert got[b]["granted"] >= got[a]["released"]
+        assert all(g["polls"] == 0 for g in got.values()), got
+
+
+def test_a_lost_ring_costs_a_poll_never_the_grant(tmp_path, store_cfg):
+    """The waiter's doorbell is taken away while it waits: the release cannot reach it, and
+    its ordinary poll still finds the slot."""
+    from cross_instance import handover
+
+    with scene(tmp_path, store_cfg) as s:
+        s.start(hw.hold, "holder", s.cfg, "sync", s.go, s.out)
+        s.expect("held", "holder")
+        s.queued()
+        assert s.store is not None
+        bells = handover.directory_for(s.store)
+        s.start(hw.wait_for_slot, "waiter", s.cfg, "sync", False, 0.0, s.out)
+        _eventually(lambda: s.queued() == 1, "the waiter queued")
+        _eventually(lambda: any(n.startswith(handover.WAITING) for n in _names(bells)),
+                    "the waiter's doorbell")
+        for name in _names(bells):
+            os.unlink(bells / name)
+        s.go.set()
+        got = s.expect("granted", "waiter")
+        assert got["polls"] >= 1
+
+
+def test_a_killed_waiter_leaves_no_doorbell_that_breaks_the_others(tmp_path, store_cfg):
+    from cross_instance import handover
+
+    with scene(tmp_path, store_cfg) as s:
+        s.start(hw.hold, "holder", s.cfg, "sync", s.go, s.out)
+        s.expect("held", "holder")
+        s.queued()
+        assert s.store is not None
+        bells = handover.directory_for(s.store)
+        doomed = s.start(hw.wait_for_slot, "doomed", s.cfg, "sync", True, 0.0, s.out)
+        _eventually(lambda: any(n.startswith(handover.WAITING) for n in _names(bells)),
+                    "the doomed waiter's doorbell")
+        stale = _names(bells)
+        os.kill(doomed.pid, signal.SIGKILL)
+        doomed.join()
+        assert stale <= _names(bells)  # what a crash leaves behind
+        _eventually(lambda: "doomed" not in {r.instance_id for r in s.store.list_instances()},
+                    "the doomed waiter reaped")
+        s.start(hw.wait_for_slot, "waiter", s.cfg, "sync", True, 0.0, s.out)
+        _eventually(lambda: len(_names(bells) - stale) >= 1, "the waiter's doorbell")
+        s.go.set()
+        got = s.expect("granted", "waiter")  # the dead waiter's queue place did not block it
+        assert got["polls"] == 0
+        assert not stale & _names(bells)  # the ring removed the dead doorbell
+
+
+@pytest.mark.parametrize("api", ["sync", "async"])
+def test_the_cap_holds_while_releases_wake_waiters_across_processes(tmp_path, store_cfg, api):
+    from tests.processes.spawn import run_together
+
+    cap = 2
+    cfg = {"total": cap, "rpm": 600_000, "burst": 10_000, **store_cfg}
+    results = run_together(hw.crowd, [(str(tmp_path / "state"), f"w{i}", cfg, api, 6, 8)
+                                      for i in range(3)])
+    spans = [span for _, ss, _ in results for span in ss]
+    assert len(spans) == 3 * 6 * 8
+    events = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans],
+                    key=lambda e: (e[0], e[1]))
+    held = most = 0
+    for _, step in events:
+        held += step
+        most = max(most, held)
+    assert most <= cap
+    assert sum(woken for _, _, woken in results) > 0  # releases did wake waiters
