@@ -100,3 +100,16 @@ def test_a_permit_without_a_model_is_in_no_model_group(store):
     named = PermitRequest("a", "p", "None", (("r:p", 1),), ("*", "p:p", "m:p/None"))
     assert isinstance(store.acquire(named, None), Granted)
     assert {g.key: g.used for g in store.snapshot().groups}["m:p/None"] == 1
+
+
+def test_a_wait_is_told_its_place_in_the_queue_whatever_its_ticket(store):
+    """Tickets are random, so they do not show who queued first; a process wakes its own
+    waiters in the store's queue order (acquire.Wake), which Waiting.place carries."""
+    setup(store, "a", "b")
+    held = store.acquire(req("a"), None)
+    assert isinstance(held, Granted)
+    tickets = sorted((new_ticket() for _ in range(3)), reverse=True)  # later waits, smaller ids
+    places = [store.acquire(req("b"), t).place for t in tickets]
+    assert places[0] < places[1] < places[2]
+    again = [store.acquire(req("b"), t).place for t in tickets]  # asked again: places kept
+    assert again == places
