@@ -139,6 +139,21 @@ def test_recover_refuses_a_sound_database_and_a_database_in_use(tmp_path):
     assert SqliteStore(state).get_workflow("wf").epoch == 5  # untouched
 
 
+def test_recover_with_force_moves_a_sound_looking_database_aside_above_a_given_floor(tmp_path):
+    """Both -wal and -shm deleted after a crash: the file looks sound but lost commits, so
+    the user forces a recovery above the highest epoch the logs show."""
+    state = tmp_path / "state"
+    at_epoch_4(state)
+    done = recover(state, 10**18, force=True)
+    assert "--force" in done.problem and done.floor == 10**18
+    store = SqliteStore(state)
+    try:
+        store.register_instance(record("x"))
+        assert store.claim_workflow("wf", "x").epoch > 10**18
+    finally:
+        store.close()
+
+
 def test_a_new_database_where_one_lived_starts_above_the_old_epochs(tmp_path):
     """The old advice was to delete the file: a missing file may be created again, but its
     epochs must not restart at 1 where an earlier database handed them out."""

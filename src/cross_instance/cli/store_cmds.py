@@ -23,8 +23,13 @@ FloorOpt = Annotated[Optional[int], typer.Option(  # noqa: UP045 - typer needs O
     "the highest epoch your logs show).")]
 
 
+ForceOpt = Annotated[bool, typer.Option(
+    "--force", help="Also move aside a database that looks sound (its -wal and -shm were "
+    "deleted after a crash, so lost commits cannot be seen).")]
+
+
 @store_app.command("recover")
-def recover(floor: FloorOpt = None, as_json: JsonOpt = False) -> None:
+def recover(floor: FloorOpt = None, force: ForceOpt = False, as_json: JsonOpt = False) -> None:
     """Move a damaged coordinator.sqlite3 aside and start a new one above the old epochs."""
     from cross_instance.stores.sqlite.db import recover as run
 
@@ -34,7 +39,7 @@ def recover(floor: FloorOpt = None, as_json: JsonOpt = False) -> None:
              f"{cfg.store.split(':', 1)[0]}", 1)
     directory = Path(urlsplit(cfg.store).path) if cfg.store else cfg.runtime_dir
     try:
-        done = run(directory, floor)
+        done = run(directory, floor, force=force)
     except StoreError as err:
         fail(str(err), 1)
     moved = ", ".join(str(p) for p in done.moved)

@@ -411,11 +411,13 @@ class Recovery:
     floor: int
 
 
-def recover(directory: Path, floor: int | None = None) -> Recovery:
+def recover(directory: Path, floor: int | None = None, *, force: bool = False) -> Recovery:
     """Move a damaged database aside and create a new one whose epochs and lock tokens start
     above every one the old database handed out: above the highest it still shows, above
     ``floor`` when given (one remembered from a log), and above the wall clock in
-    microseconds. Refused while any process has the database open, and for a sound one."""
+    microseconds. Refused while any process has the database open, and for a sound one
+    unless ``force``: a database whose -wal and -shm were both deleted after a crash looks
+    sound although commits (and the epochs they handed out) are lost."""
     fcntl = require_posix_locks()
     path = directory / DB_NAME
     if not path.exists() and _damage_seen(directory) is None:
@@ -433,9 +435,12 @@ def recover(directory: Path, floor: int | None = None) -> Recovery:
                 f"first (they cannot act on a database that is moved away: their next "
                 f"operation fails)", location=str(path)) from None
         why = _damage_seen(directory) or files.problem(path) or files.deep_problem(path)
+        if why is None and force:
+            why = "moved aside on request (--force): it looked sound"
         if why is None:
             raise StoreUnavailable(f"state database {path} is not damaged: nothing to "
-                                   f"recover", location=str(path))
+                                   f"recover (--force moves a sound one aside too)",
+                                   location=str(path))
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         moved = tuple(files.quarantine(path, stamp))
         seen = files.highest_issued(moved[0]) if moved and moved[0].name.endswith(stamp) else 0
