@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cross_instance.stores import open_store
 from cross_instance.stores.sqlite.store import SqliteStore
 from tests.processes import cap_workers as cw
 
