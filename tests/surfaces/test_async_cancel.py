@@ -151,3 +151,33 @@ def test_many_waits_cancelled_at_random_moments_leave_nothing_behind(runtime):
 
     asyncio.run(run())
     _settled(runtime, held=0)
+
+
+def test_a_lock_taken_by_a_call_that_arrives_after_the_cancel_is_released(runtime):
+    """The same for ``aacquire_lock``: the lock is free at once, not after its TTL."""
+    assert runtime.store is not None
+    inner = runtime.store.acquire_lock
+    entered, go = threading.Event(), threading.Event()
+
+    def paused(*args: Any, **kw: Any) -> Any:
+        entered.set()
+        go.wait(30)
+        return inner(*args, **kw)
+
+    runtime.store.acquire_lock = paused  # type: ignore[method-assign]
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(runtime.aacquire_lock("res", ttl=60, timeout=30))
+        assert await loop.run_in_executor(None, entered.wait, 30)
+        task.cancel()
+        await asyncio.sleep(0.05)
+        go.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(run())
+    runtime.store.acquire_lock = inner  # type: ignore[method-assign]
+    held = runtime.try_acquire_lock("res", ttl=5)
+    assert held is not None  # free now, not in 60 s
+    held.release()
