@@ -138,6 +138,20 @@ class AcquireLoop:
             else:
                 yield Sleep(min(rate_delay, remaining, self.refresh_s))
 
+    def settle(self, answer: object) -> Call | None:
+        """What a store call answered after this wait was cancelled (asyncio cannot stop the
+        call): a grant nobody will hold is given back (the call to make, if any), and a place
+        it took in the queue is left by ``abandon()``."""
+        if isinstance(answer, Granted):
+            self.ticket = None
+            if self.give_back is not None:
+                self.give_back([answer.permit_id])
+                return None
+            return Call(self.store.release, (self.request.instance_id, [answer.permit_id]))
+        if isinstance(answer, Waiting):
+            self.ticket = answer.ticket
+        return None
+
     def abandon(self) -> Call | None:
         waiter, self.waiter = self.waiter, None
         if waiter is not None and self.wake is not None:
@@ -367,15 +381,41 @@ def _sleep(seconds: float, cancel: threading.Event | None) -> None:
         time.sleep(min(left, CANCEL_POLL_S) if cancel is not None else left)
 
 
+async def answer(call: Callable[..., Any], fn: Callable[..., Any], args: tuple[Any, ...],
+                 settle: Callable[[Any], Call | None] | None) -> Any:
+    """``await call(fn, *args)`` (a store call in an executor thread), without losing its
+    answer to a cancellation: the thread cannot be stopped, so a cancelled caller waits for
+    the answer, lets ``settle`` undo it (give a grant back; the call it returns is made
+    too), and only then is cancelled. Store calls end within the socket timeout."""
+    future = asyncio.ensure_future(call(fn, *args))  # a future stays itself: no task
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        while not future.done():
+            try:
+                await asyncio.shield(future)
+            except asyncio.CancelledError:
+                continue  # cancelled again: still wait for the answer
+            except Exception:  # noqa: BLE001 - the call failed: nothing to undo
+                break
+        if settle is not None and not future.cancelled() and future.exception() is None:
+            undo = settle(future.result())
+            if undo is not None:
+                await answer(call, undo.fn, undo.args, None)
+        raise
+
+
 async def run_async(loop: Loop[T], call: Callable[..., Any], wake: Wake | None = None) -> T:
     """Drive ``loop`` on the event loop; store calls go through ``call`` (an executor);
-    ``wake`` as in ``run_sync``."""
+    ``wake`` as in ``run_sync``. A cancellation that comes while a store call is on the way
+    waits for its answer and hands it to the loop's ``settle`` (if it has one)."""
     gen = loop.steps()
+    settle = getattr(loop, "settle", None)
     try:
         step = next(gen)
         while True:
             if isinstance(step, Call):
-                value = await call(step.fn, *step.args)
+                value = await answer(call, step.fn, step.args, settle)
             elif wake is not None and step.waiter is not None:
                 await wake.asleep(step.waiter, step.seconds)
                 value = None

@@ -77,6 +77,13 @@ class LockLoop:
             poll = min(LOCK_POLL_MAX_S, poll * 2)
             yield Sleep(min(delay * random.uniform(0.8, 1.2), remaining))
 
+    def settle(self, answer: object) -> Call | None:
+        """A call answered after this wait was cancelled (asyncio cannot stop it): a lock it
+        took is released at once rather than held, by nobody, until its TTL."""
+        if isinstance(answer, LockRecord):
+            return Call(self.store.release_lock, (answer.resource, answer.lock_id))
+        return None
+
     def abandon(self) -> Call | None:
         ticket, self.ticket = self.ticket, None
         return None if ticket is None else Call(self.store.cancel_lock_wait, (ticket,))

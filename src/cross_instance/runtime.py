@@ -24,7 +24,15 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from cross_instance import hostinfo
-from cross_instance.acquire import AcquireLoop, SlotWaiter, Wake, run_async, run_sync
+from cross_instance.acquire import (
+    AcquireLoop,
+    Call,
+    SlotWaiter,
+    Wake,
+    answer,
+    run_async,
+    run_sync,
+)
 from cross_instance.config import Config, load_config
 from cross_instance.config_schema import instance_id_problem
 from cross_instance.core.arguments import (
@@ -270,13 +278,18 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
 
         async def attempt() -> Granted:
             await self._call(self._publish, plan)
-            first = await self._call(self._with_releases, store.acquire, plan.request, None)
+            first = await answer(self._call, self._with_releases,
+                                 (store.acquire, plan.request, None), self._settle_first)
             if isinstance(first, Granted):
                 return first
+            try:
+                rung = self._rung() if self._rung_known() else await self._call(self._rung)
+            except asyncio.CancelledError:  # queued already: leave the queue, then go
+                await answer(self._call, store.cancel_wait, (first.ticket,), None)
+                raise
             loop = AcquireLoop(store, plan.request, timeout, self._wait_logger(plan),
-                               self._refresh_s(), first,
-                               self._rung() if self._rung_known() else await self._call(self._rung),
-                               self._wake, self._loop_acquire, self._rehome)
+                               self._refresh_s(), first, rung, self._wake, self._loop_acquire,
+                               self._rehome)
             return await run_async(loop, self._call, self._wake)
 
         try:
@@ -293,6 +306,15 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
             return self._local_permit(plan, time.monotonic() - started)
         self._recovered()
         return self._permit(plan, granted, time.monotonic() - started)
+
+    def _settle_first(self, answer: object) -> Call | None:
+        """The first answer of an ``apermit`` wait that was cancelled meanwhile: give a grant
+        back; leave the queue it joined (the call to make)."""
+        if isinstance(answer, Granted):
+            self._rehome([answer.permit_id])
+        elif isinstance(answer, Waiting) and self.store is not None:
+            return Call(self.store.cancel_wait, (answer.ticket,))
+        return None
 
     # --- the shared store unreachable (see ``degraded``) ----------------------------------
     def _degrade(self, err: StoreUnavailable) -> LocalShare:
@@ -535,11 +557,13 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
 
         return log_wait
 
-    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+    def _call(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """``fn(*args)`` in the store's executor, as a future of the running loop (a plain
+        future, so ``acquire.answer`` shields it without a task of its own)."""
         if self._executor is None:
             self._executor = concurrent.futures.ThreadPoolExecutor(
                 max_workers=4, thread_name_prefix="pi-xi-store")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     # --- observation ----------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
