@@ -183,8 +183,13 @@ class StoreError(CrossInstanceError):
 
 
 class StoreUnavailable(StoreError):
+    """The store did not answer in time. ``undecided_permit``: the id of a permit that the
+    unanswered call may have granted (its reply lost); the runtime releases it later, so a
+    grant nobody received does not hold its slot for as long as the instance lives."""
+
     code = "store_unavailable"
     retryable = True
+    undecided_permit: int | None = None
 
 
 class StoreCorrupt(StoreError):

@@ -458,8 +458,11 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
         ids = [*carry, *self._releases.take()]
         try:
             result = op(*args, release=ids)
-        except BaseException:
+        except BaseException as err:
             self._releases.give_back(ids)
+            undecided = getattr(err, "undecided_permit", None)
+            if undecided is not None:  # granted perhaps, but nobody holds it: free it later
+                self._releases.put(undecided)
             raise
         if ids:
             left = len(ids) - isinstance(result, Granted)

@@ -89,3 +89,34 @@ def test_a_server_that_stays_down_fails_closed_and_retryable(tmp_path, server):
     finally:
         server.start()
         a.close()
+
+
+def test_a_grant_whose_reply_was_lost_is_released_not_held_for_the_instances_life(
+        tmp_path, server):
+    """The permit call runs and grants, but its reply is lost (a proxy drops the server's
+    answers) until the client gives up with store_unavailable. Nobody holds that permit: the
+    runtime frees it (it chose the id it sent) instead of keeping the slot until it exits."""
+    from cross_instance.stores.redis.store import RedisStore
+    from tests.redis.reply_proxy import ReplyProxy
+
+    proxy = ReplyProxy(server.port)
+    url = f"redis://127.0.0.1:{proxy.port}/0"
+    store = RedisStore(url, retry_for_s=0.2, socket_timeout_s=0.3)
+    config = make_config(tmp_path / "state", store=url, total=1, interval_ms=200,
+                         timeout_ms=30_000)
+    try:
+        with Runtime.start(cwd=tmp_path, config=config, store=store, instance_id="a") as rt:
+            rt.permit("p").release()  # limits published, connections warm
+            rt._releases.flush()
+            proxy.drop_replies.set()
+            with pytest.raises(StoreUnavailable):
+                rt.permit("p", timeout=5)
+            proxy.drop_replies.clear()
+            for _ in range(500):  # the flusher sends the release once the store answers
+                if not rt.store.snapshot().permits:
+                    break
+                time.sleep(0.02)
+            assert not rt.store.snapshot().permits  # granted to nobody, and freed
+            rt.permit("p", timeout=5).release()  # the only slot is free again
+    finally:
+        proxy.close()

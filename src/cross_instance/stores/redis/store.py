@@ -50,6 +50,7 @@ from cross_instance.errors import (
     NotRegisteredError,
     PermitRequestError,
     StaleEpochError,
+    StoreUnavailable,
 )
 from cross_instance.stores import base
 from cross_instance.stores.permit_ids import new_permit_id, new_ticket
@@ -122,11 +123,13 @@ class RedisStore:
                               base.CAP_PID_LIVENESS, base.CAP_WORKFLOWS, base.CAP_LOCKS})
 
     def __init__(self, url: str, *, clock: Callable[[], int] | None = None,
-                 retry_for_s: float = 5.0, waiter_ttl_ns: int = 10_000_000_000) -> None:
+                 retry_for_s: float = 5.0, waiter_ttl_ns: int = 10_000_000_000,
+                 socket_timeout_s: float = 5.0) -> None:
         self.location: RedisLocation = parse_url(url)
         self.url = self.location.where
         self.prefix = self.location.prefix
-        self.client = connect(self.location, retry_for_s=retry_for_s)
+        self.client = connect(self.location, retry_for_s=retry_for_s,
+                              socket_timeout_s=socket_timeout_s)
         self.warnings = check_server(self.location, self.client)
         self._clock = clock  # tests move time by hand (ns); otherwise the server's TIME
         self.waiter_ttl_ns = waiter_ttl_ns
@@ -296,9 +299,16 @@ class RedisStore:
                  release: Sequence[int]) -> Granted | Waiting | None:
         # a wait's permit is known by its ticket: an attempt sent again is granted once
         permit_id = new_permit_id() if ticket is None else ticket
-        result = self._run("permit_ops", "acquire", permit_id, "" if ticket is None else ticket,
-                           "1" if queue else "0", str(self.waiter_ttl_ns // 1000),
-                           *_request_args(request), *self._to_free(release))
+        try:
+            result = self._run("permit_ops", "acquire", permit_id,
+                               "" if ticket is None else ticket, "1" if queue else "0",
+                               str(self.waiter_ttl_ns // 1000), *_request_args(request),
+                               *self._to_free(release))
+        except StoreUnavailable as err:
+            if ticket is None:  # an id of this call alone: freeing it later frees nothing else
+                self._kinds[permit_id] = _kind(request)
+                err.undecided_permit = permit_id
+            raise
         if type(result) is bytes:  # granted (admit.lua's granted_reply)
             self._kinds[permit_id] = _kind(request)
             now_us, win, cur, prev, limit = _GRANTED.unpack(result)
