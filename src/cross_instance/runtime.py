@@ -97,6 +97,10 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
         self._plans: dict[tuple[str, str | None, int | None, bool], Plan] = {}
         self._wake = Wake(self._waiting_changed)
         self._doorbell = _open_doorbell(store, self._wake)
+        # on Redis, freed slots announced to the waiters of every host (``stores.redis.freed``)
+        freed_channel = getattr(store, "freed_channel", None)
+        self._freed: Any = (None if freed_channel is None else
+                            freed_channel(instance_id, self._wake.wake, self._wake.wake))
         self._one_host = (-ONE_HOST_S, False)  # (checked at, every instance on this host)
         self._releases = ReleaseQueue(self._send_releases, self._handed_over,
                                       self._release_failed)
@@ -132,6 +136,8 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
                  session_id=session_id or uuid.uuid4().hex[:12])
         for warning in getattr(store, "warnings", ()):
             rt.log("Store warning: %s", warning)
+        if rt._freed is not None and rt._freed.check() is not None:
+            rt.log("Store warning: %s", rt._freed.refused)
         policy = cfg.policy_for(iid)
         record = InstanceRecord(
             instance_id=iid, domain=me.domain, pid=me.pid, start_ticks=me.start_ticks,
@@ -157,6 +163,8 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
         self._releases.close()
         if self._doorbell is not None:
             self._doorbell.close()
+        if self._freed is not None:
+            self._freed.close()
         if self._membership is not None:
             self._membership.leave()
         if self._executor is not None:
@@ -461,20 +469,39 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
 
     def _handed_over(self, n: int) -> None:
         """``n`` slots were freed in the store: wake as many waiters here and ring every
-        other waiting process of this host."""
+        other waiting process of this host (unless the store announced it to every host:
+        ``_announced``)."""
         self._wake.wake(n)
-        if self._doorbell is not None:
+        if self._doorbell is not None and not self._announced():
             self._doorbell.ring(n)
 
+    def _announced(self) -> bool:
+        """Whether the store announces freed slots to the waiters of every host itself."""
+        return self._freed is not None and self._freed.refused is None
+
     def _waiting_changed(self) -> None:
+        waiting = lambda: self._wake.waiting > 0  # read under each one's lock
         if self._doorbell is not None:
-            self._doorbell.set_waiting(lambda: self._wake.waiting > 0)
+            self._doorbell.set_waiting(waiting)
+        if self._freed is not None:
+            self._freed.set_waiting(waiting)
+
+    def _others_wait(self) -> bool:
+        """Whether a release should be sent now: a doorbell shows a waiter in another process
+        of this host, or the store's last answer about permits said somebody queues (any
+        host: ``RedisStore.queued``)."""
+        if self._doorbell is not None and self._doorbell.others_waiting():
+            return True
+        return bool(getattr(self.store, "queued", 0))
 
     def _rung(self) -> bool:
         """Whether every release that can free this process's slots rings its waiters, so
-        that they poll only as a safety net: true when every registered instance runs on this
-        host, in this pid namespace (rechecked every few seconds: an instance on another
+        that they poll only as a safety net: true where the store announces freed slots to
+        every host (Redis, when the account may), or when every registered instance runs on
+        this host, in this pid namespace (rechecked every few seconds: an instance on another
         host, or in another container, has no doorbell here)."""
+        if self._announced():
+            return True
         if self._doorbell is None or self.store is None:
             return False
         checked, here = self._one_host
@@ -489,7 +516,8 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
 
     def _rung_known(self) -> bool:
         """``_rung()`` needs no store call now."""
-        return self._doorbell is None or time.monotonic() - self._one_host[0] <= ONE_HOST_S
+        return (self._doorbell is None or self._announced()
+                or time.monotonic() - self._one_host[0] <= ONE_HOST_S)
 
     def _queue_release(self, permit_id: int) -> bool:
         """Hand the release to the earliest waiter here (its next question carries it: one
@@ -502,13 +530,13 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
         if self._wake.hand([permit_id]):
             return False
         self._releases.put(permit_id)
-        return self._doorbell is not None and self._doorbell.others_waiting()
+        return self._others_wait()
 
     def _rehome(self, ids: list[int]) -> None:
         """Releases handed to a waiter that stopped waiting before carrying them."""
         if self._wake.hand(ids):
             return
-        urgent = self._doorbell is not None and self._doorbell.others_waiting()
+        urgent = self._others_wait()
         for i in ids:
             self._releases.put(i, urgent=urgent)
 

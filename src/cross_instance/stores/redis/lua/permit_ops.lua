@@ -9,8 +9,9 @@ local P, now, op = ARGV[1], clock(ARGV[2]), ARGV[3]
 if op == "acquire" and ARGV[5] == "" then
   local granted = acquire_at_once(P, now)
   if granted then return granted end
-elseif op == "release" then
-  return (free_permits(P, ARGV[4], 5, nil))
+elseif op == "release" then  -- {freed, the queue's length}
+  local freed = free_permits(P, ARGV[4], 5, nil)
+  return {freed, announce(P, freed, ARGV[4])}
 end
 
 -- then needs: restart json arbiter adaptive permits registry
@@ -85,7 +86,7 @@ elseif op == "acquire" then
     end
     mine[i] = {b, spec, tat}
   end
-  free_permits(P, req.instance, free_at, nil)
+  local freed = free_permits(P, req.instance, free_at, nil)
   -- the live queue (silent waiters leave it)
   local waiters, keyset = {}, {}
   for _, r in ipairs(req.rates) do keyset[r[1]] = true end
@@ -160,6 +161,8 @@ elseif op == "acquire" then
   if granted then
     if place ~= nil then drop_waiter(P, ticket) end
     sync_waiting()
+    -- the slots freed here that this grant did not take, and the queue's length after it
+    local queued = announce(P, freed - 1, req.instance)
     add_permit(P, req.instance, permit_id, now, req.record, req.kind)
     local reply
     for i, r in ipairs(req.rates) do
@@ -167,8 +170,9 @@ elseif op == "acquire" then
       local win, cur, prev = spend(P, now, r[1], r[2], spec.t, tat, bucket_numbers(b))
       if i == 1 then reply = granted_reply(now, win, cur, prev, b.per_minute) end
     end
-    return reply
+    return reply .. struct.pack("<i8", queued)
   end
+  announce(P, freed, req.instance)
   if ARGV[6] ~= "1" then
     sync_waiting()
     return {"none"}
