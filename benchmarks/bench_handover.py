@@ -49,7 +49,7 @@ TARGET_BUSY, TARGET_HANDOVER_MS = 0.90, 1.0
 def _runtime(ctx: TaskContext, total: int) -> Any:
     settings: dict[str, Any] = {"heartbeat_timeout_ms": 30_000}
     if ctx.params["store"] == "redis":
-        settings["store"] = f"{REDIS}?prefix={ctx.params['prefix']}"
+        settings["store"] = f"{ctx.params['redis']}?prefix={ctx.params['prefix']}"
     rt, _ = common.start_runtime(ctx, RATE, BURST, total, **settings)
     return rt
 
@@ -164,7 +164,17 @@ def handover_ms(results: list[dict[str, Any]]) -> list[float]:
 
 
 def _params(store: str, **params: Any) -> dict[str, Any]:
-    return {"store": store, "prefix": f"pi-bench-{uuid.uuid4().hex[:12]}:", **params}
+    """A scenario's parameters; on Redis its new prefix is declared empty, so that it starts
+    without a restart's grace (nothing granted for one heartbeat timeout)."""
+    out = {"store": store, "prefix": f"pi-bench-{uuid.uuid4().hex[:12]}:", "redis": REDIS,
+           **params}
+    if store == "redis":
+        from cross_instance.stores.redis.store import RedisStore
+
+        fresh = RedisStore(f"{REDIS}?prefix={out['prefix']}")
+        fresh.declare_empty()
+        fresh.close()
+    return out
 
 
 def _drop(params: dict[str, Any]) -> None:
@@ -177,14 +187,19 @@ def _drop(params: dict[str, Any]) -> None:
         store.close()
 
 
-def run(rounds: int, duration: float, stores: tuple[str, ...]) -> dict[str, Any]:
+def run(rounds: int, duration: float, stores: tuple[str, ...], modes: list[str] | None = None,
+        holds: list[str] | None = None, handover: bool = True) -> dict[str, Any]:
     pool = WorkerPool(PROCESSES, (PROCESSES, 2))
     rows: list[dict[str, Any]] = []
     try:
         for rnd in range(rounds):
             for store in stores:
                 for mode_name, (mode, callers) in MODES.items():
+                    if modes is not None and mode_name not in modes:
+                        continue
                     for hold_name, hold in HOLDS.items():
+                        if holds is not None and hold_name not in holds:
+                            continue
                         params = _params(store, mode=mode, callers=callers, hold=hold)
                         res = pool.run(task_busy, PROCESSES, duration, params)
                         _drop(params)
@@ -199,7 +214,7 @@ def run(rounds: int, duration: float, stores: tuple[str, ...]) -> dict[str, Any]
                               f"{share:6.1%} busy, most held {most}, {grants} grants, "
                               f"woken {rows[-1]['woken']}, polls {rows[-1]['timed_out']}",
                               flush=True)
-                for mode in ("sync", "async"):
+                for mode in ("sync", "async") if handover else ():
                     params = _params(store, mode=mode)
                     res = pool.run(task_pingpong, 2, duration, params)
                     _drop(params)
@@ -247,15 +262,24 @@ def summary(rows: list[dict[str, Any]]) -> tuple[str, str]:
 
 
 def main() -> None:
+    global REDIS
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--stores", default="sqlite,redis")
     parser.add_argument("--label", default="", help="a note stored with the results")
     parser.add_argument("--out", default=NAME, help="results file name (without .json)")
+    parser.add_argument("--modes", default="", help="only these callers, e.g. '60 asyncio tasks'"
+                        " (comma-separated)")
+    parser.add_argument("--holds", default="", help="only these holds, e.g. '5-20 ms'")
+    parser.add_argument("--no-handover", action="store_true", help="skip the hand-over runs")
+    parser.add_argument("--redis", default="", help=f"the Redis URL (default: {REDIS})")
     args = parser.parse_args()
+    REDIS = args.redis or REDIS
     started = time.time()
-    out = run(args.rounds, args.duration, tuple(args.stores.split(",")))
+    out = run(args.rounds, args.duration, tuple(args.stores.split(",")),
+              args.modes.split(",") if args.modes else None,
+              args.holds.split(",") if args.holds else None, not args.no_handover)
     busy, hand = summary(out["rows"])
     print(busy)
     print()
