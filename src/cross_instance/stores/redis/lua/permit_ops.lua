@@ -93,6 +93,15 @@ elseif op == "acquire" then
   -- this wait's place in the queue (its score); nil: not queued yet, or its place was given
   -- up (it was away too long): it queues again at the back
   local place = nil
+  local decoded = {}  -- a long queue repeats a few request shapes: each decoded once here
+  local function decode(text)
+    local v = decoded[text]
+    if v == nil then
+      v = cjson.decode(text)
+      decoded[text] = v
+    end
+    return v
+  end
   local queue = redis.call("ZRANGE", P .. "waiters", 0, -1, "WITHSCORES")
   for k = 1, #queue, 2 do
     local t, order = queue[k], tonumber(queue[k + 1])
@@ -100,9 +109,9 @@ elseif op == "acquire" then
     if tonumber(w[4]) < now - waiter_ttl and t ~= ticket then
       drop_waiter(P, t)
     else
-      local rates = cjson.decode(w[2])
+      local rates = decode(w[2])
       for _, r in ipairs(rates) do keyset[r[1]] = true end
-      waiters[#waiters + 1] = {instance_id = w[1], rates = rates, slots = cjson.decode(w[3]),
+      waiters[#waiters + 1] = {instance_id = w[1], rates = rates, slots = decode(w[3]),
                                ticket = order}
       if t == ticket then place = order end
     end
