@@ -169,6 +169,7 @@ class Wake:
         self.woken = 0  # sleeps ended (or skipped) by a release: counted for tests and benchmarks
         self.timed_out = 0  # sleeps that ran their full length (the safety poll)
         self._last_reap = -REAP_EVERY_S
+        self.left_at = -float("inf")  # when a slot waiter last stopped waiting (monotonic)
 
     def reap_due(self, now: float) -> bool:
         """Whether a slot waiter of this process looks for dead holders now: one of them
@@ -200,6 +201,7 @@ class Wake:
 
     def leave(self, waiter: SlotWaiter) -> list[int]:
         """Forget ``waiter``; the releases handed to it that it did not carry."""
+        self.left_at = time.monotonic()
         with self._lock:
             self._waiters.discard(waiter)
             left, waiter.carry = waiter.carry, []

@@ -69,6 +69,7 @@ from cross_instance.stores.sqlite.store import SqliteStore
 
 T = TypeVar("T")
 ONE_HOST_S = 5.0  # how long a runtime trusts "every instance runs on this host"
+RECENT_WAIT_S = 1.0  # a process that waited this recently sends its releases at once (Redis)
 
 
 class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
@@ -488,11 +489,16 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
 
     def _others_wait(self) -> bool:
         """Whether a release should be sent now: a doorbell shows a waiter in another process
-        of this host, or the store's last answer about permits said somebody queues (any
-        host: ``RedisStore.queued``)."""
+        of this host, or (Redis: waiters on other hosts have no doorbell here) the store's
+        last answer about permits said somebody queues (``RedisStore.queued``), or this
+        process itself waited in the last ``RECENT_WAIT_S``: the queue was not empty moments
+        ago, and a waiter that queued after this process's grant is in no answer it got."""
         if self._doorbell is not None and self._doorbell.others_waiting():
             return True
-        return bool(getattr(self.store, "queued", 0))
+        queued = getattr(self.store, "queued", None)
+        if queued is None:
+            return False
+        return bool(queued) or time.monotonic() - self._wake.left_at < RECENT_WAIT_S
 
     def _rung(self) -> bool:
         """Whether every release that can free this process's slots rings its waiters, so
