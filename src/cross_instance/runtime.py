@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cross_instance import hostinfo
 from cross_instance.acquire import AcquireLoop, SlotWaiter, Wake, run_async, run_sync
@@ -67,6 +67,9 @@ from cross_instance.stores import open_store
 from cross_instance.stores.base import Store
 from cross_instance.stores.sqlite.store import SqliteStore
 
+if TYPE_CHECKING:
+    from cross_instance.stores.redis.freed import FreedChannel
+
 T = TypeVar("T")
 ONE_HOST_S = 5.0  # how long a runtime trusts "every instance runs on this host"
 RECENT_WAIT_S = 1.0  # a process that waited this recently sends its releases at once (Redis)
@@ -100,8 +103,9 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
         self._doorbell = _open_doorbell(store, self._wake)
         # on Redis, freed slots announced to the waiters of every host (``stores.redis.freed``)
         freed_channel = getattr(store, "freed_channel", None)
-        self._freed: Any = (None if freed_channel is None else
-                            freed_channel(instance_id, self._wake.wake, self._wake.wake))
+        self._freed: FreedChannel | None = (
+            None if freed_channel is None
+            else freed_channel(instance_id, self._wake.wake, self._wake.wake))
         self._one_host = (-ONE_HOST_S, False)  # (checked at, every instance on this host)
         self._releases = ReleaseQueue(self._send_releases, self._handed_over,
                                       self._release_failed)
