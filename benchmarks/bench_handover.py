@@ -49,16 +49,24 @@ TARGET_BUSY, TARGET_HANDOVER_MS = 0.90, 1.0
 def _runtime(ctx: TaskContext, total: int) -> Any:
     settings: dict[str, Any] = {"heartbeat_timeout_ms": 30_000}
     if ctx.params["store"] == "redis":
-        settings["store"] = f"{REDIS}?prefix={ctx.params['prefix']}"
+        settings["store"] = f"{ctx.params['redis']}?prefix={ctx.params['prefix']}"
     rt, _ = common.start_runtime(ctx, RATE, BURST, total, **settings)
     return rt
+
+
+HANDOVERS = (("sync", 1), ("async", 1), ("sync", 2), ("async", 2))
+
+
+def _handover_name(mode: str, hosts: int) -> str:
+    return mode if hosts == 1 else f"{mode}, 2 hosts"
 
 
 def _wake_counts(rt: Any) -> dict[str, int]:
     wake = getattr(rt, "_wake", None)
     bell = getattr(rt, "_doorbell", None)
     return {"woken": getattr(wake, "woken", 0), "timed_out": getattr(wake, "timed_out", 0),
-            "rings_received": getattr(bell, "rings_received", 0)}
+            "rings_received": getattr(bell, "rings_received", 0),
+            "announced": getattr(getattr(rt, "_freed", None), "received", 0)}
 
 
 def task_busy(ctx: TaskContext) -> dict[str, Any]:
@@ -106,8 +114,37 @@ def task_busy(ctx: TaskContext) -> dict[str, Any]:
         rt.close()
 
 
+def _as_host(name: str | None) -> None:
+    """Register this worker under another host name (``PI_XI_HOSTNAME``; None: its own again):
+    this host's doorbells cannot reach it, so a hand-over to it crosses hosts as far as the
+    runtime can tell (only the store's announcements reach it)."""
+    import os
+
+    from cross_instance import hostinfo
+
+    if name is None:
+        os.environ.pop("PI_XI_HOSTNAME", None)
+    else:
+        os.environ["PI_XI_HOSTNAME"] = name
+    hostinfo.reset()
+
+
 def task_pingpong(ctx: TaskContext) -> dict[str, Any]:
-    """One caller, cap 1, short holds: returns (grant, release) times (monotonic ns)."""
+    """One caller, cap 1, short holds: returns (grant, release) times (monotonic ns). With
+    ``two_hosts`` the second worker looks like another host's."""
+    other = bool(ctx.params.get("two_hosts")) and ctx.index == 1
+    if other:
+        _as_host("bench-other-host")
+    try:
+        return _pingpong(ctx)
+    finally:
+        if other:
+            _as_host(None)
+
+
+def _pingpong(ctx: TaskContext) -> dict[str, Any]:
+    from cross_instance import hostinfo
+
     rt = _runtime(ctx, 1)
     grants: list[int] = []
     releases: list[int] = []
@@ -131,7 +168,8 @@ def task_pingpong(ctx: TaskContext) -> dict[str, Any]:
                     await p.arelease()
 
             asyncio.run(main())
-        return {"grants": grants, "releases": releases, **_wake_counts(rt)}
+        return {"grants": grants, "releases": releases, **_wake_counts(rt),
+                "host": hostinfo.hostname()}
     finally:
         rt.close()
 
@@ -164,7 +202,17 @@ def handover_ms(results: list[dict[str, Any]]) -> list[float]:
 
 
 def _params(store: str, **params: Any) -> dict[str, Any]:
-    return {"store": store, "prefix": f"pi-bench-{uuid.uuid4().hex[:12]}:", **params}
+    """A scenario's parameters; on Redis its new prefix is declared empty, so that it starts
+    without a restart's grace (nothing granted for one heartbeat timeout)."""
+    out = {"store": store, "prefix": f"pi-bench-{uuid.uuid4().hex[:12]}:", "redis": REDIS,
+           **params}
+    if store == "redis":
+        from cross_instance.stores.redis.store import RedisStore
+
+        fresh = RedisStore(f"{REDIS}?prefix={out['prefix']}")
+        fresh.declare_empty()
+        fresh.close()
+    return out
 
 
 def _drop(params: dict[str, Any]) -> None:
@@ -177,14 +225,19 @@ def _drop(params: dict[str, Any]) -> None:
         store.close()
 
 
-def run(rounds: int, duration: float, stores: tuple[str, ...]) -> dict[str, Any]:
+def run(rounds: int, duration: float, stores: tuple[str, ...], modes: list[str] | None = None,
+        holds: list[str] | None = None, handover: bool = True) -> dict[str, Any]:
     pool = WorkerPool(PROCESSES, (PROCESSES, 2))
     rows: list[dict[str, Any]] = []
     try:
         for rnd in range(rounds):
             for store in stores:
                 for mode_name, (mode, callers) in MODES.items():
+                    if modes is not None and mode_name not in modes:
+                        continue
                     for hold_name, hold in HOLDS.items():
+                        if holds is not None and hold_name not in holds:
+                            continue
                         params = _params(store, mode=mode, callers=callers, hold=hold)
                         res = pool.run(task_busy, PROCESSES, duration, params)
                         _drop(params)
@@ -199,8 +252,11 @@ def run(rounds: int, duration: float, stores: tuple[str, ...]) -> dict[str, Any]
                               f"{share:6.1%} busy, most held {most}, {grants} grants, "
                               f"woken {rows[-1]['woken']}, polls {rows[-1]['timed_out']}",
                               flush=True)
-                for mode in ("sync", "async"):
-                    params = _params(store, mode=mode)
+                for mode, hosts in HANDOVERS if handover else ():
+                    if hosts == 2 and store != "redis":
+                        continue  # one host by construction
+                    params = _params(store, mode=mode, two_hosts=hosts == 2)
+                    mode = _handover_name(mode, hosts)
                     res = pool.run(task_pingpong, 2, duration, params)
                     _drop(params)
                     lat = handover_ms(res)
@@ -208,9 +264,17 @@ def run(rounds: int, duration: float, stores: tuple[str, ...]) -> dict[str, Any]
                                  "mode": mode, "n": len(lat),
                                  "p50_ms": common.percentile(lat, 50),
                                  "p90_ms": common.percentile(lat, 90),
-                                 "p99_ms": common.percentile(lat, 99)})
+                                 "p99_ms": common.percentile(lat, 99),
+                                 "hosts": [r["host"] for r in res],
+                                 "woken": sum(r["woken"] for r in res),
+                                 "timed_out": sum(r["timed_out"] for r in res),
+                                 "rings_received": sum(r["rings_received"] for r in res),
+                                 "announced": sum(r["announced"] for r in res)})
                     print(f"round {rnd} {store:6} hand-over {mode:5}: n={len(lat)} "
-                          f"p50 {rows[-1]['p50_ms']:.3f} ms p99 {rows[-1]['p99_ms']:.3f} ms",
+                          f"p50 {rows[-1]['p50_ms']:.3f} ms p99 {rows[-1]['p99_ms']:.3f} ms, "
+                          f"hosts {sorted(set(rows[-1]['hosts']))}, woken {rows[-1]['woken']} "
+                          f"(announced {rows[-1]['announced']}, rings "
+                          f"{rows[-1]['rings_received']}), polls {rows[-1]['timed_out']}",
                           flush=True)
     finally:
         pool.close()
@@ -231,7 +295,7 @@ def summary(rows: list[dict[str, Any]]) -> tuple[str, str]:
                           f"**{statistics.median(got):.0%}** ({min(got):.0%}-{max(got):.0%})",
                           f"{most} (cap {CAP})"])
     for store in STORES:
-        for mode in ("sync", "async"):
+        for mode in (_handover_name(m, h) for m, h in HANDOVERS):
             got = [r for r in rows if r["kind"] == "handover" and r["store"] == store
                    and r["mode"] == mode]
             if not got:
@@ -247,15 +311,24 @@ def summary(rows: list[dict[str, Any]]) -> tuple[str, str]:
 
 
 def main() -> None:
+    global REDIS
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--stores", default="sqlite,redis")
     parser.add_argument("--label", default="", help="a note stored with the results")
     parser.add_argument("--out", default=NAME, help="results file name (without .json)")
+    parser.add_argument("--modes", default="", help="only these callers, e.g. '60 asyncio tasks'"
+                        " (comma-separated)")
+    parser.add_argument("--holds", default="", help="only these holds, e.g. '5-20 ms'")
+    parser.add_argument("--no-handover", action="store_true", help="skip the hand-over runs")
+    parser.add_argument("--redis", default="", help=f"the Redis URL (default: {REDIS})")
     args = parser.parse_args()
+    REDIS = args.redis or REDIS
     started = time.time()
-    out = run(args.rounds, args.duration, tuple(args.stores.split(",")))
+    out = run(args.rounds, args.duration, tuple(args.stores.split(",")),
+              args.modes.split(",") if args.modes else None,
+              args.holds.split(",") if args.holds else None, not args.no_handover)
     busy, hand = summary(out["rows"])
     print(busy)
     print()

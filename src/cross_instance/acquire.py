@@ -127,7 +127,8 @@ class AcquireLoop:
                         self.waiter = self.wake.enter(result.place)
                     self.waiter.place = result.place
                 now = time.monotonic()
-                if now - last_reap >= REAP_EVERY_S:
+                if (self.wake.reap_due(now) if self.wake is not None
+                        else now - last_reap >= REAP_EVERY_S):
                     last_reap = now
                     if (yield Call(self.store.reap, ())):
                         continue  # dead holders or waiters ahead were removed: ask again now
@@ -181,6 +182,18 @@ class Wake:
         self._on_change = on_change
         self.woken = 0  # sleeps ended (or skipped) by a release: counted for tests and benchmarks
         self.timed_out = 0  # sleeps that ran their full length (the safety poll)
+        self._last_reap = -REAP_EVERY_S
+        self.left_at = -float("inf")  # when a slot waiter last stopped waiting (monotonic)
+
+    def reap_due(self, now: float) -> bool:
+        """Whether a slot waiter of this process looks for dead holders now: one of them
+        does, at most every ``REAP_EVERY_S`` (when each wait did so when it began, a process
+        with many waiters spent a second store transaction on nearly every permit)."""
+        with self._lock:
+            if now - self._last_reap < REAP_EVERY_S:
+                return False
+            self._last_reap = now
+            return True
 
     @property
     def waiting(self) -> int:
@@ -202,6 +215,7 @@ class Wake:
 
     def leave(self, waiter: SlotWaiter) -> list[int]:
         """Forget ``waiter``; the releases handed to it that it did not carry."""
+        self.left_at = time.monotonic()
         with self._lock:
             self._waiters.discard(waiter)
             left, waiter.carry = waiter.carry, []

@@ -29,6 +29,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from cross_instance import hostinfo
+
 WAITING, IDLE = "w-", "i-"
 RECHECK_S = 0.001  # who waits is looked up again at most this often (a release costs no syscall)
 SCAN_MAX_AGE_S = 0.005  # a directory scan is reused while the directory is unchanged and younger
@@ -39,10 +41,11 @@ _BUSY = (errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS)  # its queue is full: i
 
 
 def directory_for(store: object) -> Path:
-    """The doorbell directory of ``store`` (its URL and key prefix) on this host. It is
+    """The doorbell directory of ``store`` (its URL and key prefix) on this host (by name:
+    ``PI_XI_HOSTNAME`` makes a process another host's, see ``hostfacts.system``). It is
     created, private to this user, when a process first waits (and removed by the last
     doorbell that closes); one that is not private is not used (then waiters only poll)."""
-    key = f"{getattr(store, 'url', '')}\0{getattr(store, 'prefix', '')}"
+    key = f"{getattr(store, 'url', '')}\0{getattr(store, 'prefix', '')}\0{hostinfo.hostname()}"
     base = Path("/tmp") if os.path.isdir("/tmp") else Path(tempfile.gettempdir())
     digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:20]
     return base / f"pi-xi-{os.getuid()}" / digest

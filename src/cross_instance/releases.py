@@ -10,8 +10,9 @@ next attempt carries the release. The delay is a trade: with 2 ms, eight busy pr
 cores spent a third of their CPU on the flushers' wake-ups preempting the lock holder.)
 
 The delay applies only while no other process waits: the runtime sends a release at once
-(``flush()``) when another process has a slot waiter (``handover.Doorbell``), and ``on_sent``
-then rings the waiters; a release some process waits for never sits in this queue.
+(``flush()``) when another process of this host has a slot waiter (``handover.Doorbell``) or
+the store's last answer said somebody queues (Redis, any host), and ``on_sent`` then wakes the
+waiters (the Redis store announces the release to every host itself).
 """
 
 from __future__ import annotations

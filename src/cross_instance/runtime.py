@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cross_instance import hostinfo
 from cross_instance.acquire import (
@@ -75,8 +75,12 @@ from cross_instance.stores import open_store
 from cross_instance.stores.base import Store
 from cross_instance.stores.sqlite.store import SqliteStore
 
+if TYPE_CHECKING:
+    from cross_instance.stores.redis.freed import FreedChannel
+
 T = TypeVar("T")
 ONE_HOST_S = 5.0  # how long a runtime trusts "every instance runs on this host"
+RECENT_WAIT_S = 1.0  # a process that waited this recently sends its releases at once (Redis)
 
 
 class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
@@ -105,6 +109,11 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
         self._plans: dict[tuple[str, str | None, int | None, bool], Plan] = {}
         self._wake = Wake(self._waiting_changed)
         self._doorbell = _open_doorbell(store, self._wake)
+        # on Redis, freed slots announced to the waiters of every host (``stores.redis.freed``)
+        freed_channel = getattr(store, "freed_channel", None)
+        self._freed: FreedChannel | None = (
+            None if freed_channel is None
+            else freed_channel(instance_id, self._wake.wake, self._wake.wake))
         self._one_host = (-ONE_HOST_S, False)  # (checked at, every instance on this host)
         self._releases = ReleaseQueue(self._send_releases, self._handed_over,
                                       self._release_failed)
@@ -140,6 +149,8 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
                  session_id=session_id or uuid.uuid4().hex[:12])
         for warning in getattr(store, "warnings", ()):
             rt.log("Store warning: %s", warning)
+        if rt._freed is not None and rt._freed.check() is not None:
+            rt.log("Store warning: %s", rt._freed.refused)
         policy = cfg.policy_for(iid)
         record = InstanceRecord(
             instance_id=iid, domain=me.domain, pid=me.pid, start_ticks=me.start_ticks,
@@ -165,6 +176,8 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
         self._releases.close()
         if self._doorbell is not None:
             self._doorbell.close()
+        if self._freed is not None:
+            self._freed.close()
         if self._membership is not None:
             self._membership.leave()
         if self._executor is not None:
@@ -486,20 +499,44 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
 
     def _handed_over(self, n: int) -> None:
         """``n`` slots were freed in the store: wake as many waiters here and ring every
-        other waiting process of this host."""
+        other waiting process of this host (unless the store announced it to every host:
+        ``_announced``)."""
         self._wake.wake(n)
-        if self._doorbell is not None:
+        if self._doorbell is not None and not self._announced():
             self._doorbell.ring(n)
 
+    def _announced(self) -> bool:
+        """Whether the store announces freed slots to the waiters of every host itself."""
+        return self._freed is not None and self._freed.refused is None
+
     def _waiting_changed(self) -> None:
+        waiting = lambda: self._wake.waiting > 0  # read under each one's lock
         if self._doorbell is not None:
-            self._doorbell.set_waiting(lambda: self._wake.waiting > 0)
+            self._doorbell.set_waiting(waiting)
+        if self._freed is not None:
+            self._freed.set_waiting(waiting)
+
+    def _others_wait(self) -> bool:
+        """Whether a release should be sent now: a doorbell shows a waiter in another process
+        of this host, or (Redis: waiters on other hosts have no doorbell here) the store's
+        last answer about permits said somebody queues (``RedisStore.queued``), or this
+        process itself waited in the last ``RECENT_WAIT_S``: the queue was not empty moments
+        ago, and a waiter that queued after this process's grant is in no answer it got."""
+        if self._doorbell is not None and self._doorbell.others_waiting():
+            return True
+        queued = getattr(self.store, "queued", None)
+        if queued is None:
+            return False
+        return bool(queued) or time.monotonic() - self._wake.left_at < RECENT_WAIT_S
 
     def _rung(self) -> bool:
         """Whether every release that can free this process's slots rings its waiters, so
-        that they poll only as a safety net: true when every registered instance runs on this
-        host, in this pid namespace (rechecked every few seconds: an instance on another
+        that they poll only as a safety net: true where the store announces freed slots to
+        every host (Redis, when the account may), or when every registered instance runs on
+        this host, in this pid namespace (rechecked every few seconds: an instance on another
         host, or in another container, has no doorbell here)."""
+        if self._announced():
+            return True
         if self._doorbell is None or self.store is None:
             return False
         checked, here = self._one_host
@@ -514,7 +551,8 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
 
     def _rung_known(self) -> bool:
         """``_rung()`` needs no store call now."""
-        return self._doorbell is None or time.monotonic() - self._one_host[0] <= ONE_HOST_S
+        return (self._doorbell is None or self._announced()
+                or time.monotonic() - self._one_host[0] <= ONE_HOST_S)
 
     def _queue_release(self, permit_id: int) -> bool:
         """Hand the release to the earliest waiter here (its next question carries it: one
@@ -527,13 +565,13 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
         if self._wake.hand([permit_id]):
             return False
         self._releases.put(permit_id)
-        return self._doorbell is not None and self._doorbell.others_waiting()
+        return self._others_wait()
 
     def _rehome(self, ids: list[int]) -> None:
         """Releases handed to a waiter that stopped waiting before carrying them."""
         if self._wake.hand(ids):
             return
-        urgent = self._doorbell is not None and self._doorbell.others_waiting()
+        urgent = self._others_wait()
         for i in ids:
             self._releases.put(i, urgent=urgent)
 

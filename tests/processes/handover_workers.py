@@ -8,13 +8,14 @@ counters (``Wake.woken`` / ``Wake.timed_out``) say which cause ended each of its
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from cross_instance import acquire, hostinfo
+from cross_instance import acquire, hostinfo, releases
 from cross_instance.runtime import Runtime
 from tests.helpers_runtime import make_config
 
@@ -22,6 +23,10 @@ NEVER_S = 1000.0
 
 
 def _start(state: str, name: str, cfg: dict[str, Any]) -> Runtime:
+    host = cfg.get("host")
+    if host is not None:  # look like a process on another host (before anything reads it)
+        os.environ["PI_XI_HOSTNAME"] = host
+    cfg = {k: v for k, v in cfg.items() if k != "host"}
     return Runtime.start(cwd=Path(state).parent, config=make_config(Path(state), **cfg),
                          instance_id=name)
 
@@ -30,6 +35,15 @@ def _count(rt: Runtime, cause: str) -> int:
     """How many of this runtime's slot sleeps ended by ``cause`` ("woken" by a release, or
     "timed_out": the poll); -1 where the runtime does not count them."""
     return int(getattr(rt._wake, cause, -1))
+
+
+def _causes(rt: Runtime) -> dict[str, int]:
+    """Which cause ended this runtime's slot sleeps, and what brought the wake-ups: rings of
+    this host's doorbells, and announcements received from the store (Redis)."""
+    bell, freed = rt._doorbell, rt._freed
+    return {"woken": _count(rt, "woken"), "polls": _count(rt, "timed_out"),
+            "rings": -1 if bell is None else bell.rings_received,
+            "announced": -1 if freed is None else freed.received}
 
 
 def _no_poll() -> None:
@@ -64,11 +78,15 @@ def hold(state: str, name: str, cfg: dict[str, Any], api: str, go: Any, out: Any
 
 
 def wait_for_slot(state: str, name: str, cfg: dict[str, Any], api: str, no_poll: bool,
-                  hold_s: float, out: Any) -> None:
+                  hold_s: float, out: Any, stay: Any = None) -> None:
     """Wait for the permit (``no_poll``: only a release can wake this waiter in time), hold
-    it ``hold_s``, release it; report grant and release times and the wake-up counts."""
+    it ``hold_s``, release it; report grant and release times and the wake-up counts. With
+    ``stay`` (an event), releases are never sent by the flusher (only at once, when the
+    runtime sees someone waits) and the runtime stays up while ``stay`` is set."""
     if no_poll:
         _no_poll()
+    if stay is not None:
+        releases.DELAY_S = NEVER_S
     with _start(state, name, cfg) as rt:
         if api == "sync":
             p = rt.permit("p", timeout=300)
@@ -88,9 +106,10 @@ def wait_for_slot(state: str, name: str, cfg: dict[str, Any], api: str, no_poll:
 
             granted, released = asyncio.run(run())
         out.put(("granted", name, {"granted": granted, "released": released,
-                                   "woken": _count(rt, "woken"),
-                                   "polls": _count(rt, "timed_out")}))
+                                   **_causes(rt)}))
         time.sleep(0.5)  # the release is sent before the runtime goes
+        while stay is not None and stay.is_set():
+            time.sleep(0.05)
 
 
 def crowd(state: str, name: str, cfg: dict[str, Any], api: str, callers: int, rounds: int,

@@ -206,3 +206,35 @@ def test_the_cap_holds_while_releases_wake_waiters_across_processes(tmp_path, st
         most = max(most, held)
     assert most <= cap
     assert sum(woken for _, _, woken in results) > 0  # releases did wake waiters
+
+
+@pytest.mark.parametrize("api", ["sync", "async"])
+def test_a_release_wakes_a_waiter_on_another_host_through_redis(tmp_path, api):
+    """Three processes on the shared Redis, two "hosts" (``PI_XI_HOSTNAME``: the doorbells
+    of one cannot reach the other). The middle one never sends a release by its flusher
+    (only at once, because the store's answer said somebody queues), and the waiter on the
+    other host never polls in time: its grant came through the store's announcement."""
+    from tests.conftest import redis_prefix
+
+    with redis_prefix("pi-hosts") as url, scene(tmp_path, {"store": url}) as s:
+        alpha, beta = {**s.cfg, "host": "alpha-test"}, {**s.cfg, "host": "beta-test"}
+        stay = CTX.Event()
+        stay.set()
+        s.start(hw.hold, "holder", alpha, api, s.go, s.out)
+        s.expect("held", "holder")
+        s.start(hw.wait_for_slot, "next", alpha, api, True, 0.1, s.out, stay)
+        _eventually(lambda: s.queued() == 1, "the waiter on the same host queued")
+        s.start(hw.wait_for_slot, "far", beta, api, True, 0.0, s.out)
+        _eventually(lambda: s.queued() == 2, "the waiter on the other host queued")
+        assert s.store is not None
+        hosts = {r.instance_id: r.domain.host for r in s.store.list_instances()}
+        assert hosts == {"holder": "alpha-test", "next": "alpha-test", "far": "beta-test"}
+        s.go.set()
+        near = s.expect("granted", "next")
+        far = s.expect("granted", "far")
+        stay.clear()
+        assert far["granted"] >= near["released"]  # one at a time, first come first served
+        assert near["polls"] == 0 and far["polls"] == 0, (near, far)
+        assert far["woken"] >= 1
+        assert far["rings"] == 0  # no doorbell of its host rang: nothing released there
+        assert far["announced"] >= 1  # the store's announcement woke it

@@ -5,6 +5,7 @@ smallest ACL the README documents runs a real round trip, with functions and wit
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,8 @@ from tests.redis.private_server import private_redis
 README = (Path(__file__).parents[2] / "README.md").read_text()
 # the ACL documented in the README (section "The Redis store"), checked to be there, and the
 # two halves of it that suffice with functions alone or with scripts alone
-DATA = ("resetkeys ~pi:* resetchannels -@all +@read +@write -@dangerous -function|delete "
-        "-function|flush -function|restore +time +info +ping")
+DATA = ("resetkeys ~pi:* resetchannels &pi:* -@all +@read +@write -@dangerous -function|delete "
+        "-function|flush -function|restore +time +info +ping +publish +subscribe")
 ACL_FUNCTIONS = f"{DATA} +fcall +function|list"
 ACL_SCRIPTS = f"{DATA} +evalsha +script|load"
 ACL_BOTH = f"{DATA} +fcall +function|list +evalsha +script|load"
@@ -48,6 +49,7 @@ def _round_trip(tmp: Path, url: str) -> tuple[bool, list[str]]:
         assert [i["instanceId"] for i in rt.status()["instances"]] == ["managed-1"]
         store = rt.store
         assert isinstance(store, RedisStore)
+        assert rt._freed is not None and rt._freed.refused is None  # announcements allowed
         return store._lane.library is not None, list(store.warnings)
 
 
@@ -131,3 +133,34 @@ def test_a_policy_that_cannot_be_read_is_refused(tmp_path):
         text = str(err.value)
         assert "eviction policy" in text and "+info" in text and "+config|get" in text
         assert "s3cret" not in text and re.search(r"agent:\*\*\*@", text)
+
+
+def test_without_the_channel_waiters_poll_and_the_start_says_so(tmp_path):
+    """An account without the channel rules: no announcement is published or received (the
+    Lua step's PUBLISH is refused quietly, the release still happens), the start-up log says
+    what to allow, and a waiter still gets its slot."""
+    import threading
+
+    rules = ACL_BOTH.replace(" &pi:*", "").replace(" +publish +subscribe", "")
+    with private_redis(tmp_path) as port:
+        url = _user(port, rules)
+        cfg = make_config(tmp_path / "state", timeout_ms=30_000, store=url, total=1)
+        with Runtime.start(cwd=tmp_path, config=cfg, instance_id="managed-1") as rt:
+            assert rt._freed is not None and rt._freed.refused is not None
+            assert "+publish +subscribe" in rt._freed.refused
+            assert not rt._announced()
+            held = rt.permit("p")
+            got: list[object] = []
+            waiter = threading.Thread(target=lambda: got.append(rt.permit("p", timeout=60)))
+            waiter.start()
+            end = time.monotonic() + 60
+            while rt._wake.waiting == 0:  # the waiter queued
+                assert time.monotonic() < end
+                time.sleep(0.01)
+            held.release()
+            waiter.join(60)
+            assert len(got) == 1
+            got[0].release()  # type: ignore[attr-defined]
+            assert rt._freed.received == 0
+        log = (tmp_path / ".pi" / "logs" / "coordinator.log").read_text()
+        assert "refuses PUBLISH or SUBSCRIBE" in log and "s3cret" not in log

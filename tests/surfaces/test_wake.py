@@ -207,3 +207,34 @@ def test_a_release_handed_to_a_waiter_that_gives_up_is_still_sent(tmp_path: Path
         assert rt._wake.waiting == 0
         rt.status()  # sends what is queued
         assert rt.store.snapshot().permits == ()
+
+
+def test_one_waiter_of_a_process_looks_for_dead_holders_per_period(tmp_path: Path, monkeypatch):
+    """Each wait used to reap when it first blocked: under load a second store transaction
+    on nearly every permit. Now the waiters of a process share the period."""
+    from cross_instance import acquire
+    from cross_instance.acquire import AcquireLoop, Call
+    from cross_instance.runtime import Runtime
+    from tests.helpers_runtime import make_config
+
+    monkeypatch.setattr(acquire, "REAP_EVERY_S", 1000.0)  # one period spans the test
+    cfg = make_config(tmp_path / "state", total=1, timeout_ms=60_000)
+    with Runtime.start(cwd=tmp_path, config=cfg, instance_id="a") as rt:
+        store = rt.store
+        assert store is not None
+        held = rt.permit("p")
+        request = rt._cached_plan("p", None, None).request
+        reaps = 0
+        for _ in range(3):
+            loop = AcquireLoop(store, request, 60, wake=rt._wake)
+            steps = loop.steps()
+            step = next(steps)
+            while isinstance(step, Call):  # until the wait would sleep
+                reaps += step.fn == store.reap
+                step = steps.send(step.fn(*step.args))
+            steps.close()
+            leave = loop.abandon()
+            if leave is not None:
+                leave.fn(*leave.args)
+        held.release()
+    assert reaps == 1

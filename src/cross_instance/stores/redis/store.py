@@ -54,6 +54,7 @@ from cross_instance.errors import (
 )
 from cross_instance.stores import base
 from cross_instance.stores.permit_ids import new_permit_id, new_ticket
+from cross_instance.stores.redis.freed import FreedChannel
 from cross_instance.stores.redis.lane import ScriptLane
 from cross_instance.stores.redis.connection import (
     RedisLocation,
@@ -65,6 +66,7 @@ from cross_instance.stores.redis.connection import (
 )
 
 _GRANTED = struct.Struct("<5q")  # a granted permit's reply (admit.lua's granted_reply)
+_QUEUED = struct.Struct("<q")  # after it, from the full path: the queue's length
 _OPERATIONS = ("register", "heartbeat", "unregister", "reap", "active_model",
                "list_instances", "record_event", "claim_workflow", "release_workflow",
                "workflow_state", "lock_ops", "permit_ops", "declare_empty")
@@ -148,6 +150,16 @@ class RedisStore:
         # the kind of each permit this store granted and nobody freed yet: the scripts free a
         # permit of a known kind without reading it first
         self._kinds: dict[int, str] = {}
+        # the permit queue's length (every host) in the last grant or release reply: while it
+        # is not 0 a release is sent at once (``Runtime``), since someone may wait for it
+        self.queued = 0
+
+    def freed_channel(self, instance_id: str, on_freed: Callable[[int], object],
+                      on_subscribed: Callable[[], object]) -> FreedChannel:
+        """The announcements of freed slots (published by the operations that free them while
+        anyone waits) for ``instance_id``'s waiters, on every host (``freed``)."""
+        return FreedChannel(self.client, f"{self.prefix}freed", instance_id, on_freed,
+                            on_subscribed, self.location.where)
 
     # --- plumbing ---------------------------------------------------------------------------
     def now_ns(self) -> int:
@@ -311,7 +323,10 @@ class RedisStore:
             raise
         if type(result) is bytes:  # granted (admit.lua's granted_reply)
             self._kinds[permit_id] = _kind(request)
-            now_us, win, cur, prev, limit = _GRANTED.unpack(result)
+            # the uncontended path grants only while nobody waits; the full one says
+            self.queued = (_QUEUED.unpack_from(result, _GRANTED.size)[0]
+                           if len(result) > _GRANTED.size else 0)
+            now_us, win, cur, prev, limit = _GRANTED.unpack_from(result)
             now_ns = now_us * 1000
             return Granted(permit_id, now_ns, windowed(win, cur, prev, now_ns), limit)
         kind = _text(result[0])
@@ -343,7 +358,9 @@ class RedisStore:
         self._permits("cancel", {"ticket": str(ticket)})  # as text: Lua numbers have 53 bits
 
     def release(self, instance_id: str, permit_ids: Sequence[int]) -> int:
-        return int(self._run("permit_ops", "release", instance_id, *self._to_free(permit_ids)))
+        freed, self.queued = self._run("permit_ops", "release", instance_id,
+                                       *self._to_free(permit_ids))
+        return int(freed)
 
     def _to_free(self, permit_ids: Sequence[int]) -> list[str | int]:
         """Permits to free as ``free_permits`` in slots.lua reads them: grouped by kind ("" for

@@ -120,17 +120,28 @@ local function arbitrate(me, waiters, cap, now)
   local ahead = 0
   if #waiters > 0 then
     local m_over, m_ticket = queue_key(me, cap.holders)
-    local order = {}
-    for i, w in ipairs(waiters) do order[i] = w end
-    table.sort(order, function(a, b)
-      local ao, at = queue_key(a, cap.holders)
-      local bo, bt = queue_key(b, cap.holders)
-      return before(ao, at, bo, bt)
-    end)
-    for _, w in ipairs(order) do
+    -- each waiter's key once; waiters given in ticket order (as permit_ops reads the queue)
+    -- are put in order by moving those over their share behind, keeping the rest as they
+    -- are (the same order a stable sort gives, in one pass: a sort with the key computed in
+    -- each comparison cost most of a decision over a long queue)
+    local keyed, in_order = {}, true
+    for i, w in ipairs(waiters) do
+      local o, t = queue_key(w, cap.holders)
+      keyed[i] = {w, o, t}
+      if i > 1 and keyed[i - 1][3] > t then in_order = false end
+    end
+    local order = keyed
+    if in_order then
+      order = {}
+      for _, k in ipairs(keyed) do if k[2] == 0 then order[#order + 1] = k end end
+      for _, k in ipairs(keyed) do if k[2] ~= 0 then order[#order + 1] = k end end
+    else
+      table.sort(order, function(a, b) return before(a[2], a[3], b[2], b[3]) end)
+    end
+    for _, k in ipairs(order) do
+      local w = k[1]
       if not (me.ticket ~= nil and w.ticket == me.ticket) then
-        local w_over, w_ticket = queue_key(w, cap.holders)
-        if not before(w_over, w_ticket, m_over, m_ticket) then break end
+        if not before(k[2], k[3], m_over, m_ticket) then break end
         visit(l, w)
         ahead = ahead + 1
       end

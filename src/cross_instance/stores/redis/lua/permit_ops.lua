@@ -9,8 +9,9 @@ local P, now, op = ARGV[1], clock(ARGV[2]), ARGV[3]
 if op == "acquire" and ARGV[5] == "" then
   local granted = acquire_at_once(P, now)
   if granted then return granted end
-elseif op == "release" then
-  return (free_permits(P, ARGV[4], 5, nil))
+elseif op == "release" then  -- {freed, the queue's length}
+  local freed = free_permits(P, ARGV[4], 5, nil)
+  return {freed, announce(P, freed, ARGV[4])}
 end
 
 -- then needs: restart json arbiter adaptive permits registry
@@ -85,35 +86,7 @@ elseif op == "acquire" then
     end
     mine[i] = {b, spec, tat}
   end
-  free_permits(P, req.instance, free_at, nil)
-  -- the live queue (silent waiters leave it)
-  local waiters, keyset = {}, {}
-  for _, r in ipairs(req.rates) do keyset[r[1]] = true end
-  -- this wait's place in the queue (its score); nil: not queued yet, or its place was given
-  -- up (it was away too long): it queues again at the back
-  local place = nil
-  local queue = redis.call("ZRANGE", P .. "waiters", 0, -1, "WITHSCORES")
-  for k = 1, #queue, 2 do
-    local t, order = queue[k], tonumber(queue[k + 1])
-    local w = redis.call("HMGET", P .. "w:" .. t, "instance", "rates", "slots", "seen")
-    if tonumber(w[4]) < now - waiter_ttl and t ~= ticket then
-      drop_waiter(P, t)
-    else
-      local rates = cjson.decode(w[2])
-      for _, r in ipairs(rates) do keyset[r[1]] = true end
-      waiters[#waiters + 1] = {instance_id = w[1], rates = rates, slots = cjson.decode(w[3]),
-                               ticket = order}
-      if t == ticket then place = order end
-    end
-  end
-  local specs, tats = {}, {}
-  for i, r in ipairs(req.rates) do specs[r[1]], tats[r[1]] = mine[i][2], mine[i][3] end
-  for key in pairs(keyset) do  -- the waiters' other buckets
-    if specs[key] == nil then
-      local b, spec, tat = bucket_now(key, req.reports)
-      if b then specs[key], tats[key] = spec, tat end
-    end
-  end
+  local freed = free_permits(P, req.instance, free_at, nil)
   local limit, used, reserving, grace = {}, {}, 0, nil
   local gate = redis.call("HGETALL", P .. "gate")
   for i = 1, #gate, 2 do
@@ -124,22 +97,67 @@ elseif op == "acquire" then
     elseif field == "reserving" then reserving = n
     elseif field == "grace" then grace = grace_until(P, now, n) end
   end
-  local instances, held = {}, {}
-  for _, id in ipairs(redis.call("SMEMBERS", P .. "ids")) do
-    local v = redis.call("HMGET", P .. "i:" .. id, "reserved", "priority")
-    if v[1] then
-      instances[#instances + 1] = {id, tonumber(v[1]), tonumber(v[2])}
-      held[id] = redis.call("HLEN", P .. "pm:" .. id)
-    end
-  end
   local holders = {}
-  if #waiters > 0 or reserving > 0 then
+  if reserving > 0 or redis.call("ZCARD", P .. "waiters") > 0 then
+    local instances, held, priorities = {}, {}, {}
+    for _, id in ipairs(redis.call("SMEMBERS", P .. "ids")) do
+      local v = redis.call("HMGET", P .. "i:" .. id, "reserved", "priority")
+      if v[1] then
+        instances[#instances + 1] = {id, tonumber(v[1]), tonumber(v[2])}
+        priorities[#priorities + 1] = tonumber(v[2])
+        held[id] = redis.call("HLEN", P .. "pm:" .. id)
+      end
+    end
     local total = limit[GLOBAL_GROUP] or BIG
-    local priorities = {}
-    for i, inst in ipairs(instances) do priorities[i] = inst[3] end
     for _, inst in ipairs(instances) do
       holders[inst[1]] = {used = held[inst[1]], reserved = inst[2],
                           share = weighted_share(total, inst[3], priorities)}
+    end
+  end
+  -- this wait's place in the queue (its score); nil: not queued yet, or its place was given
+  -- up (it was away too long): it queues again at the back
+  local place = tonumber(redis.call("ZSCORE", P .. "waiters", ticket))
+  -- the live queue (silent waiters leave it). A queued wait within its instance's share
+  -- yields only to earlier places (arbiter.lua's order), so only those are read: the rest of
+  -- a long queue cannot change its answer.
+  local me_holder = holders[req.instance]
+  local queue
+  if place ~= nil and me_holder ~= nil and me_holder.used < me_holder.share then
+    queue = redis.call("ZRANGEBYSCORE", P .. "waiters", "-inf", "(" .. place, "WITHSCORES")
+  else
+    queue = redis.call("ZRANGE", P .. "waiters", 0, -1, "WITHSCORES")
+  end
+  local waiters, keyset = {}, {}
+  for _, r in ipairs(req.rates) do keyset[r[1]] = true end
+  local decoded = {}  -- a long queue repeats a few request shapes: each decoded once here
+  local function decode(text)
+    local v = decoded[text]
+    if v == nil then
+      v = cjson.decode(text)
+      decoded[text] = v
+    end
+    return v
+  end
+  for k = 1, #queue, 2 do
+    local t, order = queue[k], tonumber(queue[k + 1])
+    if t ~= ticket then
+      local w = redis.call("HMGET", P .. "w:" .. t, "instance", "rates", "slots", "seen")
+      if tonumber(w[4]) < now - waiter_ttl then
+        drop_waiter(P, t)
+      else
+        local rates = decode(w[2])
+        for _, r in ipairs(rates) do keyset[r[1]] = true end
+        waiters[#waiters + 1] = {instance_id = w[1], rates = rates, slots = decode(w[3]),
+                                 ticket = order}
+      end
+    end
+  end
+  local specs, tats = {}, {}
+  for i, r in ipairs(req.rates) do specs[r[1]], tats[r[1]] = mine[i][2], mine[i][3] end
+  for key in pairs(keyset) do  -- the waiters' other buckets
+    if specs[key] == nil then
+      local b, spec, tat = bucket_now(key, req.reports)
+      if b then specs[key], tats[key] = spec, tat end
     end
   end
   local me = {instance_id = req.instance, rates = req.rates, slots = req.slots, ticket = place}
@@ -160,6 +178,8 @@ elseif op == "acquire" then
   if granted then
     if place ~= nil then drop_waiter(P, ticket) end
     sync_waiting()
+    -- the slots freed here that this grant did not take, and the queue's length after it
+    local queued = announce(P, freed - 1, req.instance)
     add_permit(P, req.instance, permit_id, now, req.record, req.kind)
     local reply
     for i, r in ipairs(req.rates) do
@@ -167,8 +187,9 @@ elseif op == "acquire" then
       local win, cur, prev = spend(P, now, r[1], r[2], spec.t, tat, bucket_numbers(b))
       if i == 1 then reply = granted_reply(now, win, cur, prev, b.per_minute) end
     end
-    return reply
+    return reply .. struct.pack("<i8", queued)
   end
+  announce(P, freed, req.instance)
   if ARGV[6] ~= "1" then
     sync_waiting()
     return {"none"}

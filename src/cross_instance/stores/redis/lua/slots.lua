@@ -81,3 +81,17 @@ local function free_permits(P, instance, at, keep)
   end
   return freed, kept, at + 1
 end
+
+-- Slots came free: while anybody waits (on any host), tell the processes that wait. Each
+-- subscribes to P.."freed" while it has slot waiters (stores/redis/freed.py) and wakes its
+-- earliest; the message is "n instance", so the releasing instance, which wakes its own
+-- waiters itself, skips it. An account that may not publish costs the waiters their safety
+-- poll, never the release (pcall). Returns the queue's length (the client sends its next
+-- release at once while it is not 0).
+local function announce(P, n, instance)
+  local waiting = redis.call("ZCARD", P .. "waiters")
+  if n > 0 and waiting > 0 then
+    redis.pcall("PUBLISH", P .. "freed", n .. " " .. instance)
+  end
+  return waiting
+end
