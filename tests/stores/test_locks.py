@@ -28,6 +28,10 @@ def test_one_holder_tokens_grow_forged_release_changes_nothing(store):
     assert store.list_locks() == []
     nxt = store.acquire_lock("res", "b", 5 * SEC, None, False)
     assert nxt.token == lock.token + 1 and nxt.lock_id != lock.lock_id
+    # sent again only after a waiter took the lock (a woken waiter is quick): still the same
+    # answer, and the new holder keeps it
+    assert store.release_lock("res", lock.lock_id)
+    assert [x.lock_id for x in store.list_locks()] == [nxt.lock_id]
 
 
 def test_expiry_hands_over_and_the_stale_holder_can_do_nothing(store, clock):

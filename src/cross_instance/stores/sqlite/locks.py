@@ -14,6 +14,7 @@ from cross_instance.stores.permit_ids import new_ticket
 from cross_instance.stores.sqlite import registry
 from cross_instance.stores.sqlite.ownership import floor, owner_of
 
+RELEASES_KEPT = 1000
 _COLUMNS = ("resource, lock_id, holder, token, acquired_ns, expires_ns, acquired_wall_ms, "
             "expires_wall_ms")
 
@@ -110,12 +111,16 @@ def renew(conn: sqlite3.Connection, now: int, resource: str, lock_id: str,
 
 def release(conn: sqlite3.Connection, resource: str, lock_id: str) -> bool:
     """Free the lock if ``lock_id`` holds it; a forged or stale id changes nothing. The
-    release that freed it, sent again, gets the same answer (True)."""
-    if conn.execute("UPDATE locks SET holder=NULL, lock_id=NULL, wait=NULL, released=? WHERE "
-                    "resource=? AND lock_id=?", (lock_id, resource, lock_id)).rowcount > 0:
+    release that freed it, sent again, gets the same answer (True), also once a waiter holds
+    the lock: the last ``RELEASES_KEPT`` such ids are kept (Redis keeps them a minute)."""
+    if conn.execute("UPDATE locks SET holder=NULL, lock_id=NULL, wait=NULL WHERE "
+                    "resource=? AND lock_id=?", (resource, lock_id)).rowcount > 0:
+        seq = conn.execute("INSERT OR IGNORE INTO released_locks(lock_id) VALUES(?)",
+                           (lock_id,)).lastrowid or 0
+        conn.execute("DELETE FROM released_locks WHERE seq <= ?", (seq - RELEASES_KEPT,))
         return True
-    row = conn.execute("SELECT released FROM locks WHERE resource=?", (resource,)).fetchone()
-    return row is not None and row[0] == lock_id
+    return conn.execute("SELECT 1 FROM released_locks WHERE lock_id=?",
+                        (lock_id,)).fetchone() is not None
 
 
 def held(conn: sqlite3.Connection) -> list[LockRecord]:

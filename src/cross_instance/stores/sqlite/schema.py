@@ -98,13 +98,15 @@ MIGRATIONS: tuple[str, ...] = (
     # v6: a wait is known by the id its caller chose (``wait``, sent with every attempt), so
     # an attempt sent twice queues once; ``ticket`` stays the place in the queue. A lock
     # remembers the wait it was granted to, so that wait asking again gets the same grant, and
-    # the lock id whose release freed it, so that release sent again gets the same answer.
+    # the lock ids whose release freed a lock (the last thousand), so that a release sent again
+    # gets the same answer, even once a waiter holds the lock.
     """
     ALTER TABLE waiters ADD COLUMN wait INTEGER;
     CREATE UNIQUE INDEX waiters_wait ON waiters(wait);
     ALTER TABLE lock_waiters ADD COLUMN wait INTEGER;
     CREATE UNIQUE INDEX lock_waiters_wait ON lock_waiters(wait);
     ALTER TABLE locks ADD COLUMN wait INTEGER;
-    ALTER TABLE locks ADD COLUMN released TEXT;
+    CREATE TABLE released_locks(
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, lock_id TEXT NOT NULL UNIQUE);
     """,
 )

@@ -41,7 +41,7 @@ if op == "acquire" then
                expires_wall = wall + math.floor(ttl / 1000)}
     redis.call("HSET", P .. "lock:" .. res, "lock_id", l.lock_id, "holder", cid, "token",
       l.token, "acquired", l.acquired, "expires", l.expires, "acquired_wall", l.acquired_wall,
-      "expires_wall", l.expires_wall, "wait", ticket, "released", "")
+      "expires_wall", l.expires_wall, "wait", ticket)
     redis.call("SADD", P .. "locks", res)
     redis.call("SADD", P .. "hl:" .. cid, res)
     drop_lock_waiter(P, ticket)
@@ -69,10 +69,10 @@ elseif op == "renew" then
 elseif op == "release" then
   local l = load_lock(P, ARGV[4])
   if l == nil or l.lock_id ~= ARGV[5] then  -- sent again after it freed the lock (its reply
-    return redis.call("HGET", P .. "lock:" .. ARGV[4], "released") == ARGV[5] and 1 or 0
-  end  -- lost): the same answer
+    return redis.call("EXISTS", P .. "lr:" .. ARGV[5])  -- lost): the same answer, even if a
+  end  -- waiter has been granted the lock (or released it) since
   free_lock(P, l.res, l.holder, l.token, "", false)
-  redis.call("HSET", P .. "lock:" .. ARGV[4], "released", ARGV[5])
+  redis.call("SET", P .. "lr:" .. ARGV[5], "1", "PX", RELEASED_KEPT_MS)
   return 1
 elseif op == "cancel" then
   drop_lock_waiter(P, ARGV[4])

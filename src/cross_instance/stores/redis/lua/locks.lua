@@ -4,8 +4,12 @@
 -- callers' ids for their waits, scored by arrival: P.."lockseq"), P.."lqt" ticket -> JSON
 -- [res, instance] (never a separator: a name may hold any character), P.."lqseen" ticket ->
 -- last seen (µs), P.."lw:"..id tickets an instance waits with. The lock hash's "wait" is the
--- ticket of the wait it was granted to, "released" the lock id whose release freed it last. Every key family ends in ":" and no fixed key starts
+-- ticket of the wait it was granted to. P.."lr:"..lock_id marks a lock id whose release freed
+-- its lock, for a minute: a release sent again after its reply was lost answers as the first
+-- did, even once a waiter holds the lock. Every key family ends in ":" and no fixed key starts
 -- with one, so names that hold ":" (or anything else) never reach another family's key.
+
+local RELEASED_KEPT_MS = 60000
 
 local LOCK_FIELDS = {"lock_id", "holder", "token", "acquired", "expires", "acquired_wall",
                      "expires_wall", "wait"}
