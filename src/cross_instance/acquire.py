@@ -298,16 +298,7 @@ class Wake:
             return
         signalled = False
         try:
-            end = time.monotonic() + seconds
-            while True:
-                if cancel is not None and cancel.is_set():
-                    raise Cancelled("permit wait cancelled")
-                left = end - time.monotonic()
-                if left <= 0:
-                    break
-                if event.wait(min(left, CANCEL_POLL_S) if cancel is not None else left):
-                    signalled = True
-                    break
+            signalled = _cancellable(event.wait, seconds, cancel)
         finally:
             self._wake_up(waiter, signalled)
 
@@ -385,14 +376,27 @@ def run_sync(loop: Loop[T], wake: Wake | None = None,
 
 
 def _sleep(seconds: float, cancel: threading.Event | None) -> None:
+    _cancellable(_nap, seconds, cancel)
+
+
+def _nap(seconds: float) -> bool:
+    time.sleep(seconds)
+    return False  # nothing wakes a plain sleep
+
+
+def _cancellable(wait: Callable[[float], bool], seconds: float,
+                 cancel: threading.Event | None) -> bool:
+    """``wait`` (True when woken) for up to ``seconds`` in all, looking at ``cancel`` every
+    ``CANCEL_POLL_S`` (``Cancelled`` when set): True when woken, False when the time ran out."""
     end = time.monotonic() + seconds
     while True:
         if cancel is not None and cancel.is_set():
             raise Cancelled("permit wait cancelled")
         left = end - time.monotonic()
         if left <= 0:
-            return
-        time.sleep(min(left, CANCEL_POLL_S) if cancel is not None else left)
+            return False
+        if wait(min(left, CANCEL_POLL_S) if cancel is not None else left):
+            return True
 
 
 async def answer(call: Callable[..., Any], fn: Callable[..., Any], args: tuple[Any, ...],
