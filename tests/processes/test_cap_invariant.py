@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cross_instance.stores.sqlite.store import SqliteStore
+from tests.checkers import most_at_once
 from tests.processes import cap_workers as cw
 
 CTX = multiprocessing.get_context("spawn")
@@ -95,15 +96,6 @@ class Auditor:
             self._store.close()
 
 
-def _most_at_once(spans: list[tuple[int, int]]) -> int:
-    events = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans])
-    held = most = 0
-    for _, step in events:
-        held += step
-        most = max(most, held)
-    return most
-
-
 def test_the_cap_is_never_exceeded_and_the_store_counts_what_is_held(tmp_path, store_cfg):
     state = tmp_path / "state"
     cfg = {**CFG, **store_cfg}
@@ -144,7 +136,7 @@ def test_the_cap_is_never_exceeded_and_the_store_counts_what_is_held(tmp_path, s
         assert auditor.problems == [], auditor.problems[:5]
         assert auditor.reads > 20
         assert len(spans) > 50
-        assert _most_at_once(spans) <= CAP
+        assert most_at_once(spans) <= CAP
         assert left == (0, 0, 0)  # (counter, held, queued): nothing leaked
     finally:
         close.set()

@@ -25,6 +25,7 @@ import pytest
 from cross_instance.stores import open_store
 from cross_instance.stores.base import Store
 from cross_instance.stores.sqlite.store import SqliteStore
+from tests.checkers import most_at_once
 from tests.processes import handover_workers as hw
 
 CTX = multiprocessing.get_context("spawn")
@@ -198,13 +199,7 @@ def test_the_cap_holds_while_releases_wake_waiters_across_processes(tmp_path, st
                                       for i in range(3)])
     spans = [span for _, ss, _ in results for span in ss]
     assert len(spans) == 3 * 6 * 8
-    events = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans],
-                    key=lambda e: (e[0], e[1]))
-    held = most = 0
-    for _, step in events:
-        held += step
-        most = max(most, held)
-    assert most <= cap
+    assert most_at_once(spans) <= cap
     assert sum(woken for _, _, woken in results) > 0  # releases did wake waiters
 
 

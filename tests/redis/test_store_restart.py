@@ -19,6 +19,7 @@ from cross_instance.core.records import Granted, PermitRequest, PermitState, Wai
 from cross_instance.errors import StaleEpochError
 from cross_instance.runtime import Runtime
 from cross_instance.stores.redis.store import RedisStore
+from tests.checkers import most_at_once
 from tests.conftest import record
 from tests.helpers_runtime import make_config
 from tests.processes.spawn import CTX
@@ -35,16 +36,6 @@ def restart(server, how: str) -> None:
     else:
         server.shutdown_nosave()
     server.start()
-
-
-def most_at_once(spans: list[tuple[int, int]]) -> int:
-    """The sweep line: the most spans open at one instant (an end before a start at a tie)."""
-    events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
-    n = most = 0
-    for _, d in events:
-        n += d
-        most = max(most, n)
-    return most
 
 
 def until(check, seconds: float = 30.0, what: str = "") -> None:
