@@ -142,8 +142,9 @@ def test_waiters_in_other_processes_are_served_first_come_first_served(tmp_path,
 
 
 def test_a_lost_ring_costs_a_poll_never_the_grant(tmp_path, store_cfg):
-    """The waiter's doorbell is taken away while it waits: the release cannot reach it, and
-    its ordinary poll still finds the slot."""
+    """The waiter's doorbell is taken away while it waits: the ring cannot reach it, and its
+    ordinary poll still finds the slot (on Redis the store's announcement of the freed slot,
+    which needs no doorbell, may come first)."""
     from cross_instance import handover
 
     with scene(tmp_path, store_cfg) as s:
@@ -160,7 +161,11 @@ def test_a_lost_ring_costs_a_poll_never_the_grant(tmp_path, store_cfg):
             os.unlink(bells / name)
         s.go.set()
         got = s.expect("granted", "waiter")
-        assert got["polls"] >= 1
+        assert got["rings"] <= 0  # no doorbell reached it
+        if store_cfg.get("store"):  # Redis: the store's announcement may wake it instead
+            assert got["polls"] >= 1 or got["announced"] >= 1, got
+        else:
+            assert got["polls"] >= 1, got
 
 
 def test_a_killed_waiter_leaves_no_doorbell_that_breaks_the_others(tmp_path, store_cfg):
