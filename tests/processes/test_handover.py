@@ -69,6 +69,19 @@ class Scene:
         self.procs.append(p)
         return p
 
+    def hold(self, api: str, cfg: dict[str, Any] | None = None) -> None:
+        """A process takes the only slot and holds it until ``go``."""
+        self.start(hw.hold, "holder", self.cfg if cfg is None else cfg, api, self.go, self.out)
+        self.expect("held", "holder")
+
+    def bells(self) -> Path:
+        """This store's doorbell directory on this host."""
+        from cross_instance import handover
+
+        self.queued()  # opens the store
+        assert self.store is not None
+        return handover.directory_for(self.store)
+
     def queued(self) -> int:
         if self.store is None:
             self.store = _store(self.state, self.cfg)
@@ -111,8 +124,7 @@ def scene(tmp_path: Path, store_cfg: dict[str, Any]) -> Iterator[Scene]:
 @pytest.mark.parametrize("api", ["sync", "async"])
 def test_a_release_wakes_a_waiter_in_another_process_at_once(tmp_path, store_cfg, api):
     with scene(tmp_path, store_cfg) as s:
-        s.start(hw.hold, "holder", s.cfg, api, s.go, s.out)
-        s.expect("held", "holder")
+        s.hold(api)
         s.start(hw.wait_for_slot, "waiter", s.cfg, api, True, 0.0, s.out)
         _eventually(lambda: s.queued() == 1, "the waiter queued")
         s.go.set()
@@ -127,8 +139,7 @@ def test_a_release_wakes_a_waiter_in_another_process_at_once(tmp_path, store_cfg
 def test_waiters_in_other_processes_are_served_first_come_first_served(tmp_path, store_cfg,
                                                                         api):
     with scene(tmp_path, store_cfg) as s:
-        s.start(hw.hold, "holder", s.cfg, api, s.go, s.out)
-        s.expect("held", "holder")
+        s.hold(api)
         for i, name in enumerate(("first", "second", "third")):
             s.start(hw.wait_for_slot, name, s.cfg, api, True, 0.2, s.out)
             _eventually(lambda i=i: s.queued() == i + 1, f"{name} queued")
@@ -148,11 +159,8 @@ def test_a_lost_ring_costs_a_poll_never_the_grant(tmp_path, store_cfg):
     from cross_instance import handover
 
     with scene(tmp_path, store_cfg) as s:
-        s.start(hw.hold, "holder", s.cfg, "sync", s.go, s.out)
-        s.expect("held", "holder")
-        s.queued()
-        assert s.store is not None
-        bells = handover.directory_for(s.store)
+        s.hold("sync")
+        bells = s.bells()
         s.start(hw.wait_for_slot, "waiter", s.cfg, "sync", False, 0.0, s.out)
         _eventually(lambda: s.queued() == 1, "the waiter queued")
         _eventually(lambda: any(n.startswith(handover.WAITING) for n in _names(bells)),
@@ -172,11 +180,8 @@ def test_a_killed_waiter_leaves_no_doorbell_that_breaks_the_others(tmp_path, sto
     from cross_instance import handover
 
     with scene(tmp_path, store_cfg) as s:
-        s.start(hw.hold, "holder", s.cfg, "sync", s.go, s.out)
-        s.expect("held", "holder")
-        s.queued()
-        assert s.store is not None
-        bells = handover.directory_for(s.store)
+        s.hold("sync")
+        bells = s.bells()
         doomed = s.start(hw.wait_for_slot, "doomed", s.cfg, "sync", True, 0.0, s.out)
         _eventually(lambda: any(n.startswith(handover.WAITING) for n in _names(bells)),
                     "the doomed waiter's doorbell")
@@ -220,8 +225,7 @@ def test_a_release_wakes_a_waiter_on_another_host_through_redis(tmp_path, api):
         alpha, beta = {**s.cfg, "host": "alpha-test"}, {**s.cfg, "host": "beta-test"}
         stay = CTX.Event()
         stay.set()
-        s.start(hw.hold, "holder", alpha, api, s.go, s.out)
-        s.expect("held", "holder")
+        s.hold(api, alpha)
         s.start(hw.wait_for_slot, "next", alpha, api, True, 0.1, s.out, stay)
         _eventually(lambda: s.queued() == 1, "the waiter on the same host queued")
         s.start(hw.wait_for_slot, "far", beta, api, True, 0.0, s.out)
