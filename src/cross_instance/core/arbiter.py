@@ -196,10 +196,12 @@ def arbitrate(me: Need, waiters: Sequence[Need], cap: Capacity, now: int) -> Ver
     ahead = 0
     if waiters:
         mine = queue_key(me, cap.holders)
-        for w in sorted(waiters, key=lambda n: queue_key(n, cap.holders)):
+        keyed = sorted([(queue_key(w, cap.holders), i) for i, w in enumerate(waiters)])
+        for key, i in keyed:  # (key, index): a total order, and Needs are never compared
+            w = waiters[i]
             if me.ticket is not None and w.ticket == me.ticket:
                 continue
-            if queue_key(w, cap.holders) >= mine:
+            if key >= mine:
                 break
             ledger.visit(w)
             ahead += 1
