@@ -14,6 +14,7 @@ of ``handover`` bring the releases of other processes here; the poll is only a s
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 import time
 from collections.abc import Callable, Generator
@@ -22,6 +23,7 @@ from typing import Any, Protocol, TypeVar
 
 T_co = TypeVar("T_co", covariant=True)
 T = TypeVar("T")
+Submit = Callable[..., "concurrent.futures.Future[Any]"]  # fn, *args -> its outcome, later
 
 from cross_instance.core.records import Granted, PermitRequest, Waiting
 from cross_instance.errors import RateLimitExceeded
@@ -47,10 +49,14 @@ class Call:
 @dataclass(frozen=True, slots=True)
 class Sleep:
     """Wait ``seconds``; a slot waiter's sleep names its ``SlotWaiter`` and ends early when a
-    release wakes it (``Wake``)."""
+    release wakes it (``Wake``). ``then``: the store call the wait makes next; a driver may
+    start it the moment the waiter is woken, from the thread that wakes it, and send its
+    answer back in place of ``None`` (the asyncio driver does: the woken task's question is
+    on its way before its event loop has run it)."""
 
     seconds: float
     waiter: SlotWaiter | None = None
+    then: Call | None = None
 
 
 class Cancelled(Exception):
@@ -88,7 +94,8 @@ class AcquireLoop:
         self.store = store
         self.request = request
         self.deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
-        self.first = first  # the answer of an attempt already made (and its queue ticket)
+        # the answer of an attempt already made (the first, or one made on waking)
+        self.first: Granted | Waiting | None = first
         self.ticket: int | None = None if first is None else first.ticket
         self.on_wait = on_wait
         self.refresh_s = refresh_s
@@ -134,8 +141,9 @@ class AcquireLoop:
                         continue  # dead holders or waiters ahead were removed: ask again now
                 first_s, max_s = ((SAFETY_POLL_S, SAFETY_POLL_MAX_S) if self.rung
                                   else (SLOT_POLL_S, SLOT_POLL_MAX_S))
-                yield Sleep(min(max_s, first_s * (1 + result.ahead), remaining,
-                                self.refresh_s), self.waiter)
+                self.first = yield Sleep(
+                    min(max_s, first_s * (1 + result.ahead), remaining, self.refresh_s),
+                    self.waiter, Call(self.acquire, (self.request, self.ticket, self.waiter)))
             else:
                 yield Sleep(min(rate_delay, remaining, self.refresh_s))
 
@@ -280,15 +288,18 @@ class Wake:
             waiter.waker = waker
             return True
 
-    def _wake_up(self, waiter: SlotWaiter, signalled: bool) -> None:
+    def _wake_up(self, waiter: SlotWaiter, signalled: bool) -> bool:
+        """The sleep ended; whether a wake-up ended it (its waker was taken: what it started
+        may be just behind)."""
         with self._lock:
             if waiter.waker is None:
-                signalled = True  # a wake-up took it (its signal may be just behind)
+                signalled = True
             waiter.waker = None
             if signalled:
                 self.woken += 1
             else:
                 self.timed_out += 1
+        return signalled
 
     def sleep(self, waiter: SlotWaiter, seconds: float,
               cancel: threading.Event | None = None) -> None:
@@ -302,28 +313,48 @@ class Wake:
         finally:
             self._wake_up(waiter, signalled)
 
-    async def asleep(self, waiter: SlotWaiter, seconds: float) -> None:
-        """Sleep up to ``seconds`` on the running event loop, or until a release."""
+    async def asleep(self, waiter: SlotWaiter, seconds: float, then: Call | None = None,
+                     submit: Submit | None = None,
+                     call: Callable[..., Any] | None = None,
+                     settle: Callable[[Any], Call | None] | None = None) -> Any:
+        """Sleep up to ``seconds`` on the running event loop, or until a release. With
+        ``then`` and ``submit``, a release that wakes ``waiter`` starts ``then`` at once
+        (``submit`` runs it in the store's executor, from the waking thread) and its answer
+        is returned; otherwise None. A cancellation that comes while that call is on its way
+        waits for its answer and hands it to ``settle`` (the call it returns is made through
+        ``call``), as ``answer`` does."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
+        future: asyncio.Future[Any] = loop.create_future()
 
         def waker() -> None:
             try:
-                loop.call_soon_threadsafe(_resolve, future)
+                if then is not None and submit is not None:
+                    try:
+                        started = submit(then.fn, *then.args)
+                    except RuntimeError:  # the executor is shut down: just wake the task
+                        loop.call_soon_threadsafe(_resolve, future, None)
+                        return
+                    started.add_done_callback(lambda done: _call_soon(loop, _copy, done, future))
+                else:
+                    loop.call_soon_threadsafe(_resolve, future, None)
             except RuntimeError:
                 pass  # its loop is closed: nothing left to wake
 
         if not self._fall_asleep(waiter, waker):
-            return
-        signalled = False
+            return None
         try:
             await asyncio.wait((future,), timeout=seconds)
-            signalled = future.done()
-        finally:
-            self._wake_up(waiter, signalled)
-            if not future.done():
+        except asyncio.CancelledError:
+            if self._wake_up(waiter, future.done()):
+                await _undo(future, call, settle)  # a call may be on its way: undo it
+            else:
                 future.cancel()
-
+            raise
+        if not self._wake_up(waiter, future.done()):
+            future.cancel()  # no waker can run any more: nothing was started
+            return None
+        # woken: the answer of the call started for it (or None) is there or on its way
+        return await settled(future, call, settle)
 
 class SlotWaiter:
     """One wait for a slot, as ``Wake`` sees it: its place in the queue, what ends its sleep while it
@@ -343,9 +374,27 @@ def _by_place(waiter: SlotWaiter) -> int:
     return waiter.place
 
 
-def _resolve(future: asyncio.Future[None]) -> None:
+def _resolve(future: asyncio.Future[Any], value: Any) -> None:
     if not future.done():
-        future.set_result(None)
+        future.set_result(value)
+
+
+def _copy(done: concurrent.futures.Future[Any], future: asyncio.Future[Any]) -> None:
+    """Carry a store call's outcome from the executor onto the waiting task's loop."""
+    if future.done():
+        return
+    error = done.exception()
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(done.result())
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) -> None:
+    try:
+        loop.call_soon_threadsafe(fn, *args)
+    except RuntimeError:
+        pass  # the loop is closed: nobody waits for the answer
 
 
 def run_sync(loop: Loop[T], wake: Wake | None = None,
@@ -402,31 +451,47 @@ def _cancellable(wait: Callable[[float], bool], seconds: float,
 async def answer(call: Callable[..., Any], fn: Callable[..., Any], args: tuple[Any, ...],
                  settle: Callable[[Any], Call | None] | None) -> Any:
     """``await call(fn, *args)`` (a store call in an executor thread), without losing its
-    answer to a cancellation: the thread cannot be stopped, so a cancelled caller waits for
-    the answer, lets ``settle`` undo it (give a grant back; the call it returns is made
-    too), and only then is cancelled. Store calls end within the socket timeout."""
-    future = asyncio.ensure_future(call(fn, *args))  # a future stays itself: no task
+    answer to a cancellation (``settled``)."""
+    return await settled(asyncio.ensure_future(call(fn, *args)), call, settle)
+
+
+async def settled(future: asyncio.Future[Any], call: Callable[..., Any] | None,
+                  settle: Callable[[Any], Call | None] | None) -> Any:
+    """The answer of a store call already on its way (``future``). The thread that makes it
+    cannot be stopped, so a cancelled caller waits for the answer, lets ``settle`` undo it
+    (give a grant back; the call it returns is made too, through ``call``), and only then is
+    cancelled. Store calls end within the socket timeout."""
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:
-        while not future.done():
-            try:
-                await asyncio.shield(future)
-            except asyncio.CancelledError:
-                continue  # cancelled again: still wait for the answer
-            except Exception:  # noqa: BLE001 - the call failed: nothing to undo
-                break
-        if settle is not None and not future.cancelled() and future.exception() is None:
-            undo = settle(future.result())
-            if undo is not None:
-                await answer(call, undo.fn, undo.args, None)
+        await _undo(future, call, settle)
         raise
 
 
-async def run_async(loop: Loop[T], call: Callable[..., Any], wake: Wake | None = None) -> T:
+async def _undo(future: asyncio.Future[Any], call: Callable[..., Any] | None,
+                settle: Callable[[Any], Call | None] | None) -> None:
+    """For a caller that was cancelled: wait for ``future``'s answer (cancellations meanwhile
+    change nothing) and let ``settle`` undo it."""
+    while not future.done():
+        try:
+            await asyncio.shield(future)
+        except asyncio.CancelledError:
+            continue  # cancelled again: still wait for the answer
+        except Exception:  # noqa: BLE001 - the call failed: nothing to undo
+            break
+    if settle is not None and not future.cancelled() and future.exception() is None:
+        undo = settle(future.result())
+        if undo is not None and call is not None:
+            await answer(call, undo.fn, undo.args, None)
+
+
+async def run_async(loop: Loop[T], call: Callable[..., Any], wake: Wake | None = None,
+                    submit: Submit | None = None) -> T:
     """Drive ``loop`` on the event loop; store calls go through ``call`` (an executor);
-    ``wake`` as in ``run_sync``. A cancellation that comes while a store call is on the way
-    waits for its answer and hands it to the loop's ``settle`` (if it has one)."""
+    ``wake`` as in ``run_sync``; ``submit`` (the same executor, callable from any thread)
+    lets a release start a woken waiter's next store call at once (``Sleep.then``). A
+    cancellation that comes while a store call is on the way waits for its answer and hands
+    it to the loop's ``settle`` (if it has one)."""
     gen = loop.steps()
     settle = getattr(loop, "settle", None)
     try:
@@ -435,8 +500,8 @@ async def run_async(loop: Loop[T], call: Callable[..., Any], wake: Wake | None =
             if isinstance(step, Call):
                 value = await answer(call, step.fn, step.args, settle)
             elif wake is not None and step.waiter is not None:
-                await wake.asleep(step.waiter, step.seconds)
-                value = None
+                value = await wake.asleep(step.waiter, step.seconds, step.then, submit, call,
+                                          settle)
             else:
                 await asyncio.sleep(step.seconds)
                 value = None

@@ -39,22 +39,33 @@ class ReleaseQueue:
         self._thread: threading.Thread | None = None
         self._active = False  # the flusher is polling (no wake-up needed)
 
-    def put(self, permit_id: int, urgent: bool = False) -> None:
+    def put(self, permit_id: int, urgent: bool = False, sent_now: bool = False) -> None:
+        """Queue a release. ``sent_now``: the caller sends it itself at once (``flush``), so
+        the flusher is not woken for it (that wake-up only took the GIL from the release)."""
         with self._lock:
             self._items.append((time.monotonic(), permit_id))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="pi-xi-release",
-                                                daemon=True)
-                self._thread.start()
-            wake = not self._active
-            self._active = True
+            if sent_now:
+                return
+            wake = self._activate()
         if wake:
             self._event.set()
         if urgent:
             self.put_urgent()
 
+    def _activate(self) -> bool:
+        """Start the flusher if need be (under the lock); whether it must be woken."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="pi-xi-release",
+                                            daemon=True)
+            self._thread.start()
+        wake = not self._active
+        self._active = True
+        return wake
+
     def put_urgent(self) -> None:
         """Have the flusher send everything queued now rather than after ``DELAY_S``."""
+        with self._lock:
+            self._activate()
         self._urgent.set()
         self._event.set()
 
@@ -71,6 +82,7 @@ class ReleaseQueue:
             now = time.monotonic()
             with self._lock:
                 self._items[:0] = [(now, i) for i in ids]
+                self._activate()
             self._event.set()
 
     def flush(self, older_than: float | None = None) -> None:

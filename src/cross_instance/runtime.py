@@ -118,6 +118,7 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
         self._releases = ReleaseQueue(self._send_releases, self._handed_over,
                                       self._release_failed)
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
         self._membership: Membership | None = None
         self._local = (LocalShare(config.total_max_llm, config.runtime_dir, instance_id,
                                   self.log)
@@ -303,7 +304,7 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
             loop = AcquireLoop(store, plan.request, timeout, self._wait_logger(plan),
                                self._refresh_s(), first, rung, self._wake, self._loop_acquire,
                                self._rehome)
-            return await run_async(loop, self._call, self._wake)
+            return await run_async(loop, self._call, self._wake, self._submit)
 
         try:
             try:
@@ -564,8 +565,9 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
             return False
         if self._wake.hand([permit_id]):
             return False
-        self._releases.put(permit_id)
-        return self._others_wait()
+        send_now = self._others_wait()
+        self._releases.put(permit_id, sent_now=send_now)
+        return send_now
 
     def _rehome(self, ids: list[int]) -> None:
         """Releases handed to a waiter that stopped waiting before carrying them."""
@@ -580,8 +582,16 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
             self._releases.flush()
 
     async def _arelease(self, permit_id: int) -> None:
-        if self._queue_release(permit_id):  # the flusher sends it now; nothing blocks the loop
-            self._releases.put_urgent()
+        if self._queue_release(permit_id):
+            # Another process waits: send it now, in the store's executor, and return once it
+            # is sent (a flusher thread raced this task's next store call, which then ran
+            # first and held the release back by a whole decision).
+            try:
+                sent = self._call(self._releases.flush)
+            except RuntimeError:  # the executor is shut down (closing): the flusher sends it
+                self._releases.put_urgent()
+                return
+            await sent
 
     def _log_request(self, plan: Plan) -> None:
         self.log(_request_line(plan.request))  # formatted once per request shape
@@ -601,10 +611,20 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
     def _call(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """``fn(*args)`` in the store's executor, as a future of the running loop (a plain
         future, so ``acquire.answer`` shields it without a task of its own)."""
+        return asyncio.get_running_loop().run_in_executor(self._store_executor(), fn, *args)
+
+    def _submit(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
+        """``fn(*args)`` in the store's executor, from any thread (a release starting a woken
+        async waiter's next question: ``acquire.Sleep.then``)."""
+        return self._store_executor().submit(fn, *args)
+
+    def _store_executor(self) -> concurrent.futures.ThreadPoolExecutor:
         if self._executor is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(
-                max_workers=4, thread_name_prefix="pi-xi-store")
-        return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+            with self._executor_lock:
+                if self._executor is None:
+                    self._executor = concurrent.futures.ThreadPoolExecutor(
+                        max_workers=4, thread_name_prefix="pi-xi-store")
+        return self._executor
 
     # --- observation ----------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
