@@ -2,11 +2,11 @@
 
 Every process of one store on one host that has a waiter for a slot keeps a Unix datagram
 socket named ``w-<random>`` in a directory shared by those processes (one directory per store,
-under ``/tmp/pi-xi-<uid>/``, short enough for the socket path limits of Linux and macOS). When
-it stops waiting the socket is renamed ``i-<random>`` (idle; it stays bound, so the next wait
-costs one rename). A process that frees slots looks for ``w-`` sockets (a cached directory
-scan), sends each a datagram saying how many slots came free, and that process wakes as many
-of its waiters, earliest ticket first (``acquire.Wake``).
+under ``/tmp/pi-xi-<uid>/``, short enough for the socket path limits of Linux and macOS). Once
+it stops waiting the socket is renamed ``i-<random>`` (idle, lazily: see ``set_waiting``; it
+stays bound, so the next wait costs one rename). A process that frees slots looks for ``w-``
+sockets (a cached directory scan), sends each a datagram saying how many slots came free, and
+that process wakes as many of its waiters, earliest ticket first (``acquire.Wake``).
 
 What is promised: a doorbell only hurries a waiter. A lost or late datagram (full buffer, a
 directory nobody can create, a process that was renaming its socket) costs the waiter its
@@ -81,30 +81,44 @@ class Doorbell:
         self._scan: tuple[int, float, list[str]] = (-1, 0.0, [])  # (dir mtime, at, names)
         self._checked = 0.0  # when the directory was last looked at
         self._closed = False
+        self._waiting: Callable[[], bool] = lambda: False  # whether this process waits now
         self.rings_sent = 0
         self.rings_received = 0
 
     # --- the waiting side -----------------------------------------------------------------
     def set_waiting(self, waiting: Callable[[], bool]) -> None:
-        """Show this process as waiting or idle, whichever ``waiting()`` says now (called on
-        every change; the lock orders concurrent changes, the last call wins)."""
+        """Show this process as waiting when ``waiting()`` says so now (called on every
+        change; the lock orders concurrent changes). Becoming idle is left to the listener:
+        at the first ring that finds nobody waiting, else within ``LISTEN_CHECK_S``. (A
+        rename on every change put a syscall on every hand-over, and a directory that keeps
+        changing makes every releaser scan it again; a process shown waiting a little too
+        long only costs a datagram it ignores.)"""
         with self._lock:
-            if self._closed:
-                return
-            want = WAITING if waiting() else IDLE
-            if self._name.startswith(want):
+            self._waiting = waiting
+            if self._closed or not waiting() or self._name.startswith(WAITING):
                 return
             try:
                 if self._sock is None:
-                    if want == IDLE:
-                        return
                     self._bind()
                 else:
-                    new = want + self._token
-                    os.rename(self.directory / self._name, self.directory / new)
-                    self._name = new
+                    self._rename(WAITING)
             except OSError:
                 return  # no doorbell: this process's waiters poll, as before
+
+    def _settle_idle(self) -> None:
+        """Shown waiting while nobody waits here: become idle (the listener's thread)."""
+        with self._lock:
+            if self._closed or not self._name.startswith(WAITING) or self._waiting():
+                return
+            try:
+                self._rename(IDLE)
+            except OSError:
+                pass  # it stays shown waiting: a ring now and then, ignored
+
+    def _rename(self, prefix: str) -> None:
+        new = prefix + self._token
+        os.rename(self.directory / self._name, self.directory / new)
+        self._name = new
 
     def _bind(self) -> None:
         if not (_private(self.directory.parent) and _private(self.directory)):
@@ -130,6 +144,7 @@ class Doorbell:
             except TimeoutError:
                 if self._closed:
                     return
+                self._settle_idle()
                 continue
             except OSError:
                 return
@@ -142,6 +157,7 @@ class Doorbell:
             if n > 0:
                 self.rings_received += 1
                 self._on_ring(n)
+                self._settle_idle()
 
     def _sweep(self) -> None:
         """Remove the sockets of processes that died (a probe of 0 slots wakes nobody)."""

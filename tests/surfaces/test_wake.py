@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from cross_instance.acquire import Wake
+from cross_instance.acquire import Call, Wake
 from cross_instance.handover import IDLE, WAITING, Doorbell
 
 LONG = 60.0
@@ -126,11 +126,106 @@ def test_an_asyncio_waiter_is_woken_from_another_thread():
     assert wake.woken == 1 and wake.timed_out == 0
 
 
+def test_a_release_starts_a_woken_asyncio_waiters_next_question_itself():
+    """``Sleep.then``: the thread that wakes an asyncio waiter starts its next store call in
+    the executor at once (before the task's event loop has run it), and the sleep returns
+    that call's answer. A sleep that times out starts nothing."""
+    import concurrent.futures
+
+    wake = _busy_wake()
+    ran_in: list[str] = []
+
+    def question(tag: str) -> str:
+        ran_in.append(threading.current_thread().name)
+        return f"answer {tag}"
+
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="store") as pool:
+        async def main() -> tuple[object, object]:
+            w = wake.enter(5)
+            then = Call(question, ("woken",))
+            task = asyncio.ensure_future(wake.asleep(w, LONG, then, pool.submit))
+            while w.waker is None:
+                await asyncio.sleep(0.001)
+            threading.Thread(target=wake.wake, args=(1,)).start()
+            woken = await asyncio.wait_for(task, LONG)
+            w2 = wake.enter(6)
+            w2.pending = 0
+            timed_out = await wake.asleep(w2, 0.01, Call(question, ("late",)), pool.submit)
+            return woken, timed_out
+
+        woken, timed_out = asyncio.run(main())
+    assert woken == "answer woken" and ran_in == ["store_0"]
+    assert timed_out is None  # nobody woke it: the task asks for itself
+    assert wake.woken == 1 and wake.timed_out == 1
+
+
+def test_a_waiter_cancelled_while_its_started_question_is_on_the_way_settles_the_answer():
+    """The call a release started cannot be stopped: the cancelled task waits for its answer
+    and hands it to ``settle`` (which gives a grant back), then ends cancelled."""
+    import concurrent.futures
+
+    wake = _busy_wake()
+    entered, go = threading.Event(), threading.Event()
+    settled: list[object] = []
+
+    def question() -> str:
+        entered.set()
+        go.wait(LONG)
+        return "granted"
+
+    def settle(answer: object) -> None:
+        settled.append(answer)
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            w = wake.enter(5)
+            task = asyncio.ensure_future(
+                wake.asleep(w, LONG, Call(question, ()), pool.submit, None, settle))
+            while w.waker is None:
+                await asyncio.sleep(0.001)
+            threading.Thread(target=wake.wake, args=(1,)).start()
+            assert await loop.run_in_executor(None, entered.wait, LONG)
+            task.cancel()
+            await asyncio.sleep(0.02)
+            assert not task.done()  # still waiting for the answer
+            go.set()
+            try:
+                await asyncio.wait_for(task, LONG)
+            except asyncio.CancelledError:
+                return
+            raise AssertionError("the task was not cancelled")
+
+        asyncio.run(main())
+    assert settled == ["granted"]
+
+
 def _wait_for(check, what: str) -> None:
     end = time.monotonic() + LONG
     while not check():
         assert time.monotonic() < end, what
         time.sleep(0.002)
+
+
+def test_an_idle_doorbell_goes_idle_by_itself_within_the_listen_check(tmp_path: Path,
+                                                                      monkeypatch):
+    """With nobody ringing, a process that stopped waiting is shown idle within
+    ``LISTEN_CHECK_S`` (its listener looks), so releasers stop sending at once for it."""
+    from cross_instance import handover
+
+    monkeypatch.setattr(handover, "LISTEN_CHECK_S", 0.05)
+    tmp_path = tmp_path / "bells"
+    tmp_path.mkdir(mode=0o700)
+    bell = Doorbell(tmp_path, lambda n: None)
+    try:
+        bell.set_waiting(lambda: True)
+        assert [n[:2] for n in os.listdir(tmp_path)] == [WAITING]
+        bell.set_waiting(lambda: False)
+        _wait_for(lambda: [n[:2] for n in os.listdir(tmp_path)] == [IDLE], "idle by itself")
+        bell.set_waiting(lambda: True)  # waiting again: at once
+        assert [n[:2] for n in os.listdir(tmp_path)] == [WAITING]
+    finally:
+        bell.close()
 
 
 def test_doorbells_ring_waiting_processes_only_and_sweep_dead_ones(tmp_path: Path):
@@ -145,8 +240,10 @@ def test_doorbells_ring_waiting_processes_only_and_sweep_dead_ones(tmp_path: Pat
         _wait_for(releaser.others_waiting, "the waiter is seen")
         assert releaser.ring(2) == 1
         _wait_for(lambda: rung == [2], "the ring arrives")
-        waiter.set_waiting(lambda: False)  # idle: renamed, still bound
-        assert [n[:2] for n in os.listdir(tmp_path)] == [IDLE]
+        waiter.set_waiting(lambda: False)  # idle, lazily: the next ring finds nobody waiting
+        assert [n[:2] for n in os.listdir(tmp_path)] == [WAITING]
+        assert releaser.ring(1) == 1
+        _wait_for(lambda: [n[:2] for n in os.listdir(tmp_path)] == [IDLE], "renamed idle")
         _wait_for(lambda: not releaser.others_waiting(), "the waiter is idle")
         assert releaser.ring(1) == 0
         # a process that died while waiting: its socket file stays, nobody listens
@@ -157,7 +254,7 @@ def test_doorbells_ring_waiting_processes_only_and_sweep_dead_ones(tmp_path: Pat
         _wait_for(lambda: len(releaser._waiting_names()) == 2, "both seen")
         assert releaser.ring(1) == 1  # the dead one refused and was removed
         assert not (tmp_path / (WAITING + "deadbeefdeadbeef")).exists()
-        _wait_for(lambda: rung == [2, 1], "the live one was rung")
+        _wait_for(lambda: rung == [2, 1, 1], "the live one was rung")
     finally:
         waiter.close()
         releaser.close()
