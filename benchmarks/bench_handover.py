@@ -14,7 +14,7 @@ latency is from the ``release()`` call in one process to ``permit`` returning in
 (``time.monotonic_ns``, one clock for the whole host on Linux and macOS).
 
 Both stores (SQLite; Redis at 127.0.0.1:6379), sync and async. ``--rounds`` rounds, medians
-reported. Targets: >= 90 % busy in every busy scenario, median hand-over < 1 ms. Run:
+reported. Targets: >= 90 % busy with 30-60 ms holds, median hand-over < 1 ms. Run:
 ``python benchmarks/bench_handover.py``. Results: ``benchmarks/results/bench_handover.json``.
 """
 
