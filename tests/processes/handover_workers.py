@@ -146,3 +146,37 @@ def crowd(state: str, name: str, cfg: dict[str, Any], api: str, callers: int, ro
 
             asyncio.run(run())
         out.put((name, spans, _count(rt, "woken")))
+
+
+def cancelling_crowd(state: str, name: str, cfg: dict[str, Any], callers: int, seconds: float,
+                     done: Any, barrier: Any, out: Any) -> None:
+    """``callers`` asyncio tasks loop for ``seconds``: each wait gives up after 1-50 ms
+    (``asyncio.wait_for``), so cancellations fall on every step of a wait, among them a
+    question that a release in this or another process started for the task. Reports the
+    held intervals, then keeps the instance registered until ``done`` (the test looks at the
+    store meanwhile: nothing held, nobody queued)."""
+    rng = random.Random(name)
+    spans: list[tuple[int, int]] = []
+    with _start(state, name, cfg) as rt:
+        barrier.wait()
+
+        async def acaller() -> None:
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                try:
+                    p = await asyncio.wait_for(rt.apermit("p", timeout=30),
+                                               rng.uniform(0.001, 0.05))
+                except TimeoutError:
+                    continue
+                start = hostinfo.boottime_ns()
+                await asyncio.sleep(rng.uniform(0.0005, 0.002))
+                spans.append((start, hostinfo.boottime_ns()))
+                await p.arelease()
+
+        async def run() -> None:
+            await asyncio.gather(*(acaller() for _ in range(callers)))
+
+        asyncio.run(run())
+        rt._releases.flush()
+        out.put((name, spans, _count(rt, "woken")))
+        done.wait(60)

@@ -213,6 +213,41 @@ def test_the_cap_holds_while_releases_wake_waiters_across_processes(tmp_path, st
     assert sum(woken for _, _, woken in results) > 0  # releases did wake waiters
 
 
+def test_async_waits_cancelled_at_random_moments_across_processes_leave_nothing(tmp_path,
+                                                                                store_cfg):
+    """Three processes of asyncio tasks that give up after 1-50 ms: cancellations fall on a
+    question that a release (in the process or, by its doorbell or the store's announcement,
+    in another) started for the task. While all three are still registered, the store holds
+    no permit and queues nobody, and the cap held throughout."""
+    cfg = {"total": 1, "rpm": 600_000, "burst": 10_000, **store_cfg}
+    done, barrier, out = CTX.Event(), CTX.Barrier(3), CTX.Queue()
+    procs = [CTX.Process(target=hw.cancelling_crowd,
+                         args=(str(tmp_path / "state"), f"c{i}", cfg, 6, 1.5, done, barrier,
+                               out)) for i in range(3)]
+    store = _store(tmp_path / "state", cfg)
+    try:
+        for proc in procs:
+            proc.start()
+        results = [out.get(timeout=120) for _ in procs]  # all three still registered
+        spans = [span for _, ss, _ in results for span in ss]
+        assert spans and most_at_once(spans) <= 1
+        assert sum(woken for _, _, woken in results) > 0  # releases did wake waiters
+
+        def settled() -> bool:
+            snap = store.snapshot()
+            return (len(snap.permits), snap.waiting) == (0, 0)
+
+        _eventually(settled, "no permit held and nobody queued", bound_s=10)
+    finally:
+        done.set()
+        for proc in procs:
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.kill()
+        store.close()
+    assert [proc.exitcode for proc in procs] == [0, 0, 0]
+
+
 @pytest.mark.parametrize("api", ["sync", "async"])
 def test_a_release_wakes_a_waiter_on_another_host_through_redis(tmp_path, api):
     """Three processes on the shared Redis, two "hosts" (``PI_XI_HOSTNAME``: the doorbells
