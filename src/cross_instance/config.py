@@ -20,19 +20,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
-from cross_instance.config_schema import (
+from cross_instance.config_rules import (
     BOUNDS,
-    LimitsIn,
-    SectionIn,
     addr_problem,
     instance_id_problem,
     key_path,
     read_section,
     runtime_dir_problem,
-    store_url_problem,
     show,
-    validate_section,
+    store_url_problem,
 )
 from cross_instance.core.limits import (
     DEFAULT_PROVIDER_LIMITS,
@@ -46,6 +44,9 @@ from cross_instance.core.limits import (
     resolve_limits,
 )
 from cross_instance.errors import ConfigError
+
+if TYPE_CHECKING:  # the schema (pydantic) is imported when a section is validated
+    from cross_instance.config_schema import LimitsIn, SectionIn
 
 __all__ = [
     "DEFAULT_PROVIDER_LIMITS",
@@ -82,7 +83,6 @@ ENV_VARS: Mapping[str, str] = MappingProxyType(
         "whenStoreDown": "PI_WHEN_STORE_DOWN",
     }
 )
-_SNAKE = {f.alias: name for name, f in SectionIn.model_fields.items() if f.alias}
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
 
@@ -249,9 +249,12 @@ def load_config(
     base = Path(os.path.abspath(os.fspath(cwd) if cwd is not None else os.getcwd()))
     path = str(base / ".pi" / "config.json")
     raw = read_section(path, _SECTION)
+    from cross_instance.config_schema import SectionIn, validate_section  # ~100 ms: only here
+
     file_section = validate_section(raw if raw is not None else {}, path, _SECTION)
     overrides = env_overrides(os.environ if env is None else env)
-    s = file_section.model_copy(update={_SNAKE[k]: v for k, v in overrides.items()})
+    snake = {f.alias: name for name, f in SectionIn.model_fields.items() if f.alias}
+    s = file_section.model_copy(update={snake[k]: v for k, v in overrides.items()})
 
     def origin(*keys: str) -> str:
         """Who supplied the first of ``keys`` that came from somewhere: env beats the file."""

@@ -23,7 +23,6 @@ import os
 import secrets
 import socket
 import stat
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -46,7 +45,12 @@ def directory_for(store: object) -> Path:
     created, private to this user, when a process first waits (and removed by the last
     doorbell that closes); one that is not private is not used (then waiters only poll)."""
     key = f"{getattr(store, 'url', '')}\0{getattr(store, 'prefix', '')}\0{hostinfo.hostname()}"
-    base = Path("/tmp") if os.path.isdir("/tmp") else Path(tempfile.gettempdir())
+    if os.path.isdir("/tmp"):
+        base = Path("/tmp")
+    else:
+        import tempfile
+
+        base = Path(tempfile.gettempdir())
     digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:20]
     return base / f"pi-xi-{os.getuid()}" / digest
 

@@ -17,7 +17,7 @@ import functools
 import os
 import threading
 import time
-import uuid
+import secrets
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -34,7 +34,7 @@ from cross_instance.acquire import (
     run_sync,
 )
 from cross_instance.config import Config, load_config
-from cross_instance.config_schema import instance_id_problem
+from cross_instance.config_rules import instance_id_problem
 from cross_instance.core.arguments import (
     check_bool,
     check_cancel,
@@ -147,7 +147,7 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
             store = (open_store(cfg.store, waiter_ttl_ns=ttl) if cfg.store
                      else SqliteStore(cfg.runtime_dir, waiter_ttl_ns=ttl))
         rt = cls(cfg, store, cwd=where, instance_id=iid,
-                 session_id=session_id or uuid.uuid4().hex[:12])
+                 session_id=session_id or secrets.token_hex(6))
         for warning in getattr(store, "warnings", ()):
             rt.log("Store warning: %s", warning)
         if rt._freed is not None and rt._freed.check() is not None:

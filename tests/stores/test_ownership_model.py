@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from cross_instance import hostinfo
-from cross_instance.config_schema import instance_id_problem
+from cross_instance.config_rules import instance_id_problem
 from cross_instance.core.keys import PROVIDER_NAME
 from cross_instance.core.limiter import RateSpec
 from cross_instance.core.locking import MAX_RESOURCE, LockRecord, LockWaiting

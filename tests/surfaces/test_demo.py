@@ -89,3 +89,21 @@ def test_the_sdk_retry_model_matches_the_installed_openai_sdk():
     assert (sdk.max_retries, sdk.initial_s, sdk.max_backoff_s, sdk.honour_up_to_s) == (
         constants.DEFAULT_MAX_RETRIES, constants.INITIAL_RETRY_DELAY,
         constants.MAX_RETRY_DELAY, constants.MAX_RETRY_AFTER_DELAY)
+
+
+@pytest.mark.timeout(60)
+def test_the_demo_runs_without_matplotlib_and_names_the_extra(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    """matplotlib is in the ``demo`` extra: without it the runs and the table still come,
+    and the demo says which extra draws the chart."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    out = io.StringIO()
+    result = run_demo(instances=1, duration=1.0, rpm=240, burst=4, out_dir=tmp_path,
+                      progress=False, console=Console(file=out, width=120))
+    assert result.chart_path is None and list(tmp_path.iterdir()) == []
+    assert result.run("coordinated").ok > 0
+    text = out.getvalue()
+    assert "pi-cross-instance[demo]" in text and "chart: not drawn" in text

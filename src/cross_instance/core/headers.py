@@ -11,7 +11,6 @@ malformed values are ignored, never fatal: every function here returns, whatever
 
 from __future__ import annotations
 
-import email.utils
 import json
 import math
 import re
@@ -116,6 +115,8 @@ def retry_after(headers: Mapping[str, str], now_wall_s: float) -> float | None:
         return None
     if (value := _float(raw)) is not None:
         return _seconds(value)
+    import email.utils  # an HTTP-date Retry-After is rare: not paid at every start
+
     try:
         when = email.utils.parsedate_to_datetime(raw)
     except (TypeError, ValueError, IndexError):

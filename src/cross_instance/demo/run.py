@@ -14,6 +14,7 @@ Promises of :func:`run_demo`:
 
 from __future__ import annotations
 
+
 import math
 import multiprocessing
 import queue
@@ -62,10 +63,11 @@ class RunResult:
 
 @dataclass(frozen=True, slots=True)
 class DemoResult:
-    """Both runs (``uncoordinated`` first), the PNG written, and the demo's wall time."""
+    """Both runs (``uncoordinated`` first), the PNG written (None without matplotlib: the
+    ``demo`` extra), and the demo's wall time."""
 
     runs: tuple[RunResult, ...]
-    chart_path: Path
+    chart_path: Path | None
     elapsed_s: float
 
     def run(self, name: str) -> RunResult:
@@ -100,6 +102,11 @@ def run_demo(*, instances: int = 3, duration: float = 12.0, rpm: int = 300, burs
     """Run the uncoordinated and the coordinated run, print the table, write the chart."""
     validate(instances, duration, rpm, burst, latency, concurrency)
     console = console if console is not None else Console()
+    charting = _can_chart()
+    if not charting:
+        console.print("The chart needs matplotlib, which the 'demo' extra installs "
+                      "(pip install 'pi-cross-instance[demo]'); running without it.",
+                      markup=False)
     began = time.monotonic()
     names = [f"instance-{k}" for k in range(1, instances + 1)]
     results: list[RunResult] = []
@@ -130,10 +137,19 @@ def run_demo(*, instances: int = 3, duration: float = 12.0, rpm: int = 300, burs
               {n: [s / 1e9 for s, st, _ in recs if st == 200] for n, recs in r.records.items()},
               [s / 1e9 for recs in r.records.values() for s, st, _ in recs if st == 429],
               show_limited=r.name == "uncoordinated") for r in results],
-        rpm / 60, duration, headline)
+        rpm / 60, duration, headline) if charting else None
     result = DemoResult(tuple(results), chart, time.monotonic() - began)
     _report(console, result, headline)
     return result
+
+
+def _can_chart() -> bool:
+    """Whether matplotlib (the ``demo`` extra) can be imported."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def configured_burst(provider_burst: int) -> int:
@@ -280,7 +296,9 @@ def _report(console: Console, result: DemoResult, headline: str) -> None:
         console.print(f"{r.name}: {r.failed} of {r.calls} calls failed after the SDK's retries "
                       f"({r.rate_limited} rate-limit answers in all{extra}), "
                       f"{r.limit_used:.0%} of the provider limit used")
-    console.print(f"chart: {result.chart_path}")
+    console.print(f"chart: {result.chart_path}" if result.chart_path is not None
+                  else "chart: not drawn (pip install 'pi-cross-instance[demo]')",
+                  markup=False)
 
 
 def _ms(value: float) -> str:

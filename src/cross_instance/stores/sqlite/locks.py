@@ -3,8 +3,8 @@ transaction (``db.Database``); the rules are ``core.locking``'s."""
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
-import uuid
 from typing import Any
 
 from cross_instance.core.liveness import Verdict
@@ -68,7 +68,7 @@ def acquire(conn: sqlite3.Connection, now: int, resource: str, instance_id: str,
         if current is not None:
             _free(conn, current, reason)
         wall = registry.wall_ms()
-        lock = LockRecord(resource, uuid.uuid4().hex, instance_id, last_token + 1, now,
+        lock = LockRecord(resource, secrets.token_hex(16), instance_id, last_token + 1, now,
                           now + ttl_ns, wall, wall + ttl_ns // 1_000_000)
         conn.execute(
             f"INSERT OR REPLACE INTO locks({_COLUMNS}, wait) VALUES(?,?,?,?,?,?,?,?,?)",
