@@ -6,7 +6,8 @@ and in Python (the fallback when it does not: a ``poll`` before every send and r
 The two run in turn, ``--rounds`` times, each round starting with the other one (this
 machine's speed drifts); the medians are reported. Then the client CPU of a bare lane round
 trip (a call the server answers at once) on both paths, in interleaved blocks: the part of
-the difference that does not depend on the rest of the runtime. Run: ``python benchmarks/bench_redis_timeout.py``.
+the difference that does not depend on the rest of the runtime. Run:
+``python benchmarks/bench_redis_timeout.py``.
 Results: ``benchmarks/results/bench_redis_timeout.json``.
 """
 
@@ -42,7 +43,8 @@ def _cycles(path: str, duration: float) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="xi-bench-") as tmp:
             cfg = dataclasses.replace(
                 Config(), runtime_dir=Path(tmp) / "state", total_max_llm=64,
-                heartbeat_timeout_ms=30_000, providers={"bench": ProviderLimits(10_000_000, 10_000)},
+                heartbeat_timeout_ms=30_000,
+                providers={"bench": ProviderLimits(10_000_000, 10_000)},
                 store=f"redis://127.0.0.1:6379/0?prefix=pi-bench-{uuid.uuid4().hex[:8]}:")
             rt = Runtime.start(cwd=tmp, config=cfg, instance_id="bench-timeout")
             try:

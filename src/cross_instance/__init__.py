@@ -17,15 +17,15 @@ from cross_instance.permit import Permit
 from cross_instance.runtime import Runtime
 
 __all__ = [
-    "Permit",
-    "Runtime",
     "ConfigError",
     "CrossInstanceError",
     "DuplicateInstanceError",
     "InvalidArgument",
     "NotRegisteredError",
+    "Permit",
     "PermitRequestError",
     "RateLimitExceeded",
+    "Runtime",
     "StoreCorrupt",
     "StoreError",
     "StoreUnavailable",

@@ -21,13 +21,13 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-T_co = TypeVar("T_co", covariant=True)
-T = TypeVar("T")
-Submit = Callable[..., "concurrent.futures.Future[Any]"]  # fn, *args -> its outcome, later
-
 from cross_instance.core.records import Granted, PermitRequest, Waiting
 from cross_instance.errors import RateLimitExceeded
 from cross_instance.stores.base import Store
+
+T_co = TypeVar("T_co", covariant=True)
+T = TypeVar("T")
+Submit = Callable[..., "concurrent.futures.Future[Any]"]  # fn, *args -> its outcome, later
 
 SLOT_POLL_S = 0.004  # first poll for a freed slot; grows with the place in the queue
 SLOT_POLL_MAX_S = 0.1
@@ -175,10 +175,11 @@ class Wake:
     """This process's slot waiters, woken when slots may have come free.
 
     ``wake(n)`` wakes the ``n`` waiters with the earliest places in the store's queue (one
-    instance's waiters are served in queue order, so a freed slot can only go to them here), and ``hand(ids)``
-    gives a release to the earliest waiter to carry with its next question (released and,
-    if it is next, granted in one store call). A waiter chosen while it is asking the store
-    (its question may have left before the release) asks once more instead of sleeping; one
+    instance's waiters are served in queue order, so a freed slot can only go to them here),
+    and ``hand(ids)`` gives a release to the earliest waiter to carry with its next question
+    (released and, if it is next, granted in one store call). A waiter chosen while it is
+    asking the store (its question may have left before the release) asks once more instead
+    of sleeping; one
     chosen is not chosen again until it has asked, so ``n`` wake-ups in a row reach ``n``
     different waiters. ``on_change`` runs when this process starts or stops having slot
     waiters (its doorbell). Thread-safe; asyncio tasks wait here too (woken through their
@@ -357,9 +358,10 @@ class Wake:
         return await settled(future, call, settle)
 
 class SlotWaiter:
-    """One wait for a slot, as ``Wake`` sees it: its place in the queue, what ends its sleep while it
-    sleeps, releases handed to it to carry, and whether a wake-up is still to be served by
-    its next question (1: by the next one; 2: it was asking when woken, so by the one after)."""
+    """One wait for a slot, as ``Wake`` sees it: its place in the queue, what ends its sleep
+    while it sleeps, releases handed to it to carry, and whether a wake-up is still to be
+    served by its next question (1: by the next one; 2: it was asking when woken, so by the
+    one after)."""
 
     __slots__ = ("carry", "pending", "place", "waker")
 

@@ -113,7 +113,7 @@ class Config:
     when_store_down: str = "fail"
     providers: Mapping[str, ProviderLimits] = field(default_factory=lambda: DEFAULT_PROVIDER_LIMITS)
     instances: Mapping[str, InstancePolicy] = field(default_factory=lambda: MappingProxyType({}))
-    adaptive: AdaptiveSettings = AdaptiveSettings()
+    adaptive: AdaptiveSettings = field(default_factory=AdaptiveSettings)
     source: str = "defaults"
 
     def provider_limits(self, provider: str) -> ProviderLimits:

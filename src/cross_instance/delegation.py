@@ -6,7 +6,8 @@ Given the call's ``ul_task_id`` (``ulTaskId``), ``guard`` returns None when the 
 (this instance owns the workflow, or claimed it because it was free or its owner is dead), and
 otherwise the seed's tool result, unchanged in names and fields, for the tool to return as is::
 
-    {"content": [{"type": "text", "text": "error: UL workflow <id> is owned by another instance (<owner>)."}],
+    {"content": [{"type": "text",
+                  "text": "error: UL workflow <id> is owned by another instance (<owner>)."}],
      "details": {"error": "ul_workflow_not_owned", "ulTaskId": ..., "ownerInstanceId": ...,
                  "ownerPid": ..., "outcomeCode": "NONRETRYABLE_FAILURE", "retryRecommended": False}}
 """

@@ -19,8 +19,20 @@ from cross_instance.errors import PermitRequestError
 class Permit:
     """Permission for one LLM call to ``provider`` (and ``model``), holding ``tokens``."""
 
-    __slots__ = ("provider", "model", "tokens", "permit_id", "granted_at", "granted_ns", "waited_s",
-                 "_release", "_arelease", "_report", "request", "released")
+    __slots__ = (
+        "_arelease",
+        "_release",
+        "_report",
+        "granted_at",
+        "granted_ns",
+        "model",
+        "permit_id",
+        "provider",
+        "released",
+        "request",
+        "tokens",
+        "waited_s",
+    )
 
     def __init__(self, provider: str, model: str | None, tokens: int, permit_id: int,
                  waited_s: float, release: Callable[[int], None] | None,

@@ -15,9 +15,9 @@ import asyncio
 import concurrent.futures
 import functools
 import os
+import secrets
 import threading
 import time
-import secrets
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -53,6 +53,7 @@ from cross_instance.core.records import (
     Waiting,
 )
 from cross_instance.core.window import SlidingCount
+from cross_instance.degraded import LocalLoop, LocalShare
 from cross_instance.errors import (
     InvalidArgument,
     NotRegisteredError,
@@ -62,18 +63,17 @@ from cross_instance.errors import (
 )
 from cross_instance.feedback import Feedback, from_error
 from cross_instance.handover import Doorbell, directory_for
+from cross_instance.locks import LockFunctions
 from cross_instance.logs import LineLog, log_path
 from cross_instance.membership import Membership
 from cross_instance.permit import Permit
-from cross_instance.degraded import LocalLoop, LocalShare
-from cross_instance.locks import LockFunctions
 from cross_instance.releases import ReleaseQueue
 from cross_instance.seed_functions import SeedFunctions
-from cross_instance.workflows import WorkflowFunctions
 from cross_instance.status import build_status
 from cross_instance.stores import open_store
 from cross_instance.stores.base import Store
 from cross_instance.stores.sqlite.store import SqliteStore
+from cross_instance.workflows import WorkflowFunctions
 
 if TYPE_CHECKING:
     from cross_instance.stores.redis.freed import FreedChannel
@@ -461,7 +461,8 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
                       error: BaseException | None = None) -> None:
         """``permit.report(...)`` without blocking the event loop."""
         if not isinstance(permit, Permit):
-            raise PermitRequestError(f"permit must be a Permit of this runtime (got {show(permit)})")
+            raise PermitRequestError(
+                f"permit must be a Permit of this runtime (got {show(permit)})")
         check_report(status, headers, body, error, usage_tokens, PermitRequestError)
         await self._call(self._report, permit, status, headers, body, error, usage_tokens)
 
@@ -511,7 +512,9 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
         return self._freed is not None and self._freed.refused is None
 
     def _waiting_changed(self) -> None:
-        waiting = lambda: self._wake.waiting > 0  # read under each one's lock
+        def waiting() -> bool:  # read under each one's lock
+            return self._wake.waiting > 0
+
         if self._doorbell is not None:
             self._doorbell.set_waiting(waiting)
         if self._freed is not None:

@@ -15,7 +15,7 @@ from cross_instance.stores.base import Store
 
 
 def _iso(wall_ms: int) -> str:
-    return dt.datetime.fromtimestamp(wall_ms / 1000, dt.timezone.utc).isoformat(
+    return dt.datetime.fromtimestamp(wall_ms / 1000, dt.UTC).isoformat(
         timespec="seconds")
 
 

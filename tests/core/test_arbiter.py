@@ -100,9 +100,12 @@ def test_uncontended_shortcut_equals_the_arbiter(rates, groups):
 
     keys = [f"r:{i}" for i in range(len(rates))]
     names = [GLOBAL_GROUP] + [f"p:{i}" for i in range(len(groups) - 1)]
-    c = Capacity({k: NOW + lag for k, (lag, _) in zip(keys, rates)}, {k: SPEC for k in keys},
-                 {g: used for g, (used, _) in zip(names, groups)},
-                 {g: lim for g, (_, lim) in zip(names, groups) if lim is not None}, {})
-    me = Need("i1", tuple((k, cost) for k, (_, cost) in zip(keys, rates)), tuple(names))
+    c = Capacity({k: NOW + lag for k, (lag, _) in zip(keys, rates, strict=False)},
+                 {k: SPEC for k in keys},
+                 {g: used for g, (used, _) in zip(names, groups, strict=False)},
+                 {g: lim for g, (_, lim) in zip(names, groups, strict=False)
+                  if lim is not None}, {})
+    me = Need("i1", tuple((k, cost) for k, (_, cost) in zip(keys, rates, strict=False)),
+              tuple(names))
     quick = fits_now([(NOW + lag, SPEC, cost) for lag, cost in rates], groups, NOW)
     assert quick == arbitrate(me, [], c, NOW).grant

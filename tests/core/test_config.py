@@ -237,7 +237,7 @@ def test_store_url_from_file_and_env(tmp_path: Path) -> None:
     assert load_config(tmp_path, {"PI_WHEN_STORE_DOWN": "local-share"}).when_store_down == (
         "local-share")
     write(tmp_path, {"store": "redis://:secret@h/x"})
-    source, key, problem = failure(tmp_path, {})
+    _source, key, problem = failure(tmp_path, {})
     assert key == "crossInstance.store" and "database" in problem and "secret" not in problem
 
 

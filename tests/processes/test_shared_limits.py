@@ -61,7 +61,8 @@ def test_kill_9_of_a_holder_frees_its_permits(tmp_path, store_cfg):
     holder.start()
     pid, n = ready.get(timeout=60)
     assert n == 2
-    with Runtime.start(cwd=tmp_path, config=make_config(state, **cfg), instance_id="survivor") as rt:
+    cfg_survivor = make_config(state, **cfg)
+    with Runtime.start(cwd=tmp_path, config=cfg_survivor, instance_id="survivor") as rt:
         assert rt.try_permit("p") is None  # both slots held by the victim
         os.kill(pid, signal.SIGKILL)
         holder.join(timeout=10)

@@ -85,7 +85,7 @@ def storm(state: str, name: str, url: str, calls: int, barrier: Any, out: Any) -
         body = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
         with concurrent.futures.ThreadPoolExecutor(calls) as pool:
             answers = list(pool.map(lambda _: http.post(url, json=body), permits))
-        for p, r in zip(permits, answers):
+        for p, r in zip(permits, answers, strict=False):
             p.report(r.status_code, r.headers)
             p.release()
         barrier.wait()  # every report is in

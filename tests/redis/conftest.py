@@ -23,9 +23,8 @@ def shared_redis() -> Iterator[Any]:
 @pytest.fixture
 def server(tmp_path: Any) -> Iterator[Any]:
     """A private redis-server (no persistence) that a test may stop and start again."""
-    from tests.redis.private_server import Server
-
     from tests.conftest import declare_empty
+    from tests.redis.private_server import Server
 
     s = Server(tmp_path)
     s.start()

@@ -26,7 +26,7 @@ def test_one_library_named_by_its_digest_and_loaded_again_when_lost(tmp_path):
         library = store._lane.library
         assert library is not None and store._lane.fallback is None
         admin = redis.Redis(port=port)
-        names = [dict(zip(e[::2], e[1::2]))[b"library_name"].decode()
+        names = [dict(zip(e[::2], e[1::2], strict=False))[b"library_name"].decode()
                  for e in admin.function_list()]
         assert names == [library.name] and library.name.startswith("pi_xi_")
         first = store.acquire(REQ, None)

@@ -65,7 +65,8 @@ def check(got: list, result: Learned, flag: bool) -> None:
                        limit, int(flag)]
 
 
-EDGE_STATE = {"rate": 300.0, "decreased_at": 0, "last_429": NOW - 30_000_000, "last_increase": 0, "cooldown_until": 0, "reported_limit": None}
+EDGE_STATE = {"rate": 300.0, "decreased_at": 0, "last_429": NOW - 30_000_000,
+              "last_increase": 0, "cooldown_until": 0, "reported_limit": None}
 EDGE_BOUNDS = {"floor": 1.0, "ceiling": 1000.0, "reduction": 0.9, "recovery": 1.05,
                "max_cooldown": 300_000_000}
 

@@ -18,7 +18,7 @@ def req(iid: str) -> PermitRequest:
 
 def setup(make_store):
     stores = [make_store(), make_store()]  # two connections, as two processes
-    for s, iid in zip(stores, ("a", "b")):
+    for s, iid in zip(stores, ("a", "b"), strict=False):
         s.register_instance(record(iid))
         s.publish_limits(iid, {"r:p": SPEC}, {"*": 50})
     return stores
@@ -33,7 +33,7 @@ def test_a_burst_of_429s_from_several_processes_lowers_the_rate_once(make_store,
     grants = [s.acquire(req(i), None) for s, i in ((a, "a"), (b, "b"), (a, "a"))]
     assert all(isinstance(g, Granted) for g in grants)
     changes = []
-    for s, g in zip((a, b, a), grants):
+    for s, g in zip((a, b, a), grants, strict=False):
         changes += s.record_outcome(["r:p"], Outcome(g.granted_ns, True), POLICY)
     assert [c.reason for c in changes].count("429 error detected") == 1
     assert bucket(a).learned_rate == 540.0

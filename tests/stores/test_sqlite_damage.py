@@ -132,7 +132,7 @@ def test_recover_refuses_a_sound_database_and_a_database_in_use(tmp_path):
         recover(state)
     store = SqliteStore(state)
     try:
-        with pytest.raises(StoreUnavailable, match="still has .* open"):
+        with pytest.raises(StoreUnavailable, match=r"still has .* open"):
             recover(state)
     finally:
         store.close()
@@ -373,7 +373,7 @@ def test_a_forked_child_closing_its_copy_keeps_the_parent_counted_as_a_user(tmp_
             finally:
                 os._exit(0)
         os.waitpid(pid, 0)
-        with pytest.raises(StoreUnavailable, match="still has .* open"):
+        with pytest.raises(StoreUnavailable, match=r"still has .* open"):
             recover(state)  # the parent is still using it
     finally:
         store.close()

@@ -66,7 +66,7 @@ def test_pid_reuse_and_another_boot_are_dead_owners(store, sleeper):
     # claims made directly as those owners (their records are what a claim checks)
     firsts = [store.claim_workflow(w, who) for w, who in (("w1", "r"), ("w2", "o"))]
     assert all(f.allowed for f in firsts)
-    for wid, first in zip(("w1", "w2"), firsts):
+    for wid, first in zip(("w1", "w2"), firsts, strict=False):
         taken = store.claim_workflow(wid, "b")
         assert taken.decision.action is Action.AUTO_CLAIMED and taken.epoch == first.epoch + 1
 

@@ -97,7 +97,7 @@ def test_permit_arguments_are_named(rt, call, kwargs, fragment):
 
 
 def test_permit_cancel_and_try_permit_arguments_are_named(rt):
-    with pytest.raises(PermitRequestError, match="cancel must be a threading.Event"):
+    with pytest.raises(PermitRequestError, match=r"cancel must be a threading\.Event"):
         rt.permit("p", cancel=True)
     with pytest.raises(PermitRequestError, match="reports must be True or False"):
         rt.try_permit("p", reports=1)

@@ -63,7 +63,8 @@ def test_header_sets() -> None:
     for kind in ("tokens", "input-tokens", "output-tokens"):
         assert anth[f"anthropic-ratelimit-{kind}-remaining"] == "900"
     assert ratelimit_headers("none", req, tok, 0) == {}
-    assert retry_headers("openai", 1500 * MS, True) == {"retry-after": "2", "retry-after-ms": "1500"}
+    assert retry_headers("openai", 1500 * MS, True) == {"retry-after": "2",
+                                                         "retry-after-ms": "1500"}
     assert retry_headers("anthropic", 1500 * MS, True) == {"retry-after": "2"}
     assert retry_headers("openai", 1500 * MS, False) == {}
     assert retry_headers("openai", None, True) == {}

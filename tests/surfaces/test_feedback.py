@@ -31,7 +31,7 @@ def test_stated_limit_and_429_cooldown_reach_every_instance(tmp_path, fake):
         permits = [a.permit("fake") for _ in range(3)]  # all granted before any answer
         answers = [http.post(url, json=BODY) for _ in permits]
         assert [r.status_code for r in answers] == [200, 200, 429]
-        for p, r in zip(permits, answers):
+        for p, r in zip(permits, answers, strict=False):
             if r.status_code == 429:
                 with pytest.raises(httpx.HTTPStatusError) as err:
                     r.raise_for_status()
@@ -72,7 +72,8 @@ def test_a_timeout_shorter_than_the_cooldown_fails_at_once(tmp_path):
 
     with Runtime.start(cwd=tmp_path, config=make_config(tmp_path / "s")) as rt:
         p = rt.permit("p")
-        rt.store.record_outcome(["r:p"], Outcome(p.granted_ns, True, 30 * 10**9), AdaptiveSettings())
+        rt.store.record_outcome(["r:p"], Outcome(p.granted_ns, True, 30 * 10**9),
+                                AdaptiveSettings())
         started = time.monotonic()
         with pytest.raises(RateLimitExceeded) as err:
             rt.permit("p", timeout=1.0)

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from cross_instance.acquire import Cancelled
-from cross_instance.delegation import DELEGATION_TOOLS, guard, guarded
+from cross_instance.delegation import guard, guarded
 from cross_instance.errors import (
     LockLostError,
     LockRequestError,
@@ -60,11 +60,10 @@ def test_guard_returns_the_seed_payload_and_decorates_tools(pair):
         "error": "ul_workflow_not_owned", "ulTaskId": "wf", "ownerInstanceId": "a",
         "ownerPid": a._membership.record.pid, "outcomeCode": "NONRETRYABLE_FAILURE",
         "retryRecommended": False}
-    assert "subagent_run_dag" in DELEGATION_TOOLS and "loop_run" in DELEGATION_TOOLS
     calls = []
 
     @guarded(b)
-    def subagent_run(task, ulTaskId=None):  # noqa: N803 - the seed's parameter name
+    def subagent_run(task, ulTaskId=None):
         calls.append(task)
         return {"content": [{"type": "text", "text": "done"}]}
 

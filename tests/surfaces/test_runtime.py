@@ -79,7 +79,7 @@ def test_status_and_seed_functions(tmp_path):
         assert a.is_coordinator_initialized()
         with a.permit("p"):
             view = a.status()
-        mine = [i for i in view["instances"] if i["instanceId"] == "one"][0]
+        mine = next(i for i in view["instances"] if i["instanceId"] == "one")
         assert mine["activeRequests"] == 1 and view["activeRequests"] == 1
         assert view["providers"]["p"]["requestsPerMinute"] == 6000
 

@@ -39,7 +39,8 @@ def usage(rt, key):
 def test_openai_client_takes_a_permit_per_request(rt):
     with FakeProvider(requests_per_minute=600, burst=20) as fake:
         client = openai.OpenAI(base_url=fake.base_url_openai, api_key="test", max_retries=0,
-                               http_client=httpx.Client(transport=CoordinatedTransport(rt, "openai")))
+                               http_client=httpx.Client(
+                                   transport=CoordinatedTransport(rt, "openai")))
         for _ in range(3):
             reply = client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
             assert reply.choices[0].message.content
@@ -51,7 +52,8 @@ def test_openai_client_takes_a_permit_per_request(rt):
 def test_a_stream_holds_its_permit_until_it_ends(rt):
     with FakeProvider(requests_per_minute=600, burst=20, latency_s=0.2) as fake:
         client = openai.OpenAI(base_url=fake.base_url_openai, api_key="test", max_retries=0,
-                               http_client=httpx.Client(transport=CoordinatedTransport(rt, "openai")))
+                               http_client=httpx.Client(
+                                   transport=CoordinatedTransport(rt, "openai")))
         stream = client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)
         chunks = iter(stream)
         next(chunks)

@@ -78,8 +78,8 @@ def test_the_cli_says_one_line_without_the_password(tmp_path, source):
         else:
             (where / ".pi" / "config.json").write_text(
                 json.dumps({"crossInstance": {"store": url}}))
-        out = subprocess.run(["pi-xi", "status"], cwd=where, env=env, capture_output=True, check=False,
-                             text=True, timeout=60)
+        out = subprocess.run(["pi-xi", "status"], cwd=where, env=env, capture_output=True,
+                             check=False, text=True, timeout=60)
         assert out.returncode == 2, out.stderr
         _clean(out.stdout + out.stderr, secret)
         assert out.stderr.startswith("pi-xi: ") and out.stderr.count("\n") == 1, out.stderr

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -64,7 +64,7 @@ def status(as_json: JsonOpt = False) -> None:
 
 limits_app = typer.Typer(help="Limits, learned limits, usage and cooldowns (= pi_model_limits).")
 app.add_typer(limits_app, name="limits")
-ProviderOpt = Annotated[Optional[str], typer.Option(  # noqa: UP007 - typer needs Optional
+ProviderOpt = Annotated[str | None, typer.Option(
     "--provider", help="Only this provider.")]
 
 

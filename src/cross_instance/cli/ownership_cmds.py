@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -27,7 +27,7 @@ workflow_app = typer.Typer(help="Workflow ownership (seed 002): status, claim, f
 locks_app = typer.Typer(help="Locks: list them (with holder, token and expiry), clean up "
                              "expired ones.")
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-InstanceOpt = Annotated[Optional[str], typer.Option(  # noqa: UP007 - typer needs Optional
+InstanceOpt = Annotated[str | None, typer.Option(
     "--instance", help="The registered instance to act for (default: PI_INSTANCE_ID).")]
 IdArg = Annotated[str, typer.Argument(help="The workflow id (ulTaskId).")]
 
@@ -71,7 +71,7 @@ def _when(wall_ms: int) -> str:
 
 
 @workflow_app.command("status")
-def workflow_status(workflow_id: Annotated[Optional[str], typer.Argument(  # noqa: UP007
+def workflow_status(workflow_id: Annotated[str | None, typer.Argument(
         help="One workflow (default: all).")] = None, as_json: JsonOpt = False) -> None:
     """Owner, pid, host, liveness and epoch of every workflow (or one)."""
     cfg = config()

@@ -26,7 +26,8 @@ def render_status(view: dict[str, Any]) -> str:
                   f"{inst['heartbeatAgeMs'] / 1000:.1f}s ago",
                   f"  Active requests: {inst['activeRequests']}   parallel limit: "
                   f"{inst['parallelLimit']}   priority: {inst['priority']}"
-                  + (f"   reserved: {inst['reservedCapacity']}" if inst["reservedCapacity"] else "")]
+                  + (f"   reserved: {inst['reservedCapacity']}"
+                     if inst["reservedCapacity"] else "")]
         if inst["activeModels"]:
             models = ", ".join(f"{m['provider']}/{m['model']} x{m['count']}"
                                for m in inst["activeModels"])

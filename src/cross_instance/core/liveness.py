@@ -12,7 +12,6 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-
 UNKNOWN_BOOT = "unknown-boot"  # the boot id where the system tells none
 
 

@@ -61,7 +61,7 @@ class PermitRequest:
 class Granted:
     permit_id: int
     granted_ns: int
-    usage: int  # requests admitted for the provider in the last minute (estimate), this one included
+    usage: int  # requests admitted for the provider in the last minute (estimate), this one too
     limit: int  # the provider's requests per minute
 
 

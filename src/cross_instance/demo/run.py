@@ -14,7 +14,6 @@ Promises of :func:`run_demo`:
 
 from __future__ import annotations
 
-
 import math
 import multiprocessing
 import queue
@@ -243,7 +242,8 @@ def _collect(out: Any, procs: Sequence[Any], ready: set[str], records: dict[str,
 def _progress(console: Console) -> Progress:
     return Progress(TextColumn("{task.description:<13}"), BarColumn(),
                     TextColumn("{task.completed:4.1f}/{task.total:.0f} s"),
-                    TextColumn("ok [green]{task.fields[ok]}[/]  429 [red]{task.fields[limited]}[/]"),
+                    TextColumn("ok [green]{task.fields[ok]}[/]  "
+                               "429 [red]{task.fields[limited]}[/]"),
                     console=console, refresh_per_second=8)
 
 

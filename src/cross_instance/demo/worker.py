@@ -137,7 +137,7 @@ def worker_main(spec: WorkerSpec, go: Any, start_ns: Any, out: Any) -> None:
         else:
             out.put(("result", spec.name, [rec for r in results for rec in r],
                      [call for k in calls for call in k]))
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - reported to the parent, which says what failed
         out.put(("error", spec.name, traceback.format_exc()))
     finally:
         for client in clients:
@@ -161,7 +161,7 @@ def _start_runtime(spec: WorkerSpec) -> Any:
 def _guard(fn: Any, errors: list[str], *args: Any) -> None:
     try:
         fn(*args)
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - a worker thread's failure, reported by its process
         errors.append(traceback.format_exc())
 
 

@@ -91,8 +91,8 @@ class Limits:
         self,
         requests_per_minute: int | None = None,
         burst: int | None = None,
-        tokens_per_minute: int | None | Keep = KEEP,
-        token_burst: int | None | Keep = KEEP,
+        tokens_per_minute: int | Keep | None = KEEP,
+        token_burst: int | Keep | None = KEEP,
     ) -> LimitConfig:
         """Change limits now; omitted settings stay. ``tokens_per_minute=None`` turns tokens off.
 

@@ -143,8 +143,8 @@ class FakeProvider:
         self,
         requests_per_minute: int | None = None,
         burst: int | None = None,
-        tokens_per_minute: int | None | Keep = KEEP,
-        token_burst: int | None | Keep = KEEP,
+        tokens_per_minute: int | Keep | None = KEEP,
+        token_burst: int | Keep | None = KEEP,
     ) -> LimitConfig:
         """Change limits at run time (thread-safe); omitted ones stay, ``tokens_per_minute=None``
         turns token limiting off. Spent capacity stays spent. Returns the limits now in force."""

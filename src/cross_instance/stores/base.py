@@ -79,8 +79,9 @@ class Store(Protocol):
     def heartbeat(self, instance_id: str, workload: Workload | None = None,
                   usage: Mapping[str, int] | None = None) -> bool:
         """Renew the lease, publishing the workload and this instance's usage per bucket over
-        the last minute (for status) when given. False when the record is gone (this instance was judged dead and
-        everything it held was freed): the caller must re-register and treat its permits as lost."""
+        the last minute (for status) when given. False when the record is gone (this instance
+        was judged dead and everything it held was freed): the caller must re-register and
+        treat its permits as lost."""
         ...
 
     def unregister_instance(self, instance_id: str) -> None:

@@ -24,7 +24,8 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 
 # the order they may depend on each other in
-LIBRARIES = ("clock", "restart", "json", "limiter", "slots", "bucket", "admit", "arbiter", "adaptive",
+LIBRARIES = ("clock", "restart", "json", "limiter", "slots", "bucket", "admit", "arbiter",
+             "adaptive",
              "permits", "registry", "ownership", "locks")
 _NEEDS, _THEN = "-- needs:", "-- then needs:"
 

@@ -53,8 +53,6 @@ from cross_instance.errors import (
 )
 from cross_instance.stores import base
 from cross_instance.stores.permit_ids import new_permit_id, new_ticket
-from cross_instance.stores.redis.freed import FreedChannel
-from cross_instance.stores.redis.lane import ScriptLane
 from cross_instance.stores.redis.connection import (
     RedisLocation,
     call,
@@ -63,6 +61,8 @@ from cross_instance.stores.redis.connection import (
     parse_url,
     server_time_us,
 )
+from cross_instance.stores.redis.freed import FreedChannel
+from cross_instance.stores.redis.lane import ScriptLane
 
 _GRANTED = struct.Struct("<5q")  # a granted permit's reply (admit.lua's granted_reply)
 _QUEUED = struct.Struct("<q")  # after it, from the full path: the queue's length

@@ -337,7 +337,7 @@ class Database:
         if (row is not None and row[0] == current) or current == UNKNOWN_BOOT:
             return  # the same boot, or this process cannot tell: erase nothing
         for table in ("instances", "permits", "waiters", "limits", "active_models", "usage"):
-            conn.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
+            conn.execute(f"DELETE FROM {table}")  # fixed table names
         conn.execute("UPDATE buckets SET tat=0")
         conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('boot_id', ?)", (current,))
 

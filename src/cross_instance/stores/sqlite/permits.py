@@ -69,10 +69,9 @@ def _ahead_sql(by_place: bool, under: int, over: bool) -> str:
         parts.append("ticket < ?1")
     if under:
         parts.append(f"instance_id IN ({marks})")
-    if over:
-        where = " OR ".join(parts) if by_place else ""
-    else:
-        where = " AND ".join(parts)
+    # from above its share: earlier places or any instance below; a new one: everyone
+    # from below its share: earlier places of instances below only
+    where = (" OR ".join(parts) if by_place else "") if over else " AND ".join(parts)
     return ("SELECT ticket, instance_id, rates, slots, seen_ns, wait FROM waiters"
             + (f" WHERE {where}" if where else ""))
 
@@ -135,7 +134,7 @@ def _load(conn: sqlite3.Connection, me: PermitRequest, now: int, ttl_ns: int,
         stale = False
         sql = _ahead_sql(place is not None, len(under), over)
         params = () if "?" not in sql else (place, *under)
-        for a, b, c, d, e, f in conn.execute(sql, params):
+        for a, b, c, d, e, _wait in conn.execute(sql, params):
             if e < now - ttl_ns:
                 stale = True  # its owner stopped asking: it has left the queue
             else:

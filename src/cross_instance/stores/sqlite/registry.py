@@ -90,7 +90,8 @@ def remove(conn: sqlite3.Connection, instance_id: str, kind: str, reason: str) -
     conn.execute("UPDATE locks SET holder=NULL, lock_id=NULL, wait=NULL WHERE holder=?",
                  (instance_id,))
     conn.execute("DELETE FROM lock_waiters WHERE instance_id=?", (instance_id,))
-    keys = [k for (k,) in conn.execute("SELECT key FROM limits WHERE instance_id=?", (instance_id,))]
+    keys = [k for (k,) in conn.execute("SELECT key FROM limits WHERE instance_id=?",
+                                       (instance_id,))]
     conn.execute("DELETE FROM limits WHERE instance_id=?", (instance_id,))
     recompute_limits(conn, keys)
     gone = conn.execute("DELETE FROM instances WHERE id=?", (instance_id,)).rowcount > 0
@@ -141,7 +142,8 @@ def reap(conn: sqlite3.Connection, now: int) -> list[str]:
     dead = [r for r in load(conn) if verdict(r, now).is_dead]
     for r in dead:
         age_ms = (now - r.heartbeat_ns) // 1_000_000
-        remove(conn, r.instance_id, "instance_down", f"dead (pid {r.pid}, heartbeat {age_ms} ms ago)")
+        remove(conn, r.instance_id, "instance_down",
+               f"dead (pid {r.pid}, heartbeat {age_ms} ms ago)")
     return [r.instance_id for r in dead]
 
 

@@ -1,8 +1,8 @@
 """The embedded SQLite store: one host, no daemon, exact shared limits.
 
 State lives in ``<state dir>/coordinator.sqlite3``; time is the host clock
-(``hostinfo.boottime_ns``: ``CLOCK_BOOTTIME`` on Linux, ``CLOCK_MONOTONIC`` on macOS). See ``db`` for
-the transaction discipline and ``stores.base.Store`` for what each operation promises.
+(``hostinfo.boottime_ns``: ``CLOCK_BOOTTIME`` on Linux, ``CLOCK_MONOTONIC`` on macOS). See
+``db`` for the transaction discipline and ``stores.base.Store`` for what each operation promises.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from cross_instance import hostinfo
 from cross_instance.core.keys import permit_groups
 from cross_instance.core.limiter import RateSpec
 from cross_instance.core.limits import AdaptiveSettings
+from cross_instance.core.locking import LockRecord, LockWaiting
+from cross_instance.core.ownership import Claim, Force, WorkflowRecord
 from cross_instance.core.records import (
     Adjustment,
     BucketState,
@@ -31,8 +33,6 @@ from cross_instance.core.records import (
     Waiting,
     Workload,
 )
-from cross_instance.core.locking import LockRecord, LockWaiting
-from cross_instance.core.ownership import Claim, Force, WorkflowRecord
 from cross_instance.core.window import windowed
 from cross_instance.stores import base
 from cross_instance.stores.sqlite import learning, locks, ownership, permits, registry
@@ -74,7 +74,8 @@ class SqliteStore:
             lambda c, now: registry.heartbeat(c, now, instance_id, workload, usage), "heartbeat")
 
     def unregister_instance(self, instance_id: str) -> None:
-        self.db.write(lambda c, now: registry.remove(c, instance_id, "instance_down", "unregistered"))
+        self.db.write(lambda c, now: registry.remove(c, instance_id, "instance_down",
+                                                     "unregistered"))
 
     def list_instances(self) -> list[InstanceRecord]:
         return self.db.read(lambda c, now: registry.load(c))
