@@ -16,6 +16,7 @@ from typing import Any
 
 from cross_instance.core import adaptive
 from cross_instance.core.headers import Signals, parse_response
+from cross_instance.core.keys import is_requests, is_tokens, parse_key
 from cross_instance.core.limits import DEFAULT_MAX_COOLDOWN_MS, AdaptiveSettings
 from cross_instance.core.records import Adjustment, Outcome, PermitRequest
 from cross_instance.logs import LineLog
@@ -38,11 +39,11 @@ def from_error(error: BaseException) -> tuple[int, Headers, bytes | str | None]:
 
 
 def request_keys(req: PermitRequest) -> list[str]:
-    return [key for key, _ in req.rates if key.startswith("r:")]
+    return [key for key, _ in req.rates if is_requests(key)]
 
 
 def token_keys(req: PermitRequest) -> list[str]:
-    return [key for key, _ in req.rates if key.startswith("t:")]
+    return [key for key, _ in req.rates if is_tokens(key)]
 
 
 def _ns(seconds: float | None) -> int | None:
@@ -133,7 +134,7 @@ class Feedback:
             return True
 
     def _log(self, req: PermitRequest, c: Adjustment) -> None:
-        target = c.key[2:]
+        target = parse_key(c.key).target
         if c.reason == "429 error detected":
             self.log("429 error detected, adjusting rate limit (%s)", target)
         elif c.reason.startswith("429"):

@@ -44,7 +44,7 @@ from cross_instance.core.arguments import (
     show,
 )
 from cross_instance.core.ids import generate_instance_id
-from cross_instance.core.keys import Plan, plan_request
+from cross_instance.core.keys import Plan, is_tokens, plan_request
 from cross_instance.core.records import (
     Granted,
     InstanceRecord,
@@ -447,7 +447,7 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
         if not isinstance(req, PermitRequest) or self.closed or self.store is None:
             return
         if usage_tokens is not None:
-            changes = [(k, usage_tokens - cost) for k, cost in req.rates if k.startswith("t:")]
+            changes = [(k, usage_tokens - cost) for k, cost in req.rates if is_tokens(k)]
             if changes:
                 self.store.adjust_tokens(changes)
         if error is not None:

@@ -10,6 +10,7 @@ from cross_instance import hostinfo
 from cross_instance.config import Config
 from cross_instance.core import adaptive, limiter, parallel
 from cross_instance.core.arbiter import GLOBAL_GROUP
+from cross_instance.core.keys import REQUESTS, TOKENS, is_requests, parse_key, provider_group
 from cross_instance.core.records import BucketState, Snapshot
 from cross_instance.stores.base import Store
 
@@ -26,8 +27,8 @@ def _percent(used: int, limit: int) -> int:
 def _bucket_view(b: BucketState, now: int) -> dict[str, Any]:
     spec, tat = adaptive.effective(b.spec, b.tat_ns, b.learned_rate, b.cooldown_until_ns)
     return {
-        "requestsPerMinute" if b.key.startswith("r:") else "tokensPerMinute": b.spec.per_minute,
-        "burst" if b.key.startswith("r:") else "tokenBurst": b.spec.burst,
+        "requestsPerMinute" if is_requests(b.key) else "tokensPerMinute": b.spec.per_minute,
+        "burst" if is_requests(b.key) else "tokenBurst": b.spec.burst,
         "currentUsage": b.used_last_minute,
         "percent": _percent(b.used_last_minute, spec.per_minute),
         "burstAvailable": limiter.available(tat, now, spec),
@@ -66,18 +67,17 @@ def status_from_snapshot(snap: Snapshot, config: Config, url: str) -> dict[str, 
 
     providers: dict[str, dict[str, Any]] = {}
     for b in snap.buckets:
-        kind, _, name = b.key.partition(":")
-        provider, _, model = name.partition("/")
-        entry = providers.setdefault(provider, {"models": {}})
-        target = entry["models"].setdefault(model, {}) if model else entry
+        key = parse_key(b.key)
+        entry = providers.setdefault(key.provider, {"models": {}})
+        target = entry["models"].setdefault(key.model, {}) if key.model is not None else entry
         view = _bucket_view(b, now)
-        if kind == "t":
+        if key.kind == TOKENS:
             view = {"tokensPerMinute": view["tokensPerMinute"], "tokenBurst": view["tokenBurst"],
                     "tokenUsage": view["currentUsage"], "tokensAvailable": view["burstAvailable"]}
         target.update(view)
     for name, entry in providers.items():
         entry["activeRequests"] = active_by_provider.get(name, 0)
-        group = groups.get(f"p:{name}")
+        group = groups.get(provider_group(name))
         entry["maxConcurrency"] = group.limit if group else None
 
     live = []
@@ -93,9 +93,10 @@ def status_from_snapshot(snap: Snapshot, config: Config, url: str) -> dict[str, 
     for r in snap.instances:
         usage = {}
         for b in snap.buckets:
-            if b.key.startswith("r:") and "/" not in b.key and r.instance_id in b.used_by_instance:
+            key = parse_key(b.key)
+            if key.kind == REQUESTS and key.model is None and r.instance_id in b.used_by_instance:
                 used = b.used_by_instance[r.instance_id]
-                usage[b.key[2:]] = {"used": used, "limit": b.spec.per_minute,
+                usage[key.provider] = {"used": used, "limit": b.spec.per_minute,
                                     "percent": _percent(used, b.spec.per_minute)}
         instances.append({
             "instanceId": r.instance_id, "status": statuses[r.instance_id],

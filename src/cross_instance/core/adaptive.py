@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from cross_instance.core.keys import is_requests
 from cross_instance.core.limiter import RateSpec
 from cross_instance.core.limits import DEFAULT_MAX_COOLDOWN_MS, AdaptiveSettings
 
@@ -129,7 +130,7 @@ def slow_starts(key: str, reports: bool, probed: bool) -> bool:
     """Whether ``effective`` runs bucket ``key`` in slow start for a caller: only request
     buckets (pacing *calls*; a token bucket with burst 1 could not admit a real call), only
     for callers that will report, only until the provider's first answer."""
-    return reports and not probed and key.startswith("r:")
+    return reports and not probed and is_requests(key)
 
 
 def effective(spec: RateSpec, tat: int, learned_rate: float | None, cooldown_until_ns: int,

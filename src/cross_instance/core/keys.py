@@ -20,13 +20,77 @@ from cross_instance.errors import PermitRequestError
 
 PROVIDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
+REQUESTS, TOKENS, PROVIDER_SLOTS, MODEL_SLOTS = "r", "t", "p", "m"
+KINDS = (REQUESTS, TOKENS, PROVIDER_SLOTS, MODEL_SLOTS)
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """A bucket or slot group name taken apart: ``kind`` is one of ``KINDS`` (or
+    ``GLOBAL_GROUP`` for the total cap, which has no provider), ``model`` None for a
+    provider-wide one. A provider name has no ``/`` (``PROVIDER_NAME``), so everything after
+    the first one is the model, whatever it contains."""
+
+    kind: str
+    provider: str = ""
+    model: str | None = None
+
+    @property
+    def target(self) -> str:
+        """``provider`` or ``provider/model``, as logs and status show it."""
+        return self.provider if self.model is None else f"{self.provider}/{self.model}"
+
+
+def _key(kind: str, provider: str, model: str | None) -> str:
+    return f"{kind}:{provider}" if model is None else f"{kind}:{provider}/{model}"
+
+
+def requests_bucket(provider: str, model: str | None = None) -> str:
+    return _key(REQUESTS, provider, model)
+
+
+def tokens_bucket(provider: str, model: str | None = None) -> str:
+    return _key(TOKENS, provider, model)
+
+
+def provider_group(provider: str) -> str:
+    return _key(PROVIDER_SLOTS, provider, None)
+
+
+def model_group(provider: str, model: str) -> str:
+    return _key(MODEL_SLOTS, provider, model)
+
+
+def parse_key(key: str) -> Key:
+    """The parts of a key built here; ``ValueError`` naming it for anything else."""
+    if key == GLOBAL_GROUP:
+        return Key(GLOBAL_GROUP)
+    kind, sep, name = key.partition(":")
+    provider, slash, model = name.partition("/")
+    if not sep or kind not in KINDS or not provider or (kind == MODEL_SLOTS and not slash):
+        raise ValueError(f"not a bucket or slot group key: {key!r}")
+    return Key(kind, provider, model if slash else None)
+
+
+def is_bucket(key: str) -> bool:
+    """A rate bucket (requests or tokens), not a slot group."""
+    return key.startswith((REQUESTS + ":", TOKENS + ":"))
+
+
+def is_requests(key: str) -> bool:
+    return key.startswith(REQUESTS + ":")
+
+
+def is_tokens(key: str) -> bool:
+    return key.startswith(TOKENS + ":")
+
 
 def permit_groups(provider: str, model: str | None) -> tuple[str, ...]:
     """The slot groups a held permit occupies: a permit without a model is in no model group
     (no model limit applies to it; a model named "None" is a model like any other)."""
     if model is None:
-        return (GLOBAL_GROUP, f"p:{provider}")
-    return (GLOBAL_GROUP, f"p:{provider}", f"m:{provider}/{model}")
+        return (GLOBAL_GROUP, provider_group(provider))
+    return (GLOBAL_GROUP, provider_group(provider), model_group(provider, model))
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,14 +117,15 @@ def plan_request(instance_id: str, limits: ResolvedLimits, tokens: int | None,
         if problem is not None:
             raise PermitRequestError(f"model {limits.model!r}: {problem.replace('pattern ', '')}")
     p, m = limits.provider, limits.model
-    rates: dict[str, RateSpec] = {f"r:{p}": limits.requests}
-    costs: list[tuple[str, int]] = [(f"r:{p}", 1)]
+    rates: dict[str, RateSpec] = {requests_bucket(p): limits.requests}
+    costs: list[tuple[str, int]] = [(requests_bucket(p), 1)]
     groups: dict[str, int] = {GLOBAL_GROUP: total_max_llm}
     if limits.model_requests is not None:
-        rates[f"r:{p}/{m}"] = limits.model_requests
-        costs.append((f"r:{p}/{m}", 1))
+        rates[requests_bucket(p, m)] = limits.model_requests
+        costs.append((requests_bucket(p, m), 1))
     if tokens:
-        for key, spec in ((f"t:{p}", limits.tokens), (f"t:{p}/{m}", limits.model_tokens)):
+        for key, spec in ((tokens_bucket(p), limits.tokens),
+                          (tokens_bucket(p, m), limits.model_tokens)):
             if spec is None:
                 continue
             if tokens > spec.burst:
@@ -70,8 +135,8 @@ def plan_request(instance_id: str, limits: ResolvedLimits, tokens: int | None,
             rates[key] = spec
             costs.append((key, tokens))
     if limits.max_concurrency is not None:
-        groups[f"p:{p}"] = limits.max_concurrency
-    if limits.model_max_concurrency is not None:
-        groups[f"m:{p}/{m}"] = limits.model_max_concurrency
+        groups[provider_group(p)] = limits.max_concurrency
+    if limits.model_max_concurrency is not None and m is not None:
+        groups[model_group(p, m)] = limits.model_max_concurrency
     request = PermitRequest(instance_id, p, m, tuple(costs), tuple(groups), tokens or 0, reports)
     return Plan(request, rates, groups)

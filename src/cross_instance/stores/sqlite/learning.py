@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from cross_instance.core import adaptive
 from cross_instance.core.adaptive import Learned
+from cross_instance.core.keys import is_requests
 from cross_instance.core.limiter import RateSpec
 from cross_instance.core.limits import AdaptiveSettings
 from cross_instance.core.records import Adjustment, Outcome
@@ -42,7 +43,7 @@ def record(conn: sqlite3.Connection, now: int, keys: Sequence[str], outcome: Out
                                                    state.cooldown_until_ns)
                 synced = adaptive.synced_tat(eff_tat, now, spec, remaining)
                 new_tat = synced if synced > eff_tat else tat
-        if outcome.rate_limited and key.startswith("r:"):
+        if outcome.rate_limited and is_requests(key):
             state, lowered = adaptive.on_rate_limited(
                 state, b, now, outcome.granted_ns, outcome.retry_after_ns)
             if not policy.enabled:  # cooldowns still apply; the rate stays configured
@@ -50,7 +51,7 @@ def record(conn: sqlite3.Connection, now: int, keys: Sequence[str], outcome: Out
                                 state.last_increase_ns, state.cooldown_until_ns,
                                 state.reported_limit)
             reason = "429 error detected" if lowered and policy.enabled else "429 (same epoch)"
-        elif policy.enabled and key.startswith("r:"):
+        elif policy.enabled and is_requests(key):
             used = windowed(win, cur, prev, now)
             state, raised = adaptive.on_success(state, b, now, used / max(state.rate, 1.0))
             reason = "recovered" if raised else reason

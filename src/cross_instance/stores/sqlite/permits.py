@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 
 from cross_instance.core import adaptive, arbiter, limiter
 from cross_instance.core.arbiter import GLOBAL_GROUP, Capacity, Holder, Need
-from cross_instance.core.keys import permit_groups
+from cross_instance.core.keys import PROVIDER_SLOTS, parse_key, permit_groups
 from cross_instance.core.limiter import NS_PER_MINUTE, RateSpec
 from cross_instance.core.parallel import weighted_share
 from cross_instance.core.records import Granted, PermitRequest, Waiting
@@ -211,7 +211,8 @@ def _quick_sql(keys: int, slots: tuple[str, ...]) -> str:
              "(SELECT COUNT(*) FROM instances WHERE reserved > 0)",
              "(SELECT COUNT(*) FROM instances WHERE id=?1)"]
     for i, group in enumerate(slots):
-        where = ("" if group == GLOBAL_GROUP else " WHERE provider=?2" if group.startswith("p:")
+        kind = parse_key(group).kind
+        where = ("" if kind == GLOBAL_GROUP else " WHERE provider=?2" if kind == PROVIDER_SLOTS
                  else " WHERE provider=?2 AND model=?3")
         parts += [f"(SELECT COUNT(*) FROM permits{where})",
                   f"(SELECT lim FROM groups WHERE key=?{4 + i})"]

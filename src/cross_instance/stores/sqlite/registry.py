@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from cross_instance.core.keys import is_bucket
 from cross_instance.core.liveness import Domain
 from cross_instance.core.records import InstanceRecord, Workload
 from cross_instance.errors import DuplicateInstanceError
@@ -71,7 +72,7 @@ def recompute_limits(conn: sqlite3.Connection, keys: Iterable[str]) -> None:
         a, b = conn.execute("SELECT MIN(a), MIN(b) FROM limits WHERE key=?", (key,)).fetchone()
         if a is None:
             continue  # nobody left: keep the last effective limit (and the bucket's history)
-        if key.startswith(("r:", "t:")):
+        if is_bucket(key):
             conn.execute("UPDATE buckets SET per_minute=?, burst=? WHERE key=?", (a, b, key))
         else:
             conn.execute("UPDATE groups SET lim=? WHERE key=?", (a, key))
