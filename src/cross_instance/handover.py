@@ -27,8 +27,12 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cross_instance import hostinfo
+
+if TYPE_CHECKING:
+    from cross_instance.stores.base import Store
 
 WAITING, IDLE = "w-", "i-"
 RECHECK_S = 0.001  # who waits is looked up again at most this often (a release costs no syscall)
@@ -39,12 +43,12 @@ _GONE = (errno.ECONNREFUSED, errno.ENOTSOCK)  # nobody listens there: a stale fi
 _BUSY = (errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS)  # its queue is full: it is awake
 
 
-def directory_for(store: object) -> Path:
+def directory_for(store: Store) -> Path:
     """The doorbell directory of ``store`` (its URL and key prefix) on this host (by name:
     ``PI_XI_HOSTNAME`` makes a process another host's, see ``hostfacts.system``). It is
     created, private to this user, when a process first waits (and removed by the last
     doorbell that closes); one that is not private is not used (then waiters only poll)."""
-    key = f"{getattr(store, 'url', '')}\0{getattr(store, 'prefix', '')}\0{hostinfo.hostname()}"
+    key = f"{store.url}\0{store.prefix}\0{hostinfo.hostname()}"
     if os.path.isdir("/tmp"):
         base = Path("/tmp")
     else:

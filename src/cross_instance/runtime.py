@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from cross_instance import hostinfo
 from cross_instance.acquire import (
@@ -71,12 +71,9 @@ from cross_instance.releases import ReleaseQueue
 from cross_instance.seed_functions import SeedFunctions
 from cross_instance.status import build_status
 from cross_instance.stores import open_store
-from cross_instance.stores.base import Store
+from cross_instance.stores.base import FreedSlots, Store
 from cross_instance.stores.sqlite.store import SqliteStore
 from cross_instance.workflows import WorkflowFunctions
-
-if TYPE_CHECKING:
-    from cross_instance.stores.redis.freed import FreedChannel
 
 T = TypeVar("T")
 ONE_HOST_S = 5.0  # how long a runtime trusts "every instance runs on this host"
@@ -110,10 +107,9 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
         self._wake = Wake(self._waiting_changed)
         self._doorbell = _open_doorbell(store, self._wake)
         # on Redis, freed slots announced to the waiters of every host (``stores.redis.freed``)
-        freed_channel = getattr(store, "freed_channel", None)
-        self._freed: FreedChannel | None = (
-            None if freed_channel is None
-            else freed_channel(instance_id, self._wake.wake, self._wake.wake))
+        self._freed: FreedSlots | None = (
+            None if store is None
+            else store.freed_channel(instance_id, self._wake.wake, self._wake.wake))
         self._one_host = (-ONE_HOST_S, False)  # (checked at, every instance on this host)
         self._releases = ReleaseQueue(self._send_releases, self._handed_over,
                                       self._release_failed)
@@ -148,7 +144,7 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
                      else SqliteStore(cfg.runtime_dir, waiter_ttl_ns=ttl))
         rt = cls(cfg, store, cwd=where, instance_id=iid,
                  session_id=session_id or secrets.token_hex(6))
-        for warning in getattr(store, "warnings", ()):
+        for warning in store.warnings:
             rt.log("Store warning: %s", warning)
         if rt._freed is not None and rt._freed.check() is not None:
             rt.log("Store warning: %s", rt._freed.refused)
@@ -528,7 +524,7 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
         ago, and a waiter that queued after this process's grant is in no answer it got."""
         if self._doorbell is not None and self._doorbell.others_waiting():
             return True
-        queued = getattr(self.store, "queued", None)
+        queued = None if self.store is None else self.store.queued
         if queued is None:
             return False
         return bool(queued) or time.monotonic() - self._wake.left_at < RECENT_WAIT_S

@@ -52,7 +52,7 @@ def build_status(store: Store, config: Config) -> dict[str, Any]:
     for inst in view["instances"]:
         inst["workflows"] = owned.get(inst["instanceId"], [])
         inst["locks"] = held.get(inst["instanceId"], [])
-    view["storeWarnings"] = list(getattr(store, "warnings", ()))
+    view["storeWarnings"] = list(store.warnings)
     return view
 
 

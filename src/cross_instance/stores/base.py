@@ -20,7 +20,7 @@ as given: no store joins names with a separator a name could hold.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from cross_instance.core.limiter import RateSpec
@@ -49,13 +49,46 @@ CAP_WORKFLOWS = "workflows"
 CAP_LOCKS = "locks"
 
 
+class FreedSlots(Protocol):
+    """A store's announcements of freed slots to the waiting processes of every host."""
+
+    refused: str | None  # why this account may not use them (then: doorbells, polling)
+
+    def check(self) -> str | None:
+        """Whether announcements work here (at start): None, or why not (also ``refused``)."""
+        ...
+
+    def set_waiting(self, waiting: Callable[[], bool]) -> None:
+        """Listen while ``waiting()`` (this process has slot waiters)."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
 @runtime_checkable
 class Store(Protocol):
     """Atomic coordination operations. Errors: ``StoreUnavailable`` (retryable),
-    ``StoreCorrupt``, ``DuplicateInstanceError``, ``PermitRequestError``."""
+    ``StoreCorrupt``, ``DuplicateInstanceError``, ``PermitRequestError``.
+
+    Besides the operations, every store says where it is (``url``, ``prefix``: "" where keys
+    have none), what it can do (``capabilities``), what it found wrong but usable when it
+    opened (``warnings``: logged at start and shown by ``pi-xi status``), and, where it
+    knows, how many waited in its last permit reply (``queued``; None: it does not say, and
+    only this host's doorbells tell a releaser who waits)."""
 
     url: str
+    prefix: str
     capabilities: frozenset[str]
+    warnings: list[str]
+    queued: int | None
+
+    def freed_channel(self, instance_id: str, on_freed: Callable[[int], object],
+                      on_subscribed: Callable[[], object]) -> FreedSlots | None:
+        """Announcements of freed slots to ``instance_id``'s waiters on every host, or None
+        where the store has none (then releases ring this host's doorbells, and waiters on
+        other hosts poll)."""
+        ...
 
     def now_ns(self) -> int:
         """The store clock (ns)."""

@@ -151,7 +151,7 @@ class RedisStore:
         self._kinds: dict[int, str] = {}
         # the permit queue's length (every host) in the last grant or release reply: while it
         # is not 0 a release is sent at once (``Runtime``), since someone may wait for it
-        self.queued = 0
+        self.queued: int | None = 0
 
     def freed_channel(self, instance_id: str, on_freed: Callable[[int], object],
                       on_subscribed: Callable[[], object]) -> FreedChannel:

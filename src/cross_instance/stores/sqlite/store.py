@@ -53,7 +53,15 @@ class SqliteStore:
         self.directory = Path(directory).expanduser().absolute()
         self.db = Database(self.directory, clock=clock, create=create, mountinfo=mountinfo)
         self.url = f"sqlite:///{self.db.path}"
+        self.prefix = ""  # one database per state directory: no key prefix
+        self.warnings: list[str] = []  # a damaged or misplaced file is refused, not warned of
+        self.queued: int | None = None  # one host: the doorbells say who waits
         self.waiter_ttl_ns = waiter_ttl_ns
+
+    def freed_channel(self, instance_id: str, on_freed: Callable[[int], object],
+                      on_subscribed: Callable[[], object]) -> None:
+        """None: every process of this store is on this host, and the doorbells reach it."""
+        return None
 
     def now_ns(self) -> int:
         return self.db.clock()
