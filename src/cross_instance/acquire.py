@@ -1,7 +1,8 @@
 """Waiting for a permit (or a lock): one loop, two drivers (threads and asyncio).
 
 ``AcquireLoop.steps()`` is a generator that yields what must happen next, a store call or a
-sleep, and never does I/O itself; ``run_sync`` and ``run_async`` carry the steps out. So the
+sleep, and never does I/O itself; ``run_sync`` and ``run_async`` carry the steps out (a store
+call that fails is thrown back into the steps, which may handle it: ``permit_flow``). So the
 sync and async APIs share every decision: when to ask again, when a timeout is certain to be
 missed (fail at once with the retry-after instead of sleeping into the failure), when to reap
 dead holders, and leaving the queue on any exit (timeout, cancellation, error).
@@ -408,7 +409,11 @@ def run_sync(loop: Loop[T], wake: Wake | None = None,
         step = next(gen)
         while True:
             if isinstance(step, Call):
-                value = step.fn(*step.args)
+                try:
+                    value = step.fn(*step.args)
+                except Exception as err:  # noqa: BLE001 - the steps decide what it means
+                    step = gen.throw(err)
+                    continue
             else:
                 if wake is not None and step.waiter is not None:
                     wake.sleep(step.waiter, step.seconds, cancel)
@@ -500,10 +505,18 @@ async def run_async(loop: Loop[T], call: Callable[..., Any], wake: Wake | None =
         step = next(gen)
         while True:
             if isinstance(step, Call):
-                value = await answer(call, step.fn, step.args, settle)
+                try:
+                    value = await answer(call, step.fn, step.args, settle)
+                except Exception as err:  # noqa: BLE001 - the steps decide what it means
+                    step = gen.throw(err)
+                    continue
             elif wake is not None and step.waiter is not None:
-                value = await wake.asleep(step.waiter, step.seconds, step.then, submit, call,
-                                          settle)
+                try:
+                    value = await wake.asleep(step.waiter, step.seconds, step.then, submit,
+                                              call, settle)
+                except Exception as err:  # noqa: BLE001 - its question failed: as for a Call
+                    step = gen.throw(err)
+                    continue
             else:
                 await asyncio.sleep(step.seconds)
                 value = None

@@ -25,11 +25,8 @@ from typing import Any, TypeVar
 
 from cross_instance import hostinfo
 from cross_instance.acquire import (
-    AcquireLoop,
-    Call,
     SlotWaiter,
     Wake,
-    answer,
     run_async,
     run_sync,
 )
@@ -53,7 +50,7 @@ from cross_instance.core.records import (
     Waiting,
 )
 from cross_instance.core.window import SlidingCount
-from cross_instance.degraded import LocalLoop, LocalShare
+from cross_instance.degraded import LocalShare
 from cross_instance.errors import (
     InvalidArgument,
     NotRegisteredError,
@@ -67,6 +64,7 @@ from cross_instance.locks import LockFunctions
 from cross_instance.logs import LineLog, log_path
 from cross_instance.membership import Membership
 from cross_instance.permit import Permit
+from cross_instance.permit_flow import PermitFlow
 from cross_instance.releases import ReleaseQueue
 from cross_instance.seed_functions import SeedFunctions
 from cross_instance.status import build_status
@@ -217,31 +215,8 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
         plan = self._cached_plan(provider, model, tokens, reports)
         started = time.monotonic()
         self._log_request(plan)
-        if self._local is not None and self._local.active:  # until a heartbeat gets through
-            run_sync(LocalLoop(self._local, plan, timeout), None, cancel)
-            return self._local_permit(plan, time.monotonic() - started)
-
-        def attempt() -> Granted:
-            self._publish(plan)
-            first = self._with_releases(store.acquire, plan.request, None)
-            if isinstance(first, Granted):  # the common case: granted at once
-                return first
-            loop = AcquireLoop(store, plan.request, timeout, self._wait_logger(plan),
-                               self._refresh_s(), first, self._rung(), self._wake,
-                               self._loop_acquire, self._rehome)
-            return run_sync(loop, self._wake, cancel)
-
-        try:
-            granted = self._retry_unregistered(attempt)
-        except RateLimitExceeded as err:
-            self._log_denied(plan, err)
-            raise
-        except StoreUnavailable as err:
-            local = self._degrade(err)
-            run_sync(LocalLoop(local, plan, timeout), None, cancel)
-            return self._local_permit(plan, time.monotonic() - started)
-        self._recovered()
-        return self._permit(plan, granted, time.monotonic() - started)
+        granted = run_sync(PermitFlow(self, store, plan, timeout), self._wake, cancel)
+        return self._granted(plan, granted, time.monotonic() - started)
 
     def try_permit(self, provider: str, *, model: str | None = None,
                    tokens: int | None = None, reports: bool = False) -> Permit | None:
@@ -282,49 +257,17 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
         plan = self._cached_plan(provider, model, tokens, reports)
         started = time.monotonic()
         self._log_request(plan)
-        if self._local is not None and self._local.active:  # until a heartbeat gets through
-            await run_async(LocalLoop(self._local, plan, timeout), self._call)
-            return self._local_permit(plan, time.monotonic() - started)
+        granted = await run_async(PermitFlow(self, store, plan, timeout), self._call,
+                                  self._wake, self._submit)
+        return self._granted(plan, granted, time.monotonic() - started)
 
-        async def attempt() -> Granted:
-            await self._call(self._publish, plan)
-            first = await answer(self._call, self._with_releases,
-                                 (store.acquire, plan.request, None), self._settle_first)
-            if isinstance(first, Granted):
-                return first
-            try:
-                rung = self._rung() if self._rung_known() else await self._call(self._rung)
-            except asyncio.CancelledError:  # queued already: leave the queue, then go
-                await answer(self._call, store.cancel_wait, (first.ticket,), None)
-                raise
-            loop = AcquireLoop(store, plan.request, timeout, self._wait_logger(plan),
-                               self._refresh_s(), first, rung, self._wake, self._loop_acquire,
-                               self._rehome)
-            return await run_async(loop, self._call, self._wake, self._submit)
-
-        try:
-            try:
-                granted = await attempt()
-            except NotRegisteredError:
-                await self._call(self._rejoin)
-                granted = await attempt()
-        except RateLimitExceeded as err:
-            self._log_denied(plan, err)
-            raise
-        except StoreUnavailable as err:
-            await run_async(LocalLoop(self._degrade(err), plan, timeout), self._call)
-            return self._local_permit(plan, time.monotonic() - started)
+    def _granted(self, plan: Plan, granted: Granted | None, waited: float) -> Permit:
+        """The permit a ``PermitFlow`` ended with: the store's grant, or (None) the local
+        share's."""
+        if granted is None:
+            return self._local_permit(plan, waited)
         self._recovered()
-        return self._permit(plan, granted, time.monotonic() - started)
-
-    def _settle_first(self, answer: object) -> Call | None:
-        """The first answer of an ``apermit`` wait that was cancelled meanwhile: give a grant
-        back; leave the queue it joined (the call to make)."""
-        if isinstance(answer, Granted):
-            self._rehome([answer.permit_id])
-        elif isinstance(answer, Waiting) and self.store is not None:
-            return Call(self.store.cancel_wait, (answer.ticket,))
-        return None
+        return self._permit(plan, granted, waited)
 
     # --- the shared store unreachable (see ``degraded``) ----------------------------------
     def _degrade(self, err: StoreUnavailable) -> LocalShare:

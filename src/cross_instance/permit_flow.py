@@ -1,0 +1,122 @@
+"""One permit, from the plan to the grant, as steps that either driver carries out.
+
+``Runtime.permit`` (threads) and ``Runtime.apermit`` (asyncio) used to spell the same path
+twice: the local share while the store is away, publishing the plan's limits, the first
+attempt, a rejoin when the store has forgotten this instance, the wait, and falling back to
+the local share when the store goes away midway. ``PermitFlow.steps()`` is that path once;
+``acquire.run_sync`` and ``acquire.run_async`` drive it (a store call that fails is thrown
+back into the steps, so the fallbacks are written here, not in each driver).
+
+What is promised: the flow ends with the store's grant, or None for a permit of the local
+share; whatever wait it gives up (timeout, cancellation, error) leaves the store's queue
+(``abandon``), and an answer that arrives after an asyncio cancellation is settled (a grant
+given back, a queued wait left: ``settle``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any
+
+from cross_instance.acquire import AcquireLoop, Call, Loop, Sleep
+from cross_instance.core.records import Granted, Waiting
+from cross_instance.degraded import LocalLoop
+from cross_instance.errors import NotRegisteredError, RateLimitExceeded, StoreUnavailable
+
+if TYPE_CHECKING:
+    from cross_instance.core.keys import Plan
+    from cross_instance.runtime import Runtime
+    from cross_instance.stores.base import Store
+
+
+class PermitFlow:
+    """The steps of one ``permit``/``apermit`` (see the module's docstring)."""
+
+    def __init__(self, rt: Runtime, store: Store, plan: Plan, timeout: float | None) -> None:
+        self.rt, self.store, self.plan, self.timeout = rt, store, plan, timeout
+        self._sub: Loop[Any] | None = None  # the wait running now (the queue's or the local)
+        self._queued: int | None = None  # the ticket of a first answer not yet handed on
+        self._first = False  # the first attempt's store call is on its way
+
+    def steps(self) -> Generator[Call | Sleep, Any, Granted | None]:
+        rt, plan = self.rt, self.plan
+        local = rt._local
+        if local is not None and local.active:  # until a heartbeat gets through
+            yield from self._run(LocalLoop(local, plan, self.timeout))
+            return None
+        try:
+            try:
+                return (yield from self._attempt())
+            except NotRegisteredError:
+                yield Call(rt._rejoin, ())
+                return (yield from self._attempt())
+        except RateLimitExceeded as err:
+            rt._log_denied(plan, err)
+            raise
+        except StoreUnavailable as err:
+            yield from self._run(LocalLoop(rt._degrade(err), plan, self.timeout))
+            return None
+
+    def _attempt(self) -> Generator[Call | Sleep, Any, Granted]:
+        rt, plan, store = self.rt, self.plan, self.store
+        yield Call(rt._publish, (plan,))
+        self._first = True
+        first = yield Call(rt._with_releases, (store.acquire, plan.request, None))
+        self._first = False
+        if isinstance(first, Granted):  # the common case: granted at once
+            return first
+        self._queued = first.ticket
+        rung = rt._rung() if rt._rung_known() else (yield Call(rt._rung, ()))
+        loop = AcquireLoop(store, plan.request, self.timeout, rt._wait_logger(plan),
+                           rt._refresh_s(), first, rung, rt._wake, rt._loop_acquire,
+                           rt._rehome)
+        self._queued = None  # the loop leaves the queue from now on
+        granted: Granted = yield from self._run(loop)
+        return granted
+
+    def _run(self, loop: Loop[Any]) -> Generator[Call | Sleep, Any, Any]:
+        """``loop``'s steps, then what ends it (``abandon``: out of this process's waiters,
+        and out of the store's queue if it failed: an unreachable store is not waited for,
+        the wait goes stale and leaves the queue by itself). A driver that closes the flow
+        midway calls the flow's ``abandon``, which reaches this loop's."""
+        self._sub = loop
+        try:
+            result = yield from loop.steps()
+        except GeneratorExit:
+            raise
+        except BaseException:
+            self._sub = None
+            yield from self._leave(loop)
+            raise
+        self._sub = None
+        yield from self._leave(loop)
+        return result
+
+    @staticmethod
+    def _leave(loop: Loop[Any]) -> Generator[Call | Sleep, Any, None]:
+        leave = loop.abandon()
+        if leave is not None:
+            try:
+                yield leave
+            except StoreUnavailable:
+                pass
+
+    def abandon(self) -> Call | None:
+        """The call that gives back the place of a wait that ends without a grant."""
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            return sub.abandon()
+        ticket, self._queued = self._queued, None
+        return None if ticket is None else Call(self.store.cancel_wait, (ticket,))
+
+    def settle(self, answer: object) -> Call | None:
+        """An answer that arrived after the asyncio task was cancelled (see ``run_async``)."""
+        if self._sub is not None:
+            settle: Callable[[object], Call | None] | None = getattr(self._sub, "settle", None)
+            return None if settle is None else settle(answer)
+        if self._first:
+            if isinstance(answer, Granted):
+                self.rt._rehome([answer.permit_id])
+            elif isinstance(answer, Waiting):
+                return Call(self.store.cancel_wait, (answer.ticket,))
+        return None
