@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from cross_instance.core.records import Granted, PermitRequest, Waiting
 from cross_instance.errors import RateLimitExceeded
@@ -41,8 +41,9 @@ REAP_EVERY_S = 0.25
 CANCEL_POLL_S = 0.05
 
 
-@dataclass(frozen=True, slots=True)
-class Call:
+class Call(NamedTuple):
+    """A store call to make: ``fn(*args)`` (a tuple: made on every permit, so it is cheap)."""
+
     fn: Callable[..., Any]
     args: tuple[Any, ...]
 

@@ -59,7 +59,8 @@ class PermitFlow:
 
     def _attempt(self) -> Generator[Call | Sleep, Any, Granted]:
         rt, plan, store = self.rt, self.plan, self.store
-        yield Call(rt._publish, (plan,))
+        if not rt._published_all(plan):  # once per request shape (again after a rejoin)
+            yield Call(rt._publish, (plan,))
         self._first = True
         first = yield Call(rt._with_releases, (store.acquire, plan.request, None))
         self._first = False

@@ -326,9 +326,12 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
                 self._plans[key] = plan
         return plan
 
+    def _published_all(self, plan: Plan) -> bool:
+        return self._published.issuperset(plan.rates) and self._published.issuperset(plan.groups)
+
     def _publish(self, plan: Plan) -> None:
         """Declare the plan's limits to the store once (again after a rejoin)."""
-        if self._published.issuperset(plan.rates) and self._published.issuperset(plan.groups):
+        if self._published_all(plan):
             return
         assert self.store is not None
         self.store.publish_limits(self.instance_id, plan.rates, plan.groups)
