@@ -179,7 +179,7 @@ def _mem_total_bytes() -> int | None:
 
 def _fs_type(path: str) -> str | None:
     try:
-        from cross_instance import hostinfo
+        from cross_instance.hostfacts import identity as hostinfo
         return hostinfo.filesystem_type(path, hostinfo.read_mountinfo())
     except Exception:  # noqa: BLE001 - informational only
         return None

@@ -76,7 +76,7 @@ def _worker(mode: str, base_url: str, state: str, name: str, seconds: float, bar
 
 
 def run(mode: str, headers: str, seconds: float) -> dict[str, Any]:
-    from cross_instance.fakeprovider import FakeProvider
+    from cross_instance.testing.fakeprovider import FakeProvider
 
     work = Path(tempfile.mkdtemp(prefix="pi-xi-bench-"))
     ctx = mp.get_context("spawn")

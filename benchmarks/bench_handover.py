@@ -120,7 +120,7 @@ def _as_host(name: str | None) -> None:
     runtime can tell (only the store's announcements reach it)."""
     import os
 
-    from cross_instance import hostinfo
+    from cross_instance.hostfacts import identity as hostinfo
 
     if name is None:
         os.environ.pop("PI_XI_HOSTNAME", None)
@@ -143,7 +143,7 @@ def task_pingpong(ctx: TaskContext) -> dict[str, Any]:
 
 
 def _pingpong(ctx: TaskContext) -> dict[str, Any]:
-    from cross_instance import hostinfo
+    from cross_instance.hostfacts import identity as hostinfo
 
     rt = _runtime(ctx, 1)
     grants: list[int] = []

@@ -97,7 +97,7 @@ def task_peer(ctx: TaskContext) -> dict[str, Any]:
 
 
 def task_window_ours(ctx: TaskContext) -> dict[str, Any]:
-    from cross_instance import hostinfo
+    from cross_instance.hostfacts import identity as hostinfo
 
     rt = _ours(ctx, bench_window.RATE_PER_MIN, bench_window.BURST)
     seen: list[int] = []
@@ -118,7 +118,7 @@ def task_window_ours(ctx: TaskContext) -> dict[str, Any]:
 
 
 def task_window_peer(ctx: TaskContext) -> dict[str, Any]:
-    from cross_instance import hostinfo
+    from cross_instance.hostfacts import identity as hostinfo
 
     once, close = _peer(ctx, "second", int(bench_window.RATE_PER_S))
     seen: list[int] = []

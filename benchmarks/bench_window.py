@@ -44,8 +44,8 @@ TARGET_UTIL, TARGET_JAIN = 0.95, 0.95
 
 
 def task_ours(ctx: TaskContext) -> dict[str, Any]:
-    from cross_instance import hostinfo
     from cross_instance.errors import RateLimitExceeded
+    from cross_instance.hostfacts import identity as hostinfo
 
     rt, start_failures = common.start_runtime(ctx, RATE_PER_MIN, BURST, TOTAL_MAX_LLM)
     store = rt.store
@@ -75,7 +75,7 @@ def task_ours(ctx: TaskContext) -> dict[str, Any]:
 def task_pyrate(ctx: TaskContext) -> dict[str, Any]:
     from pyrate_limiter import Duration, Limiter, Rate, SQLiteBucket
 
-    from cross_instance import hostinfo
+    from cross_instance.hostfacts import identity as hostinfo
 
     limiter = Limiter(SQLiteBucket.init_from_file(
         [Rate(BURST, Duration.SECOND)], table="bench",

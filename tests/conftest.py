@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from cross_instance import hostinfo
 from cross_instance.core.liveness import Domain
 from cross_instance.core.records import InstanceRecord
+from cross_instance.hostfacts import identity as hostinfo
 from cross_instance.stores import open_store
 from cross_instance.stores.base import Store
 

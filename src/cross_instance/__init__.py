@@ -13,8 +13,8 @@ from cross_instance.errors import (
     StoreUnavailable,
     UnsupportedLocation,
 )
-from cross_instance.permit import Permit
 from cross_instance.runtime import Runtime
+from cross_instance.runtime.permit import Permit
 
 __all__ = [
     "ConfigError",

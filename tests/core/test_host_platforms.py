@@ -22,8 +22,8 @@ from types import SimpleNamespace
 import psutil  # imported before a test pretends to be macOS (psutil picks its OS at import)
 import pytest
 
-from cross_instance import hostinfo
 from cross_instance.core.liveness import Verdict
+from cross_instance.hostfacts import identity as hostinfo
 from cross_instance.stores.sqlite.store import SqliteStore
 from tests.conftest import record, redis_prefix
 

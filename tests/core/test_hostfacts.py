@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from cross_instance import hostfacts, hostinfo
+from cross_instance import hostfacts
 from cross_instance.core.liveness import Domain, Probe, Verdict
 from cross_instance.errors import ConfigError
+from cross_instance.hostfacts import identity as hostinfo
 from cross_instance.hostfacts import portable
 from cross_instance.stores.sqlite.store import SqliteStore
 from tests.conftest import FakeClock, record
@@ -196,7 +197,7 @@ def test_evidence_of_another_backend_is_never_compared(facts, sleep_child):
 
 CHILD = """
 import sys, time
-from cross_instance import hostinfo
+from cross_instance.hostfacts import identity as hostinfo
 from cross_instance.core.records import InstanceRecord
 from cross_instance.stores.sqlite.store import SqliteStore
 store = SqliteStore(sys.argv[1])

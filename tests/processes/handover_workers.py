@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cross_instance import acquire, hostinfo, releases
-from cross_instance.runtime import Runtime
+from cross_instance.hostfacts import identity as hostinfo
+from cross_instance.runtime import Runtime, acquire, releases
 from tests.helpers_runtime import make_config
 
 NEVER_S = 1000.0

@@ -3,8 +3,8 @@ once for the whole burst, and every process honours the cooldown."""
 
 from __future__ import annotations
 
-from cross_instance.fakeprovider import FakeProvider
 from cross_instance.stores.sqlite.store import SqliteStore
+from cross_instance.testing.fakeprovider import FakeProvider
 from tests.processes import workers
 from tests.processes.spawn import run_together
 

@@ -76,7 +76,7 @@ class Scene:
 
     def bells(self) -> Path:
         """This store's doorbell directory on this host."""
-        from cross_instance import handover
+        from cross_instance.runtime import handover
 
         self.queued()  # opens the store
         assert self.store is not None
@@ -156,7 +156,7 @@ def test_a_lost_ring_costs_a_poll_never_the_grant(tmp_path, store_cfg):
     """The waiter's doorbell is taken away while it waits: the ring cannot reach it, and its
     ordinary poll still finds the slot (on Redis the store's announcement of the freed slot,
     which needs no doorbell, may come first)."""
-    from cross_instance import handover
+    from cross_instance.runtime import handover
 
     with scene(tmp_path, store_cfg) as s:
         s.hold("sync")
@@ -177,7 +177,7 @@ def test_a_lost_ring_costs_a_poll_never_the_grant(tmp_path, store_cfg):
 
 
 def test_a_killed_waiter_leaves_no_doorbell_that_breaks_the_others(tmp_path, store_cfg):
-    from cross_instance import handover
+    from cross_instance.runtime import handover
 
     with scene(tmp_path, store_cfg) as s:
         s.hold("sync")

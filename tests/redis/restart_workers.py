@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cross_instance import hostinfo
+from cross_instance.hostfacts import identity as hostinfo
 from cross_instance.runtime import Runtime
 from tests.helpers_runtime import make_config
 

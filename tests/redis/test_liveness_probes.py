@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from cross_instance import hostinfo
 from cross_instance.core.liveness import Domain
 from cross_instance.core.locking import LockRecord
 from cross_instance.core.ownership import Action
+from cross_instance.hostfacts import identity as hostinfo
 from cross_instance.stores.redis.store import RedisStore
 from tests.conftest import record
 

@@ -13,10 +13,10 @@ import time
 
 import pytest
 
-from cross_instance import hostinfo
 from cross_instance.core.limiter import RateSpec
 from cross_instance.core.records import Granted, PermitRequest, PermitState, Waiting
 from cross_instance.errors import StaleEpochError
+from cross_instance.hostfacts import identity as hostinfo
 from cross_instance.runtime import Runtime
 from cross_instance.stores.redis.store import RedisStore
 from tests.checkers import most_at_once

@@ -19,8 +19,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from cross_instance import hostinfo
-from cross_instance.config_rules import instance_id_problem
+from cross_instance.config.rules import instance_id_problem
 from cross_instance.core.keys import PROVIDER_NAME
 from cross_instance.core.limiter import RateSpec
 from cross_instance.core.locking import MAX_RESOURCE, LockRecord, LockWaiting
@@ -28,6 +27,7 @@ from cross_instance.core.modelmatch import MAX_PATTERN_LENGTH, pattern_problem
 from cross_instance.core.ownership import MAX_WORKFLOW_ID, Force, check_workflow_id
 from cross_instance.core.records import Granted, PermitRequest, Waiting
 from cross_instance.errors import CrossInstanceError, StaleEpochError
+from cross_instance.hostfacts import identity as hostinfo
 from cross_instance.stores import open_store
 from cross_instance.stores.permit_ids import new_ticket
 from tests.conftest import STORE_KINDS, FakeClock, record

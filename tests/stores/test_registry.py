@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
-from cross_instance import hostinfo
 from cross_instance.core.liveness import Domain
 from cross_instance.core.records import Workload
 from cross_instance.errors import DuplicateInstanceError
+from cross_instance.hostfacts import identity as hostinfo
 from tests.conftest import record
 
 

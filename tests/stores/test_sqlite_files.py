@@ -7,8 +7,8 @@ import stat
 
 import pytest
 
-from cross_instance import hostinfo
 from cross_instance.errors import StoreCorrupt, StoreUnavailable, UnsupportedLocation
+from cross_instance.hostfacts import identity as hostinfo
 from cross_instance.stores.sqlite.db import DB_NAME
 from cross_instance.stores.sqlite.store import SqliteStore
 from tests.conftest import record

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from cross_instance import hostinfo
 from cross_instance.core.liveness import Domain
 from cross_instance.core.ownership import Action, Force
 from cross_instance.errors import NotRegisteredError, StaleEpochError
+from cross_instance.hostfacts import identity as hostinfo
 from tests.conftest import record
 
 

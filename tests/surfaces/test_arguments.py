@@ -9,13 +9,13 @@ import threading
 
 import pytest
 
-from cross_instance import retry
 from cross_instance.errors import (
     InvalidArgument,
     LockRequestError,
     PermitRequestError,
     WorkflowRequestError,
 )
+from cross_instance.integrations import retry
 from cross_instance.runtime import Runtime
 from tests.helpers_runtime import make_config
 

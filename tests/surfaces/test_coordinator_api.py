@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cross_instance import Runtime, coordinator
+from cross_instance import Runtime
+from cross_instance.compat import coordinator
 from cross_instance.errors import NotRegisteredError
 
 

@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from cross_instance.fakeprovider import FakeProvider, parse_openai_duration
-from cross_instance.fakeprovider.responses import REPLY_TEXT
+from cross_instance.testing.fakeprovider import FakeProvider, parse_openai_duration
+from cross_instance.testing.fakeprovider.responses import REPLY_TEXT
 
 OPENAI = "/v1/chat/completions"
 ANTHROPIC = "/v1/messages"
@@ -287,7 +287,7 @@ def test_tokens_per_minute_rejects_big_requests(fake: FakeProvider) -> None:
 
 def test_cli_serves_until_sigterm() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cross_instance.fakeprovider", "--port", "0", "--rpm", "600",
+        [sys.executable, "-m", "cross_instance.testing.fakeprovider", "--port", "0", "--rpm", "600",
          "--burst", "10", "--latency", "0.01", "--headers", "anthropic"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
@@ -309,7 +309,7 @@ def test_cli_serves_until_sigterm() -> None:
 @pytest.mark.parametrize("args", [["--rpm", "0"], ["--headers", "xml"], ["--latency", "2,1"],
                                   ["--host", "0.0.0.0"]])
 def test_cli_rejects_bad_arguments(args: list[str]) -> None:
-    proc = subprocess.run([sys.executable, "-m", "cross_instance.fakeprovider", *args],
+    proc = subprocess.run([sys.executable, "-m", "cross_instance.testing.fakeprovider", *args],
                           check=False, capture_output=True, text=True, timeout=10)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()

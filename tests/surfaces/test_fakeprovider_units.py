@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cross_instance.fakeprovider import (
+from cross_instance.testing.fakeprovider import (
     BucketView,
     FakeProvider,
     Limits,
@@ -14,8 +14,8 @@ from cross_instance.fakeprovider import (
     ratelimit_headers,
     retry_headers,
 )
-from cross_instance.fakeprovider import responses as rs
-from cross_instance.fakeprovider.stats import StatsRecorder
+from cross_instance.testing.fakeprovider import responses as rs
+from cross_instance.testing.fakeprovider.stats import StatsRecorder
 
 MS = 1_000_000
 S = 1_000_000_000

@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from cross_instance.core.limits import ProviderLimits
-from cross_instance.fakeprovider import FakeProvider
 from cross_instance.runtime import Runtime
+from cross_instance.testing.fakeprovider import FakeProvider
 from tests.helpers_runtime import make_config
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}

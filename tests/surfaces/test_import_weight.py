@@ -11,8 +11,8 @@ import sys
 
 HEAVY = ("pydantic", "typer", "rich", "matplotlib", "httpx", "http.server", "tenacity",
          "openai", "anthropic", "redis", "cross_instance.cli", "cross_instance.demo",
-         "cross_instance.fakeprovider", "cross_instance.integrations",
-         "cross_instance.config_schema")
+         "cross_instance.testing.fakeprovider", "cross_instance.integrations",
+         "cross_instance.config.schema")
 
 
 def _loaded(code: str) -> set[str]:
@@ -24,7 +24,7 @@ def _loaded(code: str) -> set[str]:
 
 def test_importing_the_package_loads_nothing_heavy():
     loaded = _loaded("from cross_instance import Runtime")
-    assert "cross_instance.runtime" in loaded
+    assert "cross_instance.runtime.facade" in loaded
     heavy = sorted(m for m in loaded if any(m == h or m.startswith(h + ".") for h in HEAVY))
     assert heavy == []
 
@@ -34,4 +34,4 @@ def test_the_config_schema_comes_when_a_config_is_loaded(tmp_path):
     (tmp_path / ".pi" / "config.json").write_text('{"crossInstance": {"totalMaxLlm": 3}}')
     loaded = _loaded(f"from cross_instance.config import load_config\n"
                      f"assert load_config({str(tmp_path)!r}, env={{}}).total_max_llm == 3")
-    assert "cross_instance.config_schema" in loaded and "pydantic" in loaded
+    assert "cross_instance.config.schema" in loaded and "pydantic" in loaded

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 
-from cross_instance.logs import SharedRotatingFile
+from cross_instance.runtime.logs import SharedRotatingFile
 
 CTX = multiprocessing.get_context("spawn")
 

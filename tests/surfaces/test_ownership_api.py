@@ -8,8 +8,7 @@ import time
 
 import pytest
 
-from cross_instance.acquire import Cancelled
-from cross_instance.delegation import guard, guarded
+from cross_instance.compat.delegation import guard, guarded
 from cross_instance.errors import (
     LockLostError,
     LockRequestError,
@@ -19,6 +18,7 @@ from cross_instance.errors import (
     WorkflowRequestError,
 )
 from cross_instance.runtime import Runtime
+from cross_instance.runtime.acquire import Cancelled
 from tests.helpers_runtime import make_config
 
 

@@ -14,16 +14,17 @@ import httpx
 import openai
 import pytest
 
-from cross_instance import RateLimitExceeded, retry
-from cross_instance.acquire import Cancelled
+from cross_instance import RateLimitExceeded
 from cross_instance.errors import NotRegisteredError, PermitRequestError
+from cross_instance.integrations import retry
 from cross_instance.integrations.httpx_transport import (
     AsyncCoordinatedTransport,
     CoordinatedTransport,
     coordinated_client,
 )
-from cross_instance.permit import Permit
 from cross_instance.runtime import Runtime
+from cross_instance.runtime.acquire import Cancelled
+from cross_instance.runtime.permit import Permit
 from tests.helpers_runtime import make_config
 
 

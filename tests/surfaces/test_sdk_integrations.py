@@ -13,12 +13,12 @@ import openai
 import pytest
 
 from cross_instance.core.limits import ProviderLimits
-from cross_instance.fakeprovider import FakeProvider
 from cross_instance.integrations.httpx_transport import (
     CoordinatedTransport,
     coordinated_client,
 )
 from cross_instance.runtime import Runtime
+from cross_instance.testing.fakeprovider import FakeProvider
 from tests.helpers_runtime import make_config
 
 MESSAGES = [{"role": "user", "content": "hello"}]

@@ -11,8 +11,8 @@ import threading
 import time
 from pathlib import Path
 
-from cross_instance.acquire import Call, Wake
-from cross_instance.handover import IDLE, WAITING, Doorbell
+from cross_instance.runtime.acquire import Call, Wake
+from cross_instance.runtime.handover import IDLE, WAITING, Doorbell
 
 LONG = 60.0
 LAST = 10**9  # a ticket behind every other
@@ -211,7 +211,7 @@ def test_an_idle_doorbell_goes_idle_by_itself_within_the_listen_check(tmp_path: 
                                                                       monkeypatch):
     """With nobody ringing, a process that stopped waiting is shown idle within
     ``LISTEN_CHECK_S`` (its listener looks), so releasers stop sending at once for it."""
-    from cross_instance import handover
+    from cross_instance.runtime import handover
 
     monkeypatch.setattr(handover, "LISTEN_CHECK_S", 0.05)
     tmp_path = tmp_path / "bells"
@@ -278,8 +278,8 @@ def test_a_doorbell_in_a_directory_not_private_is_not_made(tmp_path: Path):
 def test_a_release_handed_to_a_waiter_that_gives_up_is_still_sent(tmp_path: Path):
     """The waiter that was to carry a release stops waiting first (timeout, cancellation,
     error): the release goes back to the runtime and reaches the store."""
-    from cross_instance.acquire import AcquireLoop, Call, Sleep
     from cross_instance.runtime import Runtime
+    from cross_instance.runtime.acquire import AcquireLoop, Call, Sleep
     from tests.helpers_runtime import make_config
 
     with Runtime.start(cwd=tmp_path, config=make_config(tmp_path / "state", total=1),
@@ -309,9 +309,8 @@ def test_a_release_handed_to_a_waiter_that_gives_up_is_still_sent(tmp_path: Path
 def test_one_waiter_of_a_process_looks_for_dead_holders_per_period(tmp_path: Path, monkeypatch):
     """Each wait used to reap when it first blocked: under load a second store transaction
     on nearly every permit. Now the waiters of a process share the period."""
-    from cross_instance import acquire
-    from cross_instance.acquire import AcquireLoop, Call
-    from cross_instance.runtime import Runtime
+    from cross_instance.runtime import Runtime, acquire
+    from cross_instance.runtime.acquire import AcquireLoop, Call
     from tests.helpers_runtime import make_config
 
     monkeypatch.setattr(acquire, "REAP_EVERY_S", 1000.0)  # one period spans the test

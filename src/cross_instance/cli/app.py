@@ -18,8 +18,8 @@ from cross_instance.cli.ownership_cmds import locks_app, workflow_app
 from cross_instance.cli.store_cmds import store_app
 from cross_instance.config import Config
 from cross_instance.errors import CrossInstanceError, StoreError
-from cross_instance.limits_view import build_limits
-from cross_instance.status import build_status
+from cross_instance.views.limits import build_limits
+from cross_instance.views.status import build_status
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Coordinate LLM rate limits across agent processes.")

@@ -51,7 +51,7 @@ def open_configured_store(cfg: Config) -> Store | None:
             return None
         return SqliteStore(directory, create=False)
     except StoreError as err:
-        from cross_instance.degraded import degraded_instances
+        from cross_instance.runtime.degraded import degraded_instances
 
         local = degraded_instances(cfg.runtime_dir)
         note = "".join(

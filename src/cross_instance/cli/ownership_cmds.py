@@ -19,7 +19,7 @@ from cross_instance.config import Config
 from cross_instance.core.ownership import Claim, Force, Owner, WorkflowRecord, check_workflow_id
 from cross_instance.core.records import InstanceRecord
 from cross_instance.errors import CrossInstanceError, NotRegisteredError
-from cross_instance.hostinfo import hostname, verdict
+from cross_instance.hostfacts.identity import hostname, verdict
 from cross_instance.stores.base import Store
 
 workflow_app = typer.Typer(help="Workflow ownership (seed 002): status, claim, force-claim, "

@@ -4,7 +4,8 @@ and then with cross-instance coordination; prints a table and writes a PNG.
 Promises of :func:`run_demo`:
 
 * arguments are checked first; a bad one raises ``ValueError`` with a one-line message naming it;
-* one :class:`~cross_instance.fakeprovider.FakeProvider` on loopback is the provider account;
+* one :class:`~cross_instance.testing.fakeprovider.FakeProvider` on loopback is the provider
+  account;
   each run starts with its bucket full, and with every instance process ready (start-up time
   is not measured: all are released together);
 * every child process is ended, every coordinated instance closes its runtime, and the temporary
@@ -30,7 +31,7 @@ from rich.table import Table
 
 from cross_instance.demo.chart import Panel, write_chart
 from cross_instance.demo.worker import CallRecord, Record, WorkerSpec, worker_main
-from cross_instance.fakeprovider import FakeProvider
+from cross_instance.testing.fakeprovider import FakeProvider
 
 START_TIMEOUT_S = 60.0
 POLL_S = 0.25

@@ -30,8 +30,8 @@ from typing import Any
 import httpx
 
 from cross_instance.core.usage import estimate_tokens, usage_from_body
-from cross_instance.permit import Permit
 from cross_instance.runtime import Runtime
+from cross_instance.runtime.permit import Permit
 
 ModelOf = Callable[[Any], str | None]
 CAPTURE_LIMIT = 4 << 20  # response bytes kept to read the usage from; longer: not settled

@@ -15,7 +15,6 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from cross_instance import crashpoints, hostinfo
 from cross_instance.core.keys import permit_groups
 from cross_instance.core.limiter import RateSpec
 from cross_instance.core.limits import AdaptiveSettings
@@ -51,7 +50,8 @@ from cross_instance.errors import (
     StaleEpochError,
     StoreUnavailable,
 )
-from cross_instance.stores import base
+from cross_instance.hostfacts import identity as hostinfo
+from cross_instance.stores import base, crashpoints
 from cross_instance.stores.permit_ids import new_permit_id, new_ticket
 from cross_instance.stores.redis.connection import (
     RedisLocation,

@@ -31,11 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from cross_instance import hostinfo
 from cross_instance.core.liveness import UNKNOWN_BOOT
-from cross_instance.crashpoints import crash_at
 from cross_instance.errors import StoreUnavailable, UnsupportedLocation
+from cross_instance.hostfacts import identity as hostinfo
 from cross_instance.hostfacts.system import require_posix_locks
+from cross_instance.stores.crashpoints import crash_at
 from cross_instance.stores.sqlite import files
 from cross_instance.stores.sqlite.files import damaged
 from cross_instance.stores.sqlite.schema import MIGRATIONS, SCHEMA_VERSION

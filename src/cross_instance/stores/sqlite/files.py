@@ -15,8 +15,8 @@ import struct
 import time
 from pathlib import Path
 
-from cross_instance.crashpoints import crash_at
 from cross_instance.errors import StoreCorrupt, StoreUnavailable
+from cross_instance.stores.crashpoints import crash_at
 
 HEADER = b"SQLite format 3\x00"
 TEMP_MARK = ".new-"

@@ -9,7 +9,7 @@ from typing import Any
 
 from cross_instance.core.liveness import Verdict
 from cross_instance.core.locking import LockRecord, LockWaiting, can_renew, why_free
-from cross_instance.hostinfo import verdict
+from cross_instance.hostfacts.identity import verdict
 from cross_instance.stores.permit_ids import new_ticket
 from cross_instance.stores.sqlite import registry
 from cross_instance.stores.sqlite.ownership import floor, owner_of

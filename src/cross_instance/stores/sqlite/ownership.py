@@ -10,7 +10,7 @@ from typing import Any
 from cross_instance.core.liveness import Domain, Verdict
 from cross_instance.core.ownership import Action, Claim, Force, Owner, WorkflowRecord, decide
 from cross_instance.errors import NotRegisteredError, StaleEpochError
-from cross_instance.hostinfo import verdict
+from cross_instance.hostfacts.identity import verdict
 from cross_instance.stores.sqlite import registry
 
 _COLUMNS = ("id, owner, pid, host, boot_id, pid_ns, start_ticks, epoch, claimed_wall_ms, "

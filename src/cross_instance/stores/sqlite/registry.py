@@ -12,7 +12,7 @@ from cross_instance.core.keys import is_bucket
 from cross_instance.core.liveness import Domain
 from cross_instance.core.records import InstanceRecord, Workload
 from cross_instance.errors import DuplicateInstanceError
-from cross_instance.hostinfo import verdict
+from cross_instance.hostfacts.identity import verdict
 
 _COLUMNS = (
     "id, host, boot_id, pid_ns, pid, start_ticks, session_id, cwd, started_wall_ms, started_ns, "

@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cross_instance import hostinfo
 from cross_instance.core.keys import permit_groups
 from cross_instance.core.limiter import RateSpec
 from cross_instance.core.limits import AdaptiveSettings
@@ -34,6 +33,7 @@ from cross_instance.core.records import (
     Workload,
 )
 from cross_instance.core.window import windowed
+from cross_instance.hostfacts import identity as hostinfo
 from cross_instance.stores import base
 from cross_instance.stores.sqlite import learning, locks, ownership, permits, registry
 from cross_instance.stores.sqlite.db import Database

@@ -22,7 +22,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from cross_instance.config_rules import (
+from cross_instance.config.rules import (
     BOUNDS,
     addr_problem,
     instance_id_problem,
@@ -46,7 +46,7 @@ from cross_instance.core.limits import (
 from cross_instance.errors import ConfigError
 
 if TYPE_CHECKING:  # the schema (pydantic) is imported when a section is validated
-    from cross_instance.config_schema import LimitsIn, SectionIn
+    from cross_instance.config.schema import LimitsIn, SectionIn
 
 __all__ = [
     "DEFAULT_PROVIDER_LIMITS",
@@ -249,7 +249,7 @@ def load_config(
     base = Path(os.path.abspath(os.fspath(cwd) if cwd is not None else os.getcwd()))
     path = str(base / ".pi" / "config.json")
     raw = read_section(path, _SECTION)
-    from cross_instance.config_schema import SectionIn, validate_section  # ~100 ms: only here
+    from cross_instance.config.schema import SectionIn, validate_section  # ~100 ms: only here
 
     file_section = validate_section(raw if raw is not None else {}, path, _SECTION)
     overrides = env_overrides(os.environ if env is None else env)

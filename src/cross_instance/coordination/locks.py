@@ -18,7 +18,6 @@ from collections.abc import Callable, Generator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from cross_instance.acquire import Call, Sleep, run_async, run_sync
 from cross_instance.core.arguments import check_cancel, check_seconds, show
 from cross_instance.core.locking import (
     LockRecord,
@@ -32,6 +31,7 @@ from cross_instance.errors import (
     LockRequestError,
     LockTimeoutError,
 )
+from cross_instance.runtime.acquire import Call, Sleep, run_async, run_sync
 from cross_instance.stores.permit_ids import new_ticket
 
 if TYPE_CHECKING:

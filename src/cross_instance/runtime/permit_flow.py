@@ -18,10 +18,10 @@ from __future__ import annotations
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
-from cross_instance.acquire import AcquireLoop, Call, Loop, Sleep
 from cross_instance.core.records import Granted, Waiting
-from cross_instance.degraded import LocalLoop
 from cross_instance.errors import NotRegisteredError, RateLimitExceeded, StoreUnavailable
+from cross_instance.runtime.acquire import AcquireLoop, Call, Loop, Sleep
+from cross_instance.runtime.degraded import LocalLoop
 
 if TYPE_CHECKING:
     from cross_instance.core.keys import Plan

@@ -16,7 +16,7 @@ from enum import Enum
 
 from cross_instance.core import limiter
 from cross_instance.core.limiter import RateSpec
-from cross_instance.fakeprovider.headers import BucketView
+from cross_instance.testing.fakeprovider.headers import BucketView
 
 
 class Keep(Enum):

@@ -6,12 +6,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from cross_instance import hostinfo
 from cross_instance.config import Config
 from cross_instance.core import adaptive, limiter, parallel
 from cross_instance.core.arbiter import GLOBAL_GROUP
 from cross_instance.core.keys import REQUESTS, TOKENS, is_requests, parse_key, provider_group
 from cross_instance.core.records import BucketState, Snapshot
+from cross_instance.hostfacts import identity as hostinfo
 from cross_instance.stores.base import Store
 
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from cross_instance import hostinfo
 from cross_instance.core import parallel
 from cross_instance.core.arguments import check_int, check_name, check_seconds
 from cross_instance.core.records import InstanceRecord, Workload
+from cross_instance.hostfacts import identity as hostinfo
 
 if TYPE_CHECKING:
     from cross_instance.config import Config
-    from cross_instance.membership import Membership
+    from cross_instance.runtime.membership import Membership
     from cross_instance.stores.base import Store
 
 

@@ -19,7 +19,7 @@ from cross_instance.core.headers import Signals, parse_response
 from cross_instance.core.keys import is_requests, is_tokens, parse_key
 from cross_instance.core.limits import DEFAULT_MAX_COOLDOWN_MS, AdaptiveSettings
 from cross_instance.core.records import Adjustment, Outcome, PermitRequest
-from cross_instance.logs import LineLog
+from cross_instance.runtime.logs import LineLog
 
 Headers = Mapping[str, str] | Iterable[tuple[str, str]] | None
 

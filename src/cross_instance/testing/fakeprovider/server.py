@@ -18,9 +18,9 @@ import time
 from types import TracebackType
 from typing import Any, Self
 
-from cross_instance.fakeprovider.headers import HEADER_STYLES, HeaderStyle
-from cross_instance.fakeprovider.limits import KEEP, Keep, LimitConfig, Limits
-from cross_instance.fakeprovider.stats import MAX_EVENTS, StatsRecorder
+from cross_instance.testing.fakeprovider.headers import HEADER_STYLES, HeaderStyle
+from cross_instance.testing.fakeprovider.limits import KEEP, Keep, LimitConfig, Limits
+from cross_instance.testing.fakeprovider.stats import MAX_EVENTS, StatsRecorder
 
 Latency = float | tuple[float, float]
 
@@ -29,7 +29,7 @@ class FakeProvider:
     """A loopback HTTP fake LLM provider running on a background thread.
 
     Promises: binds only a loopback address; every admission decision is exact under
-    concurrency (see :mod:`cross_instance.fakeprovider.limits`); rate-limit headers of
+    concurrency (see :mod:`cross_instance.testing.fakeprovider.limits`); rate-limit headers of
     ``header_style`` are on every 200 and 429; ``stats()`` counts every completion request.
     """
 
@@ -74,7 +74,7 @@ class FakeProvider:
 
     def start(self) -> Self:
         """Bind and serve on a daemon thread; afterwards :attr:`url` has the real port."""
-        from cross_instance.fakeprovider.handler import ProviderHTTPServer
+        from cross_instance.testing.fakeprovider.handler import ProviderHTTPServer
 
         if self._server is not None:
             raise RuntimeError("FakeProvider already started")

@@ -16,14 +16,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from cross_instance.fakeprovider import responses as rs
-from cross_instance.fakeprovider.headers import (
+from cross_instance.testing.fakeprovider import responses as rs
+from cross_instance.testing.fakeprovider.headers import (
     HeaderStyle,
     ratelimit_headers,
     retry_headers,
 )
-from cross_instance.fakeprovider.limits import Decision, Limits
-from cross_instance.fakeprovider.stats import StatsRecorder
+from cross_instance.testing.fakeprovider.limits import Decision, Limits
+from cross_instance.testing.fakeprovider.stats import StatsRecorder
 
 ROUTES: dict[str, rs.Api] = {"/v1/chat/completions": "openai", "/v1/messages": "anthropic"}
 

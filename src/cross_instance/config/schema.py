@@ -3,7 +3,7 @@ ConfigErrors.
 
 Internal to :mod:`cross_instance.config`, which imports it only when it validates a section
 (pydantic costs about 100 ms to import; the rules that need no schema library are in
-:mod:`cross_instance.config_rules`). Promise: every invalid input yields exactly one
+:mod:`cross_instance.config.rules`). Promise: every invalid input yields exactly one
 ConfigError(file path, camelCase dotted key, problem naming the bad value).
 """
 
@@ -16,7 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic.alias_generators import to_camel
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from cross_instance.config_rules import (
+from cross_instance.config.rules import (
     BOUNDS,
     addr_problem,
     instance_id_problem,

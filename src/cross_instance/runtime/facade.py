@@ -23,15 +23,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from cross_instance import hostinfo
-from cross_instance.acquire import (
-    SlotWaiter,
-    Wake,
-    run_async,
-    run_sync,
-)
+from cross_instance.compat.seed import SeedFunctions
 from cross_instance.config import Config, load_config
-from cross_instance.config_rules import instance_id_problem
+from cross_instance.config.rules import instance_id_problem
+from cross_instance.coordination.locks import LockFunctions
+from cross_instance.coordination.workflows import WorkflowFunctions
 from cross_instance.core.arguments import (
     check_bool,
     check_cancel,
@@ -50,7 +46,6 @@ from cross_instance.core.records import (
     Waiting,
 )
 from cross_instance.core.window import SlidingCount
-from cross_instance.degraded import LocalShare
 from cross_instance.errors import (
     InvalidArgument,
     NotRegisteredError,
@@ -58,20 +53,25 @@ from cross_instance.errors import (
     RateLimitExceeded,
     StoreUnavailable,
 )
-from cross_instance.feedback import Feedback, from_error
-from cross_instance.handover import Doorbell, directory_for
-from cross_instance.locks import LockFunctions
-from cross_instance.logs import LineLog, log_path
-from cross_instance.membership import Membership
-from cross_instance.permit import Permit
-from cross_instance.permit_flow import PermitFlow
-from cross_instance.releases import ReleaseQueue
-from cross_instance.seed_functions import SeedFunctions
-from cross_instance.status import build_status
+from cross_instance.hostfacts import identity as hostinfo
+from cross_instance.runtime.acquire import (
+    SlotWaiter,
+    Wake,
+    run_async,
+    run_sync,
+)
+from cross_instance.runtime.degraded import LocalShare
+from cross_instance.runtime.feedback import Feedback, from_error
+from cross_instance.runtime.handover import Doorbell, directory_for
+from cross_instance.runtime.logs import LineLog, log_path
+from cross_instance.runtime.membership import Membership
+from cross_instance.runtime.permit import Permit
+from cross_instance.runtime.permit_flow import PermitFlow
+from cross_instance.runtime.releases import ReleaseQueue
 from cross_instance.stores import open_store
 from cross_instance.stores.base import FreedSlots, Store
 from cross_instance.stores.sqlite.store import SqliteStore
-from cross_instance.workflows import WorkflowFunctions
+from cross_instance.views.status import build_status
 
 T = TypeVar("T")
 ONE_HOST_S = 5.0  # how long a runtime trusts "every instance runs on this host"

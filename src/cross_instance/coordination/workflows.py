@@ -30,7 +30,7 @@ from cross_instance.errors import (
 )
 
 if TYPE_CHECKING:
-    from cross_instance.membership import Membership
+    from cross_instance.runtime.membership import Membership
     from cross_instance.stores.base import Store
 
 

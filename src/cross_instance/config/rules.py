@@ -2,7 +2,7 @@
 name and address checks, how a key and a value are shown in an error, and reading the JSON
 file.
 
-Kept apart from :mod:`cross_instance.config_schema` (the pydantic models), so that importing
+Kept apart from :mod:`cross_instance.config.schema` (the pydantic models), so that importing
 the package, checking an instance id or reading the file loads no validation library; the
 schema is imported only when a section is validated. Promises: :func:`read_section` only
 reads (never writes), and every problem is one ConfigError(file path, camelCase dotted key,

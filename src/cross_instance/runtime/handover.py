@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cross_instance import hostinfo
+from cross_instance.hostfacts import identity as hostinfo
 
 if TYPE_CHECKING:
     from cross_instance.stores.base import Store

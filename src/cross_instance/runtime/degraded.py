@@ -19,11 +19,11 @@ from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
-from cross_instance.acquire import Call, Sleep
 from cross_instance.core import limiter
 from cross_instance.core.keys import Plan
 from cross_instance.core.limiter import RateSpec
 from cross_instance.errors import RateLimitExceeded
+from cross_instance.runtime.acquire import Call, Sleep
 
 POLL_MAX_S = 0.05
 MARKER_GLOB = "degraded-*.json"

@@ -1,0 +1,215 @@
+"""The original coordinator's API (seed 001) as module-level functions, for code ported from
+it: one process-wide instance, registered by ``register_instance`` and used by the rest.
+
+New code should hold a ``Runtime`` instead (``Runtime.start()``); these functions delegate to
+the process's default one. Locks (``try_acquire_lock``, ``release_lock``,
+``cleanup_expired_locks``) and seed 002's ownership functions (``check_ul_workflow_ownership``,
+``ul_workflow_force_claim``, ...) are here too; work stealing arrives with the work queue.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from cross_instance.config import env_overrides, load_config
+from cross_instance.coordination.locks import HeldLock
+from cross_instance.coordination.workflows import Workflow
+from cross_instance.core.arguments import show
+from cross_instance.core.modelmatch import matches_model_pattern
+from cross_instance.core.records import InstanceRecord
+from cross_instance.errors import InvalidArgument, LockRequestError, NotRegisteredError
+from cross_instance.runtime import Runtime
+
+__all__ = [
+    "check_ul_workflow_ownership",
+    "claim_workflow",
+    "cleanup_dead_instances",
+    "cleanup_expired_locks",
+    "clear_active_model",
+    "clear_all_active_models",
+    "enhanced_heartbeat",
+    "get_active_instance_count",
+    "get_active_instances",
+    "get_active_instances_for_model",
+    "get_coordinator_status",
+    "get_dynamic_parallel_limit",
+    "get_env_overrides",
+    "get_model_parallel_limit",
+    "get_model_usage_summary",
+    "get_my_parallel_limit",
+    "get_total_max_llm",
+    "is_coordinator_initialized",
+    "matches_model_pattern",
+    "register_instance",
+    "release_lock",
+    "release_workflow",
+    "set_active_model",
+    "try_acquire_lock",
+    "ul_workflow_force_claim",
+    "unregister_instance",
+    "update_heartbeat",
+    "update_workload_info",
+]
+
+_lock = threading.Lock()
+_default: Runtime | None = None
+
+_OVERRIDABLE = {"totalMaxLlm": "total_max_llm", "heartbeatIntervalMs": "heartbeat_interval_ms",
+                "heartbeatTimeoutMs": "heartbeat_timeout_ms"}
+
+
+def register_instance(session_id: str | None = None, cwd: str | None = None,
+                      config_overrides: Mapping[str, int] | None = None) -> Runtime:
+    """Register this process and start its heartbeat (once; later calls return the same
+    runtime). ``config_overrides`` takes the seed's keys: totalMaxLlm, heartbeatIntervalMs,
+    heartbeatTimeoutMs."""
+    global _default
+    with _lock:
+        if _default is not None and not _default.closed:
+            return _default
+        where = cwd if cwd is not None else os.getcwd()
+        config = load_config(where)
+        changes: dict[str, Any] = {}
+        if config_overrides is not None and not isinstance(config_overrides, Mapping):
+            raise InvalidArgument(f"config_overrides must be a mapping of setting names to "
+                                  f"values, or None (got {show(config_overrides)})")
+        for key, value in (config_overrides or {}).items():
+            if key not in _OVERRIDABLE:
+                raise InvalidArgument(f"config_overrides: unknown key {key!r} "
+                                 f"(allowed: {', '.join(_OVERRIDABLE)})")
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidArgument(f"config_overrides: {key} must be a positive integer "
+                                 f"(got {value!r})")
+            changes[_OVERRIDABLE[key]] = value
+        config = dataclasses.replace(config, **changes)
+        _default = Runtime.start(cwd=where, config=config, session_id=session_id)
+        return _default
+
+
+def unregister_instance() -> None:
+    """Unregister this process (frees everything it holds). Idempotent."""
+    global _default
+    with _lock:
+        if _default is not None:
+            _default.close()
+        _default = None
+
+
+def _rt() -> Runtime:
+    if _default is None or _default.closed:
+        raise NotRegisteredError("call register_instance() first")
+    return _default
+
+
+def is_coordinator_initialized() -> bool:
+    return _default is not None and _default.is_coordinator_initialized()
+
+
+def get_env_overrides() -> dict[str, object]:
+    return env_overrides(os.environ)
+
+
+def update_heartbeat() -> None:
+    _rt().update_heartbeat()
+
+
+def enhanced_heartbeat() -> None:
+    _rt().enhanced_heartbeat()
+
+
+def cleanup_dead_instances() -> list[str]:
+    return _rt().cleanup_dead_instances()
+
+
+def get_active_instances() -> list[InstanceRecord]:
+    return _rt().get_active_instances()
+
+
+def get_active_instance_count() -> int:
+    return _rt().get_active_instance_count()
+
+
+def get_total_max_llm() -> int:
+    return _rt().get_total_max_llm() if _default is not None else load_config().total_max_llm
+
+
+def get_my_parallel_limit() -> int:
+    return _rt().get_my_parallel_limit()
+
+
+def get_dynamic_parallel_limit(my_pending_tasks: int) -> int:
+    return _rt().get_dynamic_parallel_limit(my_pending_tasks)
+
+
+def update_workload_info(pending_task_count: int, avg_latency_ms: float | None = None) -> None:
+    _rt().update_workload_info(pending_task_count, avg_latency_ms)
+
+
+def get_coordinator_status() -> dict[str, Any]:
+    if _default is None or _default.closed:
+        return {"registered": False, "myInstanceId": None, "activeInstanceCount": 0,
+                "myParallelLimit": 1, "config": None, "instances": []}
+    return _default.get_coordinator_status()
+
+
+def set_active_model(provider: str, model: str) -> None:
+    _rt().set_active_model(provider, model)
+
+
+def clear_active_model(provider: str, model: str) -> None:
+    _rt().clear_active_model(provider, model)
+
+
+def clear_all_active_models() -> None:
+    _rt().clear_all_active_models()
+
+
+def get_active_instances_for_model(provider: str, model: str) -> int:
+    return _rt().get_active_instances_for_model(provider, model)
+
+
+def get_model_parallel_limit(provider: str, model: str, base_limit: int) -> int:
+    return _rt().get_model_parallel_limit(provider, model, base_limit)
+
+
+def get_model_usage_summary() -> dict[str, Any]:
+    return _rt().get_model_usage_summary()
+
+
+def check_ul_workflow_ownership(ul_task_id: str, auto_claim: bool = True) -> dict[str, Any]:
+    """Seed 002's ``checkUlWorkflowOwnership``: ``owned`` plus the blocking owner, if any."""
+    return _rt().check_workflow_ownership(ul_task_id, auto_claim=auto_claim)
+
+
+def claim_workflow(ul_task_id: str, auto_claim: bool = True) -> Workflow:
+    return _rt().claim_workflow(ul_task_id, auto_claim=auto_claim)
+
+
+def ul_workflow_force_claim(ul_task_id: str, allow_live: bool = False) -> Workflow:
+    """Seed 002's ``ul_workflow_force_claim`` (= ``Runtime.force_claim_workflow``)."""
+    return _rt().force_claim_workflow(ul_task_id, allow_live=allow_live)
+
+
+def release_workflow(ul_task_id: str) -> bool:
+    return _rt().release_workflow(ul_task_id)
+
+
+def try_acquire_lock(resource: str, ttl_ms: int) -> HeldLock | None:
+    """Seed 001's ``tryAcquireLock(resource, ttlMs)``."""
+    if isinstance(ttl_ms, bool) or not isinstance(ttl_ms, int | float):
+        raise LockRequestError(f"ttl_ms must be a number of milliseconds (got {show(ttl_ms)})")
+    return _rt().try_acquire_lock(resource, ttl_ms / 1000)
+
+
+def release_lock(lock: HeldLock) -> None:
+    """Seed 001's ``releaseLock(lock)``."""
+    _rt().release_lock(lock)
+
+
+def cleanup_expired_locks() -> None:
+    """Seed 001's ``cleanupExpiredLocks()``."""
+    _rt().cleanup_expired_locks()
