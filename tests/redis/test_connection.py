@@ -159,3 +159,16 @@ def test_refused_credentials_are_named_and_not_retryable(tmp_path):
         assert not isinstance(err.value, StoreUnavailable)
         assert "refused the credentials" in str(err.value) and "wrong" not in str(err.value)
         admin.close()
+
+
+def test_the_retry_budget_is_time_whatever_the_backoff():
+    from cross_instance.stores.redis.connection import retry_attempts
+
+    def doubling(n: int) -> float:
+        return min(0.25, 0.02 * 2 ** n)
+
+    for budget in (0.01, 0.3, 1.0, 5.0, 30.0):
+        n = retry_attempts(budget, doubling)
+        spent = sum(doubling(k) for k in range(1, n + 1))
+        assert spent >= budget and spent - doubling(n) < budget, (budget, n)
+    assert retry_attempts(0.0, doubling) == 1  # a budget of nothing still tries once more

@@ -19,6 +19,7 @@ Promises:
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -111,6 +112,19 @@ def parse_url(url: str, source: str = "store URL") -> RedisLocation:
     return RedisLocation(rebuilt, prefix, redact(rebuilt), lua == "functions")
 
 
+RETRY_PAUSE_CAP_S = 0.25  # short pauses: a flapping link gets many tries, not a few long waits
+
+
+def retry_attempts(retry_for_s: float, pause: Callable[[int], float]) -> int:
+    """How many retries the pauses ``pause(1), pause(2), ...`` fit into ``retry_for_s``
+    (at least one): the budget is time, whatever the backoff's shape."""
+    attempts, spent = 0, 0.0
+    while spent < retry_for_s:
+        attempts += 1
+        spent += pause(attempts)
+    return max(1, attempts)
+
+
 def connect(location: RedisLocation, *, retry_for_s: float = 5.0,
             socket_timeout_s: float = 5.0) -> Any:
     """A redis-py client that retries dropped connections with backoff for about
@@ -119,8 +133,8 @@ def connect(location: RedisLocation, *, retry_for_s: float = 5.0,
     from redis.backoff import ExponentialBackoff
     from redis.retry import Retry
 
-    attempts = max(1, int(retry_for_s / 0.5))
-    retry = Retry(ExponentialBackoff(cap=0.5, base=0.02), attempts)
+    backoff = ExponentialBackoff(cap=RETRY_PAUSE_CAP_S, base=0.02)
+    retry = Retry(backoff, retry_attempts(retry_for_s, backoff.compute))
     return redis.Redis.from_url(
         location.url, retry=retry, retry_on_error=[redis.ConnectionError, redis.TimeoutError],
         socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s,
