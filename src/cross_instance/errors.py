@@ -1,26 +1,33 @@
-"""Errors raised by pi-cross-instance.
+"""Errors raised by pi-cross-instance: one hierarchy, every class exported from the package.
 
 Every error carries a stable ``code`` (for programs and the wire) and the fields that name
-what went wrong, so callers never parse messages::
+what went wrong, so callers never parse messages. Codes are lower snake_case, except the
+three the original coordinator defined, kept as written (``RATE_LIMIT_EXCEEDED``,
+``workflow_owned_by_other``, ``ul_workflow_not_owned``)::
 
-    CrossInstanceError
-    ├── ConfigError                 bad config file or environment variable (names file/var, key)
+    CrossInstanceError              cross_instance_error
+    ├── ConfigError                 config_invalid: bad config file or environment variable
     ├── RateLimitExceeded           RATE_LIMIT_EXCEEDED: no permit before the timeout
-    ├── DuplicateInstanceError      another live instance holds this instance id
-    ├── NotRegisteredError          the runtime is closed or was never started
-    ├── InvalidArgument             a public call got a bad argument (names it and the value);
-    │   │                           also a ValueError and a TypeError
-    │   ├── PermitRequestError      a bad permit argument, or a permit that can never be granted
-    │   ├── LockRequestError        a bad lock resource or ttl
-    │   └── WorkflowRequestError    a bad workflow id or state key
+    ├── DuplicateInstanceError      duplicate_instance: a live instance holds this id
+    ├── NotRegisteredError          not_registered: the runtime is closed or was never started
+    ├── Cancelled                   cancelled: the caller's cancel event ended a wait
+    ├── InvalidArgument             invalid_argument: a public call got a bad argument (names
+    │   │                           it and the value); also a ValueError and a TypeError
+    │   ├── PermitRequestError      permit_request_invalid: bad, or can never be granted
+    │   ├── LockRequestError        lock_request_invalid: a bad lock resource or ttl
+    │   └── WorkflowRequestError    workflow_request_invalid: a bad workflow id or state key
     ├── WorkflowOwnedError          workflow_owned_by_other: another live instance owns it
     ├── StaleEpochError             stale_epoch: the caller's ownership was superseded
     ├── LockLostError               lock_lost: a held lock expired or was taken over
     ├── LockTimeoutError            lock_timeout: the lock was not free before the timeout
-    └── StoreError                  the shared store failed
-        ├── StoreUnavailable        retryable: disk full, locked, unreachable
-        ├── StoreCorrupt            the database cannot be trusted (names it); `pi-xi store recover`
-        └── UnsupportedLocation     the state directory is on a network file system
+    └── StoreError                  store_error: the shared store failed
+        ├── StoreUnavailable        store_unavailable, retryable: disk full, locked, unreachable
+        ├── StoreCorrupt            store_corrupt: the database cannot be trusted (names it)
+        ├── UnsupportedLocation     store_location_unsupported: a network file system
+        └── UnsupportedPlatform     platform_unsupported: native Windows
+
+(``ul_workflow_not_owned`` is a tool result of the original's API, not an exception:
+:mod:`cross_instance.compat.delegation`.)
 """
 
 from __future__ import annotations
@@ -29,14 +36,14 @@ from __future__ import annotations
 class CrossInstanceError(Exception):
     """Base class: ``code`` is stable, ``str(err)`` is a one-line human message."""
 
-    code = "CROSS_INSTANCE_ERROR"
+    code = "cross_instance_error"
     retryable = False
 
 
 class ConfigError(CrossInstanceError):
     """Invalid configuration. ``source`` is the file path or environment variable name."""
 
-    code = "CONFIG_INVALID"
+    code = "config_invalid"
 
     def __init__(self, source: str, key: str, problem: str) -> None:
         self.source = source
@@ -69,7 +76,7 @@ class RateLimitExceeded(CrossInstanceError):
 class DuplicateInstanceError(CrossInstanceError):
     """A live instance already holds the requested id."""
 
-    code = "DUPLICATE_INSTANCE"
+    code = "duplicate_instance"
 
     def __init__(self, instance_id: str, holder_pid: int, holder_host: str) -> None:
         self.instance_id = instance_id
@@ -82,29 +89,36 @@ class DuplicateInstanceError(CrossInstanceError):
 
 
 class NotRegisteredError(CrossInstanceError):
-    code = "NOT_REGISTERED"
+    code = "not_registered"
+
+
+class Cancelled(CrossInstanceError):
+    """The caller's cancel event was set while it waited (for a permit or a lock); its place
+    in the queue was given back."""
+
+    code = "cancelled"
 
 
 class InvalidArgument(CrossInstanceError, ValueError, TypeError):
     """A public call was given an argument it cannot use; the message names the parameter and
     what was given. Both a ``ValueError`` and a ``TypeError``, so either ``except`` finds it."""
 
-    code = "INVALID_ARGUMENT"
+    code = "invalid_argument"
 
 
 class PermitRequestError(InvalidArgument):
     """A bad permit or report argument, or a request that can never be granted as asked (for
     example more tokens than the burst)."""
 
-    code = "PERMIT_REQUEST_INVALID"
+    code = "permit_request_invalid"
 
 
 class LockRequestError(InvalidArgument):
-    code = "LOCK_REQUEST_INVALID"
+    code = "lock_request_invalid"
 
 
 class WorkflowRequestError(InvalidArgument):
-    code = "WORKFLOW_REQUEST_INVALID"
+    code = "workflow_request_invalid"
 
 
 class WorkflowOwnedError(CrossInstanceError):
@@ -175,7 +189,7 @@ class LockTimeoutError(CrossInstanceError):
 
 
 class StoreError(CrossInstanceError):
-    code = "STORE_ERROR"
+    code = "store_error"
 
     def __init__(self, message: str, *, location: str = "") -> None:
         self.location = location
@@ -193,15 +207,15 @@ class StoreUnavailable(StoreError):
 
 
 class StoreCorrupt(StoreError):
-    code = "STORE_CORRUPT"
+    code = "store_corrupt"
 
 
 class UnsupportedLocation(StoreError):
-    code = "STORE_LOCATION_UNSUPPORTED"
+    code = "store_location_unsupported"
 
 
 class UnsupportedPlatform(StoreError):
     """The embedded store cannot run on this operating system (native Windows); the message
     says what works instead."""
 
-    code = "PLATFORM_UNSUPPORTED"
+    code = "platform_unsupported"

@@ -11,10 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cross_instance.errors import RateLimitExceeded
+from cross_instance.errors import Cancelled, RateLimitExceeded
 from cross_instance.hostfacts import identity as hostinfo
 from cross_instance.runtime import Runtime
-from cross_instance.runtime.acquire import Cancelled
 from tests.helpers_runtime import make_config
 
 HOLD_S = (0.0003, 0.003)

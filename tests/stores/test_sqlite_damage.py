@@ -307,7 +307,7 @@ def test_a_database_moved_away_while_in_use_stops_its_users(tmp_path):
 
 
 def test_pi_xi_store_recover(tmp_path):
-    from tests.surfaces.test_cli import cli
+    from tests.cli.test_cli import cli
 
     state = tmp_path / "state"
     epoch, _ = at_epoch_4(state)

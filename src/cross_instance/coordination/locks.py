@@ -292,7 +292,7 @@ class LockFunctions:
                      cancel: threading.Event | None = None,
                      on_lost: OnLost | None = None) -> HeldLock:
         """Wait for the lock in arrival order; ``LockTimeoutError`` after ``timeout`` s,
-        ``acquire.Cancelled`` when ``cancel`` is set. The place in the queue is given back on
+        ``Cancelled`` when ``cancel`` is set. The place in the queue is given back on
         any exit."""
         check_cancel(cancel, LockRequestError)
         _check_on_lost(on_lost)

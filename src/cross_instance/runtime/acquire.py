@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 from cross_instance.core.records import Granted, PermitRequest, Waiting
-from cross_instance.errors import RateLimitExceeded
+from cross_instance.errors import Cancelled, RateLimitExceeded
 from cross_instance.stores.base import Store
 
 T_co = TypeVar("T_co", covariant=True)
@@ -59,10 +59,6 @@ class Sleep:
     seconds: float
     waiter: SlotWaiter | None = None
     then: Call | None = None
-
-
-class Cancelled(Exception):
-    """The caller's cancel event was set while waiting."""
 
 
 class Loop(Protocol[T_co]):

@@ -204,7 +204,7 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
 
         ``timeout`` (s) raises ``RateLimitExceeded`` (with ``retry_after``) when it ends, or at
         once when the rate limit makes it certain to end first. Setting ``cancel`` ends the
-        wait with ``acquire.Cancelled``. ``reports=True`` promises ``permit.report(...)`` (the
+        wait with ``Cancelled``. ``reports=True`` promises ``permit.report(...)`` (the
         integrations do): a bucket nobody has heard about yet then starts slowly, one call
         per interval, until the first answer says what the provider allows. Use the result
         as a context manager."""

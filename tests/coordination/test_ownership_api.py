@@ -10,6 +10,7 @@ import pytest
 
 from cross_instance.compat.delegation import guard, guarded
 from cross_instance.errors import (
+    Cancelled,
     LockLostError,
     LockRequestError,
     LockTimeoutError,
@@ -18,7 +19,6 @@ from cross_instance.errors import (
     WorkflowRequestError,
 )
 from cross_instance.runtime import Runtime
-from cross_instance.runtime.acquire import Cancelled
 from tests.helpers_runtime import make_config
 
 

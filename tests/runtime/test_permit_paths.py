@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from cross_instance import RateLimitExceeded
-from cross_instance.errors import NotRegisteredError, PermitRequestError
+from cross_instance.errors import Cancelled, NotRegisteredError, PermitRequestError
 from cross_instance.integrations import retry
 from cross_instance.integrations.httpx_transport import (
     AsyncCoordinatedTransport,
@@ -23,7 +23,6 @@ from cross_instance.integrations.httpx_transport import (
     coordinated_client,
 )
 from cross_instance.runtime import Runtime
-from cross_instance.runtime.acquire import Cancelled
 from cross_instance.runtime.permit import Permit
 from tests.helpers_runtime import make_config
 

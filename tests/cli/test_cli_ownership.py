@@ -9,9 +9,9 @@ import pytest
 
 from cross_instance.errors import StaleEpochError
 from cross_instance.runtime import Runtime
+from tests.cli.test_cli import cli
 from tests.conftest import record
 from tests.helpers_runtime import make_config
-from tests.surfaces.test_cli import cli
 
 
 def test_workflow_commands_both_forms(tmp_path):
