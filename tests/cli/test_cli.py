@@ -44,7 +44,7 @@ def test_status_and_limits_of_live_instances(tmp_path):
         first = time.monotonic()
         rt.permit("p").release()
         held = rt.permit("p")
-        rt.update_heartbeat()
+        rt.instances.heartbeat()
         text = cli(tmp_path, "pi_instance_status").stdout
         assert "Instance: analyzer-1" in text and "Status: Connected" in text
         assert "Active requests: 1" in text

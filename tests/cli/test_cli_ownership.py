@@ -34,7 +34,7 @@ def test_workflow_commands_both_forms(tmp_path):
         payload = json.loads(refused.stdout)
         assert payload["error"] == "workflow_owned_by_other"
         assert payload["ownerInstanceId"] == "agent-a"
-        assert payload["ownerPid"] == a._membership.record.pid
+        assert payload["ownerPid"] == a.session.membership.record.pid
         assert payload["outcomeCode"] == "NONRETRYABLE_FAILURE"
         assert payload["retryRecommended"] is False
         text = cli(tmp_path, "pi-xi", "workflow", "claim", "wf-1", "--instance", "agent-b")
@@ -84,8 +84,8 @@ def test_locks_list_and_cleanup(tmp_path):
     cfg = make_config(tmp_path / "state")
     with Runtime.start(cwd=tmp_path, config=cfg, instance_id="agent-a") as a:
         assert cli(tmp_path, "pi-xi", "locks").stdout.strip() == "No locks held."
-        held = a.try_acquire_lock("repo/main branch", ttl=60)
-        a.try_acquire_lock("short", ttl=0.05)
+        held = a.locks.try_acquire("repo/main branch", ttl=60)
+        a.locks.try_acquire("short", ttl=0.05)
         rows = json.loads(cli(tmp_path, "pi-xi", "locks", "--json").stdout)
         mine = {r["resource"]: r for r in rows}["repo/main branch"]
         assert mine["holder"] == "agent-a" and mine["token"] == held.token
@@ -101,7 +101,7 @@ def test_locks_list_and_cleanup(tmp_path):
 def test_releasing_a_live_owners_workflow_needs_live_and_names_who_did_it(tmp_path):
     cfg = make_config(tmp_path / "state", timeout_ms=30_000)
     with Runtime.start(cwd=tmp_path, config=cfg, instance_id="agent-a") as a:
-        wf = a.claim_workflow("wf-1")
+        wf = a.workflows.claim("wf-1")
         refused = cli(tmp_path, "pi-xi", "workflow", "release", "wf-1", "--instance", "agent-a")
         assert refused.returncode == 1
         assert "agent-a is alive" in refused.stdout and "--live" in refused.stdout
@@ -110,7 +110,7 @@ def test_releasing_a_live_owners_workflow_needs_live_and_names_who_did_it(tmp_pa
         assert as_json.returncode == 1
         assert json.loads(as_json.stdout)["error"] == "owner_alive"
         wf.ensure()  # still agent-a's, at the same epoch
-        assert a.get_workflow("wf-1").owner.instance_id == "agent-a"
+        assert a.workflows.get("wf-1").owner.instance_id == "agent-a"
 
         done = cli(tmp_path, "pi-xi", "workflow", "release", "wf-1", "--instance", "agent-a",
                    "--live", "--json")
@@ -133,4 +133,4 @@ def test_a_dead_owners_workflow_is_released_without_live(tmp_path):
         assert a.store.claim_workflow("wf-2", "ghost").allowed
         done = cli(tmp_path, "pi-xi", "workflow", "release", "wf-2", "--instance", "ghost")
         assert done.returncode == 0 and "released for ghost (dead) by pi-xi (pid" in done.stdout
-        assert a.get_workflow("wf-2").owner is None
+        assert a.workflows.get("wf-2").owner is None

@@ -38,9 +38,9 @@ def test_status_workflows_and_locks_on_redis(tmp_path, url):
     cfg = make_config(tmp_path / "state", timeout_ms=30_000, store=url)
     with Runtime.start(cwd=tmp_path, config=cfg, instance_id="remote-1") as rt:
         held = rt.permit("p")
-        rt.claim_workflow("wf-r")
-        rt.try_acquire_lock("res", ttl=60)
-        rt.update_heartbeat()
+        rt.workflows.claim("wf-r")
+        rt.locks.try_acquire("res", ttl=60)
+        rt.instances.heartbeat()
         view = json.loads(cli(tmp_path, url, "pi-xi", "status", "--json").stdout)
         (inst,) = view["instances"]
         assert view["store"].startswith("redis://127.0.0.1:6379/0")
@@ -94,11 +94,11 @@ def test_a_lock_named_with_a_tab_queues_and_cleans_up_on_redis(tmp_path, url):
     got: dict[str, int] = {}
 
     def wait(who: str) -> None:
-        with rts[who].lock(name, ttl=30, timeout=30) as held:
+        with rts[who].locks.hold(name, ttl=30, timeout=30) as held:
             got[who] = held.token
 
     try:
-        first = rts["a"].try_acquire_lock(name, ttl=1)
+        first = rts["a"].locks.try_acquire(name, ttl=1)
         b = threading.Thread(target=wait, args=("b",))
         b.start()
         store = rts["a"].store

@@ -34,18 +34,18 @@ def pair(tmp_path):
 
 def test_workflow_context_claims_writes_and_releases(pair):
     a, b = pair
-    with a.workflow("2026-02-25T18-44-58--edb94a81") as wf:
+    with a.workflows.hold("2026-02-25T18-44-58--edb94a81") as wf:
         assert wf.epoch == 1 and wf.action == "claimed"
         wf.write(step=1, plan={"files": ["x.py"]})
         wf.ensure()
         with pytest.raises(WorkflowOwnedError) as err:
-            b.workflow(wf.workflow_id)
+            b.workflows.hold(wf.workflow_id)
         assert err.value.code == "workflow_owned_by_other"
         assert err.value.payload() == {
             "error": "workflow_owned_by_other", "ulTaskId": wf.workflow_id,
-            "ownerInstanceId": "a", "ownerPid": a._membership.record.pid,
+            "ownerInstanceId": "a", "ownerPid": a.session.membership.record.pid,
             "outcomeCode": "NONRETRYABLE_FAILURE", "retryRecommended": False}
-    with b.workflow(wf.workflow_id) as again:  # released on exit: b gets the next epoch
+    with b.workflows.hold(wf.workflow_id) as again:  # released on exit: b gets the next epoch
         assert again.epoch == 2 and again.read() == {"plan": {"files": ["x.py"]}, "step": 1}
 
 
@@ -58,7 +58,7 @@ def test_guard_returns_the_seed_payload_and_decorates_tools(pair):
                                    "error: UL workflow wf is owned by another instance (a)."}]
     assert refused["details"] == {
         "error": "ul_workflow_not_owned", "ulTaskId": "wf", "ownerInstanceId": "a",
-        "ownerPid": a._membership.record.pid, "outcomeCode": "NONRETRYABLE_FAILURE",
+        "ownerPid": a.session.membership.record.pid, "outcomeCode": "NONRETRYABLE_FAILURE",
         "retryRecommended": False}
     calls = []
 
@@ -71,16 +71,16 @@ def test_guard_returns_the_seed_payload_and_decorates_tools(pair):
     assert subagent_run("y")["content"][0]["text"] == "done"
     assert subagent_run("z", ulTaskId="other-wf")["content"][0]["text"] == "done"
     assert calls == ["y", "z"]
-    check = b.check_workflow_ownership("wf")
+    check = b.workflows.check("wf")
     assert check["owned"] is False and check["ownerInstanceId"] == "a"
 
 
 def test_force_claim_against_a_live_owner_needs_the_flag(pair):
     a, b = pair
-    held = a.claim_workflow("wf")
+    held = a.workflows.claim("wf")
     with pytest.raises(WorkflowOwnedError, match="allow_live"):
-        b.force_claim_workflow("wf")
-    taken = b.force_claim_workflow("wf", allow_live=True)
+        b.workflows.force_claim("wf")
+    taken = b.workflows.force_claim("wf", allow_live=True)
     assert taken.epoch == held.epoch + 1 and taken.action == "force_claimed"
     with pytest.raises(StaleEpochError) as err:
         held.write(step=2)
@@ -88,58 +88,58 @@ def test_force_claim_against_a_live_owner_needs_the_flag(pair):
     with pytest.raises(StaleEpochError):
         held.ensure()
     assert not held.release()  # no longer ours: nothing changes
-    assert b.get_workflow("wf").owner.instance_id == "b"
-    assert b.release_workflow("wf") and b.get_workflow("wf").owner is None
+    assert b.workflows.get("wf").owner.instance_id == "b"
+    assert b.workflows.release("wf") and b.workflows.get("wf").owner is None
 
 
 def test_bad_input_is_named(pair):
     a, _ = pair
     with pytest.raises(WorkflowRequestError, match="non-empty"):
-        a.workflow("")
-    with a.workflow("wf") as wf:
+        a.workflows.hold("")
+    with a.workflows.hold("wf") as wf:
         with pytest.raises(WorkflowRequestError, match="not JSON"):
             wf.write(step=object())
     with pytest.raises(LockRequestError, match="ttl"):
-        a.try_acquire_lock("r", ttl=0)
+        a.locks.try_acquire("r", ttl=0)
     with pytest.raises(LockRequestError, match="resource"):
-        a.try_acquire_lock("", ttl=1)
+        a.locks.try_acquire("", ttl=1)
 
 
 def test_locks_try_wait_timeout_cancel(pair):
     a, b = pair
-    held = a.try_acquire_lock("repo:main", ttl=5)
+    held = a.locks.try_acquire("repo:main", ttl=5)
     assert held.token == 1 and held.resource == "repo:main" and held.lock_id
     assert held.expires_at - held.acquired_at == 5000
-    assert b.try_acquire_lock("repo:main", ttl=5) is None
+    assert b.locks.try_acquire("repo:main", ttl=5) is None
     with pytest.raises(LockTimeoutError) as err:
-        b.acquire_lock("repo:main", ttl=5, timeout=0.2)
+        b.locks.acquire("repo:main", ttl=5, timeout=0.2)
     assert err.value.holder == "a" and err.value.code == "lock_timeout"
     cancel = threading.Event()
     threading.Timer(0.2, cancel.set).start()
     with pytest.raises(Cancelled):
-        b.acquire_lock("repo:main", ttl=5, cancel=cancel)
+        b.locks.acquire("repo:main", ttl=5, cancel=cancel)
     threading.Timer(0.3, held.release).start()
-    got = b.acquire_lock("repo:main", ttl=5, timeout=10)
-    assert got.token == 2 and not a.release_lock(held)
-    assert b.release_lock(got)
+    got = b.locks.acquire("repo:main", ttl=5, timeout=10)
+    assert got.token == 2 and not a.locks.release(held)
+    assert b.locks.release(got)
 
 
 def test_lock_context_renews_past_its_ttl_and_releases(pair):
     a, b = pair
-    with a.lock("r", ttl=0.3) as held:
+    with a.locks.hold("r", ttl=0.3) as held:
         time.sleep(1.0)  # three TTLs: renewed in the background
         held.ensure()
-        assert b.try_acquire_lock("r", ttl=1) is None
-    assert held.released and b.try_acquire_lock("r", ttl=1).token == 2
+        assert b.locks.try_acquire("r", ttl=1) is None
+    assert held.released and b.locks.try_acquire("r", ttl=1).token == 2
 
 
 def test_a_lost_lock_is_reported_not_ignored(pair):
     a, b = pair
     seen = []
     with pytest.raises(LockLostError) as err:
-        with a.lock("r", ttl=0.3, on_lost=lambda h, e: seen.append(e.reason)) as held:
+        with a.locks.hold("r", ttl=0.3, on_lost=lambda h, e: seen.append(e.reason)) as held:
             b.store.release_lock("r", held.lock_id)  # as if it expired and was taken
-            b.try_acquire_lock("r", ttl=5)
+            b.locks.try_acquire("r", ttl=5)
             time.sleep(0.5)  # the next renewal finds out
             with pytest.raises(LockLostError):
                 held.ensure()
@@ -152,24 +152,24 @@ def test_async_lock(pair):
     a, b = pair
 
     async def main():
-        async with a.alock("r", ttl=0.3) as held:
+        async with a.locks.ahold("r", ttl=0.3) as held:
             await asyncio.sleep(0.8)
             held.ensure()
-            assert b.try_acquire_lock("r", ttl=1) is None
-        waiter = asyncio.create_task(b.aacquire_lock("r", ttl=1, timeout=5))
+            assert b.locks.try_acquire("r", ttl=1) is None
+        waiter = asyncio.create_task(b.locks.aacquire("r", ttl=1, timeout=5))
         return await waiter
 
     got = asyncio.run(main())
     assert got.token == 2
-    assert a.cleanup_expired_locks() == 0 and [x.holder for x in a.list_locks()] == ["b"]
+    assert a.locks.cleanup_expired() == 0 and [x.holder for x in a.locks.list()] == ["b"]
 
 
 def test_cancelling_an_async_lock_wait_gives_the_place_back(pair):
     a, b = pair
-    held = a.try_acquire_lock("r", ttl=30)
+    held = a.locks.try_acquire("r", ttl=30)
 
     async def main():
-        waiting = asyncio.create_task(b.aacquire_lock("r", ttl=5))
+        waiting = asyncio.create_task(b.locks.aacquire("r", ttl=5))
         await asyncio.sleep(0.2)
         waiting.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -178,4 +178,4 @@ def test_cancelling_an_async_lock_wait_gives_the_place_back(pair):
     asyncio.run(main())
     held.release()
     # b's cancelled wait left the queue: a new caller is not held behind it
-    assert a.try_acquire_lock("r", ttl=5).token == 2
+    assert a.locks.try_acquire("r", ttl=5).token == 2

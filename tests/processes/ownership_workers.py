@@ -20,7 +20,7 @@ def claimer(state: str, name: str, signals: Any, out: Any, store: str | None = N
         out.put(("ready", name, os.getpid(), None))
         while (r := signals.recv()) != "done":
             try:
-                wf = rt.claim_workflow("wf")
+                wf = rt.workflows.claim("wf")
                 out.put((r, name, os.getpid(), {"epoch": wf.epoch, "action": wf.action}))
             except WorkflowOwnedError as err:
                 out.put((r, name, os.getpid(), err.payload()))
@@ -30,10 +30,10 @@ def paused_holder(state: str, commands: Any, out: Any, store: str | None = None)
     """Own workflow "wf" and lock "res", then answer commands: a paused-and-resumed holder."""
     cfg = make_config(Path(state), interval_ms=100, timeout_ms=600, store=store)
     with Runtime.start(cwd=Path(state).parent, config=cfg, instance_id="holder") as rt:
-        wf = rt.claim_workflow("wf")
+        wf = rt.workflows.claim("wf")
         wf.write(step=1)
         lost: list[str] = []
-        with rt.lock("res", ttl=0.6, on_lost=lambda h, e: lost.append(e.reason)) as held:
+        with rt.locks.hold("res", ttl=0.6, on_lost=lambda h, e: lost.append(e.reason)) as held:
             out.put(("ready", os.getpid(), wf.epoch, held.token))
             for command in iter(commands.get, "stop"):
                 if command == "write":
@@ -53,8 +53,8 @@ def lock_holder(state: str, out: Any, store: str | None = None) -> None:
 
     cfg = make_config(Path(state), interval_ms=200, timeout_ms=30_000, store=store)
     rt = Runtime.start(cwd=Path(state).parent, config=cfg, instance_id="victim")
-    held = rt.try_acquire_lock("res", ttl=60)
-    wf = rt.claim_workflow("wf")
+    held = rt.locks.try_acquire("res", ttl=60)
+    wf = rt.workflows.claim("wf")
     out.put((os.getpid(), held.token if held else None, wf.epoch))
     time.sleep(600)
 
@@ -66,10 +66,10 @@ def stalled_holder(state: str, commands: Any, out: Any, store: str | None = None
 
     cfg = make_config(Path(state), interval_ms=100, timeout_ms=1000, store=store)
     with Runtime.start(cwd=Path(state).parent, config=cfg, instance_id="stalled") as rt:
-        wf = rt.claim_workflow("wf")
+        wf = rt.workflows.claim("wf")
         wf.write(step=1)
         never = threading.Event()
-        membership = rt._membership
+        membership = rt.session.membership
         membership.beat = lambda: never.wait()  # type: ignore[method-assign]
         out.put(("ready", os.getpid(), wf.epoch))
         for command in iter(commands.get, "stop"):

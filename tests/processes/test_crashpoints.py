@@ -58,8 +58,8 @@ from cross_instance.runtime import Runtime
 from tests.helpers_runtime import make_config
 state = Path(sys.argv[1])
 rt = Runtime.start(cwd=state.parent, config=make_config(state), instance_id="doomed")
-rt.claim_workflow("wf")
-rt.try_acquire_lock("res", ttl=60)
+rt.workflows.claim("wf")
+rt.locks.try_acquire("res", ttl=60)
 print("survived", flush=True)
 """
 

@@ -91,13 +91,13 @@ def test_a_holder_paused_past_its_lease_is_fenced_off(tmp_path, store_cfg):
         _, pid, epoch, token = out.get(timeout=60)
         cfg = make_config(tmp_path / "state", interval_ms=100, timeout_ms=600, store=store)
         with Runtime.start(cwd=tmp_path, config=cfg, instance_id="successor") as rt:
-            assert rt.try_acquire_lock("res", ttl=5) is None  # held and renewed
+            assert rt.locks.try_acquire("res", ttl=5) is None  # held and renewed
             os.kill(pid, signal.SIGSTOP)
             try:
                 time.sleep(1.5)  # past the holder's lease (0.6 s) and its lock's TTL (0.6 s)
-                taken = rt.claim_workflow("wf")
+                taken = rt.workflows.claim("wf")
                 assert taken.action == "auto_claimed" and taken.epoch == epoch + 1
-                lock = rt.acquire_lock("res", ttl=30, timeout=10)
+                lock = rt.locks.acquire("res", ttl=30, timeout=10)
                 assert lock.token == token + 1
                 taken.write(step=10)
             finally:
@@ -136,11 +136,11 @@ def test_a_killed_holder_frees_its_lock_and_workflow_before_ttl_and_lease(tmp_pa
     pid, token, epoch = out.get(timeout=60)
     cfg = make_config(tmp_path / "state", timeout_ms=30_000, store=store)
     with Runtime.start(cwd=tmp_path, config=cfg, instance_id="waiter") as rt:
-        assert rt.try_acquire_lock("res", ttl=5) is None
+        assert rt.locks.try_acquire("res", ttl=5) is None
         with pytest.raises(Exception, match="owned by another instance"):
-            rt.claim_workflow("wf")
+            rt.workflows.claim("wf")
         os.kill(pid, signal.SIGKILL)
         proc.join(timeout=30)
-        got = rt.acquire_lock("res", ttl=5, timeout=20)  # not the TTL (60 s), nor the lease
+        got = rt.locks.acquire("res", ttl=5, timeout=20)  # not the TTL (60 s), nor the lease
         assert got.token == token + 1
-        assert rt.claim_workflow("wf").epoch == epoch + 1
+        assert rt.workflows.claim("wf").epoch == epoch + 1

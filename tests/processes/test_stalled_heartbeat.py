@@ -35,7 +35,7 @@ def test_a_stalled_heartbeat_loses_the_workflow_after_the_lease_and_is_fenced(tm
                 seen = {r.instance_id: r for r in rt.store.list_instances()}.get("stalled")
                 holder = seen or holder  # its last record (the reaper may remove it first)
                 try:
-                    taken = rt.claim_workflow("wf")
+                    taken = rt.workflows.claim("wf")
                     at = rt.store.now_ns()
                 except WorkflowOwnedError:
                     refused += 1

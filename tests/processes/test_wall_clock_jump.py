@@ -44,9 +44,9 @@ def test_a_wall_clock_jump_moves_no_lease_and_no_window(tmp_path, jump):
                       timeout_ms=1000)
     with Runtime.start(cwd=tmp_path, config=cfg, instance_id="a") as a, \
             Runtime.start(cwd=tmp_path, config=cfg, instance_id="b") as b:
-        a.claim_workflow("wf")
+        a.workflows.claim("wf")
         before = a.store.now_ns()
-        held = a.try_acquire_lock("res", ttl=1.5)  # not renewed: it must end after 1.5 s
+        held = a.locks.try_acquire("res", ttl=1.5)  # not renewed: it must end after 1.5 s
         after = a.store.now_ns()
         assert held is not None
         grants: list[int] = []
@@ -54,15 +54,15 @@ def test_a_wall_clock_jump_moves_no_lease_and_no_window(tmp_path, jump):
         with time_machine.travel(time.time() + jump, tick=True):
             jumped = b.store.now_ns()
             # not early: the live owner's lease and the lock's TTL still hold
-            assert b.try_acquire_lock("res", ttl=1) is None
+            assert b.locks.try_acquire("res", ttl=1) is None
             with pytest.raises(WorkflowOwnedError):
-                b.claim_workflow("wf")
+                b.workflows.claim("wf")
             _grant_for(a, 1.5, grants)
             # not late: the lock ends 1.5 s after it was granted, on the store's clock
             got, tried = None, 0
             while got is None and b.store.now_ns() < jumped + 10 * 10**9:
                 tried = b.store.now_ns()
-                got = b.try_acquire_lock("res", ttl=1)
+                got = b.locks.try_acquire("res", ttl=1)
                 if got is None:
                     time.sleep(0.05)
             taken = b.store.now_ns()
@@ -70,7 +70,7 @@ def test_a_wall_clock_jump_moves_no_lease_and_no_window(tmp_path, jump):
             assert taken >= before + 1_500_000_000  # never before its TTL
             assert tried <= after + 1_500_000_000 + 2 * 10**9  # free soon after (generous)
             with pytest.raises(WorkflowOwnedError):  # the heartbeating owner keeps its own
-                b.claim_workflow("wf")
+                b.workflows.claim("wf")
         _grant_for(a, 0.5, grants)
         for width_s in (0.1, 0.5, 1.0, 2.0, 4.0):
             most = _max_in_any_window(grants, int(width_s * 1e9))

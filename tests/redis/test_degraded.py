@@ -24,7 +24,7 @@ def test_local_share_while_down_then_shared_again(tmp_path, server):
     with Runtime.start(cwd=tmp_path, config=cfg, instance_id="a") as a, \
             Runtime.start(cwd=tmp_path, config=cfg, instance_id="b"):
         a.permit("p").release()
-        a.update_heartbeat()  # a has seen 2 live instances: its share is 1/2
+        a.instances.heartbeat()  # a has seen 2 live instances: its share is 1/2
         a.store.client.connection_pool.reset()
         server.stop()
         held = [a.permit("p", timeout=1), a.permit("p", timeout=1)]  # burst 4 / 2 = 2

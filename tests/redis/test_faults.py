@@ -23,9 +23,9 @@ def test_restart_without_persistence_everyone_learns_and_tokens_move_up(tmp_path
     lost = []
     with runtime(tmp_path, server, "a", total=1, interval_ms=100, timeout_ms=2000) as a:
         held = a.permit("p")
-        wf = a.claim_workflow("wf")
+        wf = a.workflows.claim("wf")
         with pytest.raises(LockLostError):
-            with a.lock("res", ttl=0.6, on_lost=lambda h, e: lost.append(e.reason)) as lock:
+            with a.locks.hold("res", ttl=0.6, on_lost=lambda h, e: lost.append(e.reason)) as lock:
                 server.stop()
                 server.start()  # empty: leases, permits, locks and workflows are gone
                 time.sleep(0.6)  # the renewal (every ttl/3) finds the lock gone
@@ -34,9 +34,9 @@ def test_restart_without_persistence_everyone_learns_and_tokens_move_up(tmp_path
         assert lost
         with pytest.raises(StaleEpochError):
             wf.write(step=2)  # its epoch belongs to a previous incarnation
-        again = a.claim_workflow("wf")
+        again = a.workflows.claim("wf")
         assert again.epoch > wf.epoch  # fencing tokens never go backwards
-        assert a.try_acquire_lock("res", ttl=5).token > lock.token
+        assert a.locks.try_acquire("res", ttl=5).token > lock.token
         held.release()  # a release of a permit the server forgot is harmless
         with a.permit("p", timeout=5):  # the runtime re-registered and published again
             pass
@@ -44,13 +44,13 @@ def test_restart_without_persistence_everyone_learns_and_tokens_move_up(tmp_path
 
 def test_a_pause_past_the_ttl_stops_the_holder_before_anyone_else_may_act(tmp_path, server):
     with runtime(tmp_path, server, "a", interval_ms=100, timeout_ms=10_000) as a:
-        held = a.try_acquire_lock("res", ttl=1.0)
+        held = a.locks.try_acquire("res", ttl=1.0)
         server.admin().execute_command("CLIENT", "PAUSE", 2500, "ALL")
         time.sleep(1.2)  # past the TTL by the holder's own clock, while the server is paused
         with pytest.raises(LockLostError):
             held.ensure()  # cannot confirm: waits for the server, which says it expired
         with runtime(tmp_path, server, "b", timeout_ms=10_000) as b:
-            assert b.try_acquire_lock("res", ttl=5).token == held.token + 1
+            assert b.locks.try_acquire("res", ttl=5).token == held.token + 1
 
 
 def test_killed_connections_are_retried_without_granting_twice(tmp_path, server):

@@ -91,7 +91,7 @@ def test_killed_connections_during_lock_waits_lose_and_duplicate_nothing(tmp_pat
 
     def hold(who: str) -> None:
         try:
-            with rts[who].lock("res", ttl=30, timeout=25) as held:
+            with rts[who].locks.hold("res", ttl=30, timeout=25) as held:
                 with guard:
                     inside[0] += 1
                     assert inside[0] == 1, "two holders at once"
@@ -107,7 +107,7 @@ def test_killed_connections_during_lock_waits_lose_and_duplicate_nothing(tmp_pat
     try:
         with killing(server, queued):
             for _ in range(15):
-                first = rts["a"].acquire_lock("res", ttl=30, timeout=25)
+                first = rts["a"].locks.acquire("res", ttl=30, timeout=25)
                 b = threading.Thread(target=hold, args=("b",))
                 b.start()
                 wait_until(lambda: admin.zcard(f"{PREFIX}lq:res") >= 1, "b to queue")
@@ -138,11 +138,11 @@ def test_a_pause_past_the_socket_timeout_while_a_waiter_is_queued(tmp_path, serv
     got: dict[str, int] = {}
 
     def wait_for(rt: Runtime, who: str) -> None:
-        with rt.lock("res", ttl=30, timeout=40) as held:
+        with rt.locks.hold("res", ttl=30, timeout=40) as held:
             got[who] = held.token
 
     try:
-        held = a.acquire_lock("res", ttl=60)
+        held = a.locks.acquire("res", ttl=60)
         tb = threading.Thread(target=wait_for, args=(b, "b"))
         tb.start()
         wait_until(lambda: admin.zcard(f"{PREFIX}lq:res") == 1, "b to queue")
@@ -182,7 +182,7 @@ def test_killed_connections_during_claims_leave_one_owner_at_the_exact_epoch(tmp
                           errors=errors) -> None:
                     barrier.wait()
                     try:
-                        wf = rts[who].claim_workflow("wf")
+                        wf = rts[who].workflows.claim("wf")
                         won.append((who, wf.epoch))
                     except WorkflowOwnedError:
                         refused.append(who)
@@ -199,22 +199,22 @@ def test_killed_connections_during_claims_leave_one_owner_at_the_exact_epoch(tmp
                 winner, epoch = won[0]
                 start_epoch = epoch - r if start_epoch is None else start_epoch
                 assert epoch == start_epoch + r  # one step per change of owner, no more
-                record = rts[winner].get_workflow("wf")
+                record = rts[winner].workflows.get("wf")
                 assert record.owner.instance_id == winner and record.epoch == epoch
                 loser = next(n for n in names if n != winner)
                 if r % 2:  # taken by force from the live winner: its next write is fenced
-                    taken = rts[loser].force_claim_workflow("wf", allow_live=True)
+                    taken = rts[loser].workflows.force_claim("wf", allow_live=True)
                     assert taken.epoch == epoch + 1
                     with pytest.raises(StaleEpochError):
                         rts[winner].store.write_workflow_state("wf", winner, epoch, {"r": r})
                     start_epoch += 1
-                    rts[loser].release_workflow("wf")
+                    rts[loser].workflows.release("wf")
                 else:
                     rts[winner].store.write_workflow_state("wf", winner, epoch, {"r": r})
-                    rts[winner].release_workflow("wf")
+                    rts[winner].workflows.release("wf")
                 # (a release resent after its reply was lost answers False: the state is
                 # what counts here)
-                assert rts[winner].get_workflow("wf").owner is None
+                assert rts[winner].workflows.get("wf").owner is None
         final = rts[names[0]].get_workflow("wf")
         assert final.owner is None and final.epoch == start_epoch + rounds - 1
         moves = [e for e in rts[names[0]].store.events(limit=10_000)

@@ -41,9 +41,9 @@ def _round_trip(tmp: Path, url: str) -> tuple[bool, list[str]]:
     with Runtime.start(cwd=tmp, config=cfg, instance_id="managed-1") as rt:
         with rt.permit("p"):
             pass
-        with rt.lock("repo:main", ttl=30) as held:
+        with rt.locks.hold("repo:main", ttl=30) as held:
             held.ensure()
-        with rt.workflow("wf-1") as wf:
+        with rt.workflows.hold("wf-1") as wf:
             wf.write(step=1)
             assert wf.epoch > 0
         assert [i["instanceId"] for i in rt.status()["instances"]] == ["managed-1"]

@@ -146,15 +146,16 @@ def test_a_disabled_runtime_still_checks_reports(tmp_path):
 
 
 LOCK_CASES = [
-    (lambda rt: rt.lock("r", timeout="x"), "timeout must be a number of seconds"),
-    (lambda rt: rt.lock("r", timeout=math.nan), "timeout must be a number of seconds"),
-    (lambda rt: rt.lock("r", on_lost="x"), "on_lost must be a callable"),
-    (lambda rt: rt.acquire_lock("r", 1, cancel=object()), "cancel must be a threading.Event"),
-    (lambda rt: rt.try_acquire_lock("r", 1, on_lost=5), "on_lost must be a callable"),
-    (lambda rt: rt.release_lock("r"), "lock must be a HeldLock"),
-    (lambda rt: rt.alock("r", timeout=-2).__aenter__(), "timeout must be a number of seconds"),
-    (lambda rt: rt.lock(5), "lock resource must be a non-empty string, got 5"),
-    (lambda rt: rt.lock("r", ttl="x"), "lock ttl must be a number of seconds, got 'x'"),
+    (lambda rt: rt.locks.hold("r", timeout="x"), "timeout must be a number of seconds"),
+    (lambda rt: rt.locks.hold("r", timeout=math.nan), "timeout must be a number of seconds"),
+    (lambda rt: rt.locks.hold("r", on_lost="x"), "on_lost must be a callable"),
+    (lambda rt: rt.locks.acquire("r", 1, cancel=object()), "cancel must be a threading.Event"),
+    (lambda rt: rt.locks.try_acquire("r", 1, on_lost=5), "on_lost must be a callable"),
+    (lambda rt: rt.locks.release("r"), "lock must be a HeldLock"),
+    (lambda rt: rt.locks.ahold("r", timeout=-2).__aenter__(),
+     "timeout must be a number of seconds"),
+    (lambda rt: rt.locks.hold(5), "lock resource must be a non-empty string, got 5"),
+    (lambda rt: rt.locks.hold("r", ttl="x"), "lock ttl must be a number of seconds, got 'x'"),
 ]
 
 
@@ -162,18 +163,18 @@ LOCK_CASES = [
 def test_lock_arguments_are_named(rt, call, fragment):
     with pytest.raises(LockRequestError, match=fragment):
         _run(call(rt))
-    assert rt.list_locks() == []
+    assert rt.locks.list() == []
 
 
 WORKFLOW_CASES = [
-    (lambda rt: rt.workflow("w", auto_claim="no"), "auto_claim must be True or False"),
-    (lambda rt: rt.workflow("w", keep=1), "keep must be True or False"),
-    (lambda rt: rt.claim_workflow("w", auto_claim=None), "auto_claim must be True or False"),
-    (lambda rt: rt.force_claim_workflow("w", allow_live="yes"), "allow_live must be True"),
-    (lambda rt: rt.check_workflow_ownership("w", auto_claim=0), "auto_claim must be True"),
-    (lambda rt: rt.write_workflow_state("w", "1", {}), r"epoch must be an integer >= 0"),
-    (lambda rt: rt.write_workflow_state("w", 1, 5), "values must be a mapping"),
-    (lambda rt: rt.release_workflow(5), "workflow id .* must be a non-empty string, got 5"),
+    (lambda rt: rt.workflows.hold("w", auto_claim="no"), "auto_claim must be True or False"),
+    (lambda rt: rt.workflows.hold("w", keep=1), "keep must be True or False"),
+    (lambda rt: rt.workflows.claim("w", auto_claim=None), "auto_claim must be True or False"),
+    (lambda rt: rt.workflows.force_claim("w", allow_live="yes"), "allow_live must be True"),
+    (lambda rt: rt.workflows.check("w", auto_claim=0), "auto_claim must be True"),
+    (lambda rt: rt.workflows.write_state("w", "1", {}), r"epoch must be an integer >= 0"),
+    (lambda rt: rt.workflows.write_state("w", 1, 5), "values must be a mapping"),
+    (lambda rt: rt.workflows.release(5), "workflow id .* must be a non-empty string, got 5"),
 ]
 
 
@@ -181,22 +182,24 @@ WORKFLOW_CASES = [
 def test_workflow_arguments_are_named(rt, call, fragment):
     with pytest.raises(WorkflowRequestError, match=fragment):
         call(rt)
-    assert rt.get_workflow("w") is None  # nothing was claimed
+    assert rt.workflows.get("w") is None  # nothing was claimed
 
 
 SEED_CASES = [
-    (lambda rt: rt.update_workload_info("x"), "pending_task_count must be an integer >= 0"),
-    (lambda rt: rt.update_workload_info(-1), "pending_task_count must be an integer >= 0"),
-    (lambda rt: rt.update_workload_info(1, "fast"), "avg_latency_ms must be a number of "
+    (lambda rt: rt.instances.set_workload("x"), "pending_task_count must be an integer >= 0"),
+    (lambda rt: rt.instances.set_workload(-1), "pending_task_count must be an integer >= 0"),
+    (lambda rt: rt.instances.set_workload(1, "fast"), "avg_latency_ms must be a number of "
                                                      "milliseconds"),
-    (lambda rt: rt.update_workload_info(1, None, 1.5), "active_orchestrations must be"),
-    (lambda rt: rt.get_dynamic_parallel_limit("x"), "my_pending_tasks must be an integer"),
-    (lambda rt: rt.set_active_model(5, "m"), "provider must be a non-empty string"),
-    (lambda rt: rt.set_active_model("p", None), "model must be a non-empty string"),
-    (lambda rt: rt.clear_active_model("p", ""), "model must be a non-empty string"),
-    (lambda rt: rt.get_active_instances_for_model("p", 3), "model must be"),
-    (lambda rt: rt.get_model_parallel_limit("p", "m", "x"), "base_limit must be an integer >= 1"),
-    (lambda rt: rt.get_model_parallel_limit("p", "m", 0), "base_limit must be an integer >= 1"),
+    (lambda rt: rt.instances.set_workload(1, None, 1.5), "active_orchestrations must be"),
+    (lambda rt: rt.instances.dynamic_parallel_limit("x"), "my_pending_tasks must be an integer"),
+    (lambda rt: rt.instances.use_model(5, "m"), "provider must be a non-empty string"),
+    (lambda rt: rt.instances.use_model("p", None), "model must be a non-empty string"),
+    (lambda rt: rt.instances.leave_model("p", ""), "model must be a non-empty string"),
+    (lambda rt: rt.instances.using_model("p", 3), "model must be"),
+    (lambda rt: rt.instances.model_parallel_limit("p", "m", "x"),
+     "base_limit must be an integer >= 1"),
+    (lambda rt: rt.instances.model_parallel_limit("p", "m", 0),
+     "base_limit must be an integer >= 1"),
     (lambda rt: retry.call(rt, "p", lambda: 1, attempts="x"), "attempts must be an integer"),
     (lambda rt: retry.call(rt, "p", 5), "fn must be a callable"),
     (lambda rt: retry.acall(rt, "p", None), "fn must be a callable"),
@@ -207,4 +210,4 @@ SEED_CASES = [
 def test_seed_and_retry_arguments_are_named(rt, call, fragment):
     with pytest.raises(InvalidArgument, match=fragment):
         _run(call(rt))
-    assert rt.get_model_usage_summary()["models"] == []
+    assert rt.instances.model_usage()["models"] == []

@@ -168,7 +168,7 @@ def test_a_lock_taken_by_a_call_that_arrives_after_the_cancel_is_released(runtim
 
     async def run() -> None:
         loop = asyncio.get_running_loop()
-        task = asyncio.ensure_future(runtime.aacquire_lock("res", ttl=60, timeout=30))
+        task = asyncio.ensure_future(runtime.locks.aacquire("res", ttl=60, timeout=30))
         assert await loop.run_in_executor(None, entered.wait, 30)
         task.cancel()
         await asyncio.sleep(0.05)
@@ -178,6 +178,6 @@ def test_a_lock_taken_by_a_call_that_arrives_after_the_cancel_is_released(runtim
 
     asyncio.run(run())
     runtime.store.acquire_lock = inner  # type: ignore[method-assign]
-    held = runtime.try_acquire_lock("res", ttl=5)
+    held = runtime.locks.try_acquire("res", ttl=5)
     assert held is not None  # free now, not in 60 s
     held.release()

@@ -65,15 +65,15 @@ def test_status_and_seed_functions(tmp_path):
     with Runtime.start(cwd=tmp_path, config=cfg, instance_id="one") as a, \
             Runtime.start(cwd=tmp_path, config=cfg, instance_id="two") as b:
         assert a.get_active_instance_count() == 2
-        assert a.get_my_parallel_limit() == 3
+        assert a.instances.parallel_limit() == 3
         assert a.get_total_max_llm() == 6
-        a.set_active_model("openai", "gpt-4o")
-        b.set_active_model("openai", "gpt-4o")
-        assert a.get_active_instances_for_model("openai", "gpt-4o") == 2
-        assert a.get_model_parallel_limit("openai", "gpt-4o", 4) == 2
-        a.update_workload_info(9)
-        assert b.get_dynamic_parallel_limit(0) == 1
-        assert a.get_dynamic_parallel_limit(9) == 5
+        a.instances.use_model("openai", "gpt-4o")
+        b.instances.use_model("openai", "gpt-4o")
+        assert a.instances.using_model("openai", "gpt-4o") == 2
+        assert a.instances.model_parallel_limit("openai", "gpt-4o", 4) == 2
+        a.instances.set_workload(9)
+        assert b.instances.dynamic_parallel_limit(0) == 1
+        assert a.instances.dynamic_parallel_limit(9) == 5
         status = a.get_coordinator_status()
         assert status["activeInstanceCount"] == 2 and status["myInstanceId"] == "one"
         assert a.is_coordinator_initialized()
@@ -97,16 +97,16 @@ def test_log_lines_like_the_guide(tmp_path):
 def test_enhanced_heartbeat_also_frees_expired_locks(tmp_path):
     """Seed 001: ``enhancedHeartbeat`` is a heartbeat that includes the cleanup of locks."""
     with Runtime.start(cwd=tmp_path, config=make_config(tmp_path / "s"), instance_id="a") as rt:
-        kept = rt.try_acquire_lock("long", ttl=60)
-        rt.try_acquire_lock("short", ttl=0.05)
+        kept = rt.locks.try_acquire("long", ttl=60)
+        rt.locks.try_acquire("short", ttl=0.05)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and any(
-                x.expires_ns > rt.store.now_ns() for x in rt.list_locks() if x.resource == "short"):
+                x.expires_ns > rt.store.now_ns() for x in rt.locks.list() if x.resource == "short"):
             time.sleep(0.02)
-        assert {x.resource for x in rt.list_locks()} == {"long", "short"}  # expired, not freed
+        assert {x.resource for x in rt.locks.list()} == {"long", "short"}  # expired, not freed
         before = rt.store.list_instances()[0].heartbeat_ns
         rt.enhanced_heartbeat()
-        assert [x.resource for x in rt.list_locks()] == ["long"]
+        assert [x.resource for x in rt.locks.list()] == ["long"]
         assert rt.store.list_instances()[0].heartbeat_ns > before
         assert [e.data["resource"] for e in rt.store.events() if e.kind == "lock_lost"] == ["short"]
         kept.release()

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from cross_instance.compat import seed
 from cross_instance.config import env_overrides, load_config
 from cross_instance.coordination.locks import HeldLock
 from cross_instance.coordination.workflows import Workflow
@@ -106,7 +107,7 @@ def _rt() -> Runtime:
 
 
 def is_coordinator_initialized() -> bool:
-    return _default is not None and _default.is_coordinator_initialized()
+    return _default is not None and seed.is_coordinator_initialized(_default)
 
 
 def get_env_overrides() -> dict[str, object]:
@@ -114,102 +115,102 @@ def get_env_overrides() -> dict[str, object]:
 
 
 def update_heartbeat() -> None:
-    _rt().update_heartbeat()
+    _rt().instances.heartbeat()
 
 
 def enhanced_heartbeat() -> None:
-    _rt().enhanced_heartbeat()
+    seed.enhanced_heartbeat(_rt())
 
 
 def cleanup_dead_instances() -> list[str]:
-    return _rt().cleanup_dead_instances()
+    return _rt().instances.reap()
 
 
 def get_active_instances() -> list[InstanceRecord]:
-    return _rt().get_active_instances()
+    return _rt().instances.list()
 
 
 def get_active_instance_count() -> int:
-    return _rt().get_active_instance_count()
+    return seed.get_active_instance_count(_rt())
 
 
 def get_total_max_llm() -> int:
-    return _rt().get_total_max_llm() if _default is not None else load_config().total_max_llm
+    return _rt().config.total_max_llm if _default is not None else load_config().total_max_llm
 
 
 def get_my_parallel_limit() -> int:
-    return _rt().get_my_parallel_limit()
+    return _rt().instances.parallel_limit()
 
 
 def get_dynamic_parallel_limit(my_pending_tasks: int) -> int:
-    return _rt().get_dynamic_parallel_limit(my_pending_tasks)
+    return _rt().instances.dynamic_parallel_limit(my_pending_tasks)
 
 
 def update_workload_info(pending_task_count: int, avg_latency_ms: float | None = None) -> None:
-    _rt().update_workload_info(pending_task_count, avg_latency_ms)
+    _rt().instances.set_workload(pending_task_count, avg_latency_ms)
 
 
 def get_coordinator_status() -> dict[str, Any]:
     if _default is None or _default.closed:
         return {"registered": False, "myInstanceId": None, "activeInstanceCount": 0,
                 "myParallelLimit": 1, "config": None, "instances": []}
-    return _default.get_coordinator_status()
+    return seed.get_coordinator_status(_default)
 
 
 def set_active_model(provider: str, model: str) -> None:
-    _rt().set_active_model(provider, model)
+    _rt().instances.use_model(provider, model)
 
 
 def clear_active_model(provider: str, model: str) -> None:
-    _rt().clear_active_model(provider, model)
+    _rt().instances.leave_model(provider, model)
 
 
 def clear_all_active_models() -> None:
-    _rt().clear_all_active_models()
+    _rt().instances.clear_models()
 
 
 def get_active_instances_for_model(provider: str, model: str) -> int:
-    return _rt().get_active_instances_for_model(provider, model)
+    return _rt().instances.using_model(provider, model)
 
 
 def get_model_parallel_limit(provider: str, model: str, base_limit: int) -> int:
-    return _rt().get_model_parallel_limit(provider, model, base_limit)
+    return _rt().instances.model_parallel_limit(provider, model, base_limit)
 
 
 def get_model_usage_summary() -> dict[str, Any]:
-    return _rt().get_model_usage_summary()
+    return _rt().instances.model_usage()
 
 
 def check_ul_workflow_ownership(ul_task_id: str, auto_claim: bool = True) -> dict[str, Any]:
     """Seed 002's ``checkUlWorkflowOwnership``: ``owned`` plus the blocking owner, if any."""
-    return _rt().check_workflow_ownership(ul_task_id, auto_claim=auto_claim)
+    return _rt().workflows.check(ul_task_id, auto_claim=auto_claim)
 
 
 def claim_workflow(ul_task_id: str, auto_claim: bool = True) -> Workflow:
-    return _rt().claim_workflow(ul_task_id, auto_claim=auto_claim)
+    return _rt().workflows.claim(ul_task_id, auto_claim=auto_claim)
 
 
 def ul_workflow_force_claim(ul_task_id: str, allow_live: bool = False) -> Workflow:
-    """Seed 002's ``ul_workflow_force_claim`` (= ``Runtime.force_claim_workflow``)."""
-    return _rt().force_claim_workflow(ul_task_id, allow_live=allow_live)
+    """Seed 002's ``ul_workflow_force_claim`` (= ``rt.workflows.force_claim``)."""
+    return _rt().workflows.force_claim(ul_task_id, allow_live=allow_live)
 
 
 def release_workflow(ul_task_id: str) -> bool:
-    return _rt().release_workflow(ul_task_id)
+    return _rt().workflows.release(ul_task_id)
 
 
 def try_acquire_lock(resource: str, ttl_ms: int) -> HeldLock | None:
     """Seed 001's ``tryAcquireLock(resource, ttlMs)``."""
     if isinstance(ttl_ms, bool) or not isinstance(ttl_ms, int | float):
         raise LockRequestError(f"ttl_ms must be a number of milliseconds (got {show(ttl_ms)})")
-    return _rt().try_acquire_lock(resource, ttl_ms / 1000)
+    return _rt().locks.try_acquire(resource, ttl_ms / 1000)
 
 
 def release_lock(lock: HeldLock) -> None:
     """Seed 001's ``releaseLock(lock)``."""
-    _rt().release_lock(lock)
+    _rt().locks.release(lock)
 
 
 def cleanup_expired_locks() -> None:
     """Seed 001's ``cleanupExpiredLocks()``."""
-    _rt().cleanup_expired_locks()
+    _rt().locks.cleanup_expired()

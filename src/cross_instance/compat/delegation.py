@@ -41,7 +41,7 @@ def guard(rt: Runtime, ul_task_id: str | None, auto_claim: bool = True
     """None when the tool may run for ``ul_task_id`` (no id: no check), else the error result."""
     if ul_task_id is None:
         return None
-    check = rt.check_workflow_ownership(ul_task_id, auto_claim=auto_claim)
+    check = rt.workflows.check(ul_task_id, auto_claim=auto_claim)
     if check["owned"]:
         return None
     return not_owned_result(ul_task_id, check["ownerInstanceId"], check["ownerPid"])

@@ -1,6 +1,6 @@
 """TTL locks for users (seed 001's ``tryAcquireLock`` / ``releaseLock``), with fencing tokens.
 
-``rt.lock(resource, ttl)`` waits its turn (first come, first served across processes), renews
+``rt.locks.hold(resource, ttl)`` waits its turn (first come, first served across processes), renews
 in the background while held, and on exit releases. If the lock is lost anyway (the process
 was paused past the TTL, the store was unreachable until expiry, or the instance was judged
 dead), the holder is told: ``on_lost`` is called, ``held.ensure()`` raises ``LockLostError``,
@@ -11,6 +11,7 @@ whatever the lock protects so it can refuse a stale holder (fencing).
 from __future__ import annotations
 
 import asyncio
+import builtins
 import random
 import threading
 import time
@@ -35,6 +36,7 @@ from cross_instance.runtime.acquire import Call, Sleep, run_async, run_sync
 from cross_instance.stores.permit_ids import new_ticket
 
 if TYPE_CHECKING:
+    from cross_instance.runtime.session import Session
     from cross_instance.stores.base import Store
 
 LOCK_POLL_S = 0.01  # first poll while the lock is held; doubles up to LOCK_POLL_MAX_S
@@ -243,14 +245,19 @@ class HeldLock:
             raise lost
 
 
-class _PendingLock:
-    def __init__(self, acquire: Callable[[], Any]) -> None:
-        self._acquire = acquire
+class PendingLock:
+    """Returned by ``ahold``: ``async with`` waits for the lock, then holds and renews it,
+    and releases it on exit."""
+
+    def __init__(self, locks: Locks, resource: str, ttl: float, timeout: float | None,
+                 on_lost: OnLost | None) -> None:
+        self._locks = locks
+        self._args = (resource, ttl, timeout, on_lost)
         self.held: HeldLock | None = None
 
     async def __aenter__(self) -> HeldLock:
-        self.held = await self._acquire()
-        assert self.held is not None
+        resource, ttl, timeout, on_lost = self._args
+        self.held = await self._locks.aacquire(resource, ttl, timeout, on_lost)
         return await self.held.__aenter__()
 
     async def __aexit__(self, et: type[BaseException] | None, ev: BaseException | None,
@@ -264,72 +271,73 @@ def _check_on_lost(on_lost: object) -> None:
         raise LockRequestError(f"on_lost must be a callable or None (got {show(on_lost)})")
 
 
-class LockFunctions:
-    """Mixed into ``Runtime``: seed 001's lock functions and the context managers."""
+class Locks:
+    """``rt.locks``: TTL locks with fencing tokens, first come first served across every
+    instance (seed 001's ``tryAcquireLock`` / ``releaseLock``, and waiting acquires)."""
 
-    instance_id: str
+    def __init__(self, session: Session) -> None:
+        self._session = session
 
-    def _require_store(self) -> Store:
-        raise NotImplementedError
-
-    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        raise NotImplementedError
-
-    def try_acquire_lock(self, resource: str, ttl: float,
-                         on_lost: OnLost | None = None) -> HeldLock | None:
+    def try_acquire(self, resource: str, ttl: float,
+                    on_lost: OnLost | None = None) -> HeldLock | None:
         """The lock if it is free now and nobody queued earlier, else None (seed
         ``tryAcquireLock``). ``ttl`` in seconds. Not re-entrant: a second acquire of a lock
         this instance holds waits (or gets None) like any other."""
-        ttl_ns, store = check_ttl(ttl), self._require_store()
+        ttl_ns, store = check_ttl(ttl), self._session.require_store()
         _check_on_lost(on_lost)
         sent = time.monotonic()
-        record = store.acquire_lock(check_resource(resource), self.instance_id, ttl_ns,
-                                    None, False)
+        record = store.acquire_lock(check_resource(resource), self._session.instance_id,
+                                    ttl_ns, None, False)
         assert not isinstance(record, LockWaiting)
         return None if record is None else HeldLock(store, record, ttl_ns, sent, on_lost)
 
-    def acquire_lock(self, resource: str, ttl: float, timeout: float | None = None,
-                     cancel: threading.Event | None = None,
-                     on_lost: OnLost | None = None) -> HeldLock:
+    def acquire(self, resource: str, ttl: float, timeout: float | None = None,
+                cancel: threading.Event | None = None,
+                on_lost: OnLost | None = None) -> HeldLock:
         """Wait for the lock in arrival order; ``LockTimeoutError`` after ``timeout`` s,
         ``Cancelled`` when ``cancel`` is set. The place in the queue is given back on
         any exit."""
         check_cancel(cancel, LockRequestError)
         _check_on_lost(on_lost)
-        loop = LockLoop(self._require_store(), check_resource(resource), self.instance_id,
-                        check_ttl(ttl), timeout)
+        loop = self._loop(resource, ttl, timeout)
         record = run_sync(loop, None, cancel)
         return HeldLock(loop.store, record, loop.ttl_ns, loop.sent, on_lost)
 
-    async def aacquire_lock(self, resource: str, ttl: float, timeout: float | None = None,
-                            on_lost: OnLost | None = None) -> HeldLock:
-        """``acquire_lock`` for asyncio: cancel the task to stop waiting."""
+    async def aacquire(self, resource: str, ttl: float, timeout: float | None = None,
+                       on_lost: OnLost | None = None) -> HeldLock:
+        """``acquire`` for asyncio: cancel the task to stop waiting."""
         _check_on_lost(on_lost)
-        loop = LockLoop(self._require_store(), check_resource(resource), self.instance_id,
-                        check_ttl(ttl), timeout)
-        record = await run_async(loop, self._call)
+        loop = self._loop(resource, ttl, timeout)
+        record = await run_async(loop, self._session.call)
         return HeldLock(loop.store, record, loop.ttl_ns, loop.sent, on_lost)
 
-    def lock(self, resource: str, ttl: float = 30.0, timeout: float | None = None,
+    def hold(self, resource: str, ttl: float = 30.0, timeout: float | None = None,
              on_lost: OnLost | None = None) -> HeldLock:
-        """``with rt.lock("repo:main", ttl=30) as held: ...``: waits, renews, releases."""
-        return self.acquire_lock(resource, ttl, timeout, on_lost=on_lost)
+        """``with rt.locks.hold("repo:main", ttl=30) as held: ...``: waits, renews,
+        releases."""
+        return self.acquire(resource, ttl, timeout, on_lost=on_lost)
 
-    def alock(self, resource: str, ttl: float = 30.0, timeout: float | None = None,
-              on_lost: OnLost | None = None) -> _PendingLock:
-        """``async with rt.alock(...) as held``: waits on the event loop, renews in a task."""
-        return _PendingLock(lambda: self.aacquire_lock(resource, ttl, timeout, on_lost))
+    def ahold(self, resource: str, ttl: float = 30.0, timeout: float | None = None,
+              on_lost: OnLost | None = None) -> PendingLock:
+        """``async with rt.locks.ahold(...) as held``: waits on the event loop, renews in a
+        task."""
+        return PendingLock(self, resource, ttl, timeout, on_lost)
 
-    def release_lock(self, lock: HeldLock) -> bool:
+    def release(self, lock: HeldLock) -> bool:
         """Seed ``releaseLock``: only the holder's own lock is freed (by its ``lock_id``)."""
         if not isinstance(lock, HeldLock):
-            raise LockRequestError(f"lock must be a HeldLock from acquire_lock or lock "
+            raise LockRequestError(f"lock must be a HeldLock from acquire or hold "
                                    f"(got {show(lock)})")
         return lock.release()
 
-    def cleanup_expired_locks(self) -> int:
+    def cleanup_expired(self) -> int:
         """Free locks past their TTL or held by dead instances; how many were freed."""
-        return len(self._require_store().cleanup_expired_locks())
+        return len(self._session.require_store().cleanup_expired_locks())
 
-    def list_locks(self) -> list[LockRecord]:
-        return self._require_store().list_locks()
+    def list(self) -> builtins.list[LockRecord]:
+        """Every lock held now, by resource."""
+        return self._session.require_store().list_locks()
+
+    def _loop(self, resource: str, ttl: float, timeout: float | None) -> LockLoop:
+        return LockLoop(self._session.require_store(), check_resource(resource),
+                        self._session.instance_id, check_ttl(ttl), timeout)

@@ -1,6 +1,6 @@
 """Workflow ownership for users: claim, hold, write fenced state, release (seed 002).
 
-``rt.workflow(task_id)`` claims a workflow (auto-claim from a dead owner by default) and
+``rt.workflows.hold(task_id)`` claims a workflow (auto-claim from a dead owner by default) and
 releases it on exit; the handle's ``epoch`` is its fencing token. Every state write goes
 through ``handle.write(...)``, which the store accepts only while this process still owns the
 workflow at that epoch (checked in the same atomic step), after this process has made sure its
@@ -10,6 +10,7 @@ own lease has not run out (self-fencing: a process resumed from a pause heartbea
 
 from __future__ import annotations
 
+import builtins
 import json
 from collections.abc import Mapping
 from types import TracebackType
@@ -23,15 +24,13 @@ from cross_instance.core.ownership import (
     check_workflow_id,
 )
 from cross_instance.errors import (
-    NotRegisteredError,
     StaleEpochError,
     WorkflowOwnedError,
     WorkflowRequestError,
 )
 
 if TYPE_CHECKING:
-    from cross_instance.runtime.membership import Membership
-    from cross_instance.stores.base import Store
+    from cross_instance.runtime.session import Session
 
 
 class Workflow:
@@ -39,9 +38,9 @@ class Workflow:
     releases on exit (``keep=True`` leaves it owned, e.g. to hand it to a later run of this
     instance)."""
 
-    def __init__(self, owner: WorkflowFunctions, workflow_id: str, epoch: int, action: str,
+    def __init__(self, session: Session, workflow_id: str, epoch: int, action: str,
                  keep: bool = False) -> None:
-        self._owner = owner
+        self._session = session
         self.workflow_id = workflow_id
         self.epoch = epoch
         self.action = action  # how it was obtained: claimed, auto_claimed, force_claimed, owned
@@ -54,9 +53,9 @@ class Workflow:
     def ensure(self) -> None:
         """Raise ``StaleEpochError`` unless this process still owns the workflow at ``epoch``
         (after confirming its own lease). Call it before acting outside the store."""
-        self._owner._confirm_lease()
-        self._owner._require_store().validate_epoch(self.workflow_id, self._owner.instance_id,
-                                                    self.epoch)
+        self._session.confirm_lease()
+        self._session.require_store().validate_epoch(self.workflow_id,
+                                                     self._session.instance_id, self.epoch)
 
     def write(self, values: Mapping[str, Any] | None = None, **more: Any) -> None:
         """Persist JSON values under the workflow, fenced by the epoch: ``StaleEpochError``
@@ -73,21 +72,21 @@ class Workflow:
                 json.dumps(value)
             except (TypeError, ValueError) as err:
                 raise WorkflowRequestError(f"state value of {key!r} is not JSON: {err}") from err
-        self._owner._confirm_lease()
-        self._owner._require_store().write_workflow_state(
-            self.workflow_id, self._owner.instance_id, self.epoch, data)
+        self._session.confirm_lease()
+        self._session.require_store().write_workflow_state(
+            self.workflow_id, self._session.instance_id, self.epoch, data)
 
     def read(self) -> dict[str, Any]:
         """Everything written under the workflow (by any owner)."""
-        return self._owner._require_store().read_workflow_state(self.workflow_id)
+        return self._session.require_store().read_workflow_state(self.workflow_id)
 
     def release(self) -> bool:
         """Give ownership up; False when it was no longer ours at this epoch. Idempotent."""
         if self.released:
             return False
         self.released = True
-        return self._owner._require_store().release_workflow(
-            self.workflow_id, self._owner.instance_id, self.epoch)
+        return self._session.require_store().release_workflow(
+            self.workflow_id, self._session.instance_id, self.epoch)
 
     def __enter__(self) -> Workflow:
         return self
@@ -98,27 +97,21 @@ class Workflow:
             self.release()
 
 
-class WorkflowFunctions:
-    """Mixed into ``Runtime``: the ownership API of seed 002 under snake_case names."""
+class Workflows:
+    """``rt.workflows``: the ownership API of seed 002. One owner per workflow across every
+    instance; a claim bumps the workflow's epoch, which fences every later write."""
 
-    instance_id: str
-    _membership: Membership | None
-
-    def _require_store(self) -> Store:
-        raise NotImplementedError
-
-    def _confirm_lease(self) -> None:
-        if self._membership is None:
-            raise NotRegisteredError("the runtime is closed or coordination is disabled")
-        self._membership.confirm()
+    def __init__(self, session: Session) -> None:
+        self._session = session
 
     def _claim(self, workflow_id: str, *, take: bool = True, auto_claim: bool = True,
                force: Force = Force.NO) -> Claim:
         check_workflow_id(workflow_id)
         check_bool("auto_claim", auto_claim, WorkflowRequestError)
-        self._confirm_lease()
-        return self._require_store().claim_workflow(workflow_id, self.instance_id, take=take,
-                                                    auto_claim=auto_claim, force=force)
+        self._session.confirm_lease()
+        return self._session.require_store().claim_workflow(
+            workflow_id, self._session.instance_id, take=take, auto_claim=auto_claim,
+            force=force)
 
     def _held(self, claim: Claim, workflow_id: str, keep: bool = False,
               hint: str = "") -> Workflow:
@@ -130,20 +123,22 @@ class WorkflowFunctions:
                                      owner.pid if owner else 0,
                                      owner.domain.host if owner else "",
                                      claim.decision.reason + hint)
-        return Workflow(self, workflow_id, claim.epoch, claim.decision.action.value, keep)
+        return Workflow(self._session, workflow_id, claim.epoch, claim.decision.action.value,
+                        keep)
 
-    def workflow(self, task_id: str, auto_claim: bool = True, keep: bool = False) -> Workflow:
-        """Claim ``task_id`` and hold it: ``with rt.workflow(task_id) as wf: wf.write(...)``.
-        A free workflow is claimed; one whose owner is dead is taken when ``auto_claim``;
-        a live owner raises ``WorkflowOwnedError`` (code ``workflow_owned_by_other``)."""
+    def hold(self, task_id: str, auto_claim: bool = True, keep: bool = False) -> Workflow:
+        """Claim ``task_id`` and hold it: ``with rt.workflows.hold(task_id) as wf:
+        wf.write(...)``. A free workflow is claimed; one whose owner is dead is taken when
+        ``auto_claim``; a live owner raises ``WorkflowOwnedError`` (code
+        ``workflow_owned_by_other``). Released on leaving the ``with`` unless ``keep``."""
         check_bool("keep", keep, WorkflowRequestError)
         return self._held(self._claim(task_id, auto_claim=auto_claim), task_id, keep)
 
-    def claim_workflow(self, task_id: str, auto_claim: bool = True) -> Workflow:
-        """Like ``workflow`` but kept until ``release_workflow`` (or the handle's release)."""
-        return self.workflow(task_id, auto_claim=auto_claim, keep=True)
+    def claim(self, task_id: str, auto_claim: bool = True) -> Workflow:
+        """Like ``hold`` but kept until ``release`` (or the handle's release)."""
+        return self.hold(task_id, auto_claim=auto_claim, keep=True)
 
-    def force_claim_workflow(self, task_id: str, allow_live: bool = False) -> Workflow:
+    def force_claim(self, task_id: str, allow_live: bool = False) -> Workflow:
         """Take ``task_id`` whatever its owner's state when that owner is gone (seed
         ``ul_workflow_force_claim``); with ``allow_live`` also from a live owner, whose next
         fenced write is then rejected. Recorded as a ``workflow_force_claimed`` event."""
@@ -152,8 +147,7 @@ class WorkflowFunctions:
         return self._held(claim, task_id, keep=True, hint="; force with allow_live=True "
                           "(CLI: --live) to take it from a live owner")
 
-    def check_workflow_ownership(self, task_id: str, auto_claim: bool = True
-                                 ) -> dict[str, Any]:
+    def check(self, task_id: str, auto_claim: bool = True) -> dict[str, Any]:
         """Seed 002's check: ``owned`` is True when this instance may act for the workflow
         (it owns it, claimed it now, or nobody owns it and ``auto_claim`` is off); otherwise
         the owner that blocks it. With ``auto_claim`` a free or dead-owned workflow is claimed."""
@@ -167,19 +161,26 @@ class WorkflowFunctions:
                 "epoch": claim.epoch, "action": claim.decision.action.value,
                 "reason": claim.decision.reason}
 
-    def release_workflow(self, task_id: str) -> bool:
+    def release(self, task_id: str) -> bool:
         """Give up ``task_id`` if this instance owns it; False otherwise (nothing changes)."""
         check_workflow_id(task_id)
-        return self._require_store().release_workflow(task_id, self.instance_id)
+        return self._session.require_store().release_workflow(task_id,
+                                                              self._session.instance_id)
 
-    def get_workflow(self, task_id: str) -> WorkflowRecord | None:
+    def get(self, task_id: str) -> WorkflowRecord | None:
+        """The workflow's owner and epoch (None when it was never claimed)."""
         check_workflow_id(task_id)
-        return self._require_store().get_workflow(task_id)
+        return self._session.require_store().get_workflow(task_id)
 
-    def write_workflow_state(self, task_id: str, epoch: int, values: Mapping[str, Any]) -> None:
+    def list(self) -> builtins.list[WorkflowRecord]:
+        """Every workflow the store knows, by id."""
+        return self._session.require_store().list_workflows()
+
+    def write_state(self, task_id: str, epoch: int, values: Mapping[str, Any]) -> None:
         """A fenced write for callers that keep only the epoch (not the handle)."""
         check_int("epoch", epoch, 0, WorkflowRequestError)
-        Workflow(self, check_workflow_id(task_id), epoch, "owned", keep=True).write(values)
+        Workflow(self._session, check_workflow_id(task_id), epoch, "owned",
+                 keep=True).write(values)
 
 
-__all__ = ["StaleEpochError", "Workflow", "WorkflowFunctions", "WorkflowOwnedError"]
+__all__ = ["StaleEpochError", "Workflow", "WorkflowOwnedError", "Workflows"]

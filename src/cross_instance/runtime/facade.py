@@ -1,9 +1,14 @@
-"""The facade an agent process uses: ``Runtime.start()``, permits, status, and the registry
-and limit functions of the original coordinator (seed 001) under snake_case names.
+"""The facade an agent process uses: ``Runtime.start()``, permits, status, and the parts
+``rt.locks``, ``rt.workflows`` and ``rt.instances``.
 
     with Runtime.start() as rt:
         with rt.permit("anthropic", model="claude-sonnet", tokens=1200):
             call_the_provider()
+        with rt.locks.hold("repo:main", ttl=30):
+            push()
+
+The original coordinator's method names (``rt.claim_workflow``, ``rt.update_heartbeat`` ...)
+are forwarded to the parts by :mod:`cross_instance.compat.seed`.
 
 With ``enabled: false`` (or ``PI_CROSS_INSTANCE_ENABLED=false``) nothing is shared: permits
 are granted at once and nothing is registered.
@@ -11,8 +16,6 @@ are granted at once and nothing is registered.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import functools
 import os
 import secrets
@@ -21,13 +24,14 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from cross_instance.compat.seed import SeedFunctions
+from cross_instance.compat import seed as compat_names
 from cross_instance.config import Config, load_config
 from cross_instance.config.rules import instance_id_problem
-from cross_instance.coordination.locks import LockFunctions
-from cross_instance.coordination.workflows import WorkflowFunctions
+from cross_instance.coordination.instances import Instances
+from cross_instance.coordination.locks import Locks
+from cross_instance.coordination.workflows import Workflows
 from cross_instance.core.arguments import (
     check_bool,
     check_cancel,
@@ -68,6 +72,7 @@ from cross_instance.runtime.membership import Membership
 from cross_instance.runtime.permit import Permit
 from cross_instance.runtime.permit_flow import PermitFlow
 from cross_instance.runtime.releases import ReleaseQueue
+from cross_instance.runtime.session import Session
 from cross_instance.stores import open_store
 from cross_instance.stores.base import FreedSlots, Store
 from cross_instance.stores.sqlite.store import SqliteStore
@@ -78,8 +83,11 @@ ONE_HOST_S = 5.0  # how long a runtime trusts "every instance runs on this host"
 RECENT_WAIT_S = 1.0  # a process that waited this recently sends its releases at once (Redis)
 
 
-class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
-    """One registered instance. Thread-safe; use ``start()`` rather than the constructor."""
+class Runtime:
+    """One registered instance. Thread-safe; use ``start()`` rather than the constructor.
+
+    ``locks``, ``workflows`` and ``instances`` are its parts; each sees only the ``session``
+    (store, instance id, membership, thread pool), never the runtime."""
 
     def __init__(self, config: Config, store: Store | None, *, cwd: Path,
                  instance_id: str, session_id: str) -> None:
@@ -88,6 +96,10 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
         self.cwd = cwd
         self.instance_id = instance_id
         self.session_id = session_id
+        self.session = Session(store, instance_id)
+        self.locks = Locks(self.session)
+        self.workflows = Workflows(self.session)
+        self.instances = Instances(self.session, config.total_max_llm)
         self.log = LineLog(log_path(cwd, "coordinator") if store is not None else None,
                            "coordinator")
         self.adaptive_log = LineLog(
@@ -111,13 +123,23 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
         self._one_host = (-ONE_HOST_S, False)  # (checked at, every instance on this host)
         self._releases = ReleaseQueue(self._send_releases, self._handed_over,
                                       self._release_failed)
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._executor_lock = threading.Lock()
-        self._membership: Membership | None = None
         self._local = (LocalShare(config.total_max_llm, config.runtime_dir, instance_id,
                                   self.log)
                        if config.when_store_down == "local-share" else None)
-        self.closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self.session.closed
+
+    @property
+    def _membership(self) -> Membership | None:
+        return self.session.membership
+
+    if not TYPE_CHECKING:  # type checkers see the parts; ported code gets the old names
+        def __getattr__(self, name: str) -> Any:
+            if name in compat_names.NAMES:
+                return compat_names.resolve(self, name)
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # --- life cycle -----------------------------------------------------------------------
     @classmethod
@@ -152,12 +174,13 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
             session_id=rt.session_id, cwd=str(where), started_wall_ms=time.time_ns() // 10**6,
             lease_ns=cfg.heartbeat_timeout_ms * 10**6, priority=policy.priority,
             reserved=policy.reserved_capacity)
-        rt._membership = Membership(store, record, cfg.heartbeat_interval_ms / 1000, rt.log,
-                                    rt._republish, rt._usage_snapshot,
-                                    rt._local_share_of if rt._local is not None else None,
-                                    rt._holding)
+        membership = Membership(store, record, cfg.heartbeat_interval_ms / 1000, rt.log,
+                                rt._republish, rt._usage_snapshot,
+                                rt._local_share_of if rt._local is not None else None,
+                                rt._holding)
+        rt.session.membership = membership
         try:
-            rt._membership.join()
+            membership.join()
         except BaseException:
             rt.log.close()
             raise
@@ -167,7 +190,7 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
         """Unregister (freeing every permit still held) and stop the heartbeat. Idempotent."""
         if self.closed:
             return
-        self.closed = True
+        self.session.closed = True
         self._releases.close()
         if self._doorbell is not None:
             self._doorbell.close()
@@ -175,8 +198,7 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
             self._freed.close()
         if self._membership is not None:
             self._membership.leave()
-        if self._executor is not None:
-            self._executor.shutdown(wait=False)
+        self.session.close()
         self.log.close()
         self.adaptive_log.close()
         if self.store is not None:
@@ -194,7 +216,7 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
 
     async def __aexit__(self, et: type[BaseException] | None, ev: BaseException | None,
                         tb: TracebackType | None) -> None:
-        await self._call(self.close)
+        await self.session.call(self.close)
 
     # --- permits --------------------------------------------------------------------------
     def permit(self, provider: str, *, model: str | None = None, tokens: int | None = None,
@@ -257,8 +279,8 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
         plan = self._cached_plan(provider, model, tokens, reports)
         started = time.monotonic()
         self._log_request(plan)
-        granted = await run_async(PermitFlow(self, store, plan, timeout), self._call,
-                                  self._wake, self._submit)
+        granted = await run_async(PermitFlow(self, store, plan, timeout), self.session.call,
+                                  self._wake, self.session.submit)
         return self._granted(plan, granted, time.monotonic() - started)
 
     def _granted(self, plan: Plan, granted: Granted | None, waited: float) -> Permit:
@@ -304,9 +326,7 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
 
     # --- internals ------------------------------------------------------------------------
     def _store_or_none(self) -> Store | None:
-        if self.closed:
-            raise NotRegisteredError(f"runtime of instance {self.instance_id} is closed")
-        return self.store
+        return self.session.store_or_none()
 
     def _refresh_s(self) -> float:
         return self.config.heartbeat_timeout_ms / 3000
@@ -406,7 +426,7 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
             raise PermitRequestError(
                 f"permit must be a Permit of this runtime (got {show(permit)})")
         check_report(status, headers, body, error, usage_tokens, PermitRequestError)
-        await self._call(self._report, permit, status, headers, body, error, usage_tokens)
+        await self.session.call(self._report, permit, status, headers, body, error, usage_tokens)
 
     def _with_releases(self, op: Callable[..., T], *args: Any, carry: Sequence[int] = ()) -> T:
         """Run a store operation carrying the releases queued since the last one (and those
@@ -532,7 +552,7 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
             # is sent (a flusher thread raced this task's next store call, which then ran
             # first and held the release back by a whole decision).
             try:
-                sent = self._call(self._releases.flush)
+                sent = self.session.call(self._releases.flush)
             except RuntimeError:  # the executor is shut down (closing): the flusher sends it
                 self._releases.put_urgent()
                 return
@@ -553,24 +573,6 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
 
         return log_wait
 
-    def _call(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
-        """``fn(*args)`` in the store's executor, as a future of the running loop (a plain
-        future, so ``acquire.answer`` shields it without a task of its own)."""
-        return asyncio.get_running_loop().run_in_executor(self._store_executor(), fn, *args)
-
-    def _submit(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
-        """``fn(*args)`` in the store's executor, from any thread (a release starting a woken
-        async waiter's next question: ``acquire.Sleep.then``)."""
-        return self._store_executor().submit(fn, *args)
-
-    def _store_executor(self) -> concurrent.futures.ThreadPoolExecutor:
-        if self._executor is None:
-            with self._executor_lock:
-                if self._executor is None:
-                    self._executor = concurrent.futures.ThreadPoolExecutor(
-                        max_workers=4, thread_name_prefix="pi-xi-store")
-        return self._executor
-
     # --- observation ----------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         """What ``pi-xi status --json`` prints, plus this instance's own view."""
@@ -584,16 +586,6 @@ class Runtime(SeedFunctions, WorkflowFunctions, LockFunctions):
         view["activeRequests"] = mine[0]["activeRequests"] if mine else 0
         return view
 
-    def _require_store(self) -> Store:
-        store = self._store_or_none()
-        if store is None:
-            raise NotRegisteredError("cross-instance coordination is disabled")
-        return store
-
-    def _require_membership(self) -> Membership:
-        self._require_store()
-        assert self._membership is not None
-        return self._membership
 
 
 class _AsyncPermit:
