@@ -10,6 +10,11 @@ machine noise falls on all of them alike. Cases:
 - ``package + config``: the same and then ``load_config`` of a small ``.pi/config.json``,
   which imports the config schema (pydantic), as ``Runtime.start`` does.
 
+Installed packages import from bytecode (pip compiles it; an editable install writes it on
+first import), as the standard library does, so each case runs once unmeasured first and
+``PYTHONDONTWRITEBYTECODE`` is cleared for the children: a machine that sets it would otherwise
+time the compiler, not the import.
+
 With ``--before PATH`` (a checkout's ``src``) the package cases run on that tree too. Target:
 ``package`` at most 2 x ``stdlib``. Run: ``python benchmarks/bench_import.py``. Results:
 ``benchmarks/results/bench_import.json``.
@@ -44,6 +49,7 @@ def measure(code: str, pythonpath: str | None) -> float:
     script = ("import time\nt0 = time.perf_counter()\n" + code +
               "\nprint((time.perf_counter() - t0) * 1000)")
     env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # bytecode, as an installed package has it
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
@@ -63,6 +69,9 @@ def main() -> None:
         Path(cwd, ".pi").mkdir()
         Path(cwd, ".pi", "config.json").write_text('{"crossInstance": {"totalMaxLlm": 4}}')
         samples: dict[str, list[float]] = {}
+        for case, code in CASES.items():  # unmeasured: writes the bytecode every run uses
+            for _, path in trees:
+                measure(code.format(cwd=cwd), path)
         for _ in range(args.rounds):
             for case, code in CASES.items():
                 for tree, path in trees if case != "stdlib" else [("", None)]:

@@ -25,8 +25,8 @@ def rt(tmp_path):
 def test_the_facade_is_small_and_has_no_mixins():
     assert Runtime.__bases__ == (object,)
     public = sorted(n for n in dir(Runtime) if not n.startswith("_"))
-    assert public == ["apermit", "areport", "close", "closed", "permit", "start", "status",
-                      "try_permit"]
+    assert public == ["apermit", "areport", "close", "closed", "instances", "locks", "permit",
+                      "start", "status", "try_permit", "workflows"]
 
 
 def test_every_old_name_is_the_part_method_it_moved_to(rt):

@@ -35,3 +35,11 @@ def test_the_config_schema_comes_when_a_config_is_loaded(tmp_path):
     loaded = _loaded(f"from cross_instance.config import load_config\n"
                      f"assert load_config({str(tmp_path)!r}, env={{}}).total_max_llm == 3")
     assert "cross_instance.config.schema" in loaded and "pydantic" in loaded
+
+
+def test_parts_and_the_sqlite_store_load_on_first_use():
+    loaded = _loaded("from cross_instance import Runtime")
+    lazy = ("cross_instance.coordination.locks", "cross_instance.coordination.workflows",
+            "cross_instance.coordination.instances", "cross_instance.views.status",
+            "cross_instance.compat.seed", "cross_instance.stores.sqlite.store")
+    assert [m for m in lazy if m in loaded] == []

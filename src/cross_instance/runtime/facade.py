@@ -26,12 +26,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from cross_instance.compat import seed as compat_names
+if TYPE_CHECKING:
+    from cross_instance.coordination.instances import Instances
+    from cross_instance.coordination.locks import Locks
+    from cross_instance.coordination.workflows import Workflows
+
 from cross_instance.config import Config, load_config
 from cross_instance.config.rules import instance_id_problem
-from cross_instance.coordination.instances import Instances
-from cross_instance.coordination.locks import Locks
-from cross_instance.coordination.workflows import Workflows
 from cross_instance.core.arguments import (
     check_bool,
     check_cancel,
@@ -75,8 +76,6 @@ from cross_instance.runtime.releases import ReleaseQueue
 from cross_instance.runtime.session import Session
 from cross_instance.stores import open_store
 from cross_instance.stores.base import FreedSlots, Store
-from cross_instance.stores.sqlite.store import SqliteStore
-from cross_instance.views.status import build_status
 
 T = TypeVar("T")
 ONE_HOST_S = 5.0  # how long a runtime trusts "every instance runs on this host"
@@ -97,9 +96,6 @@ class Runtime:
         self.instance_id = instance_id
         self.session_id = session_id
         self.session = Session(store, instance_id)
-        self.locks = Locks(self.session)
-        self.workflows = Workflows(self.session)
-        self.instances = Instances(self.session, config.total_max_llm)
         self.log = LineLog(log_path(cwd, "coordinator") if store is not None else None,
                            "coordinator")
         self.adaptive_log = LineLog(
@@ -131,12 +127,37 @@ class Runtime:
     def closed(self) -> bool:
         return self.session.closed
 
+    # The parts load on first use: a process that only asks for permits never imports lock,
+    # workflow or registry code (``benchmarks/bench_import.py``).
+    @functools.cached_property
+    def locks(self) -> Locks:
+        """TTL locks with fencing tokens (``cross_instance.coordination.locks``)."""
+        from cross_instance.coordination.locks import Locks
+
+        return Locks(self.session)
+
+    @functools.cached_property
+    def workflows(self) -> Workflows:
+        """Workflow ownership with epochs (``cross_instance.coordination.workflows``)."""
+        from cross_instance.coordination.workflows import Workflows
+
+        return Workflows(self.session)
+
+    @functools.cached_property
+    def instances(self) -> Instances:
+        """The live instances and the parallel shares (``coordination.instances``)."""
+        from cross_instance.coordination.instances import Instances
+
+        return Instances(self.session, self.config.total_max_llm)
+
     @property
     def _membership(self) -> Membership | None:
         return self.session.membership
 
     if not TYPE_CHECKING:  # type checkers see the parts; ported code gets the old names
         def __getattr__(self, name: str) -> Any:
+            from cross_instance.compat import seed as compat_names
+
             if name in compat_names.NAMES:
                 return compat_names.resolve(self, name)
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
@@ -160,8 +181,12 @@ class Runtime:
             return cls(cfg, None, cwd=where, instance_id=iid, session_id=session_id or "")
         if store is None:
             ttl = cfg.heartbeat_timeout_ms * 10**6
-            store = (open_store(cfg.store, waiter_ttl_ns=ttl) if cfg.store
-                     else SqliteStore(cfg.runtime_dir, waiter_ttl_ns=ttl))
+            if cfg.store:
+                store = open_store(cfg.store, waiter_ttl_ns=ttl)
+            else:  # imported here: Redis users never load the SQLite store's code
+                from cross_instance.stores.sqlite.store import SqliteStore
+
+                store = SqliteStore(cfg.runtime_dir, waiter_ttl_ns=ttl)
         rt = cls(cfg, store, cwd=where, instance_id=iid,
                  session_id=session_id or secrets.token_hex(6))
         for warning in store.warnings:
@@ -577,6 +602,8 @@ class Runtime:
     def status(self) -> dict[str, Any]:
         """What ``pi-xi status --json`` prints, plus this instance's own view."""
         self._releases.flush()
+        from cross_instance.views.status import build_status
+
         view: dict[str, Any] = (
             build_status(self.store, self.config) if self.store is not None
             else {"enabled": False, "instances": [], "providers": {}})
