@@ -34,13 +34,13 @@ def _start(state: str, name: str, cfg: dict[str, Any]) -> Runtime:
 def _count(rt: Runtime, cause: str) -> int:
     """How many of this runtime's slot sleeps ended by ``cause`` ("woken" by a release, or
     "timed_out": the poll); -1 where the runtime does not count them."""
-    return int(getattr(rt._wake, cause, -1))
+    return int(getattr(rt._slots.wake, cause, -1))
 
 
 def _causes(rt: Runtime) -> dict[str, int]:
     """Which cause ended this runtime's slot sleeps, and what brought the wake-ups: rings of
     this host's doorbells, and announcements received from the store (Redis)."""
-    bell, freed = rt._doorbell, rt._freed
+    bell, freed = rt._slots._doorbell, rt._slots.freed
     return {"woken": _count(rt, "woken"), "polls": _count(rt, "timed_out"),
             "rings": -1 if bell is None else bell.rings_received,
             "announced": -1 if freed is None else freed.received}
@@ -177,6 +177,6 @@ def cancelling_crowd(state: str, name: str, cfg: dict[str, Any], callers: int, s
             await asyncio.gather(*(acaller() for _ in range(callers)))
 
         asyncio.run(run())
-        rt._releases.flush()
+        rt._slots.flush()
         out.put((name, spans, _count(rt, "woken")))
         done.wait(60)

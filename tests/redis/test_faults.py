@@ -107,7 +107,7 @@ def test_a_grant_whose_reply_was_lost_is_released_not_held_for_the_instances_lif
     try:
         with Runtime.start(cwd=tmp_path, config=config, store=store, instance_id="a") as rt:
             rt.permit("p").release()  # limits published, connections warm
-            rt._releases.flush()
+            rt._slots.flush()
             proxy.drop_replies.set()
             with pytest.raises(StoreUnavailable):
                 rt.permit("p", timeout=5)

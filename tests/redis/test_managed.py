@@ -49,7 +49,8 @@ def _round_trip(tmp: Path, url: str) -> tuple[bool, list[str]]:
         assert [i["instanceId"] for i in rt.status()["instances"]] == ["managed-1"]
         store = rt.store
         assert isinstance(store, RedisStore)
-        assert rt._freed is not None and rt._freed.refused is None  # announcements allowed
+        # announcements allowed
+        assert rt._slots.freed is not None and rt._slots.freed.refused is None
         return store._lane.library is not None, list(store.warnings)
 
 
@@ -146,21 +147,21 @@ def test_without_the_channel_waiters_poll_and_the_start_says_so(tmp_path):
         url = _user(port, rules)
         cfg = make_config(tmp_path / "state", timeout_ms=30_000, store=url, total=1)
         with Runtime.start(cwd=tmp_path, config=cfg, instance_id="managed-1") as rt:
-            assert rt._freed is not None and rt._freed.refused is not None
-            assert "+publish +subscribe" in rt._freed.refused
-            assert not rt._announced()
+            assert rt._slots.freed is not None and rt._slots.freed.refused is not None
+            assert "+publish +subscribe" in rt._slots.freed.refused
+            assert not rt._slots._announced()
             held = rt.permit("p")
             got: list[object] = []
             waiter = threading.Thread(target=lambda: got.append(rt.permit("p", timeout=60)))
             waiter.start()
             end = time.monotonic() + 60
-            while rt._wake.waiting == 0:  # the waiter queued
+            while rt._slots.wake.waiting == 0:  # the waiter queued
                 assert time.monotonic() < end
                 time.sleep(0.01)
             held.release()
             waiter.join(60)
             assert len(got) == 1
             got[0].release()  # type: ignore[attr-defined]
-            assert rt._freed.received == 0
+            assert rt._slots.freed.received == 0
         log = (tmp_path / ".pi" / "logs" / "coordinator.log").read_text()
         assert "refuses PUBLISH or SUBSCRIBE" in log and "s3cret" not in log

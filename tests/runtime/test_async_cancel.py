@@ -76,7 +76,7 @@ def _settled(rt: Runtime, held: int) -> None:
     assert rt.store is not None
     end = time.monotonic() + 5
     while True:
-        rt._releases.flush()
+        rt._slots.flush()
         snap = rt.store.snapshot()
         if (len(snap.permits), snap.waiting) == (held, 0) or time.monotonic() > end:
             break

@@ -287,21 +287,20 @@ def test_a_release_handed_to_a_waiter_that_gives_up_is_still_sent(tmp_path: Path
         assert rt.store is not None
         held = rt.permit("p")
         plan = rt._cached_plan("p", None, None)
-        loop = AcquireLoop(rt.store, plan.request, 30, rung=True, wake=rt._wake,
-                           acquire=rt._loop_acquire, give_back=rt._rehome)
+        loop = AcquireLoop(rt.store, plan.request, 30, rung=True, waiters=rt._slots)
         steps = loop.steps()
         step = next(steps)
         while not isinstance(step, Sleep):  # ask, queue, look for dead holders
             assert isinstance(step, Call)
             step = steps.send(step.fn(*step.args))
-        assert step.waiter is not None and rt._wake.waiting == 1
+        assert step.waiter is not None and rt._slots.wake.waiting == 1
         held.release()  # handed to the waiter, which has not asked again yet
         assert step.waiter.carry == [held.permit_id]
         steps.close()
         leave = loop.abandon()  # it gives up instead
         assert leave is not None
         leave.fn(*leave.args)
-        assert rt._wake.waiting == 0
+        assert rt._slots.wake.waiting == 0
         rt.status()  # sends what is queued
         assert rt.store.snapshot().permits == ()
 
@@ -322,7 +321,7 @@ def test_one_waiter_of_a_process_looks_for_dead_holders_per_period(tmp_path: Pat
         request = rt._cached_plan("p", None, None).request
         reaps = 0
         for _ in range(3):
-            loop = AcquireLoop(store, request, 60, wake=rt._wake)
+            loop = AcquireLoop(store, request, 60, waiters=rt._slots)
             steps = loop.steps()
             step = next(steps)
             while isinstance(step, Call):  # until the wait would sleep

@@ -73,6 +73,21 @@ class Loop(Protocol[T_co]):
         ...
 
 
+class Waiters(Protocol):
+    """This process's slot waiters (``slots.Slots``): ``wake`` registers a wait, ``acquire``
+    asks the store carrying the releases handed to the waiter, ``rehome`` takes back releases
+    (or grants) a wait did not carry."""
+
+    wake: Wake
+
+    def acquire(self, request: PermitRequest, ticket: int | None,
+                waiter: SlotWaiter | None) -> Granted | Waiting:
+        ...
+
+    def rehome(self, ids: list[int]) -> None:
+        ...
+
+
 class AcquireLoop:
     """State of one wait: the queue ticket to give back if the wait ends without a grant.
 
@@ -85,10 +100,7 @@ class AcquireLoop:
     def __init__(self, store: Store, request: PermitRequest, timeout: float | None,
                  on_wait: Callable[[Waiting], None] | None = None,
                  refresh_s: float = 3.0, first: Waiting | None = None,
-                 rung: bool = False, wake: Wake | None = None,
-                 acquire: Callable[[PermitRequest, int | None, SlotWaiter | None],
-                                   Granted | Waiting] | None = None,
-                 give_back: Callable[[list[int]], None] | None = None) -> None:
+                 rung: bool = False, waiters: Waiters | None = None) -> None:
         self.store = store
         self.request = request
         self.deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
@@ -98,9 +110,8 @@ class AcquireLoop:
         self.on_wait = on_wait
         self.refresh_s = refresh_s
         self.rung = rung
-        self.wake = wake
-        self.acquire = acquire or (lambda request, ticket, _: store.acquire(request, ticket))
-        self.give_back = give_back
+        self.waiters = waiters
+        self.wake = None if waiters is None else waiters.wake
         self.waiter: SlotWaiter | None = None
         self.waited = False
 
@@ -111,7 +122,7 @@ class AcquireLoop:
                 result: Granted | Waiting = self.first
                 self.first = None
             else:
-                result = yield Call(self.acquire, (self.request, self.ticket, self.waiter))
+                result = yield self._ask()
             if isinstance(result, Granted):
                 self.ticket = None
                 return result
@@ -141,9 +152,16 @@ class AcquireLoop:
                                   else (SLOT_POLL_S, SLOT_POLL_MAX_S))
                 self.first = yield Sleep(
                     min(max_s, first_s * (1 + result.ahead), remaining, self.refresh_s),
-                    self.waiter, Call(self.acquire, (self.request, self.ticket, self.waiter)))
+                    self.waiter, self._ask())
             else:
                 yield Sleep(min(rate_delay, remaining, self.refresh_s))
+
+    def _ask(self) -> Call:
+        """The store call of the next attempt: through this process's waiters (carrying the
+        releases handed to this wait) or straight to the store."""
+        if self.waiters is not None:
+            return Call(self.waiters.acquire, (self.request, self.ticket, self.waiter))
+        return Call(self.store.acquire, (self.request, self.ticket))
 
     def settle(self, answer: object) -> Call | None:
         """What a store call answered after this wait was cancelled (asyncio cannot stop the
@@ -151,8 +169,8 @@ class AcquireLoop:
         it took in the queue is left by ``abandon()``."""
         if isinstance(answer, Granted):
             self.ticket = None
-            if self.give_back is not None:
-                self.give_back([answer.permit_id])
+            if self.waiters is not None:
+                self.waiters.rehome([answer.permit_id])
                 return None
             return Call(self.store.release, (self.request.instance_id, [answer.permit_id]))
         if isinstance(answer, Waiting):
@@ -163,8 +181,8 @@ class AcquireLoop:
         waiter, self.waiter = self.waiter, None
         if waiter is not None and self.wake is not None:
             left = self.wake.leave(waiter)
-            if left and self.give_back is not None:
-                self.give_back(left)
+            if left and self.waiters is not None:
+                self.waiters.rehome(left)
         ticket, self.ticket = self.ticket, None
         return None if ticket is None else Call(self.store.cancel_wait, (ticket,))
 

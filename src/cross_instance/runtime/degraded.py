@@ -103,9 +103,13 @@ class LocalShare:
             self._in_use += 1
             return 0
 
-    def release(self) -> None:
+    def release(self, permit_id: int = 0) -> None:
+        """A local permit's slot back (local permits have no id: ``permit_id`` is 0)."""
         with self._lock:
             self._in_use = max(0, self._in_use - 1)
+
+    async def arelease(self, permit_id: int = 0) -> None:
+        self.release(permit_id)
 
 
 class LocalLoop:

@@ -21,7 +21,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -42,7 +42,7 @@ from cross_instance.core.arguments import (
     show,
 )
 from cross_instance.core.ids import generate_instance_id
-from cross_instance.core.keys import Plan, is_tokens, plan_request
+from cross_instance.core.keys import Plan, plan_request
 from cross_instance.core.records import (
     Granted,
     InstanceRecord,
@@ -60,26 +60,21 @@ from cross_instance.errors import (
 )
 from cross_instance.hostfacts import identity as hostinfo
 from cross_instance.runtime.acquire import (
-    SlotWaiter,
-    Wake,
     run_async,
     run_sync,
 )
 from cross_instance.runtime.degraded import LocalShare
-from cross_instance.runtime.feedback import Feedback, from_error
-from cross_instance.runtime.handover import Doorbell, directory_for
+from cross_instance.runtime.feedback import Feedback
 from cross_instance.runtime.logs import LineLog, log_path
 from cross_instance.runtime.membership import Membership
 from cross_instance.runtime.permit import Permit
-from cross_instance.runtime.permit_flow import PermitFlow
-from cross_instance.runtime.releases import ReleaseQueue
+from cross_instance.runtime.permit_flow import DENIED, Outcome, PermitFlow
 from cross_instance.runtime.session import Session
+from cross_instance.runtime.slots import Slots
 from cross_instance.stores import open_store
-from cross_instance.stores.base import FreedSlots, Store
+from cross_instance.stores.base import Store
 
 T = TypeVar("T")
-ONE_HOST_S = 5.0  # how long a runtime trusts "every instance runs on this host"
-RECENT_WAIT_S = 1.0  # a process that waited this recently sends its releases at once (Redis)
 
 
 class Runtime:
@@ -101,24 +96,13 @@ class Runtime:
         self.adaptive_log = LineLog(
             log_path(cwd, "adaptive-rate-controller") if store is not None else None,
             "adaptive-rate-controller")
-        self._feedback = Feedback(
-            store.record_outcome if store is not None else (lambda *args: []),
-            config.adaptive, self.adaptive_log,
-            store.now_ns if store is not None else (lambda: 0))
+        # with coordination disabled (no store) there are no slots and nothing to learn
+        self._slots = Slots(store, self.session, self.log) if store is not None else None
+        self._feedback = (Feedback(store, self.session, config.adaptive, self.adaptive_log)
+                          if store is not None else None)
         self._published: set[str] = set()
         self._usage: dict[str, SlidingCount] = {}
-        # permits granted by the store and not released: re-declared if the store restarts
-        self._live_permits: dict[int, tuple[PermitRequest, int]] = {}
         self._plans: dict[tuple[str, str | None, int | None, bool], Plan] = {}
-        self._wake = Wake(self._waiting_changed)
-        self._doorbell = _open_doorbell(store, self._wake)
-        # on Redis, freed slots announced to the waiters of every host (``stores.redis.freed``)
-        self._freed: FreedSlots | None = (
-            None if store is None
-            else store.freed_channel(instance_id, self._wake.wake, self._wake.wake))
-        self._one_host = (-ONE_HOST_S, False)  # (checked at, every instance on this host)
-        self._releases = ReleaseQueue(self._send_releases, self._handed_over,
-                                      self._release_failed)
         self._local = (LocalShare(config.total_max_llm, config.runtime_dir, instance_id,
                                   self.log)
                        if config.when_store_down == "local-share" else None)
@@ -191,8 +175,9 @@ class Runtime:
                  session_id=session_id or secrets.token_hex(6))
         for warning in store.warnings:
             rt.log("Store warning: %s", warning)
-        if rt._freed is not None and rt._freed.check() is not None:
-            rt.log("Store warning: %s", rt._freed.refused)
+        freed = rt._slots.freed if rt._slots is not None else None
+        if freed is not None and freed.check() is not None:
+            rt.log("Store warning: %s", freed.refused)
         policy = cfg.policy_for(iid)
         record = InstanceRecord(
             instance_id=iid, domain=me.domain, pid=me.pid, start_ticks=me.start_ticks,
@@ -216,11 +201,8 @@ class Runtime:
         if self.closed:
             return
         self.session.closed = True
-        self._releases.close()
-        if self._doorbell is not None:
-            self._doorbell.close()
-        if self._freed is not None:
-            self._freed.close()
+        if self._slots is not None:
+            self._slots.close()
         if self._membership is not None:
             self._membership.leave()
         self.session.close()
@@ -262,7 +244,9 @@ class Runtime:
         plan = self._cached_plan(provider, model, tokens, reports)
         started = time.monotonic()
         self._log_request(plan)
-        granted = run_sync(PermitFlow(self, store, plan, timeout), self._wake, cancel)
+        slots = self._slots
+        assert slots is not None
+        granted = run_sync(PermitFlow(self, store, slots, plan, timeout), slots.wake, cancel)
         return self._granted(plan, granted, time.monotonic() - started)
 
     def try_permit(self, provider: str, *, model: str | None = None,
@@ -274,20 +258,14 @@ class Runtime:
         if store is None:
             return Permit(provider, model, tokens or 0, 0, 0.0, None)
         plan = self._cached_plan(provider, model, tokens, reports)
-        if self._local is not None and self._local.active:  # until a heartbeat gets through
-            return self._local_try(self._local, plan)
-        try:
-            self._publish(plan)
-            granted = self._retry_unregistered(
-                lambda: self._with_releases(store.try_acquire, plan.request))
-        except StoreUnavailable as err:
-            return self._local_try(self._degrade(err), plan)
-        self._recovered()
-        if granted is None:
+        slots = self._slots
+        assert slots is not None
+        outcome = run_sync(PermitFlow(self, store, slots, plan, None, wait=False))
+        if outcome == DENIED:
             self.log("Denied: instance %s, %s: no capacity free now", self.instance_id,
                      _target(plan.request))
             return None
-        return self._permit(plan, granted, 0.0)
+        return self._granted(plan, outcome, 0.0)
 
     def apermit(self, provider: str, *, model: str | None = None, tokens: int | None = None,
                 timeout: float | None = None, reports: bool = False) -> _AsyncPermit:
@@ -304,17 +282,18 @@ class Runtime:
         plan = self._cached_plan(provider, model, tokens, reports)
         started = time.monotonic()
         self._log_request(plan)
-        granted = await run_async(PermitFlow(self, store, plan, timeout), self.session.call,
-                                  self._wake, self.session.submit)
+        slots = self._slots
+        assert slots is not None
+        granted = await run_async(PermitFlow(self, store, slots, plan, timeout),
+                                  self.session.call, slots.wake, self.session.submit)
         return self._granted(plan, granted, time.monotonic() - started)
 
-    def _granted(self, plan: Plan, granted: Granted | None, waited: float) -> Permit:
-        """The permit a ``PermitFlow`` ended with: the store's grant, or (None) the local
-        share's."""
-        if granted is None:
+    def _granted(self, plan: Plan, outcome: Outcome, waited: float) -> Permit:
+        """The permit a ``PermitFlow`` ended with: the store's grant, or the local share's."""
+        if not isinstance(outcome, Granted):
             return self._local_permit(plan, waited)
         self._recovered()
-        return self._permit(plan, granted, waited)
+        return self._permit(plan, outcome, waited)
 
     # --- the shared store unreachable (see ``degraded``) ----------------------------------
     def _degrade(self, err: StoreUnavailable) -> LocalShare:
@@ -335,19 +314,13 @@ class Runtime:
             self._local.share = max(1, live)
             self._recovered()
 
-    def _local_try(self, local: LocalShare, plan: Plan) -> Permit | None:
-        if local.try_take(plan, time.monotonic_ns()):
-            return None
-        return self._local_permit(plan, 0.0)
-
     def _local_permit(self, plan: Plan, waited: float) -> Permit:
         req = plan.request
         local = self._local
         assert local is not None
         self.log("Approved locally (store unavailable): %s, 1/%d share", _target(plan.request),
                  local.share)
-        return Permit(req.provider, req.model, req.tokens, 0, waited,
-                      lambda _id: local.release())
+        return Permit(req.provider, req.model, req.tokens, 0, waited, local)
 
     # --- internals ------------------------------------------------------------------------
     def _store_or_none(self) -> Store | None:
@@ -391,13 +364,6 @@ class Runtime:
             if published.intersection(plan.rates) or published.intersection(plan.groups):
                 self._publish(plan)
 
-    def _retry_unregistered(self, fn: Callable[[], T]) -> T:
-        try:
-            return fn()
-        except NotRegisteredError:
-            self._rejoin()
-            return fn()
-
     def _rejoin(self) -> None:
         if self._membership is None or self.closed:
             raise NotRegisteredError(f"runtime of instance {self.instance_id} is closed")
@@ -411,14 +377,14 @@ class Runtime:
             if counter is None:
                 counter = self._usage[key] = SlidingCount()
             counter.add(granted.granted_ns, cost)
-        self._live_permits[granted.permit_id] = (req, granted.granted_ns)
+        assert self._slots is not None
+        self._slots.granted(granted, req)
         return Permit(req.provider, req.model, req.tokens, granted.permit_id, waited,
-                      self._release, self._arelease, granted.granted_ns, self._report, req)
+                      self._slots, granted.granted_ns, self._feedback, req)
 
     def _holding(self) -> list[PermitState]:
         """The permits this process holds now, as the store knows them."""
-        return [PermitState(pid, self.instance_id, req.provider, req.model, req.tokens, ns)
-                for pid, (req, ns) in list(self._live_permits.items())]
+        return [] if self._slots is None else self._slots.holding()
 
     def _usage_snapshot(self) -> dict[str, int]:
         """This instance's admissions per bucket over the last minute (sent with heartbeats)."""
@@ -426,22 +392,6 @@ class Runtime:
             return {}
         now = self.store.now_ns()
         return {key: c.value(now) for key, c in list(self._usage.items())}
-
-    def _report(self, permit: Permit, status: int | None, headers: Any,
-                body: bytes | str | None, error: BaseException | None,
-                usage_tokens: int | None = None) -> None:
-        req = permit.request
-        if not isinstance(req, PermitRequest) or self.closed or self.store is None:
-            return
-        if usage_tokens is not None:
-            changes = [(k, usage_tokens - cost) for k, cost in req.rates if is_tokens(k)]
-            if changes:
-                self.store.adjust_tokens(changes)
-        if error is not None:
-            status, headers, body = from_error(error)
-        if not status:
-            return  # no answer from the provider: nothing to learn
-        self._feedback.report(req, permit.granted_ns, status, headers, body)
 
     async def areport(self, permit: Permit, status: int | None = None, headers: Any = None,
                       usage_tokens: int | None = None, *, body: bytes | str | None = None,
@@ -451,137 +401,9 @@ class Runtime:
             raise PermitRequestError(
                 f"permit must be a Permit of this runtime (got {show(permit)})")
         check_report(status, headers, body, error, usage_tokens, PermitRequestError)
-        await self.session.call(self._report, permit, status, headers, body, error, usage_tokens)
-
-    def _with_releases(self, op: Callable[..., T], *args: Any, carry: Sequence[int] = ()) -> T:
-        """Run a store operation carrying the releases queued since the last one (and those
-        handed to the asking waiter). Slots they freed that this call did not take are handed
-        on at once: to the waiters here and in the other waiting processes."""
-        ids = [*carry, *self._releases.take()]
-        try:
-            result = op(*args, release=ids)
-        except BaseException as err:
-            self._releases.give_back(ids)
-            undecided = getattr(err, "undecided_permit", None)
-            if undecided is not None:  # granted perhaps, but nobody holds it: free it later
-                self._releases.put(undecided)
-            raise
-        if ids:
-            left = len(ids) - isinstance(result, Granted)
-            if left:
-                self._handed_over(left)
-        return result
-
-    def _loop_acquire(self, request: PermitRequest, ticket: int | None,
-                      waiter: SlotWaiter | None) -> Granted | Waiting:
-        """A waiter's question to the store, carrying the releases handed to it."""
-        assert self.store is not None
-        return self._with_releases(self.store.acquire, request, ticket,
-                                   carry=self._wake.take_carry(waiter))
-
-    def _send_releases(self, ids: Sequence[int]) -> None:
-        assert self.store is not None
-        self.store.release(self.instance_id, ids)
-
-    def _release_failed(self, err: Exception) -> None:
-        self.log("Releasing permits of %s failed (will retry): %s", self.instance_id, err)
-
-    def _handed_over(self, n: int) -> None:
-        """``n`` slots were freed in the store: wake as many waiters here and ring every
-        other waiting process of this host (unless the store announced it to every host:
-        ``_announced``)."""
-        self._wake.wake(n)
-        if self._doorbell is not None and not self._announced():
-            self._doorbell.ring(n)
-
-    def _announced(self) -> bool:
-        """Whether the store announces freed slots to the waiters of every host itself."""
-        return self._freed is not None and self._freed.refused is None
-
-    def _waiting_changed(self) -> None:
-        def waiting() -> bool:  # read under each one's lock
-            return self._wake.waiting > 0
-
-        if self._doorbell is not None:
-            self._doorbell.set_waiting(waiting)
-        if self._freed is not None:
-            self._freed.set_waiting(waiting)
-
-    def _others_wait(self) -> bool:
-        """Whether a release should be sent now: a doorbell shows a waiter in another process
-        of this host, or (Redis: waiters on other hosts have no doorbell here) the store's
-        last answer about permits said somebody queues (``RedisStore.queued``), or this
-        process itself waited in the last ``RECENT_WAIT_S``: the queue was not empty moments
-        ago, and a waiter that queued after this process's grant is in no answer it got."""
-        if self._doorbell is not None and self._doorbell.others_waiting():
-            return True
-        queued = None if self.store is None else self.store.queued
-        if queued is None:
-            return False
-        return bool(queued) or time.monotonic() - self._wake.left_at < RECENT_WAIT_S
-
-    def _rung(self) -> bool:
-        """Whether every release that can free this process's slots rings its waiters, so
-        that they poll only as a safety net: true where the store announces freed slots to
-        every host (Redis, when the account may), or when every registered instance runs on
-        this host, in this pid namespace (rechecked every few seconds: an instance on another
-        host, or in another container, has no doorbell here)."""
-        if self._announced():
-            return True
-        if self._doorbell is None or self.store is None:
-            return False
-        checked, here = self._one_host
-        if time.monotonic() - checked > ONE_HOST_S:
-            domain = hostinfo.local_domain()
-            try:
-                here = all(r.domain == domain for r in self.store.list_instances())
-            except StoreUnavailable:
-                here = False
-            self._one_host = (time.monotonic(), here)
-        return here
-
-    def _rung_known(self) -> bool:
-        """``_rung()`` needs no store call now."""
-        return (self._doorbell is None or self._announced()
-                or time.monotonic() - self._one_host[0] <= ONE_HOST_S)
-
-    def _queue_release(self, permit_id: int) -> bool:
-        """Hand the release to the earliest waiter here (its next question carries it: one
-        store call releases and grants), else queue it; True when it must be sent now
-        because another process waits (otherwise it travels with this process's next store
-        call, group commit)."""
-        self._live_permits.pop(permit_id, None)  # no longer re-declared after a store restart
-        if self.closed:
-            return False
-        if self._wake.hand([permit_id]):
-            return False
-        send_now = self._others_wait()
-        self._releases.put(permit_id, sent_now=send_now)
-        return send_now
-
-    def _rehome(self, ids: list[int]) -> None:
-        """Releases handed to a waiter that stopped waiting before carrying them."""
-        if self._wake.hand(ids):
-            return
-        urgent = self._others_wait()
-        for i in ids:
-            self._releases.put(i, urgent=urgent)
-
-    def _release(self, permit_id: int) -> None:
-        if self._queue_release(permit_id):
-            self._releases.flush()
-
-    async def _arelease(self, permit_id: int) -> None:
-        if self._queue_release(permit_id):
-            # Another process waits: send it now, in the store's executor, and return once it
-            # is sent (a flusher thread raced this task's next store call, which then ran
-            # first and held the release back by a whole decision).
-            try:
-                sent = self.session.call(self._releases.flush)
-            except RuntimeError:  # the executor is shut down (closing): the flusher sends it
-                self._releases.put_urgent()
-                return
-            await sent
+        if self._feedback is not None:
+            await self.session.call(self._feedback.report, permit, status, headers, body, error,
+                                    usage_tokens)
 
     def _log_request(self, plan: Plan) -> None:
         self.log(_request_line(plan.request))  # formatted once per request shape
@@ -601,7 +423,8 @@ class Runtime:
     # --- observation ----------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         """What ``pi-xi status --json`` prints, plus this instance's own view."""
-        self._releases.flush()
+        if self._slots is not None:
+            self._slots.flush()
         from cross_instance.views.status import build_status
 
         view: dict[str, Any] = (
@@ -657,11 +480,6 @@ def _check_wait_args(timeout: object, cancel: object, reports: object) -> None:
     check_seconds("timeout", timeout, PermitRequestError)
     check_cancel(cancel, PermitRequestError)
     check_bool("reports", reports, PermitRequestError)
-
-
-def _open_doorbell(store: Store | None, wake: Wake) -> Doorbell | None:
-    """This process's doorbell among the processes of ``store`` on this host."""
-    return None if store is None else Doorbell(directory_for(store), wake.wake)
 
 
 def _target(req: PermitRequest) -> str:

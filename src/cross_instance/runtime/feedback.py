@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from cross_instance.core import adaptive
 from cross_instance.core.headers import Signals, parse_response
@@ -20,6 +20,11 @@ from cross_instance.core.keys import is_requests, is_tokens, parse_key
 from cross_instance.core.limits import DEFAULT_MAX_COOLDOWN_MS, AdaptiveSettings
 from cross_instance.core.records import Adjustment, Outcome, PermitRequest
 from cross_instance.runtime.logs import LineLog
+
+if TYPE_CHECKING:
+    from cross_instance.runtime.permit import Permit
+    from cross_instance.runtime.session import Session
+    from cross_instance.stores.base import Store
 
 Headers = Mapping[str, str] | Iterable[tuple[str, str]] | None
 
@@ -82,20 +87,42 @@ def _target(req: PermitRequest) -> str:
 
 
 class Feedback:
-    """Per runtime: decides what to send, sends it, logs what changed."""
+    """Per runtime: decides what to send, sends it, logs what changed. It is the ``Reporter``
+    of the store's permits: ``permit.report(...)`` arrives here."""
 
-    def __init__(self, send: Callable[[list[str], Outcome, AdaptiveSettings], list[Adjustment]],
-                 policy: AdaptiveSettings, log: LineLog, now_ns: Callable[[], int]) -> None:
-        self.send = send
-        self.now_ns = now_ns
+    def __init__(self, store: Store, session: Session, policy: AdaptiveSettings,
+                 log: LineLog) -> None:
+        self.store = store
+        self._session = session
         self.policy = policy
         self.log = log
         self._last_success: dict[str, float] = {}
         self._last_reported: dict[str, tuple[Any, ...]] = {}
         self._lock = threading.Lock()
 
-    def report(self, req: PermitRequest, granted_ns: int, status: int, headers: Headers,
-               body: bytes | str | None) -> list[Adjustment]:
+    def report(self, permit: Permit, status: int | None, headers: Any,
+               body: bytes | str | None, error: BaseException | None,
+               usage_tokens: int | None) -> None:
+        """What a call met, from ``permit.report``: the token estimate reconciled with the
+        real usage, and the provider's answer learned from (arguments checked by the
+        permit)."""
+        req = permit.request
+        if not isinstance(req, PermitRequest) or self._session.closed:
+            return
+        if usage_tokens is not None:
+            changes = [(k, usage_tokens - cost) for k, cost in req.rates if is_tokens(k)]
+            if changes:
+                self.store.adjust_tokens(changes)
+        if error is not None:
+            status, headers, body = from_error(error)
+        if not status:
+            return  # no answer from the provider: nothing to learn
+        self.learn(req, permit.granted_ns, status, headers, body)
+
+    def learn(self, req: PermitRequest, granted_ns: int, status: int, headers: Headers,
+              body: bytes | str | None) -> list[Adjustment]:
+        """Send what the answer ``status``/``headers``/``body`` teaches about ``req``'s
+        buckets (when it is news) and log what changed."""
         signals = parse_response(status, headers, body, time.time())
         max_ns = self.policy.max_cooldown_ms * 1_000_000
         outcome = outcome_for(req, granted_ns, signals, max_ns)
@@ -108,7 +135,7 @@ class Feedback:
             return []
         # 429s and cooldowns concern the request buckets; stated token limits their own
         keys += [key for key, *_ in outcome.reported if key not in keys]
-        changes = self.send(keys, outcome, self.policy)
+        changes = self.store.record_outcome(keys, outcome, self.policy)
         for c in changes:
             self._log(req, c)
         return changes
@@ -146,7 +173,7 @@ class Feedback:
         elif int(c.new_rate) > int(c.old_rate):
             self.log("Increased requests per minute from %d to %d (%s, %s)", c.old_rate,
                      c.new_rate, target, c.reason)
-        left = c.cooldown_until_ns - self.now_ns()
+        left = c.cooldown_until_ns - self.store.now_ns()
         if left > 0:
             self.log("Cooldown: every instance waits %.3fs before calling %s (reported to %s)",
                      left / 1e9, target, req.instance_id)

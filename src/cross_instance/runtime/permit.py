@@ -8,21 +8,39 @@ as another instance looks; otherwise within the heartbeat timeout).
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 from cross_instance.core.arguments import check_report
 from cross_instance.errors import PermitRequestError
+
+
+class Releaser(Protocol):
+    """Where a permit gives its slot back: ``slots.Slots`` for the store's permits,
+    ``degraded.LocalShare`` for the local share's."""
+
+    def release(self, permit_id: int) -> None:
+        ...
+
+    async def arelease(self, permit_id: int) -> None:
+        ...
+
+
+class Reporter(Protocol):
+    """Where a permit's ``report`` goes: ``feedback.Reports``."""
+
+    def report(self, permit: Permit, status: int | None, headers: Any,
+               body: bytes | str | None, error: BaseException | None,
+               usage_tokens: int | None) -> None:
+        ...
 
 
 class Permit:
     """Permission for one LLM call to ``provider`` (and ``model``), holding ``tokens``."""
 
     __slots__ = (
-        "_arelease",
-        "_release",
-        "_report",
+        "_releaser",
+        "_reporter",
         "granted_at",
         "granted_ns",
         "model",
@@ -35,9 +53,8 @@ class Permit:
     )
 
     def __init__(self, provider: str, model: str | None, tokens: int, permit_id: int,
-                 waited_s: float, release: Callable[[int], None] | None,
-                 arelease: Callable[[int], Awaitable[None]] | None = None,
-                 granted_ns: int = 0, report: Callable[..., object] | None = None,
+                 waited_s: float, releaser: Releaser | None,
+                 granted_ns: int = 0, reporter: Reporter | None = None,
                  request: object = None) -> None:
         self.provider = provider
         self.model = model
@@ -46,9 +63,8 @@ class Permit:
         self.granted_at = time.monotonic()
         self.granted_ns = granted_ns  # on the store's clock: when the limit counted this call
         self.waited_s = waited_s
-        self._release = release
-        self._arelease = arelease
-        self._report = report
+        self._releaser = releaser
+        self._reporter = reporter
         self.request = request  # what the permit took (a PermitRequest), for reports
         self.released = False
 
@@ -57,8 +73,8 @@ class Permit:
         if self.released:
             return
         self.released = True
-        if self._release is not None:
-            self._release(self.permit_id)
+        if self._releaser is not None:
+            self._releaser.release(self.permit_id)
 
     def report(self, status: int | None = None, headers: Any = None,
                usage_tokens: int | None = None, *, body: bytes | str | None = None,
@@ -70,8 +86,8 @@ class Permit:
         instance; malformed header values are ignored, while an argument of the wrong kind
         raises ``PermitRequestError`` naming it. Call it before or after ``release()``."""
         check_report(status, headers, body, error, usage_tokens, PermitRequestError)
-        if self._report is not None:
-            self._report(self, status, headers, body, error, usage_tokens)
+        if self._reporter is not None:
+            self._reporter.report(self, status, headers, body, error, usage_tokens)
 
     def __enter__(self) -> Permit:
         return self
@@ -87,11 +103,9 @@ class Permit:
         """``release()`` without blocking the event loop."""
         if self.released:
             return
-        if self._arelease is None:
-            self.release()
-            return
         self.released = True
-        await self._arelease(self.permit_id)
+        if self._releaser is not None:
+            await self._releaser.arelease(self.permit_id)
 
     async def __aexit__(self, et: type[BaseException] | None, ev: BaseException | None,
                         tb: TracebackType | None) -> None:

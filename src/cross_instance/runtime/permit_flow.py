@@ -1,22 +1,24 @@
 """One permit, from the plan to the grant, as steps that either driver carries out.
 
-``Runtime.permit`` (threads) and ``Runtime.apermit`` (asyncio) used to spell the same path
-twice: the local share while the store is away, publishing the plan's limits, the first
-attempt, a rejoin when the store has forgotten this instance, the wait, and falling back to
-the local share when the store goes away midway. ``PermitFlow.steps()`` is that path once;
-``acquire.run_sync`` and ``acquire.run_async`` drive it (a store call that fails is thrown
-back into the steps, so the fallbacks are written here, not in each driver).
+``Runtime.permit`` (threads), ``Runtime.apermit`` (asyncio) and ``Runtime.try_permit`` (no
+wait) used to spell the same path three times: the local share while the store is away,
+publishing the plan's limits, the first attempt, a rejoin when the store has forgotten this
+instance, the wait, and falling back to the local share when the store goes away midway.
+``PermitFlow.steps()`` is that path once; ``acquire.run_sync`` and ``acquire.run_async`` drive
+it (a store call that fails is thrown back into the steps, so the fallbacks are written here,
+not in each driver). With ``wait=False`` it makes one attempt and never sleeps.
 
-What is promised: the flow ends with the store's grant, or None for a permit of the local
-share; whatever wait it gives up (timeout, cancellation, error) leaves the store's queue
-(``abandon``), and an answer that arrives after an asyncio cancellation is settled (a grant
-given back, a queued wait left: ``settle``).
+What is promised: the flow ends with the store's grant, ``LOCAL`` for a permit of the local
+share, or (only without waiting) ``DENIED``; whatever wait it gives up (timeout, cancellation,
+error) leaves the store's queue (``abandon``), and an answer that arrives after an asyncio
+cancellation is settled (a grant given back, a queued wait left: ``settle``).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Generator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from cross_instance.core.records import Granted, Waiting
 from cross_instance.errors import NotRegisteredError, RateLimitExceeded, StoreUnavailable
@@ -26,24 +28,32 @@ from cross_instance.runtime.degraded import LocalLoop
 if TYPE_CHECKING:
     from cross_instance.core.keys import Plan
     from cross_instance.runtime import Runtime
+    from cross_instance.runtime.degraded import LocalShare
+    from cross_instance.runtime.slots import Slots
     from cross_instance.stores.base import Store
 
 
-class PermitFlow:
-    """The steps of one ``permit``/``apermit`` (see the module's docstring)."""
+LOCAL: Final = "local"  # a permit of the local share (the store is away)
+DENIED: Final = "denied"  # no permit now (``wait=False`` only)
+Outcome = Granted | Literal["local", "denied"]
 
-    def __init__(self, rt: Runtime, store: Store, plan: Plan, timeout: float | None) -> None:
-        self.rt, self.store, self.plan, self.timeout = rt, store, plan, timeout
+
+class PermitFlow:
+    """The steps of one ``permit``/``apermit``/``try_permit`` (see the module's docstring)."""
+
+    def __init__(self, rt: Runtime, store: Store, slots: Slots, plan: Plan,
+                 timeout: float | None, wait: bool = True) -> None:
+        self.rt, self.store, self.slots, self.plan, self.timeout = rt, store, slots, plan, timeout
+        self.wait = wait
         self._sub: Loop[Any] | None = None  # the wait running now (the queue's or the local)
         self._queued: int | None = None  # the ticket of a first answer not yet handed on
         self._first = False  # the first attempt's store call is on its way
 
-    def steps(self) -> Generator[Call | Sleep, Any, Granted | None]:
+    def steps(self) -> Generator[Call | Sleep, Any, Outcome]:
         rt, plan = self.rt, self.plan
         local = rt._local
         if local is not None and local.active:  # until a heartbeat gets through
-            yield from self._run(LocalLoop(local, plan, self.timeout))
-            return None
+            return (yield from self._local(local))
         try:
             try:
                 return (yield from self._attempt())
@@ -54,23 +64,32 @@ class PermitFlow:
             rt._log_denied(plan, err)
             raise
         except StoreUnavailable as err:
-            yield from self._run(LocalLoop(rt._degrade(err), plan, self.timeout))
-            return None
+            return (yield from self._local(rt._degrade(err)))
 
-    def _attempt(self) -> Generator[Call | Sleep, Any, Granted]:
+    def _local(self, local: LocalShare) -> Generator[Call | Sleep, Any, Outcome]:
+        """A permit of the local share: taken now, or (waiting) once the share allows."""
+        if not self.wait:
+            return LOCAL if local.try_take(self.plan, time.monotonic_ns()) == 0 else DENIED
+        yield from self._run(LocalLoop(local, self.plan, self.timeout))
+        return LOCAL
+
+    def _attempt(self) -> Generator[Call | Sleep, Any, Granted | Literal["denied"]]:
         rt, plan, store = self.rt, self.plan, self.store
         if not rt._published_all(plan):  # once per request shape (again after a rejoin)
             yield Call(rt._publish, (plan,))
+        slots = self.slots
+        if not self.wait:
+            taken = yield Call(slots.with_releases, (store.try_acquire, plan.request))
+            return DENIED if taken is None else taken
         self._first = True
-        first = yield Call(rt._with_releases, (store.acquire, plan.request, None))
+        first = yield Call(slots.with_releases, (store.acquire, plan.request, None))
         self._first = False
         if isinstance(first, Granted):  # the common case: granted at once
             return first
         self._queued = first.ticket
-        rung = rt._rung() if rt._rung_known() else (yield Call(rt._rung, ()))
+        rung = slots.rung() if slots.rung_known() else (yield Call(slots.rung, ()))
         loop = AcquireLoop(store, plan.request, self.timeout, rt._wait_logger(plan),
-                           rt._refresh_s(), first, rung, rt._wake, rt._loop_acquire,
-                           rt._rehome)
+                           rt._refresh_s(), first, rung, slots)
         self._queued = None  # the loop leaves the queue from now on
         granted: Granted = yield from self._run(loop)
         return granted
@@ -117,7 +136,7 @@ class PermitFlow:
             return None if settle is None else settle(answer)
         if self._first:
             if isinstance(answer, Granted):
-                self.rt._rehome([answer.permit_id])
+                self.slots.rehome([answer.permit_id])
             elif isinstance(answer, Waiting):
                 return Call(self.store.cancel_wait, (answer.ticket,))
         return None
