@@ -87,6 +87,27 @@ class _Settlement:
                                                               self.content_type)
 
 
+class _Coordinated:
+    """What the sync and async transports share: their settings, the permit a request asks
+    for, and the settlement of its response (httpx's own transports show that the I/O itself
+    cannot be shared)."""
+
+    def __init__(self, runtime: Runtime, provider: str, inner: Any, model_of: ModelOf,
+                 timeout: float | None) -> None:
+        self.runtime, self.provider, self.inner = runtime, provider, inner
+        self.model_of, self.timeout = model_of, timeout
+
+    def permit_args(self, request: Any) -> dict[str, Any]:
+        model = self.model_of(request)
+        return {"model": model, "timeout": self.timeout, "reports": True,
+                "tokens": tokens_to_reserve(self.runtime, self.provider, model, request)}
+
+    @staticmethod
+    def settlement(permit: Permit, response: Any) -> _Settlement:
+        return _Settlement(permit, response.status_code,
+                           response.headers.get("content-type", ""))
+
+
 @functools.cache
 def transports_for(hx: ModuleType) -> tuple[type[Any], type[Any]]:
     """(sync, async) coordinated transport classes for an httpx-compatible module."""
@@ -129,60 +150,52 @@ def transports_for(hx: ModuleType) -> tuple[type[Any], type[Any]]:
             finally:
                 await self._permit.arelease()
 
-    class Transport(hx.BaseTransport):  # type: ignore[name-defined, misc]
+    class Transport(_Coordinated, hx.BaseTransport):  # type: ignore[name-defined, misc]
         """Sync transport for ``provider``; ``model_of`` picks the model of a request,
         ``timeout`` bounds the wait for a permit (``RateLimitExceeded`` after it)."""
 
         def __init__(self, runtime: Runtime, provider: str, *, inner: Any = None,
                      model_of: ModelOf = model_from_json_body,
                      timeout: float | None = None) -> None:
-            self.runtime, self.provider = runtime, provider
-            self.inner = inner if inner is not None else hx.HTTPTransport()
-            self.model_of, self.timeout = model_of, timeout
+            super().__init__(runtime, provider,
+                             inner if inner is not None else hx.HTTPTransport(),
+                             model_of, timeout)
 
         def handle_request(self, request: Any) -> Any:
-            model = self.model_of(request)
-            permit = self.runtime.permit(
-                self.provider, model=model, timeout=self.timeout, reports=True,
-                tokens=tokens_to_reserve(self.runtime, self.provider, model, request))
+            permit = self.runtime.permit(self.provider, **self.permit_args(request))
             try:
                 response = self.inner.handle_request(request)
             except BaseException:
                 permit.release()
                 raise
             permit.report(response.status_code, response.headers)
-            settle = _Settlement(permit, response.status_code,
-                                 response.headers.get("content-type", ""))
-            response.stream = HeldStream(response.stream, permit, settle)
+            response.stream = HeldStream(response.stream, permit,
+                                         self.settlement(permit, response))
             return response
 
         def close(self) -> None:
             self.inner.close()
 
-    class AsyncTransport(hx.AsyncBaseTransport):  # type: ignore[name-defined, misc]
+    class AsyncTransport(_Coordinated, hx.AsyncBaseTransport):  # type: ignore[name-defined, misc]
         """The asyncio twin of the sync transport."""
 
         def __init__(self, runtime: Runtime, provider: str, *, inner: Any = None,
                      model_of: ModelOf = model_from_json_body,
                      timeout: float | None = None) -> None:
-            self.runtime, self.provider = runtime, provider
-            self.inner = inner if inner is not None else hx.AsyncHTTPTransport()
-            self.model_of, self.timeout = model_of, timeout
+            super().__init__(runtime, provider,
+                             inner if inner is not None else hx.AsyncHTTPTransport(),
+                             model_of, timeout)
 
         async def handle_async_request(self, request: Any) -> Any:
-            model = self.model_of(request)
-            permit = await self.runtime.apermit(
-                self.provider, model=model, timeout=self.timeout, reports=True,
-                tokens=tokens_to_reserve(self.runtime, self.provider, model, request))
+            permit = await self.runtime.apermit(self.provider, **self.permit_args(request))
             try:
                 response = await self.inner.handle_async_request(request)
             except BaseException:
                 await permit.arelease()
                 raise
             await self.runtime.areport(permit, response.status_code, response.headers)
-            settle = _Settlement(permit, response.status_code,
-                                 response.headers.get("content-type", ""))
-            response.stream = AsyncHeldStream(response.stream, permit, settle, self.runtime)
+            response.stream = AsyncHeldStream(response.stream, permit,
+                                              self.settlement(permit, response), self.runtime)
             return response
 
         async def aclose(self) -> None:

@@ -17,7 +17,6 @@ from cross_instance.core.arguments import check_int, show
 from cross_instance.errors import InvalidArgument
 from cross_instance.runtime import Runtime
 from cross_instance.runtime.feedback import from_error
-from cross_instance.runtime.permit import Permit
 
 T = TypeVar("T")
 
@@ -27,10 +26,11 @@ def is_rate_limited(error: BaseException) -> bool:
     return from_error(error)[0] == 429
 
 
-def _report_result(permit: Permit, result: object) -> None:
+def _answer(result: object) -> tuple[int, Any] | None:
+    """The HTTP status and headers a call's result carries (an httpx or SDK raw response),
+    if any: what both ``call`` and ``acall`` report."""
     status = getattr(result, "status_code", None)
-    if isinstance(status, int):
-        permit.report(status, getattr(result, "headers", None))
+    return (status, getattr(result, "headers", None)) if isinstance(status, int) else None
 
 
 def _check(fn: object, attempts: object) -> None:
@@ -58,7 +58,9 @@ def call(rt: Runtime, provider: str, fn: Callable[[], T], *, model: str | None =
             except Exception as err:
                 p.report(error=err)
                 raise
-            _report_result(p, result)
+            answer = _answer(result)
+            if answer is not None:
+                p.report(*answer)
             return result
     raise AssertionError("unreachable: tenacity reraises the last error")
 
@@ -77,8 +79,9 @@ async def acall(rt: Runtime, provider: str, fn: Callable[[], Awaitable[T]], *,
                 except Exception as err:
                     await rt.areport(p, None, error=err)
                     raise
-                if isinstance(getattr(result, "status_code", None), int):
-                    await rt.areport(p, result.status_code, getattr(result, "headers", None))  # type: ignore[attr-defined]
+                answer = _answer(result)
+                if answer is not None:
+                    await rt.areport(p, *answer)
                 return result
     raise AssertionError("unreachable: tenacity reraises the last error")
 
