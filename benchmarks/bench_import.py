@@ -69,7 +69,7 @@ def main() -> None:
         Path(cwd, ".pi").mkdir()
         Path(cwd, ".pi", "config.json").write_text('{"crossInstance": {"totalMaxLlm": 4}}')
         samples: dict[str, list[float]] = {}
-        for case, code in CASES.items():  # unmeasured: writes the bytecode every run uses
+        for code in CASES.values():  # unmeasured: writes the bytecode every run uses
             for _, path in trees:
                 measure(code.format(cwd=cwd), path)
         for _ in range(args.rounds):

@@ -12,7 +12,7 @@ from cross_instance import Runtime
 from cross_instance.compat import seed
 from tests.helpers_runtime import make_config
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 
 
 @pytest.fixture
@@ -62,7 +62,7 @@ def test_old_names_work_end_to_end(rt):
 
 
 def test_the_readme_table_of_moved_names_is_what_the_runtime_does(rt):
-    text = README.read_text()
+    text = DOC.read_text()
     name = r"`([a-z_]+)(?:\(id\))?`"
     rows = re.findall(r"^\| " + name + r"(?:[^|]*)\| `rt\.(locks|workflows|instances)\."
                       r"([a-z_]+)(?:\(id\))?` (?:\||/)", text, re.M)

@@ -1,6 +1,7 @@
 """Managed Redis: an account without ``CONFIG`` (ACL users without ``@admin``, services that
 disable the command) still gets the store, with the eviction policy read from ``INFO``; the
-smallest ACL the README documents runs a real round trip, with functions and with scripts."""
+smallest ACL docs/redis.md documents runs a real round trip, with functions and with
+scripts."""
 
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ from cross_instance.stores.redis.store import RedisStore
 from tests.helpers_runtime import make_config
 from tests.redis.private_server import private_redis
 
-README = (Path(__file__).parents[2] / "README.md").read_text()
-# the ACL documented in the README (section "The Redis store"), checked to be there, and the
+DOC = (Path(__file__).parents[2] / "docs" / "redis.md").read_text()
+# the ACL documented in docs/redis.md, checked to be there, and the
 # two halves of it that suffice with functions alone or with scripts alone
 DATA = ("resetkeys ~pi:* resetchannels &pi:* -@all +@read +@write -@dangerous -function|delete "
         "-function|flush -function|restore +time +info +ping +publish +subscribe")
@@ -55,7 +56,7 @@ def _round_trip(tmp: Path, url: str) -> tuple[bool, list[str]]:
 
 
 def test_the_documented_acl_is_in_the_readme():
-    assert f"ACL SETUSER pi-agent on >PASSWORD {ACL_BOTH}" in " ".join(README.split())
+    assert f"ACL SETUSER pi-agent on >PASSWORD {ACL_BOTH}" in " ".join(DOC.split())
 
 
 @pytest.mark.parametrize(("rules", "functions"), [

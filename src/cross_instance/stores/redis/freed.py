@@ -70,7 +70,7 @@ class FreedChannel:
                 f"Redis at {self._where} refuses PUBLISH or SUBSCRIBE on channel "
                 f"{self.channel!r} ({str(err).splitlines()[0]}): waiters on other hosts find "
                 "freed slots by polling (4-100 ms); allow the channel (&<prefix>*) and "
-                "+publish +subscribe, see README 'Managed Redis'")
+                "+publish +subscribe, see docs/redis.md 'Managed Redis'")
         except redis.exceptions.RedisError:
             pass  # unreachable now: the store says so itself; the subscription retries
         finally:
