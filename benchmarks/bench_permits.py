@@ -12,6 +12,10 @@ Measured, from 1, 2, 4 and 8 processes (one thread each, ~3 s per run, all relea
   refused tries. Its ``blocking=False`` mode is probed first and reported if it cannot run; the
   closest working non-waiting call (``blocking=True, timeout=0``) and the default waiting call
   are measured instead.
+* ours, ``permit``, **shell-started**: the same loop in separate processes started as users
+  start agents (``shell_agent.py``: a fresh ``python`` per agent, each in its own working
+  directory reading ``.pi/config.json``, logging to ``.pi/logs/`` as usual, one shared state
+  directory), beside the warm pool's run so the two can be compared in one run.
 * raw SQLite WAL baseline (synchronous=NORMAL): ``BEGIN IMMEDIATE; UPDATE one row; COMMIT``
   per op, relying on SQLite's busy handler; plus the same under an exclusive ``flock`` (the
   write discipline our store uses), to separate lock-handling cost from our own work.
@@ -25,10 +29,16 @@ from __future__ import annotations
 
 import argparse
 import array
+import base64
 import fcntl
+import json
 import os
 import sqlite3
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import _common as common
@@ -38,6 +48,7 @@ NAME = "bench_permits"
 COUNTS = (1, 2, 4, 8)
 RATE_PER_MIN, BURST, TOTAL_MAX_LLM = 10_000_000, 10_000, 64
 TARGET_ONE, TARGET_MANY = 10_000, 8_000
+SHELL = "ours permit, shell-started"
 
 
 def _timed_loop(ctx: TaskContext, op: Any) -> dict[str, Any]:
@@ -205,6 +216,45 @@ def probe_pyrate_nonblocking() -> str | None:
             limiter.close()
 
 
+def run_shell_started(n: int, duration: float) -> list[dict[str, Any]]:
+    """``n`` agents started as a shell starts them (see ``shell_agent.py``), released
+    together once every one is ready; their results as the pool's tasks return them."""
+    agent = Path(__file__).resolve().parent / "shell_agent.py"
+    with tempfile.TemporaryDirectory() as tmp:
+        procs = []
+        for i in range(n):
+            cwd = Path(tmp) / f"agent{i}"
+            (cwd / ".pi").mkdir(parents=True)
+            (cwd / ".pi" / "config.json").write_text(json.dumps({"crossInstance": {
+                "runtimeDir": str(Path(tmp) / "state"), "totalMaxLlm": TOTAL_MAX_LLM,
+                "providers": {"bench": {"requestsPerMinute": RATE_PER_MIN, "burst": BURST}}}}))
+            env = {k: v for k, v in os.environ.items() if not k.startswith("PI_")}
+            env["PI_INSTANCE_ID"] = f"agent-{i}"
+            procs.append(subprocess.Popen([sys.executable, str(agent)], cwd=cwd, env=env,
+                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                          text=True))
+        try:
+            for p in procs:
+                assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+            for p in procs:
+                assert p.stdin is not None
+                p.stdin.write(f"go {duration}\n")
+                p.stdin.flush()
+            results = []
+            for p in procs:
+                assert p.stdout is not None
+                r = json.loads(p.stdout.readline())
+                r["acq"], r["cyc"] = base64.b64decode(r["acq"]), base64.b64decode(r["cyc"])
+                results.append(r)
+        finally:
+            for p in procs:
+                try:
+                    p.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        return results
+
+
 def summarize(system: str, n: int, results: list[dict[str, Any]]) -> dict[str, Any]:
     acq: list[int] = []
     cyc: list[int] = []
@@ -233,7 +283,7 @@ def summarize(system: str, n: int, results: list[dict[str, Any]]) -> dict[str, A
 
 
 def target_of(row: dict[str, Any]) -> str:
-    if row["system"] not in ("ours permit", "ours try_permit"):
+    if row["system"] not in ("ours permit", "ours try_permit", SHELL):
         return ""
     need = TARGET_ONE if row["processes"] == 1 else TARGET_MANY
     rate_ok = row["ok_per_s"] >= need
@@ -246,17 +296,20 @@ def target_of(row: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per run")
+    parser.add_argument("--only", default="", help="run only the systems whose name has this")
     args = parser.parse_args()
     info = common.machine_info()
     nonblocking_error = probe_pyrate_nonblocking()
     systems = [
         ("ours permit", task_ours, {"mode": "permit"}),
         ("ours try_permit", task_ours, {"mode": "try_permit"}),
+        (SHELL, None, {}),
         ("pyrate try_acquire(timeout=0)", task_pyrate, {"mode": "timeout0"}),
         ("pyrate try_acquire(blocking)", task_pyrate, {"mode": "blocking"}),
         ("raw SQLite WAL", task_raw_sqlite, {"mode": "busy_handler"}),
         ("raw SQLite WAL + flock", task_raw_sqlite, {"mode": "flock"}),
     ]
+    systems = [s for s in systems if args.only in s[0]]
     rows: list[dict[str, Any]] = []
     pool = WorkerPool(max(COUNTS), COUNTS)
     started = time.monotonic()
@@ -265,7 +318,9 @@ def main() -> None:
             for n in COUNTS:
                 t0 = time.monotonic()
                 load = os.getloadavg()[0]
-                row = summarize(system, n, pool.run(task, n, args.duration, params))
+                results = (run_shell_started(n, args.duration) if task is None
+                           else pool.run(task, n, args.duration, params))
+                row = summarize(system, n, results)
                 row["target"] = target_of(row)
                 row["scenario_wall_s"] = round(time.monotonic() - t0, 2)
                 row["load1_before"] = load
