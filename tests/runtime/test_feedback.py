@@ -63,24 +63,6 @@ def test_garbage_and_other_errors_change_nothing(tmp_path):
         assert view.learned_rate is None and view.cooldown_until_ns == 0
 
 
-def test_a_timeout_shorter_than_the_cooldown_fails_at_once(tmp_path):
-    import time
-
-    from cross_instance import RateLimitExceeded
-    from cross_instance.core.limits import AdaptiveSettings
-    from cross_instance.core.records import Outcome
-
-    with Runtime.start(cwd=tmp_path, config=make_config(tmp_path / "s")) as rt:
-        p = rt.permit("p")
-        rt.store.record_outcome(["r:p"], Outcome(p.granted_ns, True, 30 * 10**9),
-                                AdaptiveSettings())
-        started = time.monotonic()
-        with pytest.raises(RateLimitExceeded) as err:
-            rt.permit("p", timeout=1.0)
-        assert time.monotonic() - started < 1.0  # no sleeping into a certain failure
-        assert 25 < err.value.retry_after <= 30
-
-
 def test_usage_tokens_refund_or_charge_the_estimate(tmp_path):
     from cross_instance.errors import PermitRequestError
 

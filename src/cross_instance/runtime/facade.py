@@ -150,10 +150,20 @@ class Runtime:
     @classmethod
     def start(cls, *, cwd: str | os.PathLike[str] | None = None, config: Config | None = None,
               store: Store | None = None, instance_id: str | None = None,
-              session_id: str | None = None) -> Runtime:
+              session_id: str | None = None,
+              clock: Callable[[], int] | None = None) -> Runtime:
         """Load config (``.pi/config.json`` + env), open the store, register, heartbeat.
-        ``instance_id`` is checked as ``PI_INSTANCE_ID`` is (``InvalidArgument`` otherwise)."""
+        ``instance_id`` is checked as ``PI_INSTANCE_ID`` is (``InvalidArgument`` otherwise).
+
+        ``clock`` (nanoseconds, for tests) replaces the clock of the store this call opens:
+        the time every shared decision is made at (rate limits, leases, lock TTLs,
+        cooldowns), so a test moves time by hand instead of sleeping. Not with ``store=``
+        (give that store its own clock)."""
         _check_start_args(cwd, config, store, instance_id, session_id)
+        if clock is not None and (store is not None or not callable(clock)):
+            raise InvalidArgument(
+                "clock must be a callable returning nanoseconds, and goes to the store "
+                f"Runtime.start opens (not with store=; got {show(clock)})")
         where = Path(cwd if cwd is not None else os.getcwd()).absolute()
         cfg = config if config is not None else load_config(where)
         if instance_id is None and cfg.instance_id is not None:  # a Config built in code
@@ -165,12 +175,15 @@ class Runtime:
             return cls(cfg, None, cwd=where, instance_id=iid, session_id=session_id or "")
         if store is None:
             ttl = cfg.heartbeat_timeout_ms * 10**6
+            timing: dict[str, Any] = {"waiter_ttl_ns": ttl}
+            if clock is not None:
+                timing["clock"] = clock
             if cfg.store:
-                store = open_store(cfg.store, waiter_ttl_ns=ttl)
+                store = open_store(cfg.store, **timing)
             else:  # imported here: Redis users never load the SQLite store's code
                 from cross_instance.stores.sqlite.store import SqliteStore
 
-                store = SqliteStore(cfg.runtime_dir, waiter_ttl_ns=ttl)
+                store = SqliteStore(cfg.runtime_dir, **timing)
         rt = cls(cfg, store, cwd=where, instance_id=iid,
                  session_id=session_id or secrets.token_hex(6))
         for warning in store.warnings:
