@@ -3,36 +3,5 @@ overrides, loaded into one immutable, validated :class:`Config` (``load``); the 
 value must follow (``rules``) and the pydantic schema that applies them (``schema``, imported
 only when a file or an override is validated)."""
 
-from cross_instance.config.load import (
-    DEFAULT_PROVIDER_LIMITS,
-    DEFAULT_RUNTIME_DIR,
-    ENV_VARS,
-    UNKNOWN_PROVIDER_LIMITS,
-    AdaptiveSettings,
-    Config,
-    InstancePolicy,
-    ModelLimits,
-    ProviderLimits,
-    ResolvedLimits,
-    default_burst,
-    env_overrides,
-    load_config,
-    validate_instance_id,
-)
-
-__all__ = [
-    "DEFAULT_PROVIDER_LIMITS",
-    "DEFAULT_RUNTIME_DIR",
-    "ENV_VARS",
-    "UNKNOWN_PROVIDER_LIMITS",
-    "AdaptiveSettings",
-    "Config",
-    "InstancePolicy",
-    "ModelLimits",
-    "ProviderLimits",
-    "ResolvedLimits",
-    "default_burst",
-    "env_overrides",
-    "load_config",
-    "validate_instance_id",
-]
+from cross_instance.config.load import *  # noqa: F403 - the public names, listed once there
+from cross_instance.config.load import __all__  # noqa: F401

@@ -251,34 +251,27 @@ class Runtime:
         per interval, until the first answer says what the provider allows. Use the result
         as a context manager."""
         _check_wait_args(timeout, cancel, reports)
-        store = self._store_or_none()
-        if store is None:
-            return Permit(provider, model, tokens or 0, 0, 0.0, None)
-        plan = self._cached_plan(provider, model, tokens, reports)
+        flow = self._flow(provider, model, tokens, reports, timeout)
+        if isinstance(flow, Permit):
+            return flow
         started = time.monotonic()
-        self._log_request(plan)
-        slots = self._slots
-        assert slots is not None
-        granted = run_sync(PermitFlow(self, store, slots, plan, timeout), slots.wake, cancel)
-        return self._granted(plan, granted, time.monotonic() - started)
+        outcome = run_sync(flow, flow.slots.wake, cancel)
+        return self._granted(flow.plan, outcome, time.monotonic() - started)
 
     def try_permit(self, provider: str, *, model: str | None = None,
                    tokens: int | None = None, reports: bool = False) -> Permit | None:
         """A permit if one is free now (and nobody queued earlier needs it), else None.
         ``reports`` as for ``permit``."""
         check_bool("reports", reports, PermitRequestError)
-        store = self._store_or_none()
-        if store is None:
-            return Permit(provider, model, tokens or 0, 0, 0.0, None)
-        plan = self._cached_plan(provider, model, tokens, reports)
-        slots = self._slots
-        assert slots is not None
-        outcome = run_sync(PermitFlow(self, store, slots, plan, None, wait=False))
+        flow = self._flow(provider, model, tokens, reports, None, wait=False)
+        if isinstance(flow, Permit):
+            return flow
+        outcome = run_sync(flow)
         if outcome == DENIED:
             self.log("Denied: instance %s, %s: no capacity free now", self.instance_id,
-                     _target(plan.request))
+                     _target(flow.plan.request))
             return None
-        return self._granted(plan, outcome, 0.0)
+        return self._granted(flow.plan, outcome, 0.0)
 
     def apermit(self, provider: str, *, model: str | None = None, tokens: int | None = None,
                 timeout: float | None = None, reports: bool = False) -> _AsyncPermit:
@@ -289,17 +282,25 @@ class Runtime:
 
     async def _aacquire(self, provider: str, model: str | None, tokens: int | None,
                         timeout: float | None, reports: bool = False) -> Permit:
+        flow = self._flow(provider, model, tokens, reports, timeout)
+        if isinstance(flow, Permit):
+            return flow
+        started = time.monotonic()
+        outcome = await run_async(flow, self.session.call, flow.slots.wake,
+                                  self.session.submit)
+        return self._granted(flow.plan, outcome, time.monotonic() - started)
+
+    def _flow(self, provider: str, model: str | None, tokens: int | None, reports: bool,
+              timeout: float | None, wait: bool = True) -> PermitFlow | Permit:
+        """The steps of one permit (for any driver), or at once the permit of a runtime with
+        coordination disabled."""
         store = self._store_or_none()
-        if store is None:
+        if store is None or self._slots is None:
             return Permit(provider, model, tokens or 0, 0, 0.0, None)
         plan = self._cached_plan(provider, model, tokens, reports)
-        started = time.monotonic()
-        self._log_request(plan)
-        slots = self._slots
-        assert slots is not None
-        granted = await run_async(PermitFlow(self, store, slots, plan, timeout),
-                                  self.session.call, slots.wake, self.session.submit)
-        return self._granted(plan, granted, time.monotonic() - started)
+        if wait:
+            self._log_request(plan)
+        return PermitFlow(self, store, self._slots, plan, timeout, wait)
 
     def _granted(self, plan: Plan, outcome: Outcome, waited: float) -> Permit:
         """The permit a ``PermitFlow`` ended with: the store's grant, or the local share's."""
