@@ -9,13 +9,14 @@ each concrete model name, as providers count them. Slot groups: ``*`` (totalMaxL
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cross_instance.core.arbiter import GLOBAL_GROUP
 from cross_instance.core.limiter import RateSpec
 from cross_instance.core.limits import ResolvedLimits
 from cross_instance.core.modelmatch import pattern_problem
-from cross_instance.core.records import PermitRequest
+from cross_instance.core.records import PermitRequest, PermitState
 from cross_instance.errors import PermitRequestError
 
 PROVIDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -91,6 +92,16 @@ def permit_groups(provider: str, model: str | None) -> tuple[str, ...]:
     if model is None:
         return (GLOBAL_GROUP, provider_group(provider))
     return (GLOBAL_GROUP, provider_group(provider), model_group(provider, model))
+
+
+def groups_used(permits: Iterable[PermitState]) -> dict[str, int]:
+    """How many slots of each group the held ``permits`` occupy (what a store's snapshot
+    shows beside each group's limit)."""
+    used: dict[str, int] = {}
+    for p in permits:
+        for group in permit_groups(p.provider, p.model):
+            used[group] = used.get(group, 0) + 1
+    return used
 
 
 @dataclass(frozen=True, slots=True)

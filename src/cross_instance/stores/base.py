@@ -20,6 +20,7 @@ as given: no store joins names with a separator a name could hold.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -64,6 +65,29 @@ class FreedSlots(Protocol):
 
     def close(self) -> None:
         ...
+
+
+class PermitDecisions(ABC):
+    """``acquire`` and ``try_acquire`` of a store: one decision (``_decide``) with queueing on
+    or off, written once for every store."""
+
+    @abstractmethod
+    def _decide(self, request: PermitRequest, ticket: int | None, queue: bool,
+                release: Sequence[int]) -> Granted | Waiting | None:
+        """Grant ``request`` now, or (``queue``) queue it under ``ticket`` and say how long,
+        or (not ``queue``) None; ``release`` first, in the same atomic step."""
+
+    def acquire(self, request: PermitRequest, ticket: int | None,
+                release: Sequence[int] = ()) -> Granted | Waiting:
+        result = self._decide(request, ticket, True, release)
+        assert result is not None
+        return result
+
+    def try_acquire(self, request: PermitRequest, release: Sequence[int] = ()
+                    ) -> Granted | None:
+        result = self._decide(request, None, False, release)
+        assert not isinstance(result, Waiting)
+        return result
 
 
 @runtime_checkable

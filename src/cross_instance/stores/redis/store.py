@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from cross_instance.core.keys import permit_groups
+from cross_instance.core.keys import groups_used
 from cross_instance.core.limiter import RateSpec
 from cross_instance.core.limits import AdaptiveSettings
 from cross_instance.core.liveness import Domain
@@ -117,7 +117,7 @@ def _pairs(flat: list[Any]) -> dict[str, str]:
 _MULTIPLEXED = frozenset({"permit_ops", "lock_ops", "workflow_state"})
 
 
-class RedisStore:
+class RedisStore(base.PermitDecisions):
     """``Store`` on one Redis server (or a managed Redis) shared by every host."""
 
     capabilities = frozenset({base.CAP_PERMITS, base.CAP_REGISTRY, base.CAP_EVENTS,
@@ -306,7 +306,7 @@ class RedisStore:
             "rates": [[k, s.per_minute, s.burst] for k, s in rates.items()],
             "groups": [[k, n] for k, n in groups.items()]})
 
-    def _acquire(self, request: PermitRequest, ticket: int | None, queue: bool,
+    def _decide(self, request: PermitRequest, ticket: int | None, queue: bool,
                  release: Sequence[int]) -> Granted | Waiting | None:
         # a wait's permit is known by its ticket: an attempt sent again is granted once
         permit_id = new_permit_id() if ticket is None else ticket
@@ -340,18 +340,6 @@ class RedisStore:
         _, t, ready, blocked, ahead, reason, now, place = result
         return Waiting(int(t), int(ready) * 1000, bool(blocked), int(ahead), _text(reason),
                        int(now) * 1000, int(place))
-
-    def acquire(self, request: PermitRequest, ticket: int | None,
-                release: Sequence[int] = ()) -> Granted | Waiting:
-        result = self._acquire(request, ticket, True, release)
-        assert result is not None
-        return result
-
-    def try_acquire(self, request: PermitRequest, release: Sequence[int] = ()
-                    ) -> Granted | None:
-        result = self._acquire(request, None, False, release)
-        assert not isinstance(result, Waiting)
-        return result
 
     def cancel_wait(self, ticket: int) -> None:
         self._permits("cancel", {"ticket": str(ticket)})  # as text: Lua numbers have 53 bits
@@ -419,10 +407,7 @@ class RedisStore:
                 held.append(PermitState(int(pid), _text(iid), provider, model or None,
                                         int(tokens), int(granted) * 1000))
         held.sort(key=lambda p: p.permit_id)
-        used: dict[str, int] = {}
-        for p in held:
-            for group in permit_groups(p.provider, p.model):
-                used[group] = used.get(group, 0) + 1
+        used = groups_used(held)
         states = []
         for key, flat in buckets:
             h = _pairs(flat)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cross_instance.core.keys import permit_groups
+from cross_instance.core.keys import groups_used
 from cross_instance.core.limiter import RateSpec
 from cross_instance.core.limits import AdaptiveSettings
 from cross_instance.core.locking import LockRecord, LockWaiting
@@ -39,7 +39,7 @@ from cross_instance.stores.sqlite import learning, locks, ownership, permits, re
 from cross_instance.stores.sqlite.db import Database
 
 
-class SqliteStore:
+class SqliteStore(base.PermitDecisions):
     """``Store`` on one SQLite file. ``create=False`` opens an existing state only (CLI)."""
 
     capabilities = frozenset(
@@ -104,19 +104,11 @@ class SqliteStore:
                        groups: Mapping[str, int]) -> None:
         self.db.write(lambda c, now: permits.publish(c, instance_id, rates, groups))
 
-    def acquire(self, request: PermitRequest, ticket: int | None,
-                release: Sequence[int] = ()) -> Granted | Waiting:
-        result = self.db.write(lambda c, now: permits.acquire(
-            c, now, request, ticket, self.waiter_ttl_ns, True, release), "acquire")
-        assert result is not None
-        return result
-
-    def try_acquire(self, request: PermitRequest, release: Sequence[int] = ()
-                    ) -> Granted | None:
-        result = self.db.write(lambda c, now: permits.acquire(
-            c, now, request, None, self.waiter_ttl_ns, False, release))
-        assert not isinstance(result, Waiting)
-        return result
+    def _decide(self, request: PermitRequest, ticket: int | None, queue: bool,
+                release: Sequence[int]) -> Granted | Waiting | None:
+        return self.db.write(lambda c, now: permits.acquire(
+            c, now, request, ticket, self.waiter_ttl_ns, queue, release),
+            "acquire" if queue else "write")
 
     def cancel_wait(self, ticket: int) -> None:
         self.db.write(lambda c, now: c.execute("DELETE FROM waiters WHERE wait=?", (ticket,)))
@@ -229,10 +221,7 @@ def _snapshot(conn: sqlite3.Connection, now: int) -> Snapshot:
             "reported_limit FROM buckets ORDER BY key"))
     held = tuple(PermitState(r[0], r[1], r[2], r[3], r[4], r[5]) for r in conn.execute(
         "SELECT id, instance_id, provider, model, tokens, granted_ns FROM permits ORDER BY id"))
-    used: dict[str, int] = {}
-    for p in held:
-        for group in permit_groups(p.provider, p.model):
-            used[group] = used.get(group, 0) + 1
+    used = groups_used(held)
     groups = tuple(GroupState(k, lim, used.get(k, 0)) for k, lim in conn.execute(
         "SELECT key, lim FROM groups ORDER BY key"))
     waiting = conn.execute("SELECT COUNT(*) FROM waiters").fetchone()[0]
