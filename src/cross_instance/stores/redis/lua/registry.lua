@@ -4,6 +4,7 @@
 -- P.."evseq" the last event id. Times in microseconds.
 
 local EVENTS_KEPT = 10000
+local UNKNOWN_BOOT = "unknown-boot"  -- core/liveness.UNKNOWN_BOOT: the system told no boot id
 
 local function add_event(P, kind, instance_id, data_json)
   local id = redis.call("INCR", P .. "evseq")
@@ -52,7 +53,10 @@ local function judge(rec, now, here, evidence)
     end
     return "unknown"
   end
-  if rec.host == here.host and rec.boot ~= here.boot then return "dead" end
+  if rec.host == here.host and rec.boot ~= here.boot and rec.boot ~= UNKNOWN_BOOT
+      and here.boot ~= UNKNOWN_BOOT then
+    return "dead"  -- recorded before this host rebooted (never said when a boot is unknown)
+  end
   return "alive"
 end
 
