@@ -94,5 +94,18 @@ def why_free(record: LockRecord | None, now_ns: int, holder_verdict: Verdict | N
     return ""
 
 
+def my_turn(first_waiting: int | None, ticket: int | None) -> bool:
+    """First come, first served: a free lock goes to a caller when nobody queues for it, or
+    when the earliest queued wait is the caller's own (``ticket``)."""
+    return first_waiting is None or (ticket is not None and first_waiting == ticket)
+
+
+def next_token(last: int | None, floor: int) -> int:
+    """The fencing token of a resource's next grant: one above its last, or (``last`` None:
+    the resource never held a lock in this store) one above the store's ``floor``, so a
+    store restarted or recovered never hands out a token an earlier grant had."""
+    return (floor if last is None else last) + 1
+
+
 def can_renew(record: LockRecord | None, lock_id: str, now_ns: int) -> bool:
     return record is not None and record.lock_id == lock_id and record.expires_ns > now_ns

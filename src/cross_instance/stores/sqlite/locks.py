@@ -8,7 +8,14 @@ import sqlite3
 from typing import Any
 
 from cross_instance.core.liveness import Verdict
-from cross_instance.core.locking import LockRecord, LockWaiting, can_renew, why_free
+from cross_instance.core.locking import (
+    LockRecord,
+    LockWaiting,
+    can_renew,
+    my_turn,
+    next_token,
+    why_free,
+)
 from cross_instance.hostfacts.identity import verdict
 from cross_instance.stores.permit_ids import new_ticket
 from cross_instance.stores.sqlite import registry
@@ -26,9 +33,10 @@ def _record(row: tuple[Any, ...] | None) -> LockRecord | None:
                       int(row[6]), int(row[7]))
 
 
-def _load(conn: sqlite3.Connection, resource: str) -> tuple[LockRecord | None, int]:
+def _load(conn: sqlite3.Connection, resource: str) -> tuple[LockRecord | None, int | None]:
+    """The resource's lock (None when free) and its last token (None: it never had one)."""
     row = conn.execute(f"SELECT {_COLUMNS} FROM locks WHERE resource=?", (resource,)).fetchone()
-    return _record(row), (int(row[3]) if row else floor(conn))
+    return _record(row), (int(row[3]) if row else None)
 
 
 def _holder_verdict(conn: sqlite3.Connection, holder: str, now: int) -> Verdict:
@@ -63,12 +71,12 @@ def acquire(conn: sqlite3.Connection, now: int, resource: str, instance_id: str,
     reason = why_free(current, now, seen)
     first = conn.execute("SELECT wait FROM lock_waiters WHERE resource=? ORDER BY ticket "
                          "LIMIT 1", (resource,)).fetchone()
-    my_turn = first is None or (ticket is not None and first[0] == ticket)
-    if reason and my_turn:
+    if reason and my_turn(None if first is None else first[0], ticket):
         if current is not None:
             _free(conn, current, reason)
         wall = registry.wall_ms()
-        lock = LockRecord(resource, secrets.token_hex(16), instance_id, last_token + 1, now,
+        lock = LockRecord(resource, secrets.token_hex(16), instance_id,
+                          next_token(last_token, floor(conn) if last_token is None else 0), now,
                           now + ttl_ns, wall, wall + ttl_ns // 1_000_000)
         conn.execute(
             f"INSERT OR REPLACE INTO locks({_COLUMNS}, wait) VALUES(?,?,?,?,?,?,?,?,?)",

@@ -20,18 +20,55 @@ local function granted_reply(now, win, cur, prev, limit)
   return struct.pack(GRANTED, now, win, cur, prev, limit)
 end
 
--- Spend ``cost`` from bucket ``key`` (interval ``t``, effective TAT ``tat``; ``v`` its
--- numbers as unpacked, see bucket.lua, updated here). Returns the new minute counts (the
--- client turns them into its count over the last minute).
-local function spend(P, now, key, cost, t, tat, v)
+-- Take ``cost`` from a bucket's numbers ``v`` (as unpacked, see bucket.lua; updated here) with
+-- interval ``t`` and effective TAT ``tat``: its new TAT and minute counts, as the SQLite store's
+-- grant (permits._TAKE). Returns the new minute counts (the client turns them into its count
+-- over the last minute).
+local function take(now, cost, t, tat, v)
   local this = idiv(now, US_PER_MINUTE)
   local win, cur, prev = v[4], v[5], v[6]
   if win == this then cur = cur + cost  -- the same minute (nearly always)
   elseif win == this - 1 then prev, cur = cur, cost
   else prev, cur = 0, cost end
   v[3], v[4], v[5], v[6] = consume(tat, now, t, cost), this, cur, prev
+  return this, cur, prev
+end
+
+-- Spend ``cost`` from bucket ``key`` (see take) and save it.
+local function spend(P, now, key, cost, t, tat, v)
+  local this, cur, prev = take(now, cost, t, tat, v)
   save_numbers(P, key, v)
   return this, cur, prev
+end
+
+-- One bucket's part of the uncontended decision (``v`` its numbers): the interval and
+-- effective TAT (core/adaptive.effective) if it admits ``cost`` now, else nil.
+local function bucket_admits(v, key, cost, reports, now)
+  local slow = reports and v[13] ~= 1 and string.sub(key, 1, 2) == "r:"
+  local _, burst, t, tat = effective(v[1], v[2], v[3], v[7] ~= NONE and v[7] or nil, v[11],
+    slow)
+  if cost > burst or not admits(tat, now, burst, t, cost) then return nil end
+  return t, tat
+end
+
+-- ``gate`` as read (HMGET "waiting", "reserving", "grace", then (limit, count) per slot
+-- group; absent fields false): whether somebody is queued, capacity is reserved or a
+-- restart's grace runs, so that the uncontended path does not apply.
+local function contended(gate)
+  local waiting, reserving = gate[1], gate[2]  -- nearly always "0" or absent
+  return (waiting and waiting ~= "0" and tonumber(waiting) > 0)
+    or (reserving and reserving ~= "0" and tonumber(reserving) > 0) or gate[3]
+end
+
+-- Whether each slot group of ``gate`` has a free slot once ``same`` permits of the request's
+-- kind, counted in ``gate`` (read before they were freed), are gone: all are the kind's
+-- groups, so each counts ``same`` less now.
+local function slots_free(gate, same)
+  for k = 4, #gate, 2 do
+    local lim = gate[k]
+    if lim and (tonumber(gate[k + 1]) or 0) - same + 1 > tonumber(lim) then return false end
+  end
+  return true
 end
 
 -- The uncontended case, as arbiter.fits_now, read straight from ARGV: a grant, or nil to let
@@ -47,19 +84,15 @@ local function acquire_at_once(P, now)
     local packed = redis.call("HGET", P .. "b:" .. key, "s")
     if not packed then return nil end
     local v = {struct.unpack(BUCKET, packed)}  -- in BUCKET_FIELDS order
-    local slow = reports and v[13] ~= 1 and string.sub(key, 1, 2) == "r:"
-    local _, burst, t, tat = effective(v[1], v[2], v[3], v[7] ~= NONE and v[7] or nil, v[11],
-      slow)
-    if cost > burst or not admits(tat, now, burst, t, cost) then return nil end
+    local t, tat = bucket_admits(v, key, cost, reports, now)
+    if t == nil then return nil end
     found[k] = {v, t, tat, cost}
   end
   local at = FIRST_RATE + 2 * n_rates  -- the number of gate fields, then the fields
   local n_gate = tonumber(A[at])
   local gate = redis.call("HMGET", P .. "gate", "waiting", "reserving", "grace",
     unpack(A, at + 1, at + n_gate))
-  local waiting, reserving = gate[1], gate[2]  -- nearly always "0" or absent
-  if (waiting and waiting ~= "0" and tonumber(waiting) > 0)
-      or (reserving and reserving ~= "0" and tonumber(reserving) > 0) or gate[3] then
+  if contended(gate) then
     return nil  -- somebody queued, capacity reserved, or a restart's grace: the full path
   end
   local kind, pm, free_at = A[13], P .. "pm:" .. instance, at + n_gate + 1
@@ -68,11 +101,7 @@ local function acquire_at_once(P, now)
   -- step), so a freed permit shows this one is registered; otherwise look. Not registered:
   -- nothing was changed, and the full path refuses.
   if freed == 0 and redis.call("EXISTS", P .. "i:" .. instance) == 0 then return nil end
-  local fits = true
-  for k = 4, #gate, 2 do  -- each slot group's (limit, count); all are the kind's groups, so
-    local lim = gate[k]   -- each counts ``same`` less now
-    if lim and (tonumber(gate[k + 1]) or 0) - same + 1 > tonumber(lim) then fits = false end
-  end
+  local fits = slots_free(gate, same)
   if fits then  -- recorded only if this id is new: a resent call is answered by the full path
     fits = redis.call("HSETNX", pm, A[4],
       string.format("%d", now) .. A[14]) == 1

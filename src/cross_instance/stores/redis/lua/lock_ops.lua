@@ -31,12 +31,11 @@ if op == "acquire" then
   end
   local reason = why_free(P, current, now, here, evidence)
   local first = redis.call("ZRANGE", P .. "lq:" .. res, 0, 0)[1]
-  local my_turn = first == nil or first == ticket
-  if reason ~= "" and my_turn then
+  if reason ~= "" and my_turn(first, ticket) then
     if current ~= nil then free_lock(P, res, current.holder, current.token, reason, true) end
-    if last == 0 then last = floor_of(P, now) end
+    local token = next_token(last, function() return floor_of(P, now) end)
     local wall = wall_ms()
-    local l = {res = res, lock_id = ARGV[10], holder = cid, token = last + 1, acquired = now,
+    local l = {res = res, lock_id = ARGV[10], holder = cid, token = token, acquired = now,
                expires = now + ttl, acquired_wall = wall,
                expires_wall = wall + math.floor(ttl / 1000)}
     redis.call("HSET", P .. "lock:" .. res, "lock_id", l.lock_id, "holder", cid, "token",
@@ -60,7 +59,7 @@ if op == "acquire" then
           held and current.holder or "", now}
 elseif op == "renew" then
   local l = load_lock(P, ARGV[4])
-  if l == nil or l.lock_id ~= ARGV[5] or l.expires <= now then return {} end
+  if not can_renew(l, ARGV[5], now) then return {} end
   l.expires = now + tonumber(ARGV[6])
   l.expires_wall = wall_ms() + math.floor(tonumber(ARGV[6]) / 1000)
   redis.call("HSET", P .. "lock:" .. ARGV[4], "expires", l.expires, "expires_wall",

@@ -28,10 +28,32 @@ local function lock_reply(l)
           l.expires_wall}
 end
 
-local function why_free(P, l, now, here, evidence)
+-- core/locking.why_free: why the resource can be granted now ("" when it cannot: it is
+-- held), given its holder's liveness verdict (nil when nobody asked it).
+local function free_reason(l, now, holder_verdict)
   if l == nil then return "free" end
   if l.expires <= now then return "expired" end
-  local holder = load_instance(P, l.holder)
-  if holder == nil or judge(holder, now, here, evidence) == "dead" then return "holder dead" end
+  if holder_verdict == "dead" then return "holder dead" end
   return ""
+end
+
+local function why_free(P, l, now, here, evidence)  -- the holder is judged only if it matters
+  if l == nil or l.expires <= now then return free_reason(l, now, nil) end
+  local holder = load_instance(P, l.holder)
+  return free_reason(l, now, holder == nil and "dead" or judge(holder, now, here, evidence))
+end
+
+-- First come, first served (the SQLite store's rule): a free resource goes to the caller only
+-- when nobody waits for it or its earliest waiter is the caller's own wait (``ticket``).
+local function my_turn(first, ticket) return first == nil or first == ticket end
+
+-- The fencing token of a resource's next grant: one above its last (``last`` 0: never granted
+-- in this incarnation of the data; then one above its floor, ``floor()``, asked only then).
+local function next_token(last, floor)
+  if last == 0 then last = floor() end
+  return last + 1
+end
+
+local function can_renew(l, lock_id, now)  -- core/locking.can_renew
+  return l ~= nil and l.lock_id == lock_id and l.expires > now
 end
