@@ -148,10 +148,10 @@ OPS = {
     "heartbeat": ("heartbeat:1", "heartbeat:1"),
     "reap": ("reap:1", "reap:1"),
     "release_workflow": ("release_workflow:1", "release_workflow:1"),
-    "write_state": ("write_state:2", "workflow_state.write:2"),
-    "renew_lock": ("renew_lock:1", "lock_ops.renew:1"),
-    "release_lock": ("release_lock:1", "lock_ops.release:1"),
-    "release": ("release:1", "permit_ops.release:1"),
+    "write_state": ("write_state:2", "workflow_write:2"),
+    "renew_lock": ("renew_lock:1", "lock_renew:1"),
+    "release_lock": ("release_lock:1", "lock_release:1"),
+    "release": ("release:1", "permit_release:1"),
 }
 
 

@@ -1,8 +1,8 @@
-"""The Redis store's lock rules (locks.lua, used by lock_ops.lua) are those of ``core.locking``
-and the SQLite store on the same state: who may take a resource (free, expired, holder dead),
-in what order (first come, first served), with which fencing token, and who may renew it. A
-differential property test against the Redis on 127.0.0.1:6379 (the probe script only
-computes; no keys)."""
+"""The Redis store's lock rules (locks.lua, used by the lock_*.lua operations) are those of
+``core.locking`` and the SQLite store on the same state: who may take a resource (free,
+expired, holder dead), in what order (first come, first served), with which fencing token, and
+who may renew it. A differential property test against the Redis on 127.0.0.1:6379 (the probe
+script only computes; no keys)."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def states(draw):
 
 def encode(lock: LockRecord | None, now: int, verdict: Verdict | None, first: int | None,
            ticket: int, last: int | None, floor: int, lock_id: str) -> dict:
-    """The state as lock_ops.lua has it: the lock as load_lock reads it (µs), the tickets as
+    """The state as lock_acquire.lua has it: the lock as load_lock reads it (µs), the tickets as
     text, a resource that never held a token at 0."""
     held = None
     if lock is not None:

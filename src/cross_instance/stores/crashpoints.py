@@ -6,11 +6,10 @@ Read once at import; when unset, ``crash_at`` is a no-op costing one comparison.
 Points: ``sqlite.<op>.before_commit`` / ``sqlite.<op>.after_commit`` around every named
 SQLite transaction (``db.Database.write``: register, heartbeat, reap, acquire, release,
 claim, release_workflow, write_state, acquire_lock, renew_lock, release_lock, ...), and
-``redis.<script>.before_send`` / ``redis.<script>.after_reply`` around every Redis call
-(``register``, ``heartbeat``, ``reap``, ``release_workflow``, ...; the scripts that carry
-several operations add it: ``redis.permit_ops.release``, ``redis.lock_ops.renew``,
-``redis.workflow_state.write``, ...). A script runs whole or not at all, so these are its only
-two places.
+``redis.<operation>.before_send`` / ``redis.<operation>.after_reply`` around every Redis call,
+named by its Lua operation (``register``, ``heartbeat``, ``reap``, ``release_workflow``,
+``permit_release``, ``lock_renew``, ``workflow_write``, ...). An operation runs whole or not at
+all, so these are its only two places.
 """
 
 from __future__ import annotations

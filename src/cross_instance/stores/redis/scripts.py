@@ -12,7 +12,11 @@
   ``-- then needs: ...`` places more libraries there, defined only when that line is reached.
 
 Either way one operation is one atomic server-side step. An operation's text reads its
-arguments from ``ARGV`` and returns its reply: in the library, ``ARGV`` is set per call.
+arguments from ``ARGV`` and returns its reply: in the library, ``ARGV`` is set per call. Every
+operation takes ``ARGV[1]`` = the key prefix, ``ARGV[2]`` = now (µs, or "" for the server's
+clock), then its own positional arguments: scalars as they are, a structured value (a list or
+a map) as one JSON argument. A long operation reads as a sequence of named steps, local
+functions of the library it belongs to (``permits.lua``, ``locks.lua``, ...).
 """
 
 from __future__ import annotations

@@ -66,25 +66,39 @@ from cross_instance.stores.redis.lane import ScriptLane
 
 _GRANTED = struct.Struct("<5q")  # a granted permit's reply (admit.lua's granted_reply)
 _QUEUED = struct.Struct("<q")  # after it, from the full path: the queue's length
+# every operation (``lua/<name>.lua``): ARGV is the prefix, now, then its own arguments
 _OPERATIONS = ("register", "heartbeat", "unregister", "reap", "active_model",
-               "list_instances", "record_event", "claim_workflow", "release_workflow",
-               "workflow_state", "lock_ops", "permit_ops", "declare_empty")
+               "list_instances", "record_event", "declare_empty",
+               "claim_workflow", "release_workflow", "workflow_write", "workflow_validate",
+               "workflow_read", "workflow_get", "workflow_list",
+               "lock_acquire", "lock_renew", "lock_release", "lock_cancel", "lock_list",
+               "lock_cleanup",
+               "permit_publish", "permit_acquire", "permit_release", "permit_cancel",
+               "permit_adjust", "permit_reset", "permit_record", "permit_dump")
 
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _json(value: Any) -> str:
+    """A structured argument of an operation: one JSON text (compact, as UTF-8)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
 @functools.lru_cache(maxsize=4096)
 def _request_args(request: PermitRequest) -> tuple[str, ...]:
-    """A permit request as ``permit_ops.lua`` reads it (runtimes reuse one request per plan,
-    so this is built once; as text, which hiredis packs faster than numbers)."""
+    """A permit request as ``permit_acquire.lua`` reads it (runtimes reuse one request per
+    plan, so this is built once; as text, which hiredis packs faster than numbers)."""
     kind = _kind(request)
     gate = [f"{s}:{g}" for g in request.slots for s in "lu"]
-    return (request.instance_id, request.provider, request.model or "", str(request.tokens),
-            str(int(request.reports)), kind, f" {request.tokens} {kind}",
-            str(len(request.rates)), *(str(x) for r in request.rates for x in r),
-            str(len(gate)), *gate)
+    return (request.instance_id, str(int(request.reports)), kind, f" {request.tokens} {kind}",
+            _json([list(r) for r in request.rates]), _json(gate))
+
+
+@functools.lru_cache(maxsize=4096)
+def _kind_json(kind: str) -> str:
+    return _json(kind)
 
 
 def _kind(request: PermitRequest) -> str:
@@ -111,10 +125,6 @@ def _model_pair(field: str) -> tuple[str, str]:
 
 def _pairs(flat: list[Any]) -> dict[str, str]:
     return {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
-
-
-# scripts that carry several operations, named by their first argument (for crash points)
-_MULTIPLEXED = frozenset({"permit_ops", "lock_ops", "workflow_state"})
 
 
 class RedisStore(base.PermitDecisions):
@@ -166,14 +176,17 @@ class RedisStore(base.PermitDecisions):
             return self._clock()
         return server_time_us(self.location, self.client) * 1000
 
+    def _now_arg(self) -> str:
+        """An operation's ``now``: the test clock's (µs), or "" for the server's."""
+        return "" if self._clock is None else str(self._clock() // 1000)
+
     def _run(self, name: str, *args: Any) -> Any:
-        now = "" if self._clock is None else str(self._clock() // 1000)
-        if crashpoints.ACTIVE:  # fault tests: redis.<script>[.<op>].before_send|after_reply
-            point = f"redis.{name}.{args[0]}" if name in _MULTIPLEXED and args else \
-                f"redis.{name}"
-            crashpoints.crash_at(f"{point}.before_send")
+        """Operation ``name`` (``lua/<name>.lua``) called with the prefix, now, then ``args``."""
+        now = self._now_arg()
+        if crashpoints.ACTIVE:  # fault tests: redis.<operation>.before_send|after_reply
+            crashpoints.crash_at(f"redis.{name}.before_send")
             result = self._lane.run(name, self.prefix, now, *args)
-            crashpoints.crash_at(f"{point}.after_reply")
+            crashpoints.crash_at(f"redis.{name}.after_reply")
             return result
         return self._lane.run(name, self.prefix, now, *args)
 
@@ -263,7 +276,7 @@ class RedisStore(base.PermitDecisions):
 
     def _records(self, instance_id: str | None = None) -> list[InstanceRecord]:
         """Every record, or only ``instance_id``'s (then zero or one)."""
-        args = [self.prefix] if instance_id is None else [self.prefix, instance_id]
+        args = [self.prefix, self._now_arg()] + ([] if instance_id is None else [instance_id])
         records = []
         for iid, flat, models in self._lane.run("list_instances", *args):
             h = _pairs(flat)
@@ -296,25 +309,21 @@ class RedisStore(base.PermitDecisions):
         self._run("active_model", instance_id, "", "", "clear")
 
     # --- limits and permits ---------------------------------------------------------------
-    def _permits(self, op: str, query: Any) -> Any:
-        return self._run("permit_ops", op, json.dumps(query))
-
     def publish_limits(self, instance_id: str, rates: Mapping[str, RateSpec],
                        groups: Mapping[str, int]) -> None:
-        self._permits("publish", {
-            "instance": instance_id,
-            "rates": [[k, s.per_minute, s.burst] for k, s in rates.items()],
-            "groups": [[k, n] for k, n in groups.items()]})
+        self._run("permit_publish", instance_id,
+                  _json([[k, s.per_minute, s.burst] for k, s in rates.items()]),
+                  _json([[k, n] for k, n in groups.items()]))
 
     def _decide(self, request: PermitRequest, ticket: int | None, queue: bool,
                  release: Sequence[int]) -> Granted | Waiting | None:
         # a wait's permit is known by its ticket: an attempt sent again is granted once
         permit_id = new_permit_id() if ticket is None else ticket
         try:
-            result = self._run("permit_ops", "acquire", permit_id,
+            result = self._run("permit_acquire", permit_id,
                                "" if ticket is None else ticket, "1" if queue else "0",
                                str(self.waiter_ttl_ns // 1000), *_request_args(request),
-                               *self._to_free(release))
+                               self._to_free(release))
         except StoreUnavailable as err:
             if ticket is None:  # an id of this call alone: freeing it later frees nothing else
                 self._kinds[permit_id] = _kind(request)
@@ -342,57 +351,54 @@ class RedisStore(base.PermitDecisions):
                        int(now) * 1000, int(place))
 
     def cancel_wait(self, ticket: int) -> None:
-        self._permits("cancel", {"ticket": str(ticket)})  # as text: Lua numbers have 53 bits
+        self._run("permit_cancel", str(ticket))  # as text: Lua numbers have 53 bits
 
     def release(self, instance_id: str, permit_ids: Sequence[int]) -> int:
-        freed, self.queued = self._run("permit_ops", "release", instance_id,
-                                       *self._to_free(permit_ids))
+        freed, self.queued = self._run("permit_release", instance_id, self._to_free(permit_ids))
         return int(freed)
 
-    def _to_free(self, permit_ids: Sequence[int]) -> list[str | int]:
-        """Permits to free as ``free_permits`` in slots.lua reads them: grouped by kind ("" for
-        those this store did not grant, which the script looks up)."""
+    def _to_free(self, permit_ids: Sequence[int]) -> str:
+        """Permits to free as ``free_permits`` in slots.lua reads them: JSON, grouped by kind
+        ("" for those this store did not grant, which the script looks up), the ids as text
+        (Lua numbers have 53 bits)."""
         if not permit_ids:
-            return ["0"]
+            return "[]"
         if len(permit_ids) == 1:  # the common case: the permit the last cycle held
-            return ["1", self._kinds.pop(permit_ids[0], ""), "1", permit_ids[0]]
-        by_kind: dict[str, list[int]] = {}
+            pid = permit_ids[0]
+            return f'[[{_kind_json(self._kinds.pop(pid, ""))},["{int(pid)}"]]]'
+        by_kind: dict[str, list[str]] = {}
         for i in permit_ids:
-            by_kind.setdefault(self._kinds.pop(i, ""), []).append(i)
-        out: list[str | int] = [len(by_kind)]
-        for kind, ids in by_kind.items():
-            out += [kind, len(ids), *ids]
-        return out
+            by_kind.setdefault(self._kinds.pop(i, ""), []).append(str(int(i)))
+        return _json([[kind, ids] for kind, ids in by_kind.items()])
 
     def adjust_tokens(self, changes: Sequence[tuple[str, int]]) -> None:
         if changes:
-            self._permits("adjust", [[k, int(d)] for k, d in changes])
+            self._run("permit_adjust", _json([[k, int(d)] for k, d in changes]))
 
     def record_outcome(self, keys: Sequence[str], outcome: Outcome, policy: AdaptiveSettings
                        ) -> list[Adjustment]:
         def us(ns: int | None) -> int | None:
             return None if ns is None else ns // 1000
 
-        changes = self._permits("record", {
-            "keys": list(keys), "granted": outcome.granted_ns // 1000,
-            "rate_limited": outcome.rate_limited, "retry_after": us(outcome.retry_after_ns),
-            "reported": [[k, limit, remaining, us(reset)]
-                         for k, limit, remaining, reset in outcome.reported],
-            "policy": {"enabled": policy.enabled, "reduction": policy.reduction_factor,
-                       "recovery": policy.recovery_factor,
-                       "min": policy.min_requests_per_minute,
-                       "max": policy.max_requests_per_minute,
-                       "max_cooldown": policy.max_cooldown_ms * 1000}})
+        retry_after = us(outcome.retry_after_ns)
+        changes = self._run(
+            "permit_record", _json(list(keys)), str(outcome.granted_ns // 1000),
+            "1" if outcome.rate_limited else "0", "" if retry_after is None else str(retry_after),
+            _json([[k, limit, remaining, us(reset)]
+                   for k, limit, remaining, reset in outcome.reported]),
+            _json({"enabled": policy.enabled, "reduction": policy.reduction_factor,
+                   "recovery": policy.recovery_factor, "min": policy.min_requests_per_minute,
+                   "max": policy.max_requests_per_minute,
+                   "max_cooldown": policy.max_cooldown_ms * 1000}))
         return [Adjustment(_text(k), float(old), float(new), int(cooldown) * 1000, _text(why))
                 for k, old, new, cooldown, why in changes]
 
     def reset_learned(self, keys: Iterable[str] | None = None) -> int:
-        query = {"all": True} if keys is None else {"keys": list(keys)}
-        return int(self._permits("reset", query))
+        return int(self._run("permit_reset", "" if keys is None else _json(list(keys))))
 
     def snapshot(self) -> Snapshot:
         instances = tuple(self.list_instances())
-        now, buckets, slots, permits, usage, waiting = self._permits("dump", {})
+        now, buckets, slots, permits, usage, waiting = self._run("permit_dump")
         now_ns = int(now) * 1000
         by_key: dict[str, dict[str, int]] = {}
         for key, flat in usage:
@@ -451,29 +457,29 @@ class RedisStore(base.PermitDecisions):
                               "" if epoch is None else str(epoch), by or ""))
 
     def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
-        return self._workflow(workflow_id, self._run("workflow_state", "get", workflow_id))
+        return self._workflow(workflow_id, self._run("workflow_get", workflow_id))
 
     def list_workflows(self) -> list[WorkflowRecord]:
         found = [self._workflow(_text(wid), reply)
-                 for wid, reply in self._run("workflow_state", "list", "")]
+                 for wid, reply in self._run("workflow_list")]
         return sorted((w for w in found if w is not None), key=lambda w: w.workflow_id)
 
     def _fenced(self, op: str, workflow_id: str, instance_id: str, epoch: int,
-                values: str = "{}") -> None:
-        result = self._run("workflow_state", op, workflow_id, instance_id, str(epoch), values)
+                *values: str) -> None:
+        result = self._run(op, workflow_id, instance_id, str(epoch), *values)
         if _text(result[0]) == "stale":
             raise StaleEpochError(workflow_id, epoch, int(result[1]), _text(result[2]) or None)
 
     def write_workflow_state(self, workflow_id: str, instance_id: str, epoch: int,
                              values: Mapping[str, Any]) -> None:
         texts = {k: json.dumps(v) for k, v in values.items()}
-        self._fenced("write", workflow_id, instance_id, epoch, json.dumps(texts))
+        self._fenced("workflow_write", workflow_id, instance_id, epoch, json.dumps(texts))
 
     def validate_epoch(self, workflow_id: str, instance_id: str, epoch: int) -> None:
-        self._fenced("validate", workflow_id, instance_id, epoch)
+        self._fenced("workflow_validate", workflow_id, instance_id, epoch)
 
     def read_workflow_state(self, workflow_id: str) -> dict[str, Any]:
-        pairs = _pairs(self._run("workflow_state", "read", workflow_id))
+        pairs = _pairs(self._run("workflow_read", workflow_id))
         return {k: json.loads(v) for k, v in sorted(pairs.items())}
 
     # --- locks ------------------------------------------------------------------------------
@@ -493,7 +499,7 @@ class RedisStore(base.PermitDecisions):
         if ticket is None:
             ticket = new_ticket()
         result = self._probing(lambda evidence, may_ask: self._run(
-            "lock_ops", "acquire", resource, instance_id, ttl_ns // 1000,
+            "lock_acquire", resource, instance_id, ttl_ns // 1000,
             str(ticket), int(wait), self.waiter_ttl_ns // 1000,
             lock_id, self._here(), evidence, may_ask))
         kind = _text(result[0])
@@ -509,20 +515,20 @@ class RedisStore(base.PermitDecisions):
                            int(now) * 1000)
 
     def cancel_lock_wait(self, ticket: int) -> None:
-        self._run("lock_ops", "cancel", str(ticket))
+        self._run("lock_cancel", str(ticket))
 
     def renew_lock(self, resource: str, lock_id: str, ttl_ns: int) -> LockRecord | None:
-        reply = self._run("lock_ops", "renew", resource, lock_id, ttl_ns // 1000)
+        reply = self._run("lock_renew", resource, lock_id, ttl_ns // 1000)
         return self._lock(reply) if reply else None
 
     def release_lock(self, resource: str, lock_id: str) -> bool:
-        return bool(self._run("lock_ops", "release", resource, lock_id))
+        return bool(self._run("lock_release", resource, lock_id))
 
     def list_locks(self) -> list[LockRecord]:
-        return [self._lock(r) for r in self._run("lock_ops", "list")]
+        return [self._lock(r) for r in self._run("lock_list")]
 
     def cleanup_expired_locks(self) -> list[LockRecord]:
-        return [self._lock(r) for r in self._run("lock_ops", "cleanup", self._here(),
+        return [self._lock(r) for r in self._run("lock_cleanup", self._here(),
                                                   self._holders_evidence())]
 
     # --- events -----------------------------------------------------------------------------

@@ -1,15 +1,27 @@
 -- The uncontended acquire (nobody queued, nothing reserved, no restart's grace, the request
 -- fits now), decided from a few reads: most permits are this, so it allocates little and
--- makes as few calls as it can. Used by permit_ops.lua before its other libraries (see scripts.py); needs clock,
--- limiter, slots and bucket.
+-- makes as few calls as it can. permit_acquire.lua decides it before its other libraries are
+-- defined (see scripts.py); needs clock, limiter, slots and bucket.
 --
--- ARGV of acquire: prefix, now, "acquire", permit_id, ticket or "", queue (1/0),
--- waiter_ttl, then the request as the client built it once per plan: instance, provider,
--- model or "", tokens, reports (1/0), the permit's kind, its record after the grant time
--- (" tokens kind"), n, n (bucket, cost), n, n gate fields ("l:" and "u:" of each slot group);
--- then the permits to free (see free_permits). The client does what it can (names, the
--- minute count) so the server, which every instance shares, does less.
-local FIRST_RATE = 16  -- ARGV[15] is the number of buckets
+-- The request arrives as permit_acquire.lua reads its ARGV: the client builds what it can
+-- once per plan (names, the gate fields, the permit's record, the rates as JSON) so the
+-- server, which every instance shares, does less.
+
+-- A plan's rates and gate fields arrive as the same JSON texts in each of its calls, so each
+-- text is decoded once where the code stays loaded between calls (the function library: a
+-- decode costs more than the lookup, about 0.35 µs each) and the value is shared: its readers
+-- never change it. Forgotten whole once it holds PLAN_TEXTS_KEPT texts.
+local PLAN_TEXTS_KEPT = 1024
+local plan_values, plan_texts = {}, 0
+local function plan_value(text)
+  local v = plan_values[text]
+  if v == nil then
+    if plan_texts >= PLAN_TEXTS_KEPT then plan_values, plan_texts = {}, 0 end
+    v = cjson.decode(text)
+    plan_values[text], plan_texts = v, plan_texts + 1
+  end
+  return v
+end
 
 -- A grant's reply: one string of five little-endian 64-bit integers (the grant time, then the
 -- first bucket's minute counts win, cur, prev and its limit per minute). Every other reply of
@@ -71,16 +83,19 @@ local function slots_free(gate, same)
   return true
 end
 
--- The uncontended case, as arbiter.fits_now, read straight from ARGV: a grant, or nil to let
--- the full path decide (which also gives every refusal, error and resent call its answer).
--- Most permits take this path, so it allocates little; freeing and granting permits of one
--- kind (the steady state) leaves the slot counts unwritten.
-local function acquire_at_once(P, now)
-  local A = ARGV
-  local instance, reports, n_rates = A[8], A[12] == "1", tonumber(A[15])
+-- The uncontended case, as arbiter.fits_now: a grant, or nil to let the full path decide
+-- (which also gives every refusal, error and resent call its answer). Most permits take this
+-- path, so it allocates little (its arguments are passed one by one, not as a table) and
+-- freeing and granting permits of one kind (the steady state) leaves the slot counts
+-- unwritten. The request: ``permit_id`` for ``instance``, of ``kind`` with ``record`` (its
+-- value after the grant time), ``reports`` (boolean), ``rates`` ({{bucket, cost}, ...}),
+-- ``gate_fields`` (the gate fields of its slot groups: "l:" and "u:" of each) and ``free`` (the
+-- permits to free, see free_permits).
+local function acquire_at_once(P, now, permit_id, instance, kind, record, reports, rates,
+                               gate_fields, free)
   local found = {}  -- per bucket: {its numbers, interval, effective TAT, cost}
-  for k = 1, n_rates do
-    local key, cost = A[FIRST_RATE + 2 * k - 2], tonumber(A[FIRST_RATE + 2 * k - 1])
+  for k = 1, #rates do
+    local key, cost = rates[k][1], rates[k][2]
     local packed = redis.call("HGET", P .. "b:" .. key, "s")
     if not packed then return nil end
     local v = {struct.unpack(BUCKET, packed)}  -- in BUCKET_FIELDS order
@@ -88,31 +103,28 @@ local function acquire_at_once(P, now)
     if t == nil then return nil end
     found[k] = {v, t, tat, cost}
   end
-  local at = FIRST_RATE + 2 * n_rates  -- the number of gate fields, then the fields
-  local n_gate = tonumber(A[at])
   local gate = redis.call("HMGET", P .. "gate", "waiting", "reserving", "grace",
-    unpack(A, at + 1, at + n_gate))
+    unpack(gate_fields))
   if contended(gate) then
     return nil  -- somebody queued, capacity reserved, or a restart's grace: the full path
   end
-  local kind, pm, free_at = A[13], P .. "pm:" .. instance, at + n_gate + 1
-  local freed, same = free_permits(P, instance, free_at, kind)  -- same: of this kind
+  local freed, same = free_permits(P, instance, free, kind)  -- same: of this kind
   -- Only a registered instance holds permits (removing one drops its permits in the same
   -- step), so a freed permit shows this one is registered; otherwise look. Not registered:
   -- nothing was changed, and the full path refuses.
   if freed == 0 and redis.call("EXISTS", P .. "i:" .. instance) == 0 then return nil end
   local fits = slots_free(gate, same)
   if fits then  -- recorded only if this id is new: a resent call is answered by the full path
-    fits = redis.call("HSETNX", pm, A[4],
-      string.format("%d", now) .. A[14]) == 1
+    fits = redis.call("HSETNX", P .. "pm:" .. instance, permit_id,
+      string.format("%d", now) .. record) == 1
   end
   local net = (fits and 1 or 0) - same
   if net ~= 0 then count_kind(P, kind, net) end
   if not fits then return nil end
   local reply
-  for k = 1, n_rates do
+  for k = 1, #rates do
     local f = found[k]
-    local win, cur, prev = spend(P, now, A[FIRST_RATE + 2 * k - 2], f[4], f[2], f[3], f[1])
+    local win, cur, prev = spend(P, now, rates[k][1], f[4], f[2], f[3], f[1])
     if k == 1 then reply = granted_reply(now, win, cur, prev, f[1][1]) end
   end
   return reply

@@ -120,7 +120,7 @@ local function arbitrate(me, waiters, cap, now)
   local ahead = 0
   if #waiters > 0 then
     local m_over, m_ticket = queue_key(me, cap.holders)
-    -- each waiter's key once; waiters given in ticket order (as permit_ops reads the queue)
+    -- each waiter's key once; waiters given in ticket order (as permit_acquire reads the queue)
     -- are put in order by moving those over their share behind, keeping the rest as they
     -- are (the same order a stable sort gives, in one pass: a sort with the key computed in
     -- each comparison cost most of a decision over a long queue)

@@ -57,3 +57,71 @@ end
 local function can_renew(l, lock_id, now)  -- core/locking.can_renew
   return l ~= nil and l.lock_id == lock_id and l.expires > now
 end
+
+-- --- The steps of lock_acquire.lua -------------------------------------------------------
+-- ``req``: {res, holder (the caller's id), ttl (µs), ticket (the caller's id for this wait, the
+-- same in each attempt; kept as text), lock_id (the new lock's, chosen by the caller)}.
+
+-- Waiters for ``res`` not seen since ``since`` (µs) leave its queue; the caller's own wait
+-- (``ticket``) stays.
+local function drop_silent_lock_waiters(P, res, ticket, since)
+  for _, t in ipairs(redis.call("ZRANGE", P .. "lq:" .. res, 0, -1)) do
+    local seen = tonumber(redis.call("HGET", P .. "lqseen", t))
+    if t ~= ticket and (seen == nil or seen < since) then drop_lock_waiter(P, t) end
+  end
+end
+
+-- Whether the held lock ``l`` is already the caller's: a resent call, or another attempt of
+-- the wait it was granted to.
+local function already_granted(l, req)
+  return l ~= nil and (l.lock_id == req.lock_id
+    or (l.wait == req.ticket and l.holder == req.holder))
+end
+
+-- The reply {"probe", id, pid, ticks} asking the caller to probe the holder of the unexpired
+-- lock ``l`` when it runs on the caller's host and ``evidence`` does not describe it; else
+-- nil.
+local function holder_probe(P, l, now, here, evidence)
+  if l == nil or l.expires <= now then return nil end
+  local holder = load_instance(P, l.holder)
+  if holder ~= nil and wants_probe(holder, now, here, evidence) then
+    return {"probe", holder.id, holder.pid, holder.ticks}
+  end
+  return nil
+end
+
+-- The earliest waiting ticket for ``res`` (nil: nobody waits).
+local function first_lock_waiter(P, res)
+  return redis.call("ZRANGE", P .. "lq:" .. res, 0, 0)[1]
+end
+
+-- Grant ``req.res`` to the caller with the next fencing token (``current``: the lock it takes
+-- over, freed for ``reason``; ``last``: the resource's last token); its wait leaves the queue.
+-- Returns the new lock.
+local function grant_lock(P, now, req, current, last, reason)
+  local res, cid = req.res, req.holder
+  if current ~= nil then free_lock(P, res, current.holder, current.token, reason, true) end
+  local token = next_token(last, function() return floor_of(P, now) end)
+  local wall = wall_ms()
+  local l = {res = res, lock_id = req.lock_id, holder = cid, token = token, acquired = now,
+             expires = now + req.ttl, acquired_wall = wall,
+             expires_wall = wall + math.floor(req.ttl / 1000)}
+  redis.call("HSET", P .. "lock:" .. res, "lock_id", l.lock_id, "holder", cid, "token",
+    l.token, "acquired", l.acquired, "expires", l.expires, "acquired_wall", l.acquired_wall,
+    "expires_wall", l.expires_wall, "wait", req.ticket)
+  redis.call("SADD", P .. "locks", res)
+  redis.call("SADD", P .. "hl:" .. cid, res)
+  drop_lock_waiter(P, req.ticket)
+  return l
+end
+
+-- The caller waits for ``req.res``: queued at the back on its first attempt (or once its
+-- place was given up), and seen now.
+local function queue_lock_wait(P, now, req)
+  if redis.call("HEXISTS", P .. "lqt", req.ticket) == 0 then
+    redis.call("ZADD", P .. "lq:" .. req.res, redis.call("INCR", P .. "lockseq"), req.ticket)
+    redis.call("HSET", P .. "lqt", req.ticket, cjson.encode({req.res, req.holder}))
+    redis.call("SADD", P .. "lw:" .. req.holder, req.ticket)
+  end
+  redis.call("HSET", P .. "lqseen", req.ticket, now)
+end

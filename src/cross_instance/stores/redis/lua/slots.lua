@@ -41,29 +41,27 @@ local function drop_permit(P, instance, permit_id)  -- 1 if it was held, else 0
   return 1
 end
 
--- Free the permits ARGV lists from index ``at``: the number of kinds, then for each its kind
--- ("" if the caller does not know it), the number of ids and the ids. A permit already freed
--- counts nothing, so a resent call frees nothing twice. Slot counts of kind ``keep`` are left
--- to the caller. Returns how many were freed, how many of them of kind ``keep``, and the
--- index after the list.
-local function free_permits(P, instance, at, keep)
-  local A = ARGV
+-- Free the permits ``list`` names (the caller's JSON, decoded: per kind, {kind, {id, ...}},
+-- the kind "" if the caller does not know it, the ids as text). A permit already freed counts
+-- nothing, so a resent call frees nothing twice. Slot counts of kind ``keep`` are left to the
+-- caller. Returns how many were freed and how many of them of kind ``keep``.
+local function free_permits(P, instance, list, keep)
   local pm = P .. "pm:" .. instance
-  local kind1 = A[at + 1]
-  if A[at] == "1" and A[at + 2] == "1" and kind1 ~= "" then  -- one permit of a known kind:
-    local gone = redis.call("HDEL", pm, A[at + 3])  -- the last cycle's (nearly always)
-    if kind1 == keep then return gone, gone, at + 4 end
+  local only = list[1]
+  if only ~= nil and list[2] == nil and only[1] ~= "" and #only[2] == 1 then  -- one permit of a
+    local kind1 = only[1]  -- known kind: the last cycle's (nearly always)
+    local gone = redis.call("HDEL", pm, only[2][1])
+    if kind1 == keep then return gone, gone end
     if gone > 0 then count_kind(P, kind1, -gone) end
-    return gone, 0, at + 4
+    return gone, 0
   end
   local freed, kept = 0, 0
-  for _ = 1, tonumber(A[at]) do
-    local kind, n = A[at + 1], tonumber(A[at + 2])
-    local first, last = at + 3, at + 2 + n
-    at = last
+  for _, group in ipairs(list) do
+    local kind, ids = group[1], group[2]
+    local n = #ids
     if n > 0 then
-      local held = kind == "" and redis.call("HMGET", pm, unpack(A, first, last))
-      local gone = redis.call("HDEL", pm, unpack(A, first, last))
+      local held = kind == "" and redis.call("HMGET", pm, unpack(ids))
+      local gone = redis.call("HDEL", pm, unpack(ids))
       freed = freed + gone
       if held then
         for k = 1, n do
@@ -79,7 +77,7 @@ local function free_permits(P, instance, at, keep)
       end
     end
   end
-  return freed, kept, at + 1
+  return freed, kept
 end
 
 -- Slots came free: while anybody waits (on any host), tell the processes that wait. Each
