@@ -215,7 +215,7 @@ def test_the_cap_holds_while_releases_wake_waiters_across_processes(tmp_path, st
 
 def test_async_waits_cancelled_at_random_moments_across_processes_leave_nothing(tmp_path,
                                                                                 store_cfg):
-    """Three processes of asyncio tasks that give up after 1-50 ms: cancellations fall on a
+    """Three processes of asyncio tasks that mostly give up after 1-50 ms: cancellations fall on a
     question that a release (in the process or, by its doorbell or the store's announcement,
     in another) started for the task. While all three are still registered, the store holds
     no permit and queues nobody, and the cap held throughout."""
