@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from cross_instance.coordination.instances import Instances
@@ -73,8 +73,6 @@ from cross_instance.runtime.session import Session
 from cross_instance.runtime.slots import Slots
 from cross_instance.stores import open_store
 from cross_instance.stores.base import Store
-
-T = TypeVar("T")
 
 
 class Runtime:
@@ -294,7 +292,7 @@ class Runtime:
               timeout: float | None, wait: bool = True) -> PermitFlow | Permit:
         """The steps of one permit (for any driver), or at once the permit of a runtime with
         coordination disabled."""
-        store = self._store_or_none()
+        store = self.session.store_or_none()
         if store is None or self._slots is None:
             return Permit(provider, model, tokens or 0, 0, 0.0, None)
         plan = self._cached_plan(provider, model, tokens, reports)
@@ -337,9 +335,6 @@ class Runtime:
         return Permit(req.provider, req.model, req.tokens, 0, waited, local)
 
     # --- internals ------------------------------------------------------------------------
-    def _store_or_none(self) -> Store | None:
-        return self.session.store_or_none()
-
     def _refresh_s(self) -> float:
         return self.config.heartbeat_timeout_ms / 3000
 
@@ -449,7 +444,6 @@ class Runtime:
         mine = [i for i in view["instances"] if i["instanceId"] == self.instance_id]
         view["activeRequests"] = mine[0]["activeRequests"] if mine else 0
         return view
-
 
 
 class _AsyncPermit:

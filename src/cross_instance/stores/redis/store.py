@@ -97,7 +97,9 @@ def _request_args(request: PermitRequest) -> tuple[str, ...]:
 
 
 @functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=1024)
 def _kind_json(kind: str) -> str:
+    """A permit kind as a JSON string, encoded once per kind (every release sends one)."""
     return _json(kind)
 
 
