@@ -1,8 +1,9 @@
 """Shared fixtures: a controllable clock and a store factory parametrised by store kind.
 
-Every behaviour test in tests/stores runs once per store kind: SQLite, and Redis (the server
-on 127.0.0.1:6379, under a key prefix of the test's own, removed afterwards). The daemon's
-client joins ``STORE_KINDS`` when it lands.
+Every behaviour test in tests/stores runs once per store kind: SQLite, Redis (the server
+on 127.0.0.1:6379, under a key prefix of the test's own, removed afterwards), and the daemon's
+client (``remote``: a real ``pi-xi serve`` app on a loopback socket, serving a SQLite store that
+runs on the test's clock).
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,7 +28,7 @@ from cross_instance.stores.base import Store
 
 # "redis-scripts": the same Redis store with its operations as scripts (EVALSHA) instead of a
 # function library (FCALL), as on servers that cannot load one
-STORE_KINDS = ["sqlite", "redis", "redis-scripts"]
+STORE_KINDS = ["sqlite", "redis", "redis-scripts", "remote"]
 
 
 class FakeClock:
@@ -85,7 +87,7 @@ def declare_empty(url: str) -> None:
 
 @pytest.fixture
 def store_url(store_kind: str, tmp_path: Path) -> Iterator[str]:
-    if store_kind == "sqlite":
+    if store_kind in ("sqlite", "remote"):  # remote: the state of the daemon's store
         yield f"sqlite://{tmp_path / 'state'}"
         return
     assert store_kind in ("redis", "redis-scripts"), store_kind
@@ -94,19 +96,46 @@ def store_url(store_kind: str, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def make_store(store_url: str, clock: FakeClock) -> Iterator[Callable[..., Store]]:
-    """Open more connections to the same shared state (as other processes would)."""
+def make_store(store_kind: str, store_url: str, clock: FakeClock
+               ) -> Iterator[Callable[..., Store]]:
+    """Open more connections to the same shared state (as other processes would). On the
+    remote kind each set of store ``options`` gets a daemon of its own (as daemons on
+    several hosts would share one store), and the options go to the daemon's store."""
     opened: list[Store] = []
+    daemons: dict[str, str] = {}
+    with ExitStack() as stack:
+        def make(**options: object) -> Store:
+            options.setdefault("clock", clock)
+            if store_kind == "remote":
+                key = repr(sorted(options.items()))
+                if key not in daemons:
+                    daemons[key] = stack.enter_context(
+                        serve_store(open_store(store_url, **options)))
+                store = open_store(f"http://{daemons[key]}")
+            else:
+                store = open_store(store_url, **options)
+            opened.append(store)
+            return store
 
-    def make(**options: object) -> Store:
-        options.setdefault("clock", clock)
-        store = open_store(store_url, **options)
-        opened.append(store)
-        return store
+        yield make
+        for s in opened:
+            s.close()
 
-    yield make
-    for s in opened:
-        s.close()
+
+@contextmanager
+def serve_store(store: Store, **daemon_options: Any) -> Iterator[str]:
+    """A daemon serving ``store`` on a loopback port of its own; yields its address."""
+    from cross_instance.config import Config
+    from cross_instance.daemon.app import create_app
+    from cross_instance.daemon.serve import Served
+    from cross_instance.daemon.state import Daemon
+
+    daemon = Daemon(store, Config(), **daemon_options)
+    try:
+        with Served(create_app(daemon)) as served:
+            yield served.addr
+    finally:
+        daemon.close()
 
 
 @pytest.fixture

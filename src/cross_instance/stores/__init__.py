@@ -1,7 +1,7 @@
 """Stores, picked by URL: ``sqlite:///<state dir>`` (the embedded default) and
-``redis://``, ``rediss://``, ``unix://`` (one Redis for many hosts). The daemon's client
-registers here when it arrives; an unknown scheme is refused by name, and a URL is never
-echoed with its password."""
+``redis://``, ``rediss://``, ``unix://`` (one Redis for many hosts) and ``http://host:port``
+(a coordinator daemon, ``pi-xi serve``; also what ``PI_COORDINATOR_ADDR`` selects). An unknown
+scheme is refused by name, and a URL is never echoed with its password."""
 
 from __future__ import annotations
 
@@ -32,5 +32,10 @@ def open_store(url: str, **options: Any) -> Store:
         from cross_instance.stores.redis.store import RedisStore
 
         return RedisStore(url, **options)
+    if parts.scheme == "http":
+        from cross_instance.stores.remote.store import RemoteStore, token_from_env
+
+        options.setdefault("token", token_from_env())
+        return RemoteStore(url, **options)
     raise ConfigError("store URL", redact(url), f"unsupported store scheme {parts.scheme!r} "
-                      "(supported: sqlite, redis, rediss, unix)")
+                      "(supported: sqlite, redis, rediss, unix, http)")

@@ -1,0 +1,90 @@
+"""The daemon's ASGI app: ``create_app(daemon)``.
+
+Composable: the routes of each capability are a list or a router of their own (the store
+protocol, the public API, events, metrics), and a later capability (the provider gateway)
+adds its own to the same app. Every error is JSON with a stable ``code``; a request the API
+cannot use is a 4xx naming the problem, never a 500.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from cross_instance.daemon import store_routes
+from cross_instance.daemon.guard import BodyTooLarge, Guard
+from cross_instance.daemon.once import Once
+from cross_instance.daemon.state import Daemon
+from cross_instance.daemon.wire import error_body, status_of
+from cross_instance.errors import CrossInstanceError
+
+SERVICE = "pi-xi"
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pi-cross-instance")
+    except PackageNotFoundError:  # run from a source tree
+        return "0+unknown"
+
+
+def _json_error(code: str, message: str, status: int | None = None) -> JSONResponse:
+    return JSONResponse({"code": code, "message": message, "retryable": False},
+                        status_code=status or status_of(code))
+
+
+async def _invalid(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    problems = []
+    for e in exc.errors()[:5]:
+        where = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
+        problems.append(f"{where}: {e.get('msg', 'invalid')}")
+    return _json_error("invalid_request", "; ".join(problems) or "invalid request")
+
+
+async def _known(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, CrossInstanceError)
+    body = error_body(exc)
+    return JSONResponse(body, status_code=status_of(body["code"]))
+
+
+async def _http(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
+    return _json_error(code, str(exc.detail), exc.status_code)
+
+
+async def _too_large(request: Request, exc: Exception) -> Response:
+    return _json_error("request_too_large", str(exc), 413)
+
+
+def create_app(daemon: Daemon, *, lifespan: Any = None) -> FastAPI:
+    """The app serving ``daemon``'s store: health, the store protocol, the public API."""
+    from cross_instance.daemon.api import router as api_router
+
+    app = FastAPI(title="pi-cross-instance coordinator", version=_version(),
+                  openapi_url="/v1/openapi.json", docs_url="/v1/docs", redoc_url=None,
+                  lifespan=lifespan)
+    app.state.daemon = daemon
+    app.add_exception_handler(RequestValidationError, _invalid)
+    app.add_exception_handler(CrossInstanceError, _known)
+    app.add_exception_handler(HTTPException, _http)
+    app.add_exception_handler(BodyTooLarge, _too_large)
+
+    @app.get("/v1/health", tags=["daemon"])
+    async def health() -> dict[str, Any]:
+        """Whether the daemon runs, and what it serves (the only route without the token)."""
+        return {"service": SERVICE, "version": app.version, "ok": True}
+
+    app.router.routes.extend(store_routes.routes)
+    app.include_router(api_router)
+    app.add_middleware(Once, replies=daemon.replies)
+    app.add_middleware(Guard, token=daemon.token, max_body=daemon.max_body)  # outermost
+    return app

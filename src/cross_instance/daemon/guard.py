@@ -1,0 +1,83 @@
+"""The daemon's gate, before any route: the token, and a bound on request bodies.
+
+When a token is set, every request but ``/v1/health`` must carry it (``Authorization: Bearer
+<token>``); any other gets 401 with a JSON error and nothing else (no hint of what exists). A
+body longer than ``max_body`` bytes gets 413 before it is read to the end. Plain ASGI: it
+costs one header look-up per request on the permit path.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+OPEN_PATHS = frozenset({"/v1/health"})
+
+
+def _error(status: int, code: str, message: str) -> tuple[dict[str, Any], bytes]:
+    body = json.dumps({"code": code, "message": message, "retryable": False}).encode()
+    start = {"type": "http.response.start", "status": status,
+             "headers": [(b"content-type", b"application/json"),
+                         (b"content-length", str(len(body)).encode())]}
+    return start, body
+
+
+class Guard:
+    def __init__(self, app: ASGIApp, token: str | None, max_body: int) -> None:
+        self.app = app
+        self.token = f"Bearer {token}".encode() if token else None
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.token is not None and scope["path"] not in OPEN_PATHS:
+            given = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+            if not hmac.compare_digest(given, self.token):
+                await _reply(send, 401, "unauthorized",
+                             "a valid coordinator token is required (Authorization: Bearer)")
+                return
+        length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        if length is not None:
+            try:
+                too_long = int(length) > self.max_body
+            except ValueError:
+                await _reply(send, 400, "invalid_request", "Content-Length is not a number")
+                return
+            if too_long:
+                await _reply(send, 413, "request_too_large",
+                             f"request body over {self.max_body} bytes")
+                return
+            await self.app(scope, receive, send)
+            return
+        await self.app(scope, self._bounded(receive, send), send)
+
+    def _bounded(self, receive: Receive, send: Send) -> Receive:
+        """A chunked body, cut off (413) once it passes the bound."""
+        seen = 0
+
+        async def bounded() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body:
+                    raise BodyTooLarge(self.max_body)
+            return message
+
+        return bounded
+
+
+class BodyTooLarge(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request body over {limit} bytes")
+
+
+async def _reply(send: Send, status: int, code: str, message: str) -> None:
+    start, body = _error(status, code, message)
+    await send(start)
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,192 @@
+"""What the daemon does for clients of the public API (agents in any language): it plans their
+permits from the daemon's config, waits for them in the store's queue on the event loop, and
+learns from the answers they report, exactly as ``Runtime`` does for a Python process.
+
+Promises:
+- A permit request waits first come, first served with every other waiter of the store (other
+  HTTP clients, Python runtimes on this store, other daemons on the same Redis): the store's
+  queue decides, the daemon only asks again when the store says, or at once when a release
+  went through this daemon.
+- A request sent again with the same request id is the same wait (its ticket is derived from
+  the id), so even across a restart of the daemon it is granted once.
+- A client that goes away (its connection closed, or its long-poll timed out) leaves the
+  queue; its permits stay held until it releases them or its lease runs out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from cross_instance.core.keys import Plan, plan_request
+from cross_instance.core.records import Granted, PermitRequest, Waiting
+from cross_instance.daemon.state import Daemon
+from cross_instance.errors import NotRegisteredError, RateLimitExceeded
+from cross_instance.runtime.feedback import Feedback
+from cross_instance.runtime.permit import Permit
+from cross_instance.runtime.session import Session
+from cross_instance.stores.permit_ids import new_ticket
+
+MAX_WAIT_S = 300.0
+POLL_S = 0.05  # a slot may be freed where this daemon cannot see it: ask again this often
+
+
+class HostedSession(Session):
+    """The ``Session`` of a client instance the daemon acts for: the parts of ``rt`` (locks,
+    workflows) run on it unchanged. Its lease is the client's to keep (heartbeats over HTTP),
+    so there is nothing to confirm here: the store refuses an instance it no longer knows."""
+
+    def confirm_lease(self) -> None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    request: PermitRequest
+    granted_ns: int
+
+
+def ticket_of(instance_id: str, request_id: str) -> int:
+    """The wait ticket a request id stands for (62 bits, never 0), the same in every daemon."""
+    digest = hashlib.blake2b(f"{instance_id}\x00{request_id}".encode(), digest_size=8).digest()
+    return (int.from_bytes(digest, "big") >> 2) + 1
+
+
+class Hosted:
+    """The daemon's permits for API clients: plans, published limits, grants, wake-ups."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self._plans: dict[tuple[str, str | None, int | None], Plan] = {}
+        self._published: dict[str, set[str]] = {}  # instance id -> keys published for it
+        self._grants: OrderedDict[int, Grant] = OrderedDict()
+        self._freed = asyncio.Event()
+        self.feedback = Feedback(daemon.store, Session(daemon.store, "coordinator"),
+                                 daemon.config.adaptive, daemon.log)
+
+    def freed(self) -> None:
+        """A slot was freed through this daemon: every long-poll asks again now."""
+        self._freed.set()
+        self._freed = asyncio.Event()
+
+    def plan(self, instance_id: str, provider: str, model: str | None, tokens: int | None
+             ) -> Plan:
+        cfg = self.daemon.config
+        key = (provider, model, tokens)
+        base = self._plans.get(key)
+        if base is None:
+            base = plan_request("-", cfg.resolve(provider, model), tokens, cfg.total_max_llm,
+                                True)
+            if len(self._plans) < 4096:
+                self._plans[key] = base
+        req = base.request
+        request = PermitRequest(instance_id, req.provider, req.model, req.rates, req.slots,
+                                req.tokens, True)
+        return Plan(request, base.rates, base.groups)
+
+    def forget(self, instance_id: str) -> None:
+        self._published.pop(instance_id, None)
+
+    async def _publish(self, plan: Plan) -> None:
+        iid = plan.request.instance_id
+        done = self._published.setdefault(iid, set())
+        if done.issuperset(plan.rates) and done.issuperset(plan.groups):
+            return
+        await self.daemon.run(self.daemon.store.publish_limits, iid, plan.rates, plan.groups)
+        done.update(plan.rates)
+        done.update(plan.groups)
+
+    async def acquire(self, plan: Plan, timeout_s: float, request_id: str | None,
+                      release: list[int]) -> tuple[Granted, float]:
+        """Wait for the permit (at most ``timeout_s``): the grant and the seconds waited, or
+        ``RateLimitExceeded`` with the store's estimate of when it could be had."""
+        store, req = self.daemon.store, plan.request
+        await self._publish(plan)
+        ticket = (ticket_of(req.instance_id, request_id) if request_id is not None
+                  else new_ticket())
+        started = time.monotonic()
+        deadline = started + min(timeout_s, MAX_WAIT_S)
+        queued = False
+        try:
+            while True:
+                freed = self._freed
+                answer = await self.daemon.run(store.acquire, req, ticket, release)
+                if release:
+                    release = []
+                    self.freed()
+                if isinstance(answer, Granted):
+                    queued = False
+                    self._remember(answer.permit_id, Grant(req, answer.granted_ns))
+                    return answer, time.monotonic() - started
+                queued = True
+                left = deadline - time.monotonic()
+                wait_s = _wait_s(answer)
+                if left <= 0 or (not answer.slot_blocked and wait_s > left):
+                    raise RateLimitExceeded(req.provider, req.model, max(wait_s, 0.0),
+                                            answer.reason)
+                # ask again at least every third of the waiter TTL, or the queue forgets us
+                pause = min(wait_s, left, self.daemon.config.heartbeat_timeout_ms / 3000)
+                try:
+                    await asyncio.wait_for(freed.wait(), min(pause, POLL_S)
+                                           if answer.slot_blocked else pause)
+                except TimeoutError:
+                    pass
+        except NotRegisteredError:
+            self.forget(req.instance_id)
+            raise
+        finally:
+            if queued:  # the caller left (timeout, disconnect): give its place back
+                await self.daemon.run(store.cancel_wait, ticket)
+
+    async def release(self, instance_id: str, permit_ids: list[int]) -> int:
+        count = await self.daemon.run(self.daemon.store.release, instance_id, permit_ids)
+        self.freed()
+        return count
+
+    def _remember(self, permit_id: int, grant: Grant) -> None:
+        self._grants[permit_id] = grant
+        if len(self._grants) > 100_000:
+            self._grants.popitem(last=False)
+
+    async def report(self, instance_id: str, permit_id: int, status: int | None,
+                     headers: dict[str, str] | None, usage_tokens: int | None,
+                     body: str | None) -> bool:
+        """Learn from a permit's answer; False when the permit is not known to this daemon
+        (granted by another one, or before a restart, and released since)."""
+        grant = self._grants.get(permit_id)
+        if grant is None:
+            grant = await self._recall(permit_id)
+            if grant is None:
+                return False
+        if grant.request.instance_id != instance_id:
+            return False
+        permit = Permit(grant.request.provider, grant.request.model, grant.request.tokens,
+                        permit_id, 0.0, None, grant.granted_ns, self.feedback, grant.request)
+        await self.daemon.run(self.feedback.report, permit, status, headers, body, None,
+                              usage_tokens)
+        return True
+
+    async def _recall(self, permit_id: int) -> Grant | None:
+        """A permit this daemon did not grant (or forgot), from the store's snapshot."""
+        snap = await self.daemon.run(self.daemon.store.snapshot)
+        for p in snap.permits:
+            if p.permit_id == permit_id:
+                plan = self.plan(p.instance_id, p.provider, p.model, p.tokens or None)
+                return Grant(plan.request, p.granted_ns)
+        return None
+
+
+def _wait_s(answer: Waiting) -> float:
+    return max(0.0, (answer.ready_ns - answer.now_ns) / 1e9)
+
+
+def grant_json(granted: Granted, plan: Plan, waited_s: float) -> dict[str, Any]:
+    req = plan.request
+    return {"permitId": granted.permit_id, "instanceId": req.instance_id,
+            "provider": req.provider, "model": req.model, "tokens": req.tokens,
+            "usage": granted.usage, "limit": granted.limit,
+            "waitedMs": round(waited_s * 1000, 3)}

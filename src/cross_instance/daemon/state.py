@@ -1,0 +1,48 @@
+"""What one daemon process holds: the store it serves, its config, the thread pool its store
+calls run in, the replies kept by request id, and the clients' permits it plans and learns for.
+
+The store's calls are blocking (SQLite waits for its write lock, Redis for its server): they run
+in a pool of ``STORE_THREADS`` threads so the event loop keeps serving other clients meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from cross_instance.config import Config
+from cross_instance.daemon.replies import Replies
+from cross_instance.runtime.logs import LineLog
+from cross_instance.stores.base import Store
+from cross_instance.stores.redis.connection import redact
+
+T = TypeVar("T")
+STORE_THREADS = 8
+
+
+class Daemon:
+    """The shared state of one ``pi-xi serve`` (the app's ``state.daemon``)."""
+
+    def __init__(self, store: Store, config: Config, token: str | None = None,
+                 max_body: int = 1 << 20, log: LineLog | None = None,
+                 debug: bool = False) -> None:
+        self.store = store
+        self.config = config
+        self.token = token
+        self.max_body = max_body
+        self.log = log if log is not None else LineLog(None, "coordinator")
+        self.debug = debug
+        self.serves = redact(store.url)
+        self.replies = Replies()
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=STORE_THREADS, thread_name_prefix="pi-xi-daemon-store")
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in the store's thread pool."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.store.close()

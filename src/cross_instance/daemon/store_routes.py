@@ -1,0 +1,119 @@
+"""``POST /v1/store/<operation>``: the store protocol over HTTP, for ``stores.remote``.
+
+Each operation of ``stores.remote.ops`` runs as one call of the daemon's store, with the
+arguments decoded and checked against the table (an unknown or mistyped argument is a 400
+naming it, never a 500). Operations that change state are applied once per
+``X-Pi-Request-Id`` (``daemon.once``). ``GET /v1/store`` says what the served store is and can do.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from cross_instance.daemon.replies import MAX_REQUEST_ID, Reply
+from cross_instance.daemon.state import Daemon
+from cross_instance.daemon.wire import ValidationError, decode, encode, error_body, status_of
+from cross_instance.errors import CrossInstanceError
+from cross_instance.stores.redis.connection import redact
+from cross_instance.stores.remote.ops import OPS, TAGS, Op
+
+REQUEST_ID = "x-pi-request-id"
+
+
+def reply_json(status: int, data: Any) -> Reply:
+    return status, json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def problem(code: str, message: str) -> Reply:
+    return reply_json(status_of(code), {"code": code, "message": message, "retryable": False})
+
+
+def failure(err: BaseException) -> Reply:
+    body = error_body(err)
+    return reply_json(status_of(body["code"]), body)
+
+
+def encode_result(op: Op, value: Any) -> Any:
+    if isinstance(op.result, tuple):
+        if value is None:
+            return None
+        return {"type": TAGS[type(value)], **encode(type(value), value)}
+    if op.result is None:
+        return None
+    return encode(op.result, value)
+
+
+def _method(store: Any, op: Op) -> Callable[..., Any]:
+    if op.name == "decide":
+        return store._decide  # type: ignore[no-any-return]  # the one decision of both forms
+    return getattr(store, op.name)  # type: ignore[no-any-return]
+
+
+def decode_args(op: Op, body: object) -> dict[str, Any]:
+    """The operation's arguments from a JSON object; ``ValueError`` naming the first wrong one."""
+    if not isinstance(body, dict):
+        raise ValueError("the body must be a JSON object of the operation's arguments")
+    names = {name for name, _ in op.args}
+    unknown = sorted(set(body) - names)
+    if unknown:
+        raise ValueError(f"unknown argument(s) for {op.name}: {', '.join(unknown)}")
+    args = {}
+    for name, kind in op.args:
+        if name not in body:
+            raise ValueError(f"{op.name}: missing argument {name!r}")
+        try:
+            args[name] = decode(kind, body[name])
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in (name, *first["loc"]))
+            raise ValueError(f"{op.name}: argument {where}: {first['msg']}") from None
+    return args
+
+
+async def _apply(daemon: Daemon, op: Op, args: dict[str, Any]) -> Reply:
+    try:
+        value = await daemon.run(functools.partial(_method(daemon.store, op), **args))
+    except CrossInstanceError as err:
+        return failure(err)
+    return reply_json(200, {"result": encode_result(op, value)})
+
+
+async def store_op(request: Request) -> Response:
+    daemon: Daemon = request.app.state.daemon
+    op = OPS.get(request.path_params["name"])
+    if op is None:
+        status, body = problem("not_found", f"no store operation {request.path_params['name']!r}")
+        return Response(body, status, media_type="application/json")
+    try:
+        args = decode_args(op, json.loads(await request.body()))
+    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+        status, body = problem("invalid_request", str(err))
+        return Response(body, status, media_type="application/json")
+    if len(request.headers.get(REQUEST_ID, "")) > MAX_REQUEST_ID:
+        status, body = problem("invalid_request",
+                               f"{REQUEST_ID} is longer than {MAX_REQUEST_ID} characters")
+    else:  # a resent request id is answered by daemon.once before it gets here
+        status, body = await _apply(daemon, op, args)
+    return Response(body, status, media_type="application/json")
+
+
+async def store_info(request: Request) -> Response:
+    daemon: Daemon = request.app.state.daemon
+    store = daemon.store
+    return JSONResponse({
+        "url": redact(store.url), "prefix": store.prefix,
+        "capabilities": sorted(store.capabilities), "warnings": list(store.warnings),
+        "operations": sorted(OPS)})
+
+
+routes = [
+    Route("/v1/store", store_info, methods=["GET"]),
+    Route("/v1/store/{name}", store_op, methods=["POST"]),
+]

@@ -1,0 +1,94 @@
+"""The store protocol as wire operations: each ``Store`` method is one ``POST
+/v1/store/<name>`` with its arguments as a JSON object, answered with ``{"result": ...}``.
+
+One table for both ends (the daemon's routes and ``RemoteStore``), so the two can never
+disagree on an argument's name or type. ``changes``: the operation writes; the client sends a
+request id with it, and the daemon applies a resent id once. A result that may be one of
+several records is tagged (``{"type": "granted", ...}``), never guessed from its fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from cross_instance.core.limiter import RateSpec
+from cross_instance.core.limits import AdaptiveSettings
+from cross_instance.core.locking import LockRecord, LockWaiting
+from cross_instance.core.ownership import Claim, Force, WorkflowRecord
+from cross_instance.core.records import (
+    Adjustment,
+    Event,
+    Granted,
+    InstanceRecord,
+    Outcome,
+    PermitRequest,
+    PermitState,
+    Snapshot,
+    Waiting,
+    Workload,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    name: str
+    args: tuple[tuple[str, Any], ...]
+    result: Any  # a type, or a tuple of record classes (a tagged result; None allowed)
+    changes: bool = True
+
+
+#: Tags of the records a tagged result may hold.
+TAGS: dict[type, str] = {Granted: "granted", Waiting: "waiting", LockRecord: "lock",
+                         LockWaiting: "lock_waiting"}
+BY_TAG = {tag: cls for cls, tag in TAGS.items()}
+
+_OPS = (
+    Op("now_ns", (), int, changes=False),
+    Op("register_instance", (("record", InstanceRecord),), InstanceRecord),
+    Op("rejoin_instance", (("record", InstanceRecord), ("held", list[PermitState])), int),
+    Op("heartbeat", (("instance_id", str), ("workload", Workload | None),
+                     ("usage", dict[str, int] | None)), bool),
+    Op("unregister_instance", (("instance_id", str),), None),
+    Op("list_instances", (), list[InstanceRecord], changes=False),
+    Op("reap", (), list[str]),
+    Op("set_active_model", (("instance_id", str), ("provider", str), ("model", str),
+                            ("delta", int)), None),
+    Op("clear_active_models", (("instance_id", str),), None),
+    Op("publish_limits", (("instance_id", str), ("rates", dict[str, RateSpec]),
+                          ("groups", dict[str, int])), None),
+    # acquire and try_acquire: the client always chooses the ticket, so a resent attempt is
+    # answered with the grant the first one made (also across a restart of the daemon)
+    Op("decide", (("request", PermitRequest), ("ticket", int), ("queue", bool),
+                  ("release", list[int])), (Granted, Waiting)),
+    Op("cancel_wait", (("ticket", int),), None),
+    Op("release", (("instance_id", str), ("permit_ids", list[int])), int),
+    Op("adjust_tokens", (("changes", list[tuple[str, int]]),), None),
+    Op("record_outcome", (("keys", list[str]), ("outcome", Outcome),
+                          ("policy", AdaptiveSettings)), list[Adjustment]),
+    Op("claim_workflow", (("workflow_id", str), ("instance_id", str), ("take", bool),
+                          ("auto_claim", bool), ("force", Force)), Claim),
+    Op("release_workflow", (("workflow_id", str), ("instance_id", str),
+                            ("epoch", int | None), ("by", str | None)), bool),
+    Op("get_workflow", (("workflow_id", str),), WorkflowRecord | None, changes=False),
+    Op("list_workflows", (), list[WorkflowRecord], changes=False),
+    Op("write_workflow_state", (("workflow_id", str), ("instance_id", str), ("epoch", int),
+                                ("values", dict[str, Any])), None),
+    Op("validate_epoch", (("workflow_id", str), ("instance_id", str), ("epoch", int)), None,
+       changes=False),
+    Op("read_workflow_state", (("workflow_id", str),), dict[str, Any], changes=False),
+    Op("acquire_lock", (("resource", str), ("instance_id", str), ("ttl_ns", int),
+                        ("ticket", int | None), ("wait", bool)), (LockRecord, LockWaiting)),
+    Op("cancel_lock_wait", (("ticket", int),), None),
+    Op("renew_lock", (("resource", str), ("lock_id", str), ("ttl_ns", int)),
+       LockRecord | None),
+    Op("release_lock", (("resource", str), ("lock_id", str)), bool),
+    Op("list_locks", (), list[LockRecord], changes=False),
+    Op("cleanup_expired_locks", (), list[LockRecord]),
+    Op("snapshot", (), Snapshot, changes=False),
+    Op("record_event", (("kind", str), ("instance_id", str | None),
+                        ("data", dict[str, Any])), None),
+    Op("events", (("after_id", int), ("limit", int)), list[Event], changes=False),
+    Op("reset_learned", (("keys", list[str] | None),), int),
+)
+OPS: dict[str, Op] = {op.name: op for op in _OPS}
