@@ -47,7 +47,9 @@ def task_ours(ctx: TaskContext) -> dict[str, Any]:
     from cross_instance.errors import RateLimitExceeded
     from cross_instance.hostfacts import identity as hostinfo
 
-    rt, start_failures = common.start_runtime(ctx, RATE_PER_MIN, BURST, TOTAL_MAX_LLM)
+    store_url = ctx.params.get("store")  # bench_daemon: the same run through a daemon
+    rt, start_failures = common.start_runtime(
+        ctx, RATE_PER_MIN, BURST, TOTAL_MAX_LLM, **({"store": store_url} if store_url else {}))
     store = rt.store
     assert store is not None
     seen: list[int] = []

@@ -211,7 +211,7 @@ ENV_CASES: list[tuple[str, str, str, str]] = [
      "the port must be a number from 1 to 65535"),
     ("PI_STORE_URL", "memcached://h", "crossInstance.store",
      'expected a store URL: sqlite:///dir, redis://host:6379/0, rediss://..., '
-     'unix:///path.sock (got "memcached://h")'),
+     'unix:///path.sock, http://host:port (a daemon) (got "memcached://h")'),
     ("PI_WHEN_STORE_DOWN", "open", "crossInstance.whenStoreDown",
      'expected "fail" or "local-share" (got "open")'),
     ("PI_STORE_URL", "sqlite://relative", "crossInstance.store",
@@ -290,7 +290,7 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert cfg.source == "defaults"
     assert cfg.runtime_dir == tmp_path / "home" / ".pi" / "runtime"
     assert (cfg.enabled, cfg.coordinator_port, cfg.coordinator_addr) == (
-        True, 8765, "localhost:8765")
+        True, 8765, None)
     assert (cfg.total_max_llm, cfg.heartbeat_interval_ms, cfg.heartbeat_timeout_ms) == (
         6, 2000, 10000)
     assert cfg.instance_id is None and cfg.policy_for("anyone") == InstancePolicy(1, 0)

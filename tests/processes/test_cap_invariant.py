@@ -49,7 +49,12 @@ class Auditor:
         self.problems: list[Any] = []
         self.reads = 0
         self._stop = threading.Event()
-        if "store" in cfg:
+        if cfg.get("store", "").startswith("http:"):  # the daemon's view, over HTTP
+            from cross_instance.stores import open_store
+
+            self._client = None
+            self._store = open_store(cfg["store"])
+        elif "store" in cfg:
             import redis
 
             from cross_instance.stores.redis.connection import parse_url

@@ -115,7 +115,8 @@ def runtime_dir_problem(value: str) -> str | None:
 
 def store_url_problem(value: str) -> str | None:
     """Why ``value`` is not a store URL (``sqlite:///dir``, ``redis://``, ``rediss://``,
-    ``unix://``), or None; never raises, and never echoes a password."""
+    ``unix://``, ``http://host:port`` of a daemon), or None; never raises, and never echoes a
+    password."""
     from urllib.parse import urlsplit
 
     from cross_instance.stores.redis.connection import redact
@@ -138,8 +139,11 @@ def store_url_problem(value: str) -> str | None:
         except ConfigError as err:
             return err.problem
         return None
+    if scheme == "http":  # a coordinator daemon (as coordinatorAddr)
+        return addr_problem(parts.netloc) if not parts.path.strip("/") else (
+            f"expected http://host:port of a coordinator daemon (got {show(redact(value))})")
     return (f"expected a store URL: sqlite:///dir, redis://host:6379/0, rediss://..., "
-            f"unix:///path.sock (got {show(redact(value))})")
+            f"unix:///path.sock, http://host:port (a daemon) (got {show(redact(value))})")
 
 
 def read_section(path: str, section: str) -> dict[str, Any] | None:

@@ -1,0 +1,230 @@
+"""The public HTTP API end to end, over a real socket: what a client in any language sees.
+
+The daemon serves a SQLite store of the test's own, with the config of ``make_config`` (provider
+``p``); Python runtimes on the same daemon (``store: http://...``) share its queue and limits.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from cross_instance import Runtime
+from cross_instance.config import Config
+from cross_instance.daemon.app import create_app
+from cross_instance.daemon.serve import Served
+from cross_instance.daemon.state import Daemon
+from cross_instance.stores.sqlite.store import SqliteStore
+from cross_instance.views.limits import build_limits
+from cross_instance.views.status import build_status
+from tests.helpers_runtime import make_config
+
+
+@contextmanager
+def daemon_for(tmp_path: Path, cfg: Config) -> Iterator[tuple[str, Daemon]]:
+    daemon = Daemon(SqliteStore(tmp_path / "daemon-state"), cfg)
+    try:
+        with Served(create_app(daemon)) as served:
+            yield served.addr, daemon
+    finally:
+        daemon.close()
+
+
+def post(client: httpx.Client, path: str, body: dict[str, Any], **headers: str
+         ) -> tuple[int, Any]:
+    r = client.post(path, content=json.dumps(body), headers={
+        "Content-Type": "application/json", **headers})
+    return r.status_code, r.json()
+
+
+def test_a_client_registers_takes_reports_and_releases(tmp_path):
+    cfg = make_config(tmp_path, rpm=600, burst=2, total=4, timeout_ms=5000)
+    with daemon_for(tmp_path, cfg) as (addr, _), httpx.Client(base_url=f"http://{addr}") as c:
+        status, me = post(c, "/v1/instances/register", {"instanceId": "ts-agent", "pid": 42})
+        assert status == 200 and me["instanceId"] == "ts-agent" and me["leaseMs"] == 5000
+        assert post(c, "/v1/instances/heartbeat", {"instanceId": "ts-agent",
+                                                   "pendingTasks": 3})[0] == 200
+        status, p1 = post(c, "/v1/permits/acquire", {"instanceId": "ts-agent", "provider": "p"})
+        assert status == 200 and p1["limit"] == 600 and p1["usage"] == 1
+        status, p2 = post(c, "/v1/permits/acquire", {"instanceId": "ts-agent", "provider": "p"})
+        assert status == 200
+        # the burst (2) is spent and the next token is 0.1 s away: a 0 ms wait is refused
+        status, err = post(c, "/v1/permits/acquire", {"instanceId": "ts-agent", "provider": "p",
+                                                      "timeoutMs": 0})
+        assert status == 429 and err["code"] == "RATE_LIMIT_EXCEEDED"
+        assert 0 < err["retryAfter"] <= 0.2 and err["retryable"] is True
+        # a 429 from the provider cools every instance down
+        status, rep = post(c, "/v1/permits/report", {
+            "instanceId": "ts-agent", "permitId": p1["permitId"], "status": 429,
+            "headers": {"retry-after": "7"}})
+        assert (status, rep) == (200, {"applied": True})
+        view = c.get("/v1/status").json()
+        bucket = view["providers"]["p"]
+        assert bucket["cooldownRemainingS"] > 5, bucket
+        mine = next(i for i in view["instances"] if i["instanceId"] == "ts-agent")
+        assert mine["activeRequests"] == 2 and mine["workload"]["pendingTasks"] == 3
+        assert post(c, "/v1/permits/release", {"instanceId": "ts-agent", "permitIds": [
+            p1["permitId"], p2["permitId"]]})[1] == {"released": 2}
+        assert post(c, "/v1/permits/release", {"instanceId": "ts-agent", "permitIds": [
+            p1["permitId"]]})[1] == {"released": 0}  # twice: nothing more
+        assert post(c, "/v1/instances/unregister", {"instanceId": "ts-agent"})[0] == 200
+        status, err = post(c, "/v1/instances/heartbeat", {"instanceId": "ts-agent"})
+        assert status == 404 and err["code"] == "not_registered"
+
+
+def test_status_and_limits_are_what_the_cli_prints(tmp_path):
+    cfg = make_config(tmp_path, rpm=600, burst=20)
+    with daemon_for(tmp_path, cfg) as (addr, daemon), \
+            httpx.Client(base_url=f"http://{addr}") as c:
+        post(c, "/v1/instances/register", {"instanceId": "a"})
+        post(c, "/v1/permits/acquire", {"instanceId": "a", "provider": "p"})
+        over_http = c.get("/v1/status").json()
+        direct = build_status(daemon.store, cfg)
+        for view in (over_http, direct):  # ages move on between the two reads
+            for inst in view["instances"]:
+                inst.pop("heartbeatAgeMs", None)
+        assert over_http == json.loads(json.dumps(direct))
+        assert c.get("/v1/limits", params={"provider": "p"}).json() == json.loads(json.dumps(
+            build_limits(cfg, build_status(daemon.store, cfg), "p")))
+
+
+def test_http_clients_and_python_runtimes_wait_in_one_queue(tmp_path):
+    """Cap 1: waiters over HTTP and a Python runtime through the same daemon are served in
+    the order they came."""
+    cfg = make_config(tmp_path, rpm=600_000, burst=10_000, total=1, timeout_ms=5000)
+    with daemon_for(tmp_path, cfg) as (addr, _):
+        py_cfg = make_config(tmp_path / "py", rpm=600_000, burst=10_000, total=1,
+                             timeout_ms=5000, store=f"http://{addr}")
+        order: list[str] = []
+        with Runtime.start(cwd=tmp_path, config=py_cfg, instance_id="python") as rt, \
+                httpx.Client(base_url=f"http://{addr}", timeout=30) as c:
+            for name in ("http-a", "http-c"):
+                post(c, "/v1/instances/register", {"instanceId": name})
+            first = rt.permit("p", timeout=10)
+
+            def http_waiter(name: str) -> None:
+                with httpx.Client(base_url=f"http://{addr}", timeout=30) as own:
+                    status, got = post(own, "/v1/permits/acquire", {
+                        "instanceId": name, "provider": "p", "timeoutMs": 20_000})
+                    assert status == 200, got
+                    order.append(name)
+                    post(own, "/v1/permits/release", {"instanceId": name,
+                                                      "permitIds": [got["permitId"]]})
+
+            def py_waiter() -> None:
+                with rt.permit("p", timeout=20):
+                    order.append("python")
+
+            threads = []
+            for target, args in ((http_waiter, ("http-a",)), (py_waiter, ()),
+                                 (http_waiter, ("http-c",))):
+                t = threading.Thread(target=target, args=args)
+                t.start()
+                threads.append(t)
+                _wait_queued(c, len(threads))
+            first.release()
+            for t in threads:
+                t.join(30)
+        assert order == ["http-a", "python", "http-c"]
+
+
+def _wait_queued(c: httpx.Client, n: int) -> None:
+    end = time.monotonic() + 10
+    while time.monotonic() < end:
+        if c.get("/v1/status").json()["concurrency"]["waiting"] >= n:
+            return
+        time.sleep(0.02)
+    pytest.fail(f"{n} waiters never showed in the store's queue")
+
+
+def test_workflows_and_locks_over_http(tmp_path):
+    cfg = make_config(tmp_path, timeout_ms=5000)
+    with daemon_for(tmp_path, cfg) as (addr, _), httpx.Client(base_url=f"http://{addr}") as c:
+        for name in ("one", "two"):
+            post(c, "/v1/instances/register", {"instanceId": name})
+        wf = "release/2026 → 🚀 \"quoted\" / slashes"
+        status, got = post(c, "/v1/workflows/claim", {"instanceId": "one", "workflowId": wf})
+        assert (status, got["epoch"], got["action"]) == (200, 1, "claimed")
+        status, err = post(c, "/v1/workflows/claim", {"instanceId": "two", "workflowId": wf})
+        assert status == 409 and err["code"] == "workflow_owned_by_other"
+        assert err["details"] == {"error": "workflow_owned_by_other", "ulTaskId": wf,
+                                  "ownerInstanceId": "one", "ownerPid": 0,
+                                  "outcomeCode": "NONRETRYABLE_FAILURE",
+                                  "retryRecommended": False}
+        assert post(c, "/v1/workflows/state/write", {"instanceId": "one", "workflowId": wf,
+                                                     "epoch": 1, "values": {"step": 2}})[0] == 200
+        status, got = post(c, "/v1/workflows/claim", {"instanceId": "two", "workflowId": wf,
+                                                      "force": "live"})
+        assert (status, got["epoch"], got["action"]) == (200, 2, "force_claimed")
+        status, err = post(c, "/v1/workflows/state/write", {"instanceId": "one", "workflowId": wf,
+                                                            "epoch": 1, "values": {"step": 3}})
+        assert status == 409 and err["code"] == "stale_epoch" and err["currentEpoch"] == 2
+        assert post(c, "/v1/workflows/state/read", {"workflowId": wf})[1] == {
+            "values": {"step": 2}}
+        listed = c.get("/v1/workflows").json()["workflows"]
+        assert [(w["workflowId"], w["ownerInstanceId"], w["epoch"]) for w in listed] == [
+            (wf, "two", 2)]
+
+        resource = "repo:main\tbranch"
+        status, got = post(c, "/v1/locks/acquire", {"instanceId": "one", "resource": resource,
+                                                    "ttlMs": 10_000})
+        assert status == 200 and got["lock"]["token"] == 1
+        lock = got["lock"]
+        assert post(c, "/v1/locks/acquire", {"instanceId": "two", "resource": resource,
+                                             "wait": False})[1] == {"lock": None}
+        status, err = post(c, "/v1/locks/acquire", {"instanceId": "two", "resource": resource,
+                                                    "timeoutMs": 50})
+        assert status == 408 and err["code"] == "lock_timeout" and err["holder"] == "one"
+        status, got = post(c, "/v1/locks/renew", {"resource": resource,
+                                                  "lockId": lock["lockId"], "ttlMs": 20_000})
+        assert status == 200 and got["lock"]["expiresAt"] > lock["expiresAt"]
+        status, err = post(c, "/v1/locks/renew", {"resource": resource, "lockId": "forged"})
+        assert status == 409 and err["code"] == "lock_lost"
+        assert post(c, "/v1/locks/release", {"resource": resource, "lockId": "forged"})[1] == {
+            "released": False}
+        assert post(c, "/v1/locks/release", {"resource": resource,
+                                             "lockId": lock["lockId"]})[1] == {"released": True}
+        status, got = post(c, "/v1/locks/acquire", {"instanceId": "two", "resource": resource})
+        assert status == 200 and got["lock"]["token"] == 2  # fencing tokens only go up
+
+
+def test_a_client_that_stops_heartbeating_loses_its_permits_after_its_lease(tmp_path):
+    cfg = make_config(tmp_path, total=1, rpm=600_000, burst=10_000, interval_ms=200,
+                      timeout_ms=1000)
+    daemon = Daemon(SqliteStore(tmp_path / "daemon-state"), cfg)
+    from cross_instance.daemon.serve import maintenance
+
+    app = create_app(daemon, lifespan=maintenance(daemon, None, 0.2))
+    try:
+        with Served(app) as served, httpx.Client(base_url=f"http://{served.addr}",
+                                                 timeout=30) as c:
+            post(c, "/v1/instances/register", {"instanceId": "gone", "leaseMs": 1000})
+            post(c, "/v1/instances/register", {"instanceId": "next"})
+            assert post(c, "/v1/permits/acquire", {"instanceId": "gone", "provider": "p"})[0] == 200
+            # "gone" never heartbeats again; "next" keeps its lease and waits for the slot
+            stop = threading.Event()
+
+            def beat() -> None:
+                while not stop.wait(0.2):
+                    post(c, "/v1/instances/heartbeat", {"instanceId": "next"})
+
+            threading.Thread(target=beat, daemon=True).start()
+            try:
+                status, got = post(c, "/v1/permits/acquire", {"instanceId": "next",
+                                                              "provider": "p",
+                                                              "timeoutMs": 20_000})
+            finally:
+                stop.set()
+            assert status == 200, got
+            ids = [i["instanceId"] for i in c.get("/v1/status").json()["instances"]]
+            assert "gone" not in ids
+    finally:
+        daemon.close()
