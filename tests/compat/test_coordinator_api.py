@@ -42,6 +42,8 @@ def test_module_level_api(tmp_path, monkeypatch):
         assert coordinator.cleanup_dead_instances() == []
         assert coordinator.get_coordinator_status()["myInstanceId"] == "seed-1"
         assert coordinator.matches_model_pattern("gpt-4*", "gpt-4o")
+        with coordinator.subscribe_coordinator_events(on_workflow_released=print) as sub:
+            assert sub.running and sub.last_event_id == rt.events.last(1)[-1].event_id
         with pytest.raises(ValueError, match="unknown key"):
             coordinator.unregister_instance()
             coordinator.register_instance(config_overrides={"bogus": 1})

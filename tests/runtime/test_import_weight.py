@@ -40,6 +40,7 @@ def test_the_config_schema_comes_when_a_config_is_loaded(tmp_path):
 def test_parts_and_the_sqlite_store_load_on_first_use():
     loaded = _loaded("from cross_instance import Runtime")
     lazy = ("cross_instance.coordination.locks", "cross_instance.coordination.workflows",
-            "cross_instance.coordination.instances", "cross_instance.views.status",
+            "cross_instance.coordination.instances", "cross_instance.coordination.events",
+            "cross_instance.views.status",
             "cross_instance.compat.seed", "cross_instance.stores.sqlite.store")
     assert [m for m in lazy if m in loaded] == []

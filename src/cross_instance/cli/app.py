@@ -14,7 +14,9 @@ from cross_instance.cli.common import config as _config
 from cross_instance.cli.common import emit as _emit
 from cross_instance.cli.common import fail as _fail
 from cross_instance.cli.common import open_configured_store
+from cross_instance.cli.events_cmd import events_command
 from cross_instance.cli.ownership_cmds import locks_app, workflow_app
+from cross_instance.cli.serve_cmd import serve
 from cross_instance.cli.store_cmds import store_app
 from cross_instance.config import Config
 from cross_instance.errors import CrossInstanceError, StoreError
@@ -28,6 +30,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output."
 app.add_typer(workflow_app, name="workflow")
 app.add_typer(locks_app, name="locks")
 app.add_typer(store_app, name="store")
+app.command("serve")(serve)
+app.command("events")(events_command)
 
 
 def _open_status(config: Config) -> dict[str, Any] | None:

@@ -44,6 +44,8 @@ def open_configured_store(cfg: Config) -> Store | None:
     from cross_instance.stores.sqlite.store import SqliteStore
 
     try:
+        if cfg.coordinator_addr:  # the daemon's view of the store it serves
+            return open_store(f"http://{cfg.coordinator_addr}")
         if cfg.store and not cfg.store.startswith("sqlite:"):
             return open_store(cfg.store)
         directory = Path(urlsplit(cfg.store).path) if cfg.store else cfg.runtime_dir

@@ -13,7 +13,7 @@ import dataclasses
 import os
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cross_instance.compat import seed
 from cross_instance.config import env_overrides, load_config
@@ -24,6 +24,9 @@ from cross_instance.core.modelmatch import matches_model_pattern
 from cross_instance.core.records import InstanceRecord
 from cross_instance.errors import InvalidArgument, LockRequestError, NotRegisteredError
 from cross_instance.runtime import Runtime
+
+if TYPE_CHECKING:
+    from cross_instance.coordination.events import Subscription
 
 __all__ = [
     "check_ul_workflow_ownership",
@@ -49,6 +52,7 @@ __all__ = [
     "release_lock",
     "release_workflow",
     "set_active_model",
+    "subscribe_coordinator_events",
     "try_acquire_lock",
     "ul_workflow_force_claim",
     "unregister_instance",
@@ -112,6 +116,13 @@ def is_coordinator_initialized() -> bool:
 
 def get_env_overrides() -> dict[str, object]:
     return env_overrides(os.environ)
+
+
+def subscribe_coordinator_events(**callbacks: Any) -> Subscription:
+    """The guide's ``subscribe_coordinator_events``: ``rt.events.subscribe(**callbacks)`` of
+    the process's instance, callbacks as keywords (``on_rate_limit_warning=...``,
+    ``on_instance_connected=...``); each gets the event (``docs/events.md``)."""
+    return _rt().events.subscribe(**callbacks)
 
 
 def update_heartbeat() -> None:

@@ -47,6 +47,8 @@ MOVED: dict[str, tuple[str, str]] = {
     "get_active_instances_for_model": ("instances", "using_model"),
     "get_model_parallel_limit": ("instances", "model_parallel_limit"),
     "get_model_usage_summary": ("instances", "model_usage"),
+    # monitoring (the user guide's subscribe_coordinator_events)
+    "subscribe_coordinator_events": ("events", "subscribe"),
 }
 
 

@@ -101,7 +101,9 @@ class Config:
 
     enabled: bool = True
     coordinator_port: int = 8765
-    coordinator_addr: str = "localhost:8765"
+    #: A coordinator daemon (``pi-xi serve``) at host:port: when set, ``Runtime`` uses it as
+    #: its store (``stores.remote``); None = the store below, opened in-process.
+    coordinator_addr: str | None = None
     instance_id: str | None = None
     total_max_llm: int = 6
     heartbeat_interval_ms: int = 2000
@@ -111,6 +113,9 @@ class Config:
     store: str | None = None
     #: ``"fail"`` (default): no permit without the store; ``"local-share"``: see ``degraded``.
     when_store_down: str = "fail"
+    #: Usage (share of a limit, in the last minute) above which a ``rate_limit_warning`` event
+    #: is written: at most once a minute per bucket and process (``core.events``).
+    rate_limit_warning_share: float = 0.8
     providers: Mapping[str, ProviderLimits] = field(default_factory=lambda: DEFAULT_PROVIDER_LIMITS)
     instances: Mapping[str, InstancePolicy] = field(default_factory=lambda: MappingProxyType({}))
     adaptive: AdaptiveSettings = field(default_factory=AdaptiveSettings)
@@ -143,6 +148,7 @@ class Config:
             "runtimeDir": str(self.runtime_dir),
             "store": self.store,
             "whenStoreDown": self.when_store_down,
+            "rateLimitWarningShare": self.rate_limit_warning_share,
             "providers": {name: _limits_json(p) for name, p in self.providers.items()},
             "instances": {
                 i: {"priority": p.priority, "reservedCapacity": p.reserved_capacity}
@@ -283,6 +289,7 @@ def load_config(
         runtime_dir=base / os.path.expanduser(s.runtime_dir or DEFAULT_RUNTIME_DIR),
         store=s.store,
         when_store_down=s.when_store_down,
+        rate_limit_warning_share=float(s.rate_limit_warning_share),
         providers=_providers(s),
         instances=MappingProxyType(
             {i: InstancePolicy(p.priority, p.reserved_capacity) for i, p in s.instances.items()}

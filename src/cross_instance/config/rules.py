@@ -140,8 +140,10 @@ def store_url_problem(value: str) -> str | None:
             return err.problem
         return None
     if scheme == "http":  # a coordinator daemon (as coordinatorAddr)
-        return addr_problem(parts.netloc) if not parts.path.strip("/") else (
-            f"expected http://host:port of a coordinator daemon (got {show(redact(value))})")
+        if "@" in parts.netloc or parts.path.strip("/") or parts.query:
+            return ("expected http://host:port of a coordinator daemon, without credentials "
+                    f"(the token goes in PI_COORDINATOR_TOKEN; got {show(redact(value))})")
+        return addr_problem(parts.netloc)
     return (f"expected a store URL: sqlite:///dir, redis://host:6379/0, rediss://..., "
             f"unix:///path.sock, http://host:port (a daemon) (got {show(redact(value))})")
 

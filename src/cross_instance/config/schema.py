@@ -88,7 +88,7 @@ class SectionIn(_Strict):
 
     enabled: bool = True
     coordinator_port: Annotated[int, _b("coordinatorPort")] = 8765
-    coordinator_addr: Annotated[str, _checked(addr_problem)] = "localhost:8765"
+    coordinator_addr: Annotated[str, _checked(addr_problem)] | None = None
     instance_id: Annotated[str, _checked(instance_id_problem)] | None = None
     total_max_llm: Annotated[int, _b("totalMaxLlm")] = 6
     heartbeat_interval_ms: Annotated[int, _b("heartbeatIntervalMs")] = 2000
@@ -96,6 +96,7 @@ class SectionIn(_Strict):
     runtime_dir: Annotated[str, _checked(runtime_dir_problem)] | None = None
     store: Annotated[str, _checked(store_url_problem)] | None = None
     when_store_down: Literal["fail", "local-share"] = "fail"
+    rate_limit_warning_share: Annotated[float, Field(gt=0, le=1)] = 0.8
     providers: dict[Annotated[str, _checked(provider_name_problem)], ProviderIn] = {}
     instances: dict[Annotated[str, _checked(instance_id_problem)], InstanceIn] = {}
     adaptive_rate_control: AdaptiveIn = AdaptiveIn()

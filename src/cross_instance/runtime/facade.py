@@ -1,5 +1,5 @@
 """The facade an agent process uses: ``Runtime.start()``, permits, status, and the parts
-``rt.locks``, ``rt.workflows`` and ``rt.instances``.
+``rt.locks``, ``rt.workflows``, ``rt.instances`` and ``rt.events``.
 
     with Runtime.start() as rt:
         with rt.permit("anthropic", model="claude-sonnet", tokens=1200):
@@ -27,12 +27,14 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from cross_instance.coordination.events import Events
     from cross_instance.coordination.instances import Instances
     from cross_instance.coordination.locks import Locks
     from cross_instance.coordination.workflows import Workflows
 
 from cross_instance.config import Config, load_config
 from cross_instance.config.rules import instance_id_problem
+from cross_instance.core import events as ev
 from cross_instance.core.arguments import (
     check_bool,
     check_cancel,
@@ -63,6 +65,7 @@ from cross_instance.runtime.acquire import (
     run_async,
     run_sync,
 )
+from cross_instance.runtime.announcer import Announcer
 from cross_instance.runtime.degraded import LocalShare
 from cross_instance.runtime.feedback import Feedback
 from cross_instance.runtime.logs import LineLog, log_path
@@ -78,8 +81,8 @@ from cross_instance.stores.base import Store
 class Runtime:
     """One registered instance. Thread-safe; use ``start()`` rather than the constructor.
 
-    ``locks``, ``workflows`` and ``instances`` are its parts; each sees only the ``session``
-    (store, instance id, membership, thread pool), never the runtime."""
+    ``locks``, ``workflows``, ``instances`` and ``events`` are its parts; each sees only the
+    ``session`` (store, instance id, membership, thread pool), never the runtime."""
 
     def __init__(self, config: Config, store: Store | None, *, cwd: Path,
                  instance_id: str, session_id: str) -> None:
@@ -96,8 +99,12 @@ class Runtime:
             "adaptive-rate-controller")
         # with coordination disabled (no store) there are no slots and nothing to learn
         self._slots = Slots(store, self.session, self.log) if store is not None else None
-        self._feedback = (Feedback(store, self.session, config.adaptive, self.adaptive_log)
+        self._announcer = (Announcer(store, instance_id, self.log) if store is not None
+                           else None)
+        self._feedback = (Feedback(store, self.session, config.adaptive, self.adaptive_log,
+                                   self._announcer)
                           if store is not None else None)
+        self._warnings = ev.WarningGate(config.rate_limit_warning_share)
         self._published: set[str] = set()
         self._usage: dict[str, SlidingCount] = {}
         self._plans: dict[tuple[str, str | None, int | None, bool], Plan] = {}
@@ -131,6 +138,13 @@ class Runtime:
         from cross_instance.coordination.instances import Instances
 
         return Instances(self.session, self.config.total_max_llm)
+
+    @functools.cached_property
+    def events(self) -> Events:
+        """The shared event log: ``subscribe`` to it, read it (``coordination.events``)."""
+        from cross_instance.coordination.events import Events
+
+        return Events(self.session, self.log)
 
     @property
     def _membership(self) -> Membership | None:
@@ -176,7 +190,9 @@ class Runtime:
             timing: dict[str, Any] = {"waiter_ttl_ns": ttl}
             if clock is not None:
                 timing["clock"] = clock
-            if cfg.store:
+            if cfg.coordinator_addr:  # the daemon's store: timing is the daemon's own
+                store = _open_coordinator(cfg.coordinator_addr, clock)
+            elif cfg.store:
                 store = open_store(cfg.store, **timing)
             else:  # imported here: Redis users never load the SQLite store's code
                 from cross_instance.stores.sqlite.store import SqliteStore
@@ -212,8 +228,13 @@ class Runtime:
         if self.closed:
             return
         self.session.closed = True
+        events: Events | None = self.__dict__.get("events")  # only if a caller used it
+        if events is not None:
+            events.close()
         if self._slots is not None:
             self._slots.close()
+        if self._announcer is not None:
+            self._announcer.close()  # what this instance announced, written before it leaves
         if self._membership is not None:
             self._membership.leave()
         self.session.close()
@@ -388,8 +409,21 @@ class Runtime:
             counter.add(granted.granted_ns, cost)
         assert self._slots is not None
         self._slots.granted(granted, req)
+        if self._warnings.passes(req.rates[0][0], granted.usage, granted.limit,
+                                 time.monotonic()):
+            self._warn(req, granted)
         return Permit(req.provider, req.model, req.tokens, granted.permit_id, waited,
                       self._slots, granted.granted_ns, self._feedback, req)
+
+    def _warn(self, req: PermitRequest, granted: Granted) -> None:
+        """Usage of ``req``'s first bucket (the provider's requests, which a grant reports) is
+        at or above ``rateLimitWarningShare``: announced, at most once a minute per bucket."""
+        bucket = req.rates[0][0]
+        self.log("Warning: %s at %d/%d requests (%d%%) in the last minute", _target(req),
+                 granted.usage, granted.limit, 100 * granted.usage // granted.limit)
+        if self._announcer is not None:
+            self._announcer.emit(ev.RATE_LIMIT_WARNING, ev.usage_warning(
+                bucket, granted.usage, granted.limit, self._warnings.share))
 
     def _holding(self) -> list[PermitState]:
         """The permits this process holds now, as the store knows them."""
@@ -488,6 +522,13 @@ def _check_wait_args(timeout: object, cancel: object, reports: object) -> None:
     check_seconds("timeout", timeout, PermitRequestError)
     check_cancel(cancel, PermitRequestError)
     check_bool("reports", reports, PermitRequestError)
+
+
+def _open_coordinator(addr: str, clock: Callable[[], int] | None) -> Store:
+    if clock is not None:
+        raise InvalidArgument("clock= cannot go to a coordinator daemon (coordinatorAddr is "
+                              "set): the daemon's store keeps the time")
+    return open_store(f"http://{addr}")
 
 
 def _target(req: PermitRequest) -> str:

@@ -5,16 +5,26 @@ The answer (status, headers, body, or an SDK exception carrying them) is parsed 
 learns from it); plain successes only matter for recovery, which cannot happen more often than
 ``core.adaptive.RECOVER_EVERY_NS``, so each process sends at most one per bucket per that
 interval. Adjustments are written to ``.pi/logs/adaptive-rate-controller.log``.
+
+What changed is also announced to the shared event log (``runtime.announcer``, off this
+thread): ``rate_limited`` for every 429 reported, ``limit_learned`` when a bucket's rate moved,
+``cooldown_started`` when this process moved the end of a bucket's cooldown later, and
+``cooldown_ended`` once that end has passed. The end is checked when it is due, against the
+store (one read per cooldown): if another instance has moved it later since, that instance
+announces the end instead, so each cooldown ends once in the log. If the instance that set the
+last end closes before it, no ``cooldown_ended`` is written (the cooldown still ends).
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from cross_instance.core import adaptive
+from cross_instance.core import events as ev
 from cross_instance.core.headers import Signals, parse_response
 from cross_instance.core.keys import is_requests, is_tokens, parse_key
 from cross_instance.core.limits import DEFAULT_MAX_COOLDOWN_MS, AdaptiveSettings
@@ -22,6 +32,7 @@ from cross_instance.core.records import Adjustment, Outcome, PermitRequest
 from cross_instance.runtime.logs import LineLog
 
 if TYPE_CHECKING:
+    from cross_instance.runtime.announcer import Announcer
     from cross_instance.runtime.permit import Permit
     from cross_instance.runtime.session import Session
     from cross_instance.stores.base import Store
@@ -91,13 +102,15 @@ class Feedback:
     of the store's permits: ``permit.report(...)`` arrives here."""
 
     def __init__(self, store: Store, session: Session, policy: AdaptiveSettings,
-                 log: LineLog) -> None:
+                 log: LineLog, announcer: Announcer | None = None) -> None:
         self.store = store
         self._session = session
         self.policy = policy
         self.log = log
+        self.announcer = announcer
         self._last_success: dict[str, float] = {}
         self._last_reported: dict[str, tuple[Any, ...]] = {}
+        self._cooldowns: dict[str, int] = {}  # bucket -> the latest end this process set
         self._lock = threading.Lock()
 
     def report(self, permit: Permit, status: int | None, headers: Any,
@@ -131,14 +144,64 @@ class Feedback:
                      "(adaptiveRateControl.maxCooldownMs) for %s", hint, seconds, max_ns / 1e9,
                      _target(req))
         keys = request_keys(req)
+        if signals.rate_limited and keys and self.announcer is not None:
+            self.announcer.emit(ev.RATE_LIMITED, ev.rate_limited(
+                keys[-1], signals.retry_after_s), req.instance_id)
         if not keys or not self._worth_sending(keys, outcome, signals):
             return []
         # 429s and cooldowns concern the request buckets; stated token limits their own
         keys += [key for key, *_ in outcome.reported if key not in keys]
         changes = self.store.record_outcome(keys, outcome, self.policy)
-        for c in changes:
-            self._log(req, c)
+        if changes:
+            now_ns = self.store.now_ns()
+            for c in changes:
+                self._log(req, c, now_ns)
+            self._announce(req.instance_id, outcome, changes, now_ns)
         return changes
+
+    def _announce(self, instance_id: str, outcome: Outcome, changes: list[Adjustment],
+                  now_ns: int) -> None:
+        announcer = self.announcer
+        if announcer is None:
+            return
+        stated = {key: limit for key, limit, *_ in outcome.reported}
+        for c in changes:
+            if c.new_rate != c.old_rate:
+                announcer.emit(ev.LIMIT_LEARNED, ev.limit_learned(c, stated.get(c.key)),
+                               instance_id)
+            left_ns = c.cooldown_until_ns - now_ns
+            if left_ns <= 0:
+                continue
+            with self._lock:
+                if c.cooldown_until_ns <= self._cooldowns.get(c.key, 0):
+                    continue  # this process announced this end (or a later one) already
+                self._cooldowns[c.key] = c.cooldown_until_ns
+            until_wall_ms = time.time_ns() // 1_000_000 + left_ns // 1_000_000
+            announcer.emit(ev.COOLDOWN_STARTED,
+                           ev.cooldown_started(c, left_ns / 1e9, until_wall_ms), instance_id)
+            announcer.after(left_ns / 1e9, functools.partial(self._cooldown_due, c.key))
+
+    def _cooldown_due(self, key: str) -> None:
+        """On the announcer's thread, when the end this process set for ``key`` is due:
+        announce the end once it has passed in the store, unless another instance has moved
+        it later since (that one announces it)."""
+        with self._lock:
+            mine = self._cooldowns.get(key)
+        if mine is None or self.announcer is None:
+            return
+        snap = self.store.snapshot()
+        until = next((b.cooldown_until_ns for b in snap.buckets if b.key == key), 0)
+        if snap.now_ns < until <= mine:  # not over on the store's clock yet: look again then
+            self.announcer.after((until - snap.now_ns) / 1e9,
+                                 functools.partial(self._cooldown_due, key))
+            return
+        with self._lock:
+            if self._cooldowns.get(key) != mine:
+                return  # moved later by this process meanwhile: that end has its own check
+            del self._cooldowns[key]
+        if until <= mine:
+            self.announcer.emit(ev.COOLDOWN_ENDED,
+                                ev.cooldown_ended(key, "expired" if until == mine else "reset"))
 
     def _worth_sending(self, keys: list[str], outcome: Outcome, signals: Signals) -> bool:
         if outcome.rate_limited or outcome.retry_after_ns is not None:
@@ -160,7 +223,7 @@ class Feedback:
             self._last_success[keys[0]] = now
             return True
 
-    def _log(self, req: PermitRequest, c: Adjustment) -> None:
+    def _log(self, req: PermitRequest, c: Adjustment, now_ns: int) -> None:
         target = parse_key(c.key).target
         if c.reason == "429 error detected":
             self.log("429 error detected, adjusting rate limit (%s)", target)
@@ -173,7 +236,7 @@ class Feedback:
         elif int(c.new_rate) > int(c.old_rate):
             self.log("Increased requests per minute from %d to %d (%s, %s)", c.old_rate,
                      c.new_rate, target, c.reason)
-        left = c.cooldown_until_ns - self.store.now_ns()
+        left = c.cooldown_until_ns - now_ns
         if left > 0:
             self.log("Cooldown: every instance waits %.3fs before calling %s (reported to %s)",
                      left / 1e9, target, req.instance_id)

@@ -43,6 +43,7 @@ from cross_instance.daemon.wire import decode, encode, error_from_body
 from cross_instance.errors import ConfigError, StoreError, StoreUnavailable
 from cross_instance.stores.base import FreedSlots, PermitDecisions
 from cross_instance.stores.permit_ids import new_ticket
+from cross_instance.stores.redis.connection import redact
 from cross_instance.stores.remote.ops import BY_TAG, OPS, Op
 
 REQUEST_ID = "X-Pi-Request-Id"
@@ -59,7 +60,7 @@ def parse_addr(addr: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError("coordinatorAddr", "", f"expected host:port, got {addr!r}")
+        raise ConfigError("coordinatorAddr", "", f"expected host:port, got {redact(addr)!r}")
     return host, int(port)
 
 

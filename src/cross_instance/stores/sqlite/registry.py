@@ -14,6 +14,12 @@ from cross_instance.core.records import InstanceRecord, Workload
 from cross_instance.errors import DuplicateInstanceError
 from cross_instance.hostfacts.identity import verdict
 
+#: The event log is bounded: every ``EVENTS_TRIM_EVERY``-th event deletes those more than
+#: ``EVENTS_KEPT`` older, so it holds at most ``EVENTS_KEPT + EVENTS_TRIM_EVERY`` rows (ids only
+#: grow: AUTOINCREMENT never reuses one). ``redis/lua/registry.lua`` keeps the same bound.
+EVENTS_KEPT = 10_000
+EVENTS_TRIM_EVERY = 256
+
 _COLUMNS = (
     "id, host, boot_id, pid_ns, pid, start_ticks, session_id, cwd, started_wall_ms, started_ns, "
     "heartbeat_ns, heartbeat_wall_ms, lease_ns, priority, reserved, pending, avg_latency_ms, "
@@ -62,8 +68,8 @@ def add_event(conn: sqlite3.Connection, kind: str, instance_id: str | None,
         "INSERT INTO events(wall_ms, kind, instance_id, data) VALUES(?,?,?,?)",
         (wall_ms(), kind, instance_id, json.dumps(data, sort_keys=True)),
     )
-    if cur.lastrowid and cur.lastrowid % 256 == 0:
-        conn.execute("DELETE FROM events WHERE id <= ?", (cur.lastrowid - 10_000,))
+    if cur.lastrowid and cur.lastrowid % EVENTS_TRIM_EVERY == 0:
+        conn.execute("DELETE FROM events WHERE id <= ?", (cur.lastrowid - EVENTS_KEPT,))
 
 
 def recompute_limits(conn: sqlite3.Connection, keys: Iterable[str]) -> None:

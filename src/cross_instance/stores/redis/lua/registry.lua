@@ -3,7 +3,10 @@
 -- P.."am:"..id hash JSON [provider, model] -> "count since_wall_ms"; P.."events" zset by id,
 -- P.."evseq" the last event id. Times in microseconds.
 
+-- The event log is bounded: every EVENTS_TRIM_EVERY-th event removes those more than
+-- EVENTS_KEPT older, so it holds at most EVENTS_KEPT + EVENTS_TRIM_EVERY (as the SQLite store).
 local EVENTS_KEPT = 10000
+local EVENTS_TRIM_EVERY = 256
 local UNKNOWN_BOOT = "unknown-boot"  -- core/liveness.UNKNOWN_BOOT: the system told no boot id
 
 local function add_event(P, kind, instance_id, data_json)
@@ -13,7 +16,9 @@ local function add_event(P, kind, instance_id, data_json)
   -- data is already JSON text: splice it in so its key order is kept as written
   event = string.sub(event, 1, -2) .. ',"data":' .. data_json .. "}"
   redis.call("ZADD", P .. "events", id, event)
-  if id % 256 == 0 then redis.call("ZREMRANGEBYSCORE", P .. "events", "-inf", id - EVENTS_KEPT) end
+  if id % EVENTS_TRIM_EVERY == 0 then
+    redis.call("ZREMRANGEBYSCORE", P .. "events", "-inf", id - EVENTS_KEPT)
+  end
   return id
 end
 
