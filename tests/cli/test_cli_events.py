@@ -45,11 +45,11 @@ def test_text_and_json_lines_after_and_limit(tmp_path):
         lines = [json.loads(line) for line in cli(tmp_path, "--json").stdout.splitlines()]
         assert [e["kind"] for e in lines] == ["instance_up", "workflow_claimed"]
         assert lines[1]["data"]["workflow"] == ODD and lines[1]["instanceId"] == "analyzer-1"
-        assert lines[0]["id"] < lines[1]["id"] and lines[1]["wallMs"] > 0
-        after = cli(tmp_path, "--json", "--after", str(lines[0]["id"])).stdout.splitlines()
-        assert [json.loads(line)["id"] for line in after] == [lines[1]["id"]]
+        assert lines[0]["eventId"] < lines[1]["eventId"] and lines[1]["wallMs"] > 0
+        after = cli(tmp_path, "--json", "--after", str(lines[0]["eventId"])).stdout.splitlines()
+        assert [json.loads(line)["eventId"] for line in after] == [lines[1]["eventId"]]
         newest = cli(tmp_path, "--json", "--limit", "1").stdout.splitlines()
-        assert [json.loads(line)["id"] for line in newest] == [lines[1]["id"]]
+        assert [json.loads(line)["eventId"] for line in newest] == [lines[1]["eventId"]]
         bad = cli(tmp_path, "--limit", "0")
         assert bad.returncode == 2
 

@@ -47,7 +47,8 @@ def post(client: httpx.Client, path: str, body: dict[str, Any], **headers: str
 
 def test_a_client_registers_takes_reports_and_releases(tmp_path):
     cfg = make_config(tmp_path, rpm=600, burst=2, total=4, timeout_ms=5000)
-    with daemon_for(tmp_path, cfg) as (addr, _), httpx.Client(base_url=f"http://{addr}") as c:
+    with daemon_for(tmp_path, cfg) as (addr, daemon), \
+            httpx.Client(base_url=f"http://{addr}") as c:
         status, me = post(c, "/v1/instances/register", {"instanceId": "ts-agent", "pid": 42})
         assert status == 200 and me["instanceId"] == "ts-agent" and me["leaseMs"] == 5000
         assert post(c, "/v1/instances/heartbeat", {"instanceId": "ts-agent",
@@ -66,6 +67,17 @@ def test_a_client_registers_takes_reports_and_releases(tmp_path):
             "instanceId": "ts-agent", "permitId": p1["permitId"], "status": 429,
             "headers": {"retry-after": "7"}})
         assert (status, rep) == (200, {"applied": True})
+        # ... and is announced for the client's instance, as a runtime announces its own
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            seen = {(e.kind, e.instance_id) for e in daemon.store.events(0, 1000)}
+            if {("rate_limited", "ts-agent"), ("cooldown_started", "ts-agent")} <= seen:
+                break
+            time.sleep(0.02)
+        else:
+            pytest.fail(f"no rate_limited/cooldown_started events for ts-agent: {seen}")
+        # the second permit put usage at 2 of 600 a minute: far below the warning share
+        assert ("rate_limit_warning", "ts-agent") not in seen
         view = c.get("/v1/status").json()
         bucket = view["providers"]["p"]
         assert bucket["cooldownRemainingS"] > 5, bucket
@@ -228,3 +240,20 @@ def test_a_client_that_stops_heartbeating_loses_its_permits_after_its_lease(tmp_
             assert "gone" not in ids
     finally:
         daemon.close()
+
+
+def test_usage_above_the_warning_share_is_announced_once_for_the_client(tmp_path):
+    cfg = make_config(tmp_path, rpm=10, burst=10, timeout_ms=5000)
+    with daemon_for(tmp_path, cfg) as (addr, daemon), \
+            httpx.Client(base_url=f"http://{addr}") as c:
+        post(c, "/v1/instances/register", {"instanceId": "busy"})
+        held: list[int] = []
+        for _ in range(10):  # 8 of 10 is the default share (0.8); 9 and 10 are above it too
+            status, got = post(c, "/v1/permits/acquire", {"instanceId": "busy", "provider": "p",
+                                                          "release": held})
+            assert status == 200, got
+            held = [got["permitId"]]
+        daemon.announcer.close()  # written out
+        warnings = [e for e in daemon.store.events(0, 1000) if e.kind == "rate_limit_warning"]
+        assert [(e.instance_id, e.data["used"], e.data["limit"]) for e in warnings] == [
+            ("busy", 8, 10)]

@@ -62,8 +62,8 @@ WARNING_EVERY_S = 60.0
 
 def event_json(event: Event) -> dict[str, Any]:
     """The JSON form programs read (``pi-xi events --json``, the daemon's event stream)."""
-    return {"id": event.event_id, "wallMs": event.wall_ms, "kind": event.kind,
-            "instanceId": event.instance_id, "data": event.data}
+    return {"eventId": event.event_id, "kind": event.kind, "instanceId": event.instance_id,
+            "wallMs": event.wall_ms, "data": event.data}
 
 
 def _target(bucket: str) -> dict[str, Any]:

@@ -24,7 +24,18 @@ from cross_instance.daemon.hosted import Hosted, HostedSession, grant_json
 from cross_instance.daemon.state import Daemon
 from cross_instance.errors import InvalidArgument, LockLostError, NotRegisteredError
 
-router = APIRouter(prefix="/v1")
+
+class ErrorOut(BaseModel):
+    """Every error (4xx): a stable ``code``, a message, and the fields the code defines."""
+    model_config = ConfigDict(extra="allow")
+    code: str
+    message: str
+    retryable: bool
+
+
+# errors are ErrorOut with status 400 (invalid_request), never FastAPI's 422 body
+router = APIRouter(prefix="/v1", responses={"4XX": {"model": ErrorOut,
+                                                    "description": "JSON error with a code"}})
 RequestId = Annotated[str | None, Header(alias="X-Pi-Request-Id", max_length=128)]
 Name = Annotated[str, Field(min_length=1, max_length=1024)]
 
@@ -65,9 +76,9 @@ class InstanceOut(BaseModel):
 
 class HeartbeatIn(Body):
     instance_id: Name
-    pending_tasks: Annotated[int, Field(ge=0)] = 0
+    pending_tasks: Annotated[int, Field(ge=0, lt=2**63)] = 0
     avg_latency_ms: Annotated[float, Field(ge=0)] | None = None
-    active_orchestrations: Annotated[int, Field(ge=0)] = 0
+    active_orchestrations: Annotated[int, Field(ge=0, lt=2**63)] = 0
 
 
 class InstanceIn(Body):
@@ -133,6 +144,7 @@ class AcquireIn(Body):
     timeout_ms: Annotated[int, Field(ge=0, le=300_000)] = 30_000
     release: Annotated[list[Annotated[int, Field(ge=1, lt=2**63)]],
                        Field(max_length=1000)] = []
+    reports: bool = False
 
 
 class PermitOut(BaseModel):
@@ -168,9 +180,11 @@ class ReportIn(Body):
 async def acquire(body: AcquireIn, request: Request, request_id: RequestId = None
                   ) -> PermitOut:
     """Wait for a permit (long-poll, at most ``timeoutMs``), first come first served with
-    every waiter of the store. ``release`` frees permits first, in the same step."""
+    every waiter of the store. ``release`` frees permits first, in the same step.
+    ``reports: true`` promises a report of every answer: a bucket nobody has heard from yet
+    then starts slowly (one call per interval) until the first answer states its limit."""
     hosted = _hosted(request)
-    plan = hosted.plan(body.instance_id, body.provider, body.model, body.tokens)
+    plan = hosted.plan(body.instance_id, body.provider, body.model, body.tokens, body.reports)
     granted, waited = await hosted.acquire(plan, body.timeout_ms / 1000, request_id,
                                            body.release)
     return PermitOut(**grant_json(granted, plan, waited))

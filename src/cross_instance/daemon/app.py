@@ -57,8 +57,12 @@ async def _known(request: Request, exc: Exception) -> Response:
 
 async def _http(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    if isinstance(exc.__cause__, BodyTooLarge):  # FastAPI's body reader wraps it in a 400
+        return await _too_large(request, exc.__cause__)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
-    return _json_error(code, str(exc.detail), exc.status_code)
+    reply = _json_error(code, str(exc.detail), exc.status_code)
+    reply.headers.update(exc.headers or {})  # a 405's Allow (RFC 9110)
+    return reply
 
 
 async def _too_large(request: Request, exc: Exception) -> Response:
@@ -67,7 +71,9 @@ async def _too_large(request: Request, exc: Exception) -> Response:
 
 def create_app(daemon: Daemon, *, lifespan: Any = None) -> FastAPI:
     """The app serving ``daemon``'s store: health, the store protocol, the public API."""
+    from cross_instance.daemon import events_stream, metrics
     from cross_instance.daemon.api import router as api_router
+    from cross_instance.daemon.request_log import RequestLog
 
     app = FastAPI(title="pi-cross-instance coordinator", version=_version(),
                   openapi_url="/v1/openapi.json", docs_url="/v1/docs", redoc_url=None,
@@ -85,6 +91,10 @@ def create_app(daemon: Daemon, *, lifespan: Any = None) -> FastAPI:
 
     app.router.routes.extend(store_routes.routes)
     app.include_router(api_router)
+    app.include_router(events_stream.router)  # GET /v1/events
+    app.include_router(metrics.router_for(daemon))  # GET /metrics, counting from now
     app.add_middleware(Once, replies=daemon.replies)
     app.add_middleware(Guard, token=daemon.token, max_body=daemon.max_body)  # outermost
+    if daemon.debug:  # one coordinator.log line per request (401s too), only when debugging
+        app.add_middleware(RequestLog, log=daemon.log)
     return app

@@ -22,8 +22,10 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from cross_instance.core import events as ev
 from cross_instance.core.keys import Plan, plan_request
 from cross_instance.core.records import Granted, PermitRequest, Waiting
+from cross_instance.daemon.metrics import metrics_for
 from cross_instance.daemon.state import Daemon
 from cross_instance.errors import NotRegisteredError, RateLimitExceeded
 from cross_instance.runtime.feedback import Feedback
@@ -61,31 +63,33 @@ class Hosted:
 
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
-        self._plans: dict[tuple[str, str | None, int | None], Plan] = {}
+        self._plans: dict[tuple[str, str | None, int | None, bool], Plan] = {}
         self._published: dict[str, set[str]] = {}  # instance id -> keys published for it
         self._grants: OrderedDict[int, Grant] = OrderedDict()
         self._freed = asyncio.Event()
         self.feedback = Feedback(daemon.store, Session(daemon.store, "coordinator"),
-                                 daemon.config.adaptive, daemon.log)
+                                 daemon.config.adaptive, daemon.log, daemon.announcer)
+        self.warnings = ev.WarningGate(daemon.config.rate_limit_warning_share)
+        self.metrics = metrics_for(daemon)  # the counters GET /metrics shows
 
     def freed(self) -> None:
         """A slot was freed through this daemon: every long-poll asks again now."""
         self._freed.set()
         self._freed = asyncio.Event()
 
-    def plan(self, instance_id: str, provider: str, model: str | None, tokens: int | None
-             ) -> Plan:
+    def plan(self, instance_id: str, provider: str, model: str | None, tokens: int | None,
+             reports: bool = False) -> Plan:
         cfg = self.daemon.config
-        key = (provider, model, tokens)
+        key = (provider, model, tokens, reports)
         base = self._plans.get(key)
         if base is None:
             base = plan_request("-", cfg.resolve(provider, model), tokens, cfg.total_max_llm,
-                                True)
+                                reports)
             if len(self._plans) < 4096:
                 self._plans[key] = base
         req = base.request
         request = PermitRequest(instance_id, req.provider, req.model, req.rates, req.slots,
-                                req.tokens, True)
+                                req.tokens, req.reports)
         return Plan(request, base.rates, base.groups)
 
     def forget(self, instance_id: str) -> None:
@@ -111,6 +115,7 @@ class Hosted:
         started = time.monotonic()
         deadline = started + min(timeout_s, MAX_WAIT_S)
         queued = False
+        self.metrics.wait_began(req.provider, req.model)
         try:
             while True:
                 freed = self._freed
@@ -121,6 +126,9 @@ class Hosted:
                 if isinstance(answer, Granted):
                     queued = False
                     self._remember(answer.permit_id, Grant(req, answer.granted_ns))
+                    self._warn(req, answer)
+                    self.metrics.permit_granted(req.provider, req.model,
+                                                time.monotonic() - started)
                     return answer, time.monotonic() - started
                 queued = True
                 left = deadline - time.monotonic()
@@ -139,8 +147,17 @@ class Hosted:
             self.forget(req.instance_id)
             raise
         finally:
+            self.metrics.wait_ended(req.provider, req.model)
             if queued:  # the caller left (timeout, disconnect): give its place back
                 await self.daemon.run(store.cancel_wait, ticket)
+
+    def _warn(self, req: PermitRequest, granted: Granted) -> None:
+        """A usage warning (``rateLimitWarningShare``) for the client's instance, as a
+        runtime announces its own: at most once a minute per bucket for this daemon."""
+        bucket = req.rates[0][0]
+        if self.warnings.passes(bucket, granted.usage, granted.limit, time.monotonic()):
+            self.daemon.announcer.emit(ev.RATE_LIMIT_WARNING, ev.usage_warning(
+                bucket, granted.usage, granted.limit, self.warnings.share), req.instance_id)
 
     async def release(self, instance_id: str, permit_ids: list[int]) -> int:
         count = await self.daemon.run(self.daemon.store.release, instance_id, permit_ids)
@@ -168,6 +185,8 @@ class Hosted:
                         permit_id, 0.0, None, grant.granted_ns, self.feedback, grant.request)
         await self.daemon.run(self.feedback.report, permit, status, headers, body, None,
                               usage_tokens)
+        if status == 429:
+            self.metrics.rate_limited(grant.request.provider, grant.request.model)
         return True
 
     async def _recall(self, permit_id: int) -> Grant | None:

@@ -4,6 +4,7 @@ SIGINT/SIGTERM, close the store. What it decided goes to ``.pi/logs/coordinator.
 from __future__ import annotations
 
 import os
+import signal
 import stat
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,12 @@ def open_served_store(cfg: Config, store_url: str | None) -> Store:
     return SqliteStore(cfg.runtime_dir, waiter_ttl_ns=timing["waiter_ttl_ns"])
 
 
+def _stopped(signum: int, frame: object) -> None:
+    """SIGTERM: uvicorn stops gracefully, then raises the signal again once its own handler is
+    gone; this makes that a clean exit (status 0, the store closed), not a kill."""
+    raise SystemExit(0)
+
+
 def run(cfg: Config, *, host: str, port: int, store_url: str | None = None,
         token_file: Path | None = None, debug: bool = False, cwd: Path | None = None) -> None:
     token = resolve_token(token_file)
@@ -76,8 +83,11 @@ def run(cfg: Config, *, host: str, port: int, store_url: str | None = None,
             " (token required)" if token else "")
         app = create_app(daemon, lifespan=maintenance(daemon, log,
                                                       cfg.heartbeat_interval_ms / 1000))
-        server_for(app).run(sockets=[sock])
-        log("Coordinator on %s:%d stopped", host, port)
+        signal.signal(signal.SIGTERM, _stopped)
+        try:
+            server_for(app).run(sockets=[sock])
+        finally:
+            log("Coordinator on %s:%d stopped", host, port)
     finally:
         store.close()
         log.close()

@@ -105,6 +105,17 @@ def maintenance(daemon: Daemon, log: LineLog | None, every_s: float
     return lifespan
 
 
+class _Server(uvicorn.Server):
+    """Ends the app's open event streams as soon as shutdown begins (uvicorn tells the app
+    nothing until its connections are done, and a stream is never done on its own)."""
+
+    async def shutdown(self, sockets: Any = None) -> None:
+        from cross_instance.daemon.events_stream import close_streams
+
+        close_streams(self.config.app)
+        await super().shutdown(sockets)
+
+
 def server_for(app: Any, *, log_level: str = "warning") -> uvicorn.Server:
     """A uvicorn server for ``app``: httptools and uvloop where installed, no access log."""
     try:
@@ -121,8 +132,8 @@ def server_for(app: Any, *, log_level: str = "warning") -> uvicorn.Server:
         http = "h11"
     config = uvicorn.Config(app, loop=loop, http=http, log_config=None, access_log=False,
                             log_level=log_level, lifespan="on", timeout_keep_alive=75,
-                            timeout_graceful_shutdown=2)
-    return uvicorn.Server(config)
+                            timeout_graceful_shutdown=2, proxy_headers=False)
+    return _Server(config)
 
 
 class Served:

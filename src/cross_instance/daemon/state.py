@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from cross_instance.config import Config
 from cross_instance.daemon.replies import Replies
+from cross_instance.runtime.announcer import Announcer
 from cross_instance.runtime.logs import LineLog
 from cross_instance.stores.base import Store
 from cross_instance.stores.redis.connection import redact
@@ -35,6 +36,8 @@ class Daemon:
         self.log = log if log is not None else LineLog(None, "coordinator")
         self.debug = debug
         self.serves = redact(store.url)
+        # events the daemon announces for its clients (429s, cooldowns, usage warnings)
+        self.announcer = Announcer(store, "coordinator", self.log)
         self.replies = Replies()
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=STORE_THREADS, thread_name_prefix="pi-xi-daemon-store")
@@ -44,5 +47,6 @@ class Daemon:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     def close(self) -> None:
+        self.announcer.close()
         self._pool.shutdown(wait=True, cancel_futures=True)
         self.store.close()

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from cross_instance.core.keys import parse_key
 from cross_instance.daemon.replies import MAX_REQUEST_ID, Reply
 from cross_instance.daemon.state import Daemon
 from cross_instance.daemon.wire import ValidationError, decode, encode, error_body, status_of
@@ -68,13 +69,49 @@ def decode_args(op: Op, body: object) -> dict[str, Any]:
     for name, kind in op.args:
         if name not in body:
             raise ValueError(f"{op.name}: missing argument {name!r}")
+        wrong = _unstorable(body[name])
+        if wrong is not None:
+            raise ValueError(f"{op.name}: argument {name} holds {wrong}")
         try:
             args[name] = decode(kind, body[name])
         except ValidationError as err:
             first = err.errors()[0]
             where = ".".join(str(p) for p in (name, *first["loc"]))
             raise ValueError(f"{op.name}: argument {where}: {first['msg']}") from None
+    keys = _KEYS.get(op.name)
+    for key in keys(args) if keys is not None else ():
+        parse_key(key)  # ValueError naming it
     return args
+
+
+#: The bucket and slot group keys among an operation's arguments: one that is not a key would
+#: be stored, and break every later view of the store.
+_KEYS: dict[str, Callable[[dict[str, Any]], Iterable[str]]] = {
+    "publish_limits": lambda a: [*a["rates"], *a["groups"]],
+    "decide": lambda a: [*(k for k, _ in a["request"].rates), *a["request"].slots],
+    "adjust_tokens": lambda a: [k for k, _ in a["changes"]],
+    "record_outcome": lambda a: [*a["keys"], *(r[0] for r in a["outcome"].reported)],
+    "reset_learned": lambda a: a["keys"] or (),
+}
+
+
+def _unstorable(value: object) -> str | None:
+    """What in a JSON value no store can hold and give back (text with a lone surrogate: not
+    Unicode), or None. A loop, not a recursion: the JSON may be nested deep."""
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, dict):
+            todo.extend(item)
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            todo.extend(item)
+        elif isinstance(item, str) and not item.isascii():
+            try:
+                item.encode()
+            except UnicodeEncodeError:
+                return "text that is not Unicode (a lone surrogate)"
+    return None
 
 
 async def _apply(daemon: Daemon, op: Op, args: dict[str, Any]) -> Reply:
@@ -82,6 +119,8 @@ async def _apply(daemon: Daemon, op: Op, args: dict[str, Any]) -> Reply:
         value = await daemon.run(functools.partial(_method(daemon.store, op), **args))
     except CrossInstanceError as err:
         return failure(err)
+    except (OverflowError, ValueError) as err:  # values out of the store's range (SQLite)
+        return problem("invalid_request", f"{op.name}: the store refused the arguments: {err}")
     return reply_json(200, {"result": encode_result(op, value)})
 
 
@@ -93,7 +132,7 @@ async def store_op(request: Request) -> Response:
         return Response(body, status, media_type="application/json")
     try:
         args = decode_args(op, json.loads(await request.body()))
-    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+    except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError too
         status, body = problem("invalid_request", str(err))
         return Response(body, status, media_type="application/json")
     if len(request.headers.get(REQUEST_ID, "")) > MAX_REQUEST_ID:
