@@ -11,8 +11,10 @@ together), cycles/s in total and p50/p99 of one cycle (µs):
   keep-alive: ``POST /v1/permits/acquire`` carrying the previous permit in ``release``.
 * **embedded store**: the same ``rt.permit`` loop on the SQLite store directly (no daemon).
 * **bare endpoint**: ``POST /bench/noop`` on the same app, server and process as the daemon
-  (FastAPI on uvicorn with httptools and uvloop, the same middleware), with a JSON body of the
-  same size: the ceiling of the HTTP layer.
+  (uvicorn with httptools and uvloop, the same token and request-id layers), answered where
+  the store protocol is answered, with a JSON body of the same size: the ceiling of the HTTP
+  layer for the Python clients' requests. **bare FastAPI route**: the same as a FastAPI route,
+  as the public API's routes are (the ceiling for the HTTP API clients).
 
 Limits: 10,000,000/min with burst 10,000 and totalMaxLlm 64, so nothing ever waits; the
 daemon serves a SQLite store in a temporary directory and runs in a process of its own,
@@ -99,11 +101,11 @@ def _post(conn: http.client.HTTPConnection, path: str, body: dict[str, Any]) -> 
 def task_http(ctx: TaskContext) -> dict[str, Any]:
     conn = http.client.HTTPConnection("127.0.0.1", ctx.params["port"])
     iid = f"http-bench-{ctx.index}-{os.getpid()}"
-    if ctx.params["path"] == "/bench/noop":
+    if ctx.params["path"].startswith("/bench/"):
         body = {"instanceId": iid, "provider": "bench", "release": [1]}
 
         def once() -> None:
-            _post(conn, "/bench/noop", body)
+            _post(conn, ctx.params["path"], body)
     else:
         _post(conn, "/v1/instances/register", {"instanceId": iid})
         held: list[int] = []
@@ -156,6 +158,8 @@ def main() -> None:
             for n in COUNTS:
                 for system, task, params in (
                         ("bare endpoint", task_http, {"port": port, "path": "/bench/noop"}),
+                        ("bare FastAPI route", task_http,
+                         {"port": port, "path": "/bench/noop-route"}),
                         ("daemon, Python", task_runtime, {"store": store}),
                         ("daemon, HTTP API", task_http, {"port": port, "path": "acquire"}),
                         ("embedded store", task_runtime, {})):

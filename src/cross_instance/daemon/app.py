@@ -8,6 +8,7 @@ cannot use is a 4xx naming the problem, never a 500.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from fastapi import FastAPI
@@ -33,6 +34,13 @@ def _version() -> str:
         return version("pi-cross-instance")
     except PackageNotFoundError:  # run from a source tree
         return "0+unknown"
+
+
+# FastAPI >= 0.13x looks for OpenTelemetry providers on every request unless told not to
+# (a fifth of a permit's time in the daemon); older releases have no such option
+_NO_TELEMETRY: dict[str, Any] = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters else {})
 
 
 def _json_error(code: str, message: str, status: int | None = None) -> JSONResponse:
@@ -77,7 +85,7 @@ def create_app(daemon: Daemon, *, lifespan: Any = None) -> FastAPI:
 
     app = FastAPI(title="pi-cross-instance coordinator", version=_version(),
                   openapi_url="/v1/openapi.json", docs_url="/v1/docs", redoc_url=None,
-                  lifespan=lifespan)
+                  lifespan=lifespan, **_NO_TELEMETRY)
     app.state.daemon = daemon
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(CrossInstanceError, _known)
@@ -89,10 +97,10 @@ def create_app(daemon: Daemon, *, lifespan: Any = None) -> FastAPI:
         """Whether the daemon runs, and what it serves (the only route without the token)."""
         return {"service": SERVICE, "version": app.version, "ok": True}
 
-    app.router.routes.extend(store_routes.routes)
     app.include_router(api_router)
     app.include_router(events_stream.router)  # GET /v1/events
     app.include_router(metrics.router_for(daemon))  # GET /metrics, counting from now
+    app.add_middleware(store_routes.StoreProtocol, daemon=daemon)  # /v1/store, plain ASGI
     app.add_middleware(Once, replies=daemon.replies)
     app.add_middleware(Guard, token=daemon.token, max_body=daemon.max_body)  # outermost
     if daemon.debug:  # one coordinator.log line per request (401s too), only when debugging

@@ -100,7 +100,7 @@ class Hosted:
         done = self._published.setdefault(iid, set())
         if done.issuperset(plan.rates) and done.issuperset(plan.groups):
             return
-        await self.daemon.run(self.daemon.store.publish_limits, iid, plan.rates, plan.groups)
+        await self.daemon.call(self.daemon.store.publish_limits, iid, plan.rates, plan.groups)
         done.update(plan.rates)
         done.update(plan.groups)
 
@@ -119,7 +119,7 @@ class Hosted:
         try:
             while True:
                 freed = self._freed
-                answer = await self.daemon.run(store.acquire, req, ticket, release)
+                answer = await self.daemon.call(store.acquire, req, ticket, release)
                 if release:
                     release = []
                     self.freed()
@@ -149,7 +149,7 @@ class Hosted:
         finally:
             self.metrics.wait_ended(req.provider, req.model)
             if queued:  # the caller left (timeout, disconnect): give its place back
-                await self.daemon.run(store.cancel_wait, ticket)
+                await self.daemon.call(store.cancel_wait, ticket)
 
     def _warn(self, req: PermitRequest, granted: Granted) -> None:
         """A usage warning (``rateLimitWarningShare``) for the client's instance, as a
@@ -160,7 +160,7 @@ class Hosted:
                 bucket, granted.usage, granted.limit, self.warnings.share), req.instance_id)
 
     async def release(self, instance_id: str, permit_ids: list[int]) -> int:
-        count = await self.daemon.run(self.daemon.store.release, instance_id, permit_ids)
+        count = await self.daemon.call(self.daemon.store.release, instance_id, permit_ids)
         self.freed()
         return count
 

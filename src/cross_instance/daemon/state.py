@@ -1,8 +1,12 @@
 """What one daemon process holds: the store it serves, its config, the thread pool its store
 calls run in, the replies kept by request id, and the clients' permits it plans and learns for.
 
-The store's calls are blocking (SQLite waits for its write lock, Redis for its server): they run
-in a pool of ``STORE_THREADS`` threads so the event loop keeps serving other clients meanwhile.
+The store's calls are blocking (SQLite waits for its write lock, Redis for its server). One
+operation takes tens of microseconds and is bounded by the store's own timeouts, so the hot
+ones (a permit, a release, a claim) run on the event loop itself (``call``): handing each to a
+thread costs more than the operation, in thread switches and the interpreter lock passed back
+and forth. Reads that grow with the state (snapshots, lists, event pages, reaping) run in a pool
+of ``STORE_THREADS`` threads (``run``), so the event loop keeps serving permits meanwhile.
 """
 
 from __future__ import annotations
@@ -43,8 +47,12 @@ class Daemon:
             max_workers=STORE_THREADS, thread_name_prefix="pi-xi-daemon-store")
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` in the store's thread pool."""
+        """``fn(*args)`` in the store's thread pool (a read that grows with the state)."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the event loop: one quick store operation."""
+        return fn(*args)
 
     def close(self) -> None:
         self.announcer.close()

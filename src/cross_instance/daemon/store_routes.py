@@ -13,11 +13,10 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cross_instance.core.keys import parse_key
+from cross_instance.daemon.guard import BodyTooLarge
 from cross_instance.daemon.replies import MAX_REQUEST_ID, Reply
 from cross_instance.daemon.state import Daemon
 from cross_instance.daemon.wire import ValidationError, decode, encode, error_body, status_of
@@ -26,6 +25,10 @@ from cross_instance.stores.redis.connection import redact
 from cross_instance.stores.remote.ops import OPS, TAGS, Op
 
 REQUEST_ID = "x-pi-request-id"
+REQUEST_ID_BYTES = REQUEST_ID.encode()
+# reads that grow with the state: in the daemon's thread pool, the rest on its event loop
+SLOW = frozenset({"snapshot", "list_instances", "list_workflows", "list_locks", "events",
+                  "reap", "cleanup_expired_locks"})
 
 
 def reply_json(status: int, data: Any) -> Reply:
@@ -57,8 +60,10 @@ def _method(store: Any, op: Op) -> Callable[..., Any]:
     return getattr(store, op.name)  # type: ignore[no-any-return]
 
 
-def decode_args(op: Op, body: object) -> dict[str, Any]:
-    """The operation's arguments from a JSON object; ``ValueError`` naming the first wrong one."""
+def decode_args(op: Op, body: object, escapes: bool = True) -> dict[str, Any]:
+    """The operation's arguments from a JSON object; ``ValueError`` naming the first wrong one.
+    ``escapes``: the JSON text held ``\\u`` escapes (the only way to a lone surrogate, which
+    UTF-8 cannot carry), so its text is checked for one."""
     if not isinstance(body, dict):
         raise ValueError("the body must be a JSON object of the operation's arguments")
     names = {name for name, _ in op.args}
@@ -69,7 +74,7 @@ def decode_args(op: Op, body: object) -> dict[str, Any]:
     for name, kind in op.args:
         if name not in body:
             raise ValueError(f"{op.name}: missing argument {name!r}")
-        wrong = _unstorable(body[name])
+        wrong = _unstorable(body[name]) if escapes else None
         if wrong is not None:
             raise ValueError(f"{op.name}: argument {name} holds {wrong}")
         try:
@@ -116,7 +121,8 @@ def _unstorable(value: object) -> str | None:
 
 async def _apply(daemon: Daemon, op: Op, args: dict[str, Any]) -> Reply:
     try:
-        value = await daemon.run(functools.partial(_method(daemon.store, op), **args))
+        call = functools.partial(_method(daemon.store, op), **args)
+        value = await (daemon.run(call) if op.name in SLOW else daemon.call(call))
     except CrossInstanceError as err:
         return failure(err)
     except (OverflowError, ValueError) as err:  # values out of the store's range (SQLite)
@@ -124,35 +130,73 @@ async def _apply(daemon: Daemon, op: Op, args: dict[str, Any]) -> Reply:
     return reply_json(200, {"result": encode_result(op, value)})
 
 
-async def store_op(request: Request) -> Response:
-    daemon: Daemon = request.app.state.daemon
-    op = OPS.get(request.path_params["name"])
-    if op is None:
-        status, body = problem("not_found", f"no store operation {request.path_params['name']!r}")
-        return Response(body, status, media_type="application/json")
-    try:
-        args = decode_args(op, json.loads(await request.body()))
-    except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError too
-        status, body = problem("invalid_request", str(err))
-        return Response(body, status, media_type="application/json")
-    if len(request.headers.get(REQUEST_ID, "")) > MAX_REQUEST_ID:
-        status, body = problem("invalid_request",
-                               f"{REQUEST_ID} is longer than {MAX_REQUEST_ID} characters")
-    else:  # a resent request id is answered by daemon.once before it gets here
-        status, body = await _apply(daemon, op, args)
-    return Response(body, status, media_type="application/json")
+class StoreProtocol:
+    """``/v1/store`` as plain ASGI, in front of the API app (a permit is one of these
+    requests: it skips the framework's routing and exception layers); any other path goes
+    on to ``app``."""
+
+    def __init__(self, app: ASGIApp, daemon: Daemon) -> None:
+        self.app = app
+        self.daemon = daemon
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith("/v1/store"):
+            await self.app(scope, receive, send)
+            return
+        extra: list[tuple[bytes, bytes]] = []
+        if path == "/v1/store" and scope["method"] in ("GET", "HEAD"):
+            status, body = self._info()
+        elif path.startswith("/v1/store/") and scope["method"] == "POST":
+            try:
+                data = await _body(receive)
+            except BodyTooLarge as err:
+                status, body = problem("request_too_large", str(err))
+            else:
+                status, body = await self._op(path[len("/v1/store/"):], data, scope)
+        elif path == "/v1/store" or path.startswith("/v1/store/"):
+            allow = b"GET" if path == "/v1/store" else b"POST"
+            status, body = problem("method_not_allowed",
+                                   f"{scope['method']} is not allowed on {path}")
+            extra = [(b"allow", allow)]
+        else:  # /v1/storefront and the like: not ours
+            await self.app(scope, receive, send)
+            return
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode()), *extra]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _op(self, name: str, data: bytes, scope: Scope) -> Reply:
+        op = OPS.get(name)
+        if op is None:
+            return problem("not_found", f"no store operation {name!r}")
+        request_id = next((v for k, v in scope["headers"] if k == REQUEST_ID_BYTES), b"")
+        if len(request_id) > MAX_REQUEST_ID:
+            return problem("invalid_request",
+                           f"{REQUEST_ID} is longer than {MAX_REQUEST_ID} characters")
+        try:
+            args = decode_args(op, json.loads(data), b"\\u" in data)
+        except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError too
+            return problem("invalid_request", str(err))
+        # a resent request id is answered by daemon.once before it gets here
+        return await _apply(self.daemon, op, args)
+
+    def _info(self) -> Reply:
+        store = self.daemon.store
+        return reply_json(200, {
+            "url": redact(store.url), "prefix": store.prefix,
+            "capabilities": sorted(store.capabilities), "warnings": list(store.warnings),
+            "operations": sorted(OPS)})
 
 
-async def store_info(request: Request) -> Response:
-    daemon: Daemon = request.app.state.daemon
-    store = daemon.store
-    return JSONResponse({
-        "url": redact(store.url), "prefix": store.prefix,
-        "capabilities": sorted(store.capabilities), "warnings": list(store.warnings),
-        "operations": sorted(OPS)})
-
-
-routes = [
-    Route("/v1/store", store_info, methods=["GET"]),
-    Route("/v1/store/{name}", store_op, methods=["POST"]),
-]
+async def _body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)

@@ -66,7 +66,7 @@ _STATUS = {
     E.LockTimeoutError.code: 408, E.NotRegisteredError.code: 404,
     E.StoreUnavailable.code: 503, E.StoreCorrupt.code: 500, E.StoreError.code: 500,
     E.Cancelled.code: 409, "invalid_request": 400, "unauthorized": 401, "not_found": 404,
-    "request_too_large": 413, "request_in_progress": 409,
+    "request_too_large": 413, "request_in_progress": 409, "method_not_allowed": 405,
 }
 
 

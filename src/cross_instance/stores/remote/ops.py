@@ -2,9 +2,11 @@
 /v1/store/<name>`` with its arguments as a JSON object, answered with ``{"result": ...}``.
 
 One table for both ends (the daemon's routes and ``RemoteStore``), so the two can never
-disagree on an argument's name or type. ``changes``: the operation writes; the client sends a
-request id with it, and the daemon applies a resent id once. A result that may be one of
-several records is tagged (``{"type": "granted", ...}``), never guessed from its fields.
+disagree on an argument's name or type. ``changes``: the operation writes. ``resend_safe``: it
+may be applied twice with the effect of once (a wait's ticket, a permit id, an owner's epoch
+name what it acts on), so it needs nothing more; every other write carries a request id, and
+the daemon applies a resent id once. A result that may be one of several records is tagged
+(``{"type": "granted", ...}``), never guessed from its fields.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class Op:
     args: tuple[tuple[str, Any], ...]
     result: Any  # a type, or a tuple of record classes (a tagged result; None allowed)
     changes: bool = True
+    resend_safe: bool = False
 
 
 #: Tags of the records a tagged result may hold.
@@ -48,47 +51,48 @@ _OPS = (
     Op("register_instance", (("record", InstanceRecord),), InstanceRecord),
     Op("rejoin_instance", (("record", InstanceRecord), ("held", list[PermitState])), int),
     Op("heartbeat", (("instance_id", str), ("workload", Workload | None),
-                     ("usage", dict[str, int] | None)), bool),
-    Op("unregister_instance", (("instance_id", str),), None),
+                     ("usage", dict[str, int] | None)), bool, resend_safe=True),
+    Op("unregister_instance", (("instance_id", str),), None, resend_safe=True),
     Op("list_instances", (), list[InstanceRecord], changes=False),
-    Op("reap", (), list[str]),
+    Op("reap", (), list[str], resend_safe=True),
     Op("set_active_model", (("instance_id", str), ("provider", str), ("model", str),
                             ("delta", int)), None),
-    Op("clear_active_models", (("instance_id", str),), None),
+    Op("clear_active_models", (("instance_id", str),), None, resend_safe=True),
     Op("publish_limits", (("instance_id", str), ("rates", dict[str, RateSpec]),
-                          ("groups", dict[str, int])), None),
+                          ("groups", dict[str, int])), None, resend_safe=True),
     # acquire and try_acquire: the client always chooses the ticket, so a resent attempt is
     # answered with the grant the first one made (also across a restart of the daemon)
     Op("decide", (("request", PermitRequest), ("ticket", int), ("queue", bool),
-                  ("release", list[int])), (Granted, Waiting)),
-    Op("cancel_wait", (("ticket", int),), None),
-    Op("release", (("instance_id", str), ("permit_ids", list[int])), int),
+                  ("release", list[int])), (Granted, Waiting), resend_safe=True),
+    Op("cancel_wait", (("ticket", int),), None, resend_safe=True),
+    Op("release", (("instance_id", str), ("permit_ids", list[int])), int, resend_safe=True),
     Op("adjust_tokens", (("changes", list[tuple[str, int]]),), None),
     Op("record_outcome", (("keys", list[str]), ("outcome", Outcome),
                           ("policy", AdaptiveSettings)), list[Adjustment]),
     Op("claim_workflow", (("workflow_id", str), ("instance_id", str), ("take", bool),
                           ("auto_claim", bool), ("force", Force)), Claim),
     Op("release_workflow", (("workflow_id", str), ("instance_id", str),
-                            ("epoch", int | None), ("by", str | None)), bool),
+                            ("epoch", int | None), ("by", str | None)), bool, resend_safe=True),
     Op("get_workflow", (("workflow_id", str),), WorkflowRecord | None, changes=False),
     Op("list_workflows", (), list[WorkflowRecord], changes=False),
     Op("write_workflow_state", (("workflow_id", str), ("instance_id", str), ("epoch", int),
-                                ("values", dict[str, Any])), None),
+                                ("values", dict[str, Any])), None, resend_safe=True),
     Op("validate_epoch", (("workflow_id", str), ("instance_id", str), ("epoch", int)), None,
        changes=False),
     Op("read_workflow_state", (("workflow_id", str),), dict[str, Any], changes=False),
     Op("acquire_lock", (("resource", str), ("instance_id", str), ("ttl_ns", int),
-                        ("ticket", int | None), ("wait", bool)), (LockRecord, LockWaiting)),
-    Op("cancel_lock_wait", (("ticket", int),), None),
+                        ("ticket", int | None), ("wait", bool)), (LockRecord, LockWaiting),
+       resend_safe=True),
+    Op("cancel_lock_wait", (("ticket", int),), None, resend_safe=True),
     Op("renew_lock", (("resource", str), ("lock_id", str), ("ttl_ns", int)),
-       LockRecord | None),
-    Op("release_lock", (("resource", str), ("lock_id", str)), bool),
+       LockRecord | None, resend_safe=True),
+    Op("release_lock", (("resource", str), ("lock_id", str)), bool, resend_safe=True),
     Op("list_locks", (), list[LockRecord], changes=False),
-    Op("cleanup_expired_locks", (), list[LockRecord]),
+    Op("cleanup_expired_locks", (), list[LockRecord], resend_safe=True),
     Op("snapshot", (), Snapshot, changes=False),
     Op("record_event", (("kind", str), ("instance_id", str | None),
                         ("data", dict[str, Any])), None),
     Op("events", (("after_id", int), ("limit", int)), list[Event], changes=False),
-    Op("reset_learned", (("keys", list[str] | None),), int),
+    Op("reset_learned", (("keys", list[str] | None),), int, resend_safe=True),
 )
 OPS: dict[str, Op] = {op.name: op for op in _OPS}

@@ -169,8 +169,9 @@ class RemoteStore(PermitDecisions):
         args = {arg: encode(kind, value) for (arg, kind), value in zip(op.args, values,
                                                                         strict=True)}
         body = json.dumps(args, separators=(",", ":")).encode()
-        status, data = self._exchange("POST", f"/v1/store/{name}", body,
-                                      secrets.token_hex(12) if op.changes else None)
+        status, data = self._exchange(
+            "POST", f"/v1/store/{name}", body,
+            secrets.token_hex(12) if op.changes and not op.resend_safe else None)
         if status != 200:
             raise error_from_body(data, status)
         result = data.get("result") if isinstance(data, dict) else None
