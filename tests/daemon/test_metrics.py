@@ -139,3 +139,18 @@ def test_metrics_need_the_token(tmp_path: Path) -> None:
         assert http.get("/v1/health").status_code == 200
         http.headers["Authorization"] = f"Bearer {token}"
         assert value(scrape(http), "pi_xi_store_up") == 1
+
+
+def test_permits_of_python_runtimes_through_the_daemon_are_counted(tmp_path: Path) -> None:
+    from cross_instance import Runtime
+    from tests.helpers_runtime import make_config
+
+    with serve_store(open_store(f"sqlite://{tmp_path / 'state'}")) as addr, \
+            httpx.Client(base_url=f"http://{addr}") as http:
+        cfg = make_config(tmp_path / "py", store=f"http://{addr}")
+        with Runtime.start(cwd=tmp_path, config=cfg, instance_id="py-1") as rt:
+            for _ in range(3):
+                with rt.permit("p", model="m-1"):
+                    pass
+        assert value(scrape(http), "pi_xi_remote_permits_granted_total",
+                     provider="p", model="m-1") == 3

@@ -97,6 +97,10 @@ class DaemonMetrics:
         reg = self.registry
         self.granted = Counter("pi_xi_permits_granted", "Permits this daemon granted to its "
                                "HTTP clients", pm, registry=reg)
+        self.remote_granted = Counter(
+            "pi_xi_remote_permits_granted", "Permits the store granted to Python runtimes that "
+            "use this daemon as their store (their waits are timed by the runtimes)", pm,
+            registry=reg)
         self.wait_seconds = Histogram("pi_xi_permit_wait_seconds", "Seconds an HTTP client's "
                                       "permit request waited before it was granted", pm,
                                       buckets=WAIT_BUCKETS, registry=reg)
@@ -135,6 +139,9 @@ class DaemonMetrics:
         labels = self.labels(provider, model)
         self.granted.labels(*labels).inc()
         self.wait_seconds.labels(*labels).observe(waited_s)
+
+    def remote_permit_granted(self, provider: str, model: str | None) -> None:
+        self.remote_granted.labels(*self.labels(provider, model)).inc()
 
     def rate_limited(self, provider: str, model: str | None) -> None:
         self.rate_limited_reported.labels(*self.labels(provider, model)).inc()

@@ -16,7 +16,9 @@ from typing import Any
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cross_instance.core.keys import parse_key
+from cross_instance.core.records import Granted
 from cross_instance.daemon.guard import BodyTooLarge
+from cross_instance.daemon.metrics import metrics_for
 from cross_instance.daemon.replies import MAX_REQUEST_ID, Reply
 from cross_instance.daemon.state import Daemon
 from cross_instance.daemon.wire import ValidationError, decode, encode, error_body, status_of
@@ -127,6 +129,9 @@ async def _apply(daemon: Daemon, op: Op, args: dict[str, Any]) -> Reply:
         return failure(err)
     except (OverflowError, ValueError) as err:  # values out of the store's range (SQLite)
         return problem("invalid_request", f"{op.name}: the store refused the arguments: {err}")
+    if op.name == "decide" and isinstance(value, Granted):
+        request = args["request"]
+        metrics_for(daemon).remote_permit_granted(request.provider, request.model)
     return reply_json(200, {"result": encode_result(op, value)})
 
 
