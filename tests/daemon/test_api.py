@@ -257,3 +257,59 @@ def test_usage_above_the_warning_share_is_announced_once_for_the_client(tmp_path
         warnings = [e for e in daemon.store.events(0, 1000) if e.kind == "rate_limit_warning"]
         assert [(e.instance_id, e.data["used"], e.data["limit"]) for e in warnings] == [
             ("busy", 8, 10)]
+
+
+def test_two_daemons_on_one_redis_share_the_queue_and_the_limit(tmp_path):
+    """Daemons on several hosts share one Redis: a waiter at one is served by a release at
+    the other, and neither grants beyond the shared cap."""
+    from cross_instance.stores import open_store
+    from tests.conftest import redis_prefix
+
+    cfg = make_config(tmp_path, total=1, rpm=600_000, burst=10_000, timeout_ms=5000)
+    with redis_prefix() as url:
+        a, b = (Daemon(open_store(url), cfg) for _ in range(2))
+        try:
+            with Served(create_app(a)) as sa, Served(create_app(b)) as sb, \
+                    httpx.Client(base_url=f"http://{sa.addr}", timeout=30) as ca, \
+                    httpx.Client(base_url=f"http://{sb.addr}", timeout=30) as cb:
+                post(ca, "/v1/instances/register", {"instanceId": "at-a"})
+                post(cb, "/v1/instances/register", {"instanceId": "at-b"})
+                status, held = post(ca, "/v1/permits/acquire", {"instanceId": "at-a",
+                                                                "provider": "p"})
+                assert status == 200
+                status, err = post(cb, "/v1/permits/acquire", {"instanceId": "at-b",
+                                                               "provider": "p", "timeoutMs": 200})
+                assert status == 429 and err["code"] == "RATE_LIMIT_EXCEEDED"  # cap 1, held
+                got: list[tuple[int, Any]] = []
+                waiter = threading.Thread(target=lambda: got.append(post(
+                    cb, "/v1/permits/acquire", {"instanceId": "at-b", "provider": "p",
+                                                "timeoutMs": 20_000})))
+                waiter.start()
+                _wait_queued(ca, 1)  # b's waiter, seen through a
+                post(ca, "/v1/permits/release", {"instanceId": "at-a",
+                                                 "permitIds": [held["permitId"]]})
+                waiter.join(30)
+                assert got and got[0][0] == 200, got
+        finally:
+            a.close()
+            b.close()
+
+
+def test_the_cli_shows_the_daemons_view_with_the_coordinator_address(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    cfg = make_config(tmp_path, timeout_ms=5000)
+    with daemon_for(tmp_path, cfg) as (addr, _), httpx.Client(base_url=f"http://{addr}") as c:
+        post(c, "/v1/instances/register", {"instanceId": "seen-by-cli"})
+        env = {**os.environ, "PI_COORDINATOR_ADDR": addr, "HOME": str(tmp_path),
+               "PI_RUNTIME_DIR": str(tmp_path / "elsewhere")}
+        out = subprocess.run(
+            [sys.executable, "-c", "from cross_instance.cli.app import main; main()",
+             "status", "--json"], cwd=tmp_path, env=env, capture_output=True, text=True,
+            timeout=60)
+        assert out.returncode == 0, out.stderr
+        view = json.loads(out.stdout)
+        assert [i["instanceId"] for i in view["instances"]] == ["seen-by-cli"]
+        assert view["store"].startswith("http://")

@@ -8,11 +8,12 @@ applied once. Errors are ``{"code", "message", "retryable", ...}`` (``daemon.wir
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
@@ -20,7 +21,7 @@ from cross_instance.config.rules import instance_id_problem
 from cross_instance.core.liveness import UNKNOWN_BOOT, Domain
 from cross_instance.core.locking import LockRecord
 from cross_instance.core.records import InstanceRecord, Workload
-from cross_instance.daemon.hosted import Hosted, HostedSession, grant_json
+from cross_instance.daemon.hosted import Hosted, HostedSession, grant_json, hosted_of
 from cross_instance.daemon.state import Daemon
 from cross_instance.errors import InvalidArgument, LockLostError, NotRegisteredError
 
@@ -50,10 +51,7 @@ def _daemon(request: Request) -> Daemon:
 
 
 def _hosted(request: Request) -> Hosted:
-    hosted: Hosted | None = getattr(request.app.state, "hosted", None)
-    if hosted is None:
-        hosted = request.app.state.hosted = Hosted(_daemon(request))
-    return hosted
+    return hosted_of(_daemon(request))
 
 
 # --- instances ------------------------------------------------------------------------------
@@ -103,7 +101,7 @@ async def register(body: RegisterIn, request: Request) -> InstanceOut:
         pid=body.pid, start_ticks=0, session_id=body.session_id, cwd=body.cwd,
         started_wall_ms=time.time_ns() // 10**6, lease_ns=lease_ms * 10**6,
         priority=policy.priority, reserved=policy.reserved_capacity)
-    await daemon.run(daemon.store.register_instance, record)
+    await daemon.call(daemon.store.register_instance, record)
     _hosted(request).forget(iid)
     daemon.log("Instance %s registered over HTTP from %s", iid, client)
     return InstanceOut(instanceId=iid, leaseMs=lease_ms,
@@ -115,11 +113,15 @@ async def register(body: RegisterIn, request: Request) -> InstanceOut:
 async def heartbeat(body: HeartbeatIn, request: Request) -> dict[str, bool]:
     """Renew the lease; ``not_registered`` (404) when the instance was judged dead: register
     again, its permits are gone."""
-    daemon = _daemon(request)
-    alive = await daemon.run(daemon.store.heartbeat, body.instance_id, Workload(
+    return await instance_heartbeat(_daemon(request), body, None)
+
+
+async def instance_heartbeat(daemon: Daemon, body: HeartbeatIn, request_id: str | None
+                             ) -> dict[str, bool]:
+    alive = await daemon.call(daemon.store.heartbeat, body.instance_id, Workload(
         body.pending_tasks, body.avg_latency_ms, body.active_orchestrations))
     if not alive:
-        _hosted(request).forget(body.instance_id)
+        hosted_of(daemon).forget(body.instance_id)
         raise NotRegisteredError(f"instance {body.instance_id} is not registered (judged dead "
                                  "or never registered): register again")
     return {"ok": True}
@@ -129,7 +131,7 @@ async def heartbeat(body: HeartbeatIn, request: Request) -> dict[str, bool]:
 async def unregister(body: InstanceIn, request: Request) -> dict[str, bool]:
     """Remove the instance and free everything it held. Idempotent."""
     daemon = _daemon(request)
-    await daemon.run(daemon.store.unregister_instance, body.instance_id)
+    await daemon.call(daemon.store.unregister_instance, body.instance_id)
     _hosted(request).forget(body.instance_id)
     _hosted(request).freed()
     return {"ok": True}
@@ -175,26 +177,39 @@ class ReportIn(Body):
     body: Annotated[str, Field(max_length=65536)] | None = None
 
 
-@router.post("/permits/acquire", tags=["permits"],
+@router.post("/permits/acquire", tags=["permits"], response_model=PermitOut,
              responses={429: {"description": "RATE_LIMIT_EXCEEDED with retryAfter (s)"}})
 async def acquire(body: AcquireIn, request: Request, request_id: RequestId = None
-                  ) -> PermitOut:
+                  ) -> Response:
     """Wait for a permit (long-poll, at most ``timeoutMs``), first come first served with
     every waiter of the store. ``release`` frees permits first, in the same step.
     ``reports: true`` promises a report of every answer: a bucket nobody has heard from yet
     then starts slowly (one call per interval) until the first answer states its limit."""
-    hosted = _hosted(request)
+    # the document shows PermitOut; the reply is built directly (the permit path's hottest
+    # route: validating what grant_json built would cost as much as the store's decision)
+    return Response(json.dumps(await permit_acquire(_daemon(request), body, request_id),
+                               separators=(",", ":")), media_type="application/json")
+
+
+async def permit_acquire(daemon: Daemon, body: AcquireIn, request_id: str | None
+                         ) -> dict[str, Any]:
+    hosted = hosted_of(daemon)
     plan = hosted.plan(body.instance_id, body.provider, body.model, body.tokens, body.reports)
     granted, waited = await hosted.acquire(plan, body.timeout_ms / 1000, request_id,
                                            body.release)
-    return PermitOut(**grant_json(granted, plan, waited))
+    return grant_json(granted, plan, waited)
 
 
 @router.post("/permits/release", tags=["permits"])
 async def release(body: ReleaseIn, request: Request) -> dict[str, int]:
     """Free permits; ``released`` counts those the instance still held (a permit released
     twice, or another instance's, counts 0 and changes nothing)."""
-    return {"released": await _hosted(request).release(body.instance_id, body.permit_ids)}
+    return await permit_release(_daemon(request), body, None)
+
+
+async def permit_release(daemon: Daemon, body: ReleaseIn, request_id: str | None
+                         ) -> dict[str, int]:
+    return {"released": await hosted_of(daemon).release(body.instance_id, body.permit_ids)}
 
 
 @router.post("/permits/report", tags=["permits"])
@@ -202,8 +217,13 @@ async def report(body: ReportIn, request: Request) -> dict[str, bool]:
     """What the call made under a permit met: HTTP ``status``, response ``headers`` (rate-limit
     headers, ``retry-after``), ``usageTokens`` actually used. 429s and stated limits are shared
     with every instance at once."""
-    known = await _hosted(request).report(body.instance_id, body.permit_id, body.status,
-                                          body.headers, body.usage_tokens, body.body)
+    return await permit_report(_daemon(request), body, None)
+
+
+async def permit_report(daemon: Daemon, body: ReportIn, request_id: str | None
+                        ) -> dict[str, bool]:
+    known = await hosted_of(daemon).report(body.instance_id, body.permit_id, body.status,
+                                           body.headers, body.usage_tokens, body.body)
     return {"applied": known}
 
 

@@ -21,7 +21,7 @@ from cross_instance.daemon import store_routes
 from cross_instance.daemon.guard import BodyTooLarge, Guard
 from cross_instance.daemon.once import Once
 from cross_instance.daemon.state import Daemon
-from cross_instance.daemon.wire import error_body, status_of
+from cross_instance.daemon.wire import error_body, problems_message, status_of
 from cross_instance.errors import CrossInstanceError
 
 SERVICE = "pi-xi"
@@ -50,11 +50,7 @@ def _json_error(code: str, message: str, status: int | None = None) -> JSONRespo
 
 async def _invalid(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    problems = []
-    for e in exc.errors()[:5]:
-        where = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
-        problems.append(f"{where}: {e.get('msg', 'invalid')}")
-    return _json_error("invalid_request", "; ".join(problems) or "invalid request")
+    return _json_error("invalid_request", problems_message(list(exc.errors())))
 
 
 async def _known(request: Request, exc: Exception) -> Response:
@@ -81,6 +77,7 @@ def create_app(daemon: Daemon, *, lifespan: Any = None) -> FastAPI:
     """The app serving ``daemon``'s store: health, the store protocol, the public API."""
     from cross_instance.daemon import events_stream, metrics
     from cross_instance.daemon.api import router as api_router
+    from cross_instance.daemon.hot_routes import HotRoutes
     from cross_instance.daemon.request_log import RequestLog
 
     app = FastAPI(title="pi-cross-instance coordinator", version=_version(),
@@ -100,6 +97,7 @@ def create_app(daemon: Daemon, *, lifespan: Any = None) -> FastAPI:
     app.include_router(api_router)
     app.include_router(events_stream.router)  # GET /v1/events
     app.include_router(metrics.router_for(daemon))  # GET /metrics, counting from now
+    app.add_middleware(HotRoutes, daemon=daemon)  # the permit routes, plain ASGI
     app.add_middleware(store_routes.StoreProtocol, daemon=daemon)  # /v1/store, plain ASGI
     app.add_middleware(Once, replies=daemon.replies)
     app.add_middleware(Guard, token=daemon.token, max_body=daemon.max_body)  # outermost

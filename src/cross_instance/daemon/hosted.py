@@ -199,6 +199,15 @@ class Hosted:
         return None
 
 
+def hosted_of(daemon: Daemon) -> Hosted:
+    """The daemon's one ``Hosted`` (made on first use, on the event loop)."""
+    hosted: Hosted | None = getattr(daemon, "_pi_xi_hosted", None)
+    if hosted is None:
+        hosted = Hosted(daemon)
+        daemon._pi_xi_hosted = hosted  # type: ignore[attr-defined]
+    return hosted
+
+
 def _wait_s(answer: Waiting) -> float:
     return max(0.0, (answer.ready_ns - answer.now_ns) / 1e9)
 

@@ -16,7 +16,8 @@ from pydantic import TypeAdapter, ValidationError
 
 from cross_instance import errors as E
 
-__all__ = ["ValidationError", "decode", "encode", "error_body", "error_from_body", "status_of"]
+__all__ = ["ValidationError", "decode", "encode", "error_body", "error_from_body",
+           "problems_message", "status_of"]
 
 
 @functools.cache
@@ -74,6 +75,15 @@ def status_of(code: str) -> int:
     """The HTTP status of an error code (argument errors are 400)."""
     return _STATUS.get(code, 400 if code.endswith("_invalid") or code.startswith("invalid")
                        else 500)
+
+
+def problems_message(errors: list[Any]) -> str:
+    """One line naming what is wrong in a request body (pydantic's errors, the first five)."""
+    problems = []
+    for e in errors[:5]:
+        where = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
+        problems.append(f"{where}: {e.get('msg', 'invalid')}")
+    return "; ".join(problems) or "invalid request"
 
 
 def error_body(err: BaseException) -> dict[str, Any]:
