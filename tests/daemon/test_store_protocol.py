@@ -1,0 +1,36 @@
+"""The store protocol's quick path (one-step parse and check of a body without escapes) gives
+exactly what the careful path gives, and is really taken for the permit path's requests."""
+
+from __future__ import annotations
+
+import json
+
+from cross_instance.core.keys import plan_request
+from cross_instance.core.limits import ProviderLimits, resolve_limits
+from cross_instance.daemon.store_routes import decode_args, quick_args
+from cross_instance.stores.remote.ops import OPS
+from cross_instance.stores.remote.store import _request_json
+
+
+def test_a_decide_body_takes_the_quick_path_and_decodes_as_the_careful_one():
+    limits = resolve_limits(ProviderLimits(600, 20, tokens_per_minute=10_000), "openai",
+                            "gpt-4o")
+    request = plan_request("agent 1", limits, 1200, 6).request
+    body = (f'{{"request":{_request_json(request)},"ticket":42,"queue":true,'
+            f'"release":[7,8]}}').encode()
+    quick = quick_args(OPS["decide"], body)
+    assert quick is not None  # taken: no escapes, nothing wrong
+    assert quick == decode_args(OPS["decide"], json.loads(body), False)
+    assert quick["request"] == request
+
+
+def test_anything_wrong_falls_back_to_the_careful_path_that_names_it():
+    op = OPS["decide"]
+    for body in (b'{"ticket": 1}', b'{"request": {}, "ticket": 1, "queue": true, "release": [],'
+                 b' "extra": 1}', b"[1]", b"not json"):
+        assert quick_args(op, body) is None
+    # a rate bucket that is not a key: refused by both
+    bad = {"request": {"instance_id": "a", "provider": "p", "model": None,
+                       "rates": [["not a key", 1]], "slots": [], "tokens": 0,
+                       "reports": False}, "ticket": 1, "queue": True, "release": []}
+    assert quick_args(op, json.dumps(bad).encode()) is None
