@@ -313,3 +313,102 @@ def test_the_cli_shows_the_daemons_view_with_the_coordinator_address(tmp_path):
         view = json.loads(out.stdout)
         assert [i["instanceId"] for i in view["instances"]] == ["seen-by-cli"]
         assert view["store"].startswith("http://")
+
+
+def _raw_post_then_close(addr: str, path: str, body: dict[str, Any]) -> None:
+    """A client that sends a long-poll and goes away before its answer."""
+    import socket
+
+    host, port = addr.rsplit(":", 1)
+    data = json.dumps(body).encode()
+    with socket.create_connection((host, int(port))) as s:
+        s.sendall(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Type: application/json\r\nContent-Length: "
+                  + str(len(data)).encode() + b"\r\n\r\n" + data)
+        time.sleep(0.3)  # queued by now
+
+
+@pytest.mark.parametrize("what", ["permit", "lock"])
+def test_a_long_poll_whose_client_left_gives_its_place_back(tmp_path, what):
+    cfg = make_config(tmp_path, total=1, rpm=600_000, burst=10_000, timeout_ms=5000)
+    with daemon_for(tmp_path, cfg) as (addr, daemon), \
+            httpx.Client(base_url=f"http://{addr}", timeout=30) as c:
+        for name in ("holder", "ghost", "live"):
+            post(c, "/v1/instances/register", {"instanceId": name})
+        if what == "permit":
+            path, ask = "/v1/permits/acquire", {"provider": "p", "timeoutMs": 20_000}
+            held = post(c, path, {"instanceId": "holder", **ask})[1]["permitId"]
+        else:
+            path, ask = "/v1/locks/acquire", {"resource": "r", "ttlMs": 60_000,
+                                              "timeoutMs": 20_000}
+            held = post(c, path, {"instanceId": "holder", **ask})[1]["lock"]["lockId"]
+        _raw_post_then_close(addr, path, {"instanceId": "ghost", **ask})
+        got: list[tuple[int, Any]] = []
+        waiter = threading.Thread(target=lambda: got.append(post(
+            c, path, {"instanceId": "live", **ask})))
+        waiter.start()
+        time.sleep(0.3)
+        if what == "permit":
+            post(c, "/v1/permits/release", {"instanceId": "holder", "permitIds": [held]})
+        else:
+            post(c, "/v1/locks/release", {"resource": "r", "lockId": held})
+        waiter.join(30)
+        assert got and got[0][0] == 200, got
+        snap = daemon.store.snapshot()
+        assert [p.instance_id for p in snap.permits] == (["live"] if what == "permit" else [])
+        if what == "lock":
+            assert [lk.holder for lk in daemon.store.list_locks()] == ["live"]
+
+
+def test_numbers_and_text_no_store_could_give_back_are_refused_by_name(tmp_path):
+    from tests.conftest import redis_prefix
+
+    cfg = make_config(tmp_path, timeout_ms=5000)
+    with redis_prefix() as url:  # Redis keeps numbers in its scripts as doubles
+        from cross_instance.stores import open_store
+
+        daemon = Daemon(open_store(url), cfg)
+        try:
+            with Served(create_app(daemon)) as served, \
+                    httpx.Client(base_url=f"http://{served.addr}") as c:
+                post(c, "/v1/instances/register", {"instanceId": "a"})
+                status, err = post(c, "/v1/instances/heartbeat", {
+                    "instanceId": "a", "pendingTasks": 2**63 - 1})
+                assert status == 400 and "pendingTasks" in err["message"]
+                status, err = post(c, "/v1/store/heartbeat", {
+                    "instance_id": "a", "workload": {"pending_tasks": 2**62}, "usage": None})
+                assert status == 400 and "count" in err["message"], err
+                assert c.get("/v1/status").status_code == 200  # nothing poisoned
+                post(c, "/v1/workflows/claim", {"instanceId": "a", "workflowId": "w"})
+                for values in ('{"k": "\\ud800"}', '{"k": NaN}', '{"k": 1e400}'):
+                    r = c.post("/v1/workflows/state/write", content=(
+                        '{"instanceId": "a", "workflowId": "w", "epoch": 1, "values": '
+                        + values + "}").encode(), headers={"Content-Type": "application/json"})
+                    assert r.status_code == 400 and r.json()["code"] in (
+                        "invalid_argument", "invalid_request"), (values, r.text)
+                assert post(c, "/v1/workflows/state/read", {"workflowId": "w"})[0] == 200
+                got = post(c, "/v1/permits/acquire", {"instanceId": "a", "provider": "p"})[1]
+                status, rep = post(c, "/v1/permits/report", {
+                    "instanceId": "a", "permitId": got["permitId"], "status": 200,
+                    "headers": {"x-ratelimit-limit-requests": "9" * 40,
+                                "x-ratelimit-remaining-requests": "9" * 40}})
+                assert status == 200, rep
+                assert c.get("/v1/limits").status_code == 200
+        finally:
+            daemon.close()
+
+
+def test_the_bearer_scheme_is_case_insensitive(tmp_path):
+    token = "t" * 24
+    daemon = Daemon(SqliteStore(tmp_path / "s"), make_config(tmp_path), token)
+    try:
+        with Served(create_app(daemon)) as served:
+            for scheme in ("Bearer", "bearer", "BEARER"):
+                r = httpx.get(f"http://{served.addr}/v1/status",
+                              headers={"Authorization": f"{scheme} {token}"})
+                assert r.status_code == 200, scheme
+            for bad in (f"Basic {token}", token, f"Bearer {token}x", ""):
+                r = httpx.get(f"http://{served.addr}/v1/status", headers={"Authorization": bad})
+                assert r.status_code == 401 and r.json()["code"] == "unauthorized"
+    finally:
+        daemon.close()

@@ -17,8 +17,12 @@ def my_parallel_limit(total: int, active: int) -> int:
 def weighted_share(total: int, my_priority: int, priorities: Sequence[int]) -> int:
     """This instance's share of ``total`` slots, proportional to its priority among
     ``priorities`` (all live instances, itself included). Equal priorities share equally."""
-    weight = sum(priorities) or 1
-    return max(1, total * my_priority // weight)
+    return share_of_weight(total, my_priority, sum(priorities))
+
+
+def share_of_weight(total: int, my_priority: int, weight: int) -> int:
+    """``weighted_share`` with the priorities' sum given (summed once for every instance)."""
+    return max(1, total * my_priority // (weight or 1))
 
 
 def dynamic_parallel_limit(total: int, my_pending: int, all_pending: Sequence[int]) -> int:

@@ -21,6 +21,7 @@ from cross_instance.config.rules import instance_id_problem
 from cross_instance.core.liveness import UNKNOWN_BOOT, Domain
 from cross_instance.core.locking import LockRecord
 from cross_instance.core.records import InstanceRecord, Workload
+from cross_instance.daemon.disconnect import ClientGone, until_disconnect
 from cross_instance.daemon.hosted import Hosted, HostedSession, grant_json, hosted_of
 from cross_instance.daemon.state import Daemon
 from cross_instance.errors import InvalidArgument, LockLostError, NotRegisteredError
@@ -39,6 +40,7 @@ router = APIRouter(prefix="/v1", responses={"4XX": {"model": ErrorOut,
                                                     "description": "JSON error with a code"}})
 RequestId = Annotated[str | None, Header(alias="X-Pi-Request-Id", max_length=128)]
 Name = Annotated[str, Field(min_length=1, max_length=1024)]
+MAX_COUNT = 2**53 - 1
 
 
 class Body(BaseModel):
@@ -74,9 +76,10 @@ class InstanceOut(BaseModel):
 
 class HeartbeatIn(Body):
     instance_id: Name
-    pending_tasks: Annotated[int, Field(ge=0, lt=2**63)] = 0
-    avg_latency_ms: Annotated[float, Field(ge=0)] | None = None
-    active_orchestrations: Annotated[int, Field(ge=0, lt=2**63)] = 0
+    # counts a store keeps exactly everywhere (Redis scripts hold numbers as doubles)
+    pending_tasks: Annotated[int, Field(ge=0, le=MAX_COUNT)] = 0
+    avg_latency_ms: Annotated[float, Field(ge=0, le=1e12, allow_inf_nan=False)] | None = None
+    active_orchestrations: Annotated[int, Field(ge=0, le=MAX_COUNT)] = 0
 
 
 class InstanceIn(Body):
@@ -314,7 +317,14 @@ async def release_workflow(body: WorkflowReleaseIn, request: Request) -> dict[st
 @router.post("/workflows/state/write", tags=["workflows"],
              responses={409: {"description": "stale_epoch"}})
 async def write_state(body: StateWriteIn, request: Request) -> dict[str, bool]:
-    """A fenced write: applied only while ``instanceId`` owns the workflow at ``epoch``."""
+    """A fenced write: applied only while ``instanceId`` owns the workflow at ``epoch``.
+    ``values`` is JSON a store gives back as it was: no lone surrogates, no NaN or
+    infinities, integers within 64 bits."""
+    from cross_instance.daemon.store_routes import unstorable
+
+    wrong = unstorable(body.values)
+    if wrong is not None:
+        raise InvalidArgument(f"values holds {wrong}")
     wf = _workflows(request, body.instance_id)
     await _daemon(request).run(wf.write_state, body.workflow_id, body.epoch, body.values)
     return {"ok": True}
@@ -363,7 +373,7 @@ def _lock_json(r: LockRecord) -> dict[str, Any]:
 
 @router.post("/locks/acquire", tags=["locks"],
              responses={408: {"description": "lock_timeout"}})
-async def acquire_lock(body: LockIn, request: Request) -> dict[str, Any]:
+async def acquire_lock(body: LockIn, request: Request) -> Any:
     """Take a TTL lock with a fencing ``token``: with ``wait`` in arrival order for at most
     ``timeoutMs`` (``lock_timeout`` after it), without it ``{"lock": null}`` when taken."""
     from cross_instance.coordination.locks import Locks
@@ -374,7 +384,11 @@ async def acquire_lock(body: LockIn, request: Request) -> dict[str, Any]:
         held = await _daemon(request).run(locks.try_acquire, body.resource, ttl)
         return {"lock": None if held is None else _lock_json(held.record)}
     timeout = 300.0 if body.timeout_ms is None else body.timeout_ms / 1000
-    held = await locks.aacquire(body.resource, ttl, timeout)
+    try:
+        held = await until_disconnect(locks.aacquire(body.resource, ttl, timeout),
+                                      request.receive)
+    except ClientGone:  # its place in the queue went back; nobody reads this answer
+        return Response(status_code=499)
     return {"lock": _lock_json(held.record)}
 
 

@@ -28,7 +28,7 @@ def _error(status: int, code: str, message: str) -> tuple[dict[str, Any], bytes]
 class Guard:
     def __init__(self, app: ASGIApp, token: str | None, max_body: int) -> None:
         self.app = app
-        self.token = f"Bearer {token}".encode() if token else None
+        self.token = token.encode() if token else None
         self.max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -37,7 +37,9 @@ class Guard:
             return
         if self.token is not None and scope["path"] not in OPEN_PATHS:
             given = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
-            if not hmac.compare_digest(given, self.token):
+            scheme, _, credentials = given.partition(b" ")
+            if not (scheme.lower() == b"bearer"  # the scheme is case-insensitive (RFC 9110)
+                    and hmac.compare_digest(credentials.strip(), self.token)):
                 await _reply(send, 401, "unauthorized",
                              "a valid coordinator token is required (Authorization: Bearer)")
                 return

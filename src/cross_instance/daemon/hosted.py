@@ -34,7 +34,9 @@ from cross_instance.runtime.session import Session
 from cross_instance.stores.permit_ids import new_ticket
 
 MAX_WAIT_S = 300.0
-POLL_S = 0.05  # a slot may be freed where this daemon cannot see it: ask again this often
+POLL_S = 0.05  # a slot may be freed where this daemon cannot see it: ask again this often,
+POLL_SHARERS = 5  # ... while at most this many wait (then each asks proportionally less)
+WAKE_AHEAD = 4  # a release here wakes the waiters this near the head of the queue at once
 
 
 class HostedSession(Session):
@@ -67,6 +69,7 @@ class Hosted:
         self._published: dict[str, set[str]] = {}  # instance id -> keys published for it
         self._grants: OrderedDict[int, Grant] = OrderedDict()
         self._freed = asyncio.Event()
+        self._waiting = 0  # permit requests waiting in this daemon now
         self.feedback = Feedback(daemon.store, Session(daemon.store, "coordinator"),
                                  daemon.config.adaptive, daemon.log, daemon.announcer)
         self.warnings = ev.WarningGate(daemon.config.rate_limit_warning_share)
@@ -116,6 +119,7 @@ class Hosted:
         deadline = started + min(timeout_s, MAX_WAIT_S)
         queued = False
         self.metrics.wait_began(req.provider, req.model)
+        self._waiting += 1
         try:
             while True:
                 freed = self._freed
@@ -137,16 +141,26 @@ class Hosted:
                     raise RateLimitExceeded(req.provider, req.model, max(wait_s, 0.0),
                                             answer.reason)
                 # ask again at least every third of the waiter TTL, or the queue forgets us
-                pause = min(wait_s, left, self.daemon.config.heartbeat_timeout_ms / 3000)
+                pause = min(left, self.daemon.config.heartbeat_timeout_ms / 3000)
+                if answer.slot_blocked:
+                    # a slot freed elsewhere is found by asking again (the rate tokens are
+                    # there: ready_ns says nothing of slots), each waiter less often when many
+                    # wait, so the store's load stays about the same
+                    pause = min(pause, POLL_S * max(1.0, self._waiting / POLL_SHARERS))
+                    if answer.ahead > WAKE_AHEAD:
+                        await asyncio.sleep(pause)  # a release here cannot be ours yet
+                        continue
+                else:
+                    pause = min(pause, wait_s)
                 try:
-                    await asyncio.wait_for(freed.wait(), min(pause, POLL_S)
-                                           if answer.slot_blocked else pause)
+                    await asyncio.wait_for(freed.wait(), pause)
                 except TimeoutError:
                     pass
         except NotRegisteredError:
             self.forget(req.instance_id)
             raise
         finally:
+            self._waiting -= 1
             self.metrics.wait_ended(req.provider, req.model)
             if queued:  # the caller left (timeout, disconnect): give its place back
                 await self.daemon.call(store.cancel_wait, ticket)

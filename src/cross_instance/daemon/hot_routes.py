@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cross_instance.daemon import api
+from cross_instance.daemon.disconnect import ClientGone, until_disconnect
 from cross_instance.daemon.guard import BodyTooLarge
 from cross_instance.daemon.state import Daemon
 from cross_instance.daemon.wire import error_body, problems_message, status_of
@@ -66,12 +67,15 @@ class HotRoutes:
         except ValidationError as err:
             return 400, _invalid(problems_message(list(err.errors())))
         request_id = headers.get(b"x-pi-request-id")
+        work = handler(self.daemon, body,
+                       None if request_id is None else request_id.decode("latin-1"))
         try:
-            return 200, await handler(self.daemon, body,
-                                      None if request_id is None else request_id.decode("latin-1"))
+            return 200, await until_disconnect(work, receive)
         except CrossInstanceError as err:
             reply = error_body(err)
             return status_of(reply["code"]), reply
+        except ClientGone:
+            return 499, {"code": "client_gone", "message": "the client left", "retryable": True}
 
 
 def _invalid(message: str) -> dict[str, Any]:

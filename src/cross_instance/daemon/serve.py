@@ -89,9 +89,10 @@ def maintenance(daemon: Daemon, log: LineLog | None, every_s: float
                 try:
                     dead = await daemon.run(daemon.store.reap)
                     await daemon.run(daemon.store.cleanup_expired_locks)
-                except CrossInstanceError as err:
+                except Exception as err:  # noqa: BLE001 - a bad record must not end the loop
                     if log is not None:
-                        log("Maintenance failed: %s", err)
+                        log("Maintenance failed: %s", err if isinstance(
+                            err, CrossInstanceError) else repr(err))
                     continue
                 if dead and log is not None:
                     log("Reaped %d dead instance(s): %s", len(dead), ", ".join(dead))

@@ -5,14 +5,18 @@ The store's calls are blocking (SQLite waits for its write lock, Redis for its s
 operation takes tens of microseconds and is bounded by the store's own timeouts, so the hot
 ones (a permit, a release, a claim) run on the event loop itself (``call``): handing each to a
 thread costs more than the operation, in thread switches and the interpreter lock passed back
-and forth. Reads that grow with the state (snapshots, lists, event pages, reaping) run in a pool
-of ``STORE_THREADS`` threads (``run``), so the event loop keeps serving permits meanwhile.
+and forth (it halves the daemon's permits per second). Once one such call takes long (another
+process holds the SQLite write lock, Redis hangs), they run in the pool for a while, so health,
+events and the other clients are still answered. Reads that grow with the state (snapshots,
+lists, event pages, reaping) always run in a pool of ``STORE_THREADS`` threads (``run``), so
+the event loop keeps serving permits meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -25,6 +29,8 @@ from cross_instance.stores.redis.connection import redact
 
 T = TypeVar("T")
 STORE_THREADS = 8
+SLOW_CALL_S = 0.5  # a stalled lock holder or a hung server, not a busy moment
+SLOW_FOR_S = 10
 
 
 class Daemon:
@@ -43,6 +49,7 @@ class Daemon:
         # events the daemon announces for its clients (429s, cooldowns, usage warnings)
         self.announcer = Announcer(store, "coordinator", self.log)
         self.replies = Replies()
+        self._slow_until = 0.0
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=STORE_THREADS, thread_name_prefix="pi-xi-daemon-store")
 
@@ -51,8 +58,20 @@ class Daemon:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` on the event loop: one quick store operation."""
-        return fn(*args)
+        """``fn(*args)``, one quick store operation: on the event loop while the store answers
+        quickly; in the thread pool for ``SLOW_FOR_S`` after a call took over ``SLOW_CALL_S``
+        (a stalled lock holder, a hung server), so the daemon keeps answering meanwhile."""
+        if self._slow_until > time.monotonic():
+            return await self.run(fn, *args)
+        began = time.monotonic()
+        try:
+            return fn(*args)
+        finally:
+            took = time.monotonic() - began
+            if took > SLOW_CALL_S:
+                self._slow_until = time.monotonic() + SLOW_FOR_S
+                self.log("Store slow (one call took %.3fs): store calls run off the event loop "
+                         "for %ds", took, SLOW_FOR_S)
 
     def close(self) -> None:
         self.announcer.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -17,8 +18,10 @@ from pydantic import BaseModel, ConfigDict, create_model
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cross_instance.core.keys import parse_key
+from cross_instance.core.locking import MAX_TTL_NS, MIN_TTL_NS
 from cross_instance.core.records import Granted
 from cross_instance.daemon.guard import BodyTooLarge
+from cross_instance.daemon.hosted import hosted_of
 from cross_instance.daemon.metrics import metrics_for
 from cross_instance.daemon.replies import MAX_REQUEST_ID, Reply
 from cross_instance.daemon.state import Daemon
@@ -77,7 +80,7 @@ def decode_args(op: Op, body: object, escapes: bool = True) -> dict[str, Any]:
     for name, kind in op.args:
         if name not in body:
             raise ValueError(f"{op.name}: missing argument {name!r}")
-        wrong = _unstorable(body[name]) if escapes else None
+        wrong = unstorable(body[name]) if escapes else None
         if wrong is not None:
             raise ValueError(f"{op.name}: argument {name} holds {wrong}")
         try:
@@ -114,6 +117,40 @@ def quick_args(op: Op, data: bytes) -> dict[str, Any] | None:
 
 
 _GOOD_KEYS: set[str] = set()
+_FREES = frozenset({"release", "cancel_wait", "unregister_instance", "reap"})
+MAX_COUNT = 2**53 - 1  # what every store keeps exactly (Redis scripts hold doubles)
+
+
+def _counts(*values: int | float | None) -> str | None:
+    for v in values:
+        if v is not None and not (0 <= v <= MAX_COUNT):
+            return f"a count outside 0..{MAX_COUNT} ({v!r})"
+    return None
+
+
+def _heartbeat_ranges(a: dict[str, Any]) -> str | None:
+    w = a["workload"]
+    return (_counts(w.pending_tasks, w.active_orchestrations) if w is not None else None) or \
+        (_counts(*a["usage"].values()) if a["usage"] is not None else None) or \
+        (None if w is None or w.avg_latency_ms is None or (math.isfinite(w.avg_latency_ms)
+         and 0 <= w.avg_latency_ms <= 1e12) else "an average latency that is not a duration")
+
+
+#: Numbers a store would keep but no reader could use (a count past what Redis keeps
+#: exactly poisons every later status read there): refused by name.
+_RANGES: dict[str, Callable[[dict[str, Any]], str | None]] = {
+    "heartbeat": _heartbeat_ranges,
+    "set_active_model": lambda a: (None if abs(a["delta"]) <= 2**31
+                                   else f"a use count change of {a['delta']}"),
+    "events": lambda a: (None if 0 <= a["after_id"] <= MAX_COUNT and 1 <= a["limit"] <= 10_000
+                         else "after_id must be 0 or more and limit 1..10000"),
+    "acquire_lock": lambda a: (None if MIN_TTL_NS <= a["ttl_ns"] <= MAX_TTL_NS
+                               else f"a lock ttl outside {MIN_TTL_NS}..{MAX_TTL_NS} ns"),
+    "renew_lock": lambda a: (None if MIN_TTL_NS <= a["ttl_ns"] <= MAX_TTL_NS
+                             else f"a lock ttl outside {MIN_TTL_NS}..{MAX_TTL_NS} ns"),
+}
+#: The operations that store JSON as given: checked whole, whatever the body's text held.
+_FREE_FORM = {"write_workflow_state": "values", "record_event": "data"}
 
 
 @functools.cache
@@ -133,9 +170,10 @@ _KEYS: dict[str, Callable[[dict[str, Any]], Iterable[str]]] = {
 }
 
 
-def _unstorable(value: object) -> str | None:
-    """What in a JSON value no store can hold and give back (text with a lone surrogate: not
-    Unicode), or None. A loop, not a recursion: the JSON may be nested deep."""
+def unstorable(value: object) -> str | None:
+    """What in a JSON value no store can hold and give back as it was (text with a lone
+    surrogate, NaN or an infinity, an integer beyond 64 bits), or None. A loop, not a
+    recursion: the JSON may be nested deep."""
     todo = [value]
     while todo:
         item = todo.pop()
@@ -149,6 +187,10 @@ def _unstorable(value: object) -> str | None:
                 item.encode()
             except UnicodeEncodeError:
                 return "text that is not Unicode (a lone surrogate)"
+        elif isinstance(item, float) and not math.isfinite(item):
+            return "a number that is not finite (NaN or an infinity)"
+        elif isinstance(item, int) and not -(2**63) <= item < 2**63:
+            return "an integer outside 64 bits"
     return None
 
 
@@ -160,6 +202,8 @@ async def _apply(daemon: Daemon, op: Op, args: dict[str, Any]) -> Reply:
         return failure(err)
     except (OverflowError, ValueError) as err:  # values out of the store's range (SQLite)
         return problem("invalid_request", f"{op.name}: the store refused the arguments: {err}")
+    if op.name in _FREES or (op.name == "decide" and args["release"]):
+        hosted_of(daemon).freed()  # HTTP clients waiting here ask again at once
     if op.name == "decide" and isinstance(value, Granted):
         request = args["request"]
         metrics_for(daemon).remote_permit_granted(request.provider, request.model)
@@ -217,6 +261,12 @@ class StoreProtocol:
                 args = decode_args(op, json.loads(data), b"\\u" in data)
             except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError
                 return problem("invalid_request", str(err))
+        free = _FREE_FORM.get(op.name)
+        wrong = unstorable(args[free]) if free is not None else None
+        check = _RANGES.get(op.name)
+        wrong = wrong or (check(args) if check is not None else None)
+        if wrong is not None:
+            return problem("invalid_request", f"{op.name}: an argument holds {wrong}")
         # a resent request id is answered by daemon.once before it gets here
         return await _apply(self.daemon, op, args)
 

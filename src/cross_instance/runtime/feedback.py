@@ -66,6 +66,13 @@ def _ns(seconds: float | None) -> int | None:
     return None if seconds is None else int(seconds * 1e9)
 
 
+MAX_STATED = 10**12  # a stated limit or remaining count beyond any provider's: kept at this
+
+
+def _count(value: int | None) -> int | None:
+    return None if value is None else max(0, min(int(value), MAX_STATED))
+
+
 def outcome_for(req: PermitRequest, granted_ns: int, signals: Signals,
                 max_cooldown_ns: int = DEFAULT_MAX_COOLDOWN_MS * 1_000_000) -> Outcome:
     """What the store is told; every wait hint already within ``[0, max_cooldown_ns]``."""
@@ -74,7 +81,8 @@ def outcome_for(req: PermitRequest, granted_ns: int, signals: Signals,
     for keys, r in ((request_keys(req), signals.requests), (token_keys(req), tokens)):
         if r.known and keys:
             reset_ns = adaptive.clamp_hint(_ns(r.reset_s), max_cooldown_ns)
-            reported.append((keys[-1], r.limit, r.remaining, reset_ns))  # most specific
+            reported.append((keys[-1], _count(r.limit), _count(r.remaining),
+                             reset_ns))  # most specific
     retry = adaptive.clamp_hint(_ns(signals.retry_after_s), max_cooldown_ns)
     return Outcome(granted_ns, signals.rate_limited, retry, tuple(reported))
 

@@ -19,6 +19,7 @@ Promises:
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -125,6 +126,27 @@ def retry_attempts(retry_for_s: float, pause: Callable[[int], float]) -> int:
     return max(1, attempts)
 
 
+def _timed_retry(base: Any) -> Any:
+    """redis-py's ``Retry`` that also stops once ``budget_s`` has passed since the first try.
+    The count of tries alone does not bound the time: against a server that accepts and never
+    answers, every try waits a whole socket timeout (24 tries of 5 s were two minutes)."""
+
+    class TimedRetry(base):  # type: ignore[misc]
+        budget_s = 5.0
+
+        def call_with_retry(self, do: Any, fail: Any, *args: Any, **kwargs: Any) -> Any:
+            deadline = time.monotonic() + self.budget_s
+
+            def timed_fail(error: Exception, *rest: Any) -> None:
+                fail(error, *rest)
+                if time.monotonic() >= deadline:
+                    raise error
+
+            return super().call_with_retry(do, timed_fail, *args, **kwargs)
+
+    return TimedRetry
+
+
 def connect(location: RedisLocation, *, retry_for_s: float = 5.0,
             socket_timeout_s: float = 5.0) -> Any:
     """A redis-py client that retries dropped connections with backoff for about
@@ -134,7 +156,8 @@ def connect(location: RedisLocation, *, retry_for_s: float = 5.0,
     from redis.retry import Retry
 
     backoff = ExponentialBackoff(cap=RETRY_PAUSE_CAP_S, base=0.02)
-    retry = Retry(backoff, retry_attempts(retry_for_s, backoff.compute))
+    retry = _timed_retry(Retry)(backoff, retry_attempts(retry_for_s, backoff.compute))
+    retry.budget_s = retry_for_s
     return redis.Redis.from_url(
         location.url, retry=retry, retry_on_error=[redis.ConnectionError, redis.TimeoutError],
         socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s,

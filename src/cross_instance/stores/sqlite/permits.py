@@ -17,7 +17,7 @@ from cross_instance.core import adaptive, arbiter, limiter
 from cross_instance.core.arbiter import GLOBAL_GROUP, Capacity, Holder, Need
 from cross_instance.core.keys import PROVIDER_SLOTS, parse_key, permit_groups
 from cross_instance.core.limiter import NS_PER_MINUTE, RateSpec
-from cross_instance.core.parallel import weighted_share
+from cross_instance.core.parallel import share_of_weight
 from cross_instance.core.records import Granted, PermitRequest, Waiting
 from cross_instance.core.window import windowed
 from cross_instance.errors import NotRegisteredError, PermitRequestError
@@ -123,8 +123,8 @@ def _load(conn: sqlite3.Connection, me: PermitRequest, now: int, ttl_ns: int,
     holders: dict[str, Holder] = {}
     if queued or any(i[1] for i in instances):  # shares and reservations matter
         total = limit.get(GLOBAL_GROUP, 1 << 30)
-        priorities = [i[2] for i in instances]
-        holders = {i[0]: Holder(held.get(i[0], 0), i[1], weighted_share(total, i[2], priorities))
+        weight = sum(i[2] for i in instances)  # once, not once per instance
+        holders = {i[0]: Holder(held.get(i[0], 0), i[1], share_of_weight(total, i[2], weight))
                    for i in instances}
     waiters: list[Need] = []
     if queued > (place is not None):  # someone besides this wait queues
