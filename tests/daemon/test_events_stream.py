@@ -12,13 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from cross_instance.daemon.events_stream import EventHub, close_streams
 from cross_instance.stores import open_store
 from cross_instance.stores.base import Store
-from tests.conftest import redis_prefix
 from tests.daemon.served_app import served_app, wait_until
 
 Message = dict[str, str]
@@ -51,15 +49,6 @@ def events(stream: Iterator[Message], count: int) -> list[Message]:
 def register(http: httpx.Client, *names: str) -> None:
     for name in names:
         http.post("/v1/instances/register", json={"instanceId": name}).raise_for_status()
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        yield open_store(f"sqlite://{tmp_path / 'state'}")
-        return
-    with redis_prefix() as url:
-        yield open_store(url)
 
 
 def test_events_arrive_as_sse_messages(any_store: Store) -> None:

@@ -5,18 +5,16 @@ per-daemon registries, and the token."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from cross_instance.core import events as ev
 from cross_instance.daemon.metrics import metrics_for
 from cross_instance.stores import open_store
 from cross_instance.stores.base import Store
-from tests.conftest import redis_prefix, serve_store
+from tests.conftest import serve_store
 from tests.daemon.served_app import served_app
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -46,15 +44,6 @@ def permits(http: httpx.Client, instance: str, count: int) -> list[int]:
             http.post("/v1/permits/report", json={
                 "instanceId": instance, "permitId": got[0], "status": 200}).raise_for_status()
     return got
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        yield open_store(f"sqlite://{tmp_path / 'state'}")
-        return
-    with redis_prefix() as url:
-        yield open_store(url)
 
 
 def test_permits_and_a_429_show_in_the_metrics(any_store: Store) -> None:

@@ -74,6 +74,20 @@ class Guard:
         return bounded
 
 
+async def read_body(receive: Receive) -> bytes:
+    """The whole request body (``BodyTooLarge`` past the bound, from the receive ``Guard``
+    gave the app); what arrived before a disconnect."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
 class BodyTooLarge(Exception):
     def __init__(self, limit: int) -> None:
         super().__init__(f"request body over {limit} bytes")

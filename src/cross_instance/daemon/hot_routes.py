@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cross_instance.daemon import api
 from cross_instance.daemon.disconnect import ClientGone, until_disconnect
-from cross_instance.daemon.guard import BodyTooLarge
+from cross_instance.daemon.guard import BodyTooLarge, read_body
 from cross_instance.daemon.state import Daemon
 from cross_instance.daemon.wire import error_body, problems_message, status_of
 from cross_instance.errors import CrossInstanceError
@@ -56,7 +56,7 @@ class HotRoutes:
         model, handler = route
         media = headers.get(b"content-type", b"application/json").split(b";")[0].strip().lower()
         try:
-            data = await _body(receive)
+            data = await read_body(receive)
         except BodyTooLarge as err:
             return 413, {"code": "request_too_large", "message": str(err), "retryable": False}
         if not (media == b"application/json"
@@ -80,15 +80,3 @@ class HotRoutes:
 
 def _invalid(message: str) -> dict[str, Any]:
     return {"code": "invalid_request", "message": message, "retryable": False}
-
-
-async def _body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)

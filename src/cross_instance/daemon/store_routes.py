@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from cross_instance.core.keys import parse_key
 from cross_instance.core.locking import MAX_TTL_NS, MIN_TTL_NS
 from cross_instance.core.records import Granted
-from cross_instance.daemon.guard import BodyTooLarge
+from cross_instance.daemon.guard import BodyTooLarge, read_body
 from cross_instance.daemon.hosted import hosted_of
 from cross_instance.daemon.metrics import metrics_for
 from cross_instance.daemon.replies import MAX_REQUEST_ID, Reply
@@ -229,7 +229,7 @@ class StoreProtocol:
             status, body = self._info()
         elif path.startswith("/v1/store/") and scope["method"] == "POST":
             try:
-                data = await _body(receive)
+                data = await read_body(receive)
             except BodyTooLarge as err:
                 status, body = problem("request_too_large", str(err))
             else:
@@ -276,15 +276,3 @@ class StoreProtocol:
             "url": redact(store.url), "prefix": store.prefix,
             "capabilities": sorted(store.capabilities), "warnings": list(store.warnings),
             "operations": sorted(OPS)})
-
-
-async def _body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
