@@ -412,3 +412,33 @@ def test_the_bearer_scheme_is_case_insensitive(tmp_path):
                 assert r.status_code == 401 and r.json()["code"] == "unauthorized"
     finally:
         daemon.close()
+
+
+def test_rt_events_subscribe_works_through_the_daemon(tmp_path):
+    """``rt.events`` on a runtime whose store is the daemon: the same callbacks as on a
+    local store, for instances of any client (here a Python runtime and an HTTP client)."""
+    cfg = make_config(tmp_path, timeout_ms=5000)
+    with daemon_for(tmp_path, cfg) as (addr, _), httpx.Client(base_url=f"http://{addr}") as c:
+        py_cfg = make_config(tmp_path / "py", timeout_ms=5000, store=f"http://{addr}")
+        connected: list[str] = []
+        limited: list[str] = []
+        got_all = threading.Event()
+
+        def on_connected(event: Any) -> None:
+            connected.append(event.instance_id)
+
+        def on_limited(event: Any) -> None:
+            limited.append(event.instance_id)
+            got_all.set()
+
+        with Runtime.start(cwd=tmp_path, config=py_cfg, instance_id="watcher") as rt:
+            with rt.events.subscribe(on_instance_connected=on_connected,
+                                     on_rate_limited=on_limited, poll=0.05):
+                post(c, "/v1/instances/register", {"instanceId": "ts-agent"})
+                permit = post(c, "/v1/permits/acquire", {"instanceId": "ts-agent",
+                                                         "provider": "p"})[1]
+                post(c, "/v1/permits/report", {"instanceId": "ts-agent",
+                                               "permitId": permit["permitId"], "status": 429,
+                                               "headers": {"retry-after": "1"}})
+                assert got_all.wait(10), (connected, limited)
+        assert "ts-agent" in connected and limited == ["ts-agent"]
