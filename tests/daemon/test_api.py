@@ -442,3 +442,50 @@ def test_rt_events_subscribe_works_through_the_daemon(tmp_path):
                                                "headers": {"retry-after": "1"}})
                 assert got_all.wait(10), (connected, limited)
         assert "ts-agent" in connected and limited == ["ts-agent"]
+
+
+def test_a_request_resent_after_a_restart_is_not_applied_twice(tmp_path):
+    """With the journal (``pi-xi serve`` keeps one): a force-claim whose reply was lost and
+    that is resent after the daemon restarted gets its first reply, and a request that was
+    being applied when the daemon died is refused as of unknown outcome, never applied again."""
+    from cross_instance.daemon.journal import Journal
+
+    cfg = make_config(tmp_path, timeout_ms=60_000)
+    journal = tmp_path / "journal.sqlite3"
+    state = tmp_path / "daemon-state"
+    claim = {"instanceId": "b", "workflowId": "w", "force": "live"}
+
+    def daemon() -> Daemon:
+        return Daemon(SqliteStore(state), cfg, journal=journal)
+
+    first = daemon()
+    try:
+        with Served(create_app(first)) as served, \
+                httpx.Client(base_url=f"http://{served.addr}") as c:
+            for name in ("a", "b"):
+                post(c, "/v1/instances/register", {"instanceId": name})
+            post(c, "/v1/workflows/claim", {"instanceId": "a", "workflowId": "w"})
+            got = post(c, "/v1/workflows/claim", claim, **{"X-Pi-Request-Id": "fc-1"})
+            assert got == (200, {"workflowId": "w", "epoch": 2, "action": "force_claimed"})
+    finally:
+        first.close()  # its memory of replies is gone with it
+    # a request the dead daemon had begun and not finished
+    body = json.dumps({"instanceId": "b", "workflowId": "w", "force": "live"})
+    pending = Journal(journal)
+    import hashlib
+
+    digest = hashlib.blake2b(body.encode(), digest_size=16).hexdigest()
+    pending.intend(f"/v1/workflows/claim\x00fc-2\x00{digest}")
+    pending.close()
+    second = daemon()
+    try:
+        with Served(create_app(second)) as served, \
+                httpx.Client(base_url=f"http://{served.addr}") as c:
+            again = post(c, "/v1/workflows/claim", claim, **{"X-Pi-Request-Id": "fc-1"})
+            assert again == got  # the first reply, not a second force-claim
+            r = c.post("/v1/workflows/claim", content=body.encode(), headers={
+                "Content-Type": "application/json", "X-Pi-Request-Id": "fc-2"})
+            assert r.status_code == 409 and r.json()["code"] == "request_outcome_unknown"
+            assert [w["epoch"] for w in c.get("/v1/workflows").json()["workflows"]] == [2]
+    finally:
+        second.close()

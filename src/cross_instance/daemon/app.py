@@ -99,7 +99,7 @@ def create_app(daemon: Daemon, *, lifespan: Any = None) -> FastAPI:
     app.include_router(metrics.router_for(daemon))  # GET /metrics, counting from now
     app.add_middleware(HotRoutes, daemon=daemon)  # the permit routes, plain ASGI
     app.add_middleware(store_routes.StoreProtocol, daemon=daemon)  # /v1/store, plain ASGI
-    app.add_middleware(Once, replies=daemon.replies)
+    app.add_middleware(Once, replies=daemon.replies, journal=daemon.journal)
     app.add_middleware(Guard, token=daemon.token, max_body=daemon.max_body)  # outermost
     if daemon.debug:  # one coordinator.log line per request (401s too), only when debugging
         app.add_middleware(RequestLog, log=daemon.log)

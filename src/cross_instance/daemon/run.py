@@ -18,6 +18,8 @@ from cross_instance.runtime.logs import LineLog, log_path
 from cross_instance.stores import open_store
 from cross_instance.stores.base import Store
 
+JOURNAL_NAME = "coordinator-requests.sqlite3"  # daemon.journal, in the state directory
+
 
 def read_token_file(path: Path) -> str:
     """The token in ``path``, which only its owner may read (mode 0600 or stricter)."""
@@ -76,7 +78,8 @@ def run(cfg: Config, *, host: str, port: int, store_url: str | None = None,
     log = LineLog(log_path(cwd or Path.cwd(), "coordinator"), "coordinator")
     try:
         sock = bind(host, port)
-        daemon = Daemon(store, cfg, token, log=log, debug=debug)
+        daemon = Daemon(store, cfg, token, log=log, debug=debug,
+                        journal=cfg.runtime_dir / JOURNAL_NAME)
         for warning in store.warnings:
             log("Store warning: %s", warning)
         log("Coordinator listening on %s:%d, serving %s%s", host, port, daemon.serves,

@@ -18,9 +18,11 @@ import asyncio
 import concurrent.futures
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from cross_instance.config import Config
+from cross_instance.daemon.journal import Journal
 from cross_instance.daemon.replies import Replies
 from cross_instance.runtime.announcer import Announcer
 from cross_instance.runtime.logs import LineLog
@@ -38,7 +40,7 @@ class Daemon:
 
     def __init__(self, store: Store, config: Config, token: str | None = None,
                  max_body: int = 1 << 20, log: LineLog | None = None,
-                 debug: bool = False) -> None:
+                 debug: bool = False, journal: Path | None = None) -> None:
         self.store = store
         self.config = config
         self.token = token
@@ -49,6 +51,8 @@ class Daemon:
         # events the daemon announces for its clients (429s, cooldowns, usage warnings)
         self.announcer = Announcer(store, "coordinator", self.log)
         self.replies = Replies()
+        # replies by request id on disk, so a resend after a restart is not applied twice
+        self.journal = Journal(journal) if journal is not None else None
         self._slow_until = 0.0
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=STORE_THREADS, thread_name_prefix="pi-xi-daemon-store")
@@ -75,5 +79,7 @@ class Daemon:
 
     def close(self) -> None:
         self.announcer.close()
+        if self.journal is not None:
+            self.journal.close()
         self._pool.shutdown(wait=True, cancel_futures=True)
         self.store.close()

@@ -48,6 +48,11 @@ from cross_instance.stores.redis.connection import redact
 from cross_instance.stores.remote.ops import BY_TAG, OPS, Op
 
 REQUEST_ID = "X-Pi-Request-Id"
+#: What a lost reply may leave undone without harm (usage reconciled, a 429 learned, an event
+#: written, a model's use count): once the daemon cannot tell whether it applied one, it is
+#: taken as done rather than risk applying it twice.
+BEST_EFFORT = frozenset({"adjust_tokens", "record_outcome", "record_event",
+                         "set_active_model"})
 CONNECT_TIMEOUT_S = 2.0
 READ_TIMEOUT_S = 30.0
 
@@ -186,6 +191,9 @@ class RemoteStore(PermitDecisions):
             "POST", f"/v1/store/{name}", body,
             secrets.token_hex(12) if op.changes and not op.resend_safe else None)
         if status != 200:
+            if (status == 409 and isinstance(data, dict) and name in BEST_EFFORT
+                    and data.get("code") == "request_outcome_unknown"):
+                return [] if name == "record_outcome" else None  # applied once, or not at all
             raise error_from_body(data, status)
         result = data.get("result") if isinstance(data, dict) else None
         if isinstance(op.result, tuple):
