@@ -34,3 +34,35 @@ def test_anything_wrong_falls_back_to_the_careful_path_that_names_it():
                        "rates": [["not a key", 1]], "slots": [], "tokens": 0,
                        "reports": False}, "ticket": 1, "queue": True, "release": []}
     assert quick_args(op, json.dumps(bad).encode()) is None
+
+
+def test_leaving_a_queue_is_tried_briefly_once_the_daemon_is_away(tmp_path):
+    """A wait that failed because the daemon is away leaves its queue with a short bound, so
+    the caller hears of the daemon once (one bound), not twice."""
+    from cross_instance.errors import StoreUnavailable
+    from cross_instance.stores.remote import store as remote
+    from cross_instance.stores.sqlite.store import SqliteStore
+    from tests.conftest import serve_store
+
+    with serve_store(SqliteStore(tmp_path / "s")) as addr:
+        client = remote.RemoteStore(addr, unavailable_after=0.2)
+    bounds: list[tuple[str, float | None]] = []
+    exchange = client._exchange
+
+    def spy(method: str, path: str, body: bytes | None, request_id: str | None,
+            bound: float | None = None) -> object:
+        bounds.append((path, bound))
+        return exchange(method, path, body, request_id, bound)
+
+    client._exchange = spy  # type: ignore[method-assign]
+    for call in (lambda: client.acquire_lock("r", "i", 10**9, 7, True),
+                 lambda: client.cancel_lock_wait(7), lambda: client.cancel_wait(7)):
+        try:
+            call()
+        except StoreUnavailable:
+            pass
+        else:
+            raise AssertionError("the daemon is gone")
+    assert bounds == [("/v1/store/acquire_lock", None),
+                      ("/v1/store/cancel_lock_wait", remote.CLEANUP_BOUND_S),
+                      ("/v1/store/cancel_wait", remote.CLEANUP_BOUND_S)]

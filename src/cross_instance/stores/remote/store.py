@@ -48,6 +48,11 @@ from cross_instance.stores.redis.connection import redact
 from cross_instance.stores.remote.ops import BY_TAG, OPS, Op
 
 REQUEST_ID = "X-Pi-Request-Id"
+#: Leaving a queue is tidiness, not correctness (a wait nobody renews expires with the waiter
+#: TTL): after a failed wait it is tried briefly, so a caller is told of an unreachable daemon
+#: once, within one bound, not twice.
+CLEANUP = frozenset({"cancel_wait", "cancel_lock_wait"})
+CLEANUP_BOUND_S = 0.5
 #: What a lost reply may leave undone without harm (usage reconciled, a 429 learned, an event
 #: written, a model's use count): once the daemon cannot tell whether it applied one, it is
 #: taken as done rather than risk applying it twice.
@@ -132,13 +137,14 @@ class RemoteStore(PermitDecisions):
             self._local.conn = None
 
     def _exchange(self, method: str, path: str, body: bytes | None,
-                  request_id: str | None) -> tuple[int, Any]:
+                  request_id: str | None, bound: float | None = None) -> tuple[int, Any]:
         headers = {"Content-Type": "application/json"}
         if self._auth is not None:
             headers["Authorization"] = self._auth
         if request_id is not None:
             headers[REQUEST_ID] = request_id
-        deadline = time.monotonic() + self.unavailable_after
+        bound = self.unavailable_after if bound is None else bound
+        deadline = time.monotonic() + bound
         pause = 0.02
         while True:
             if self._closed:
@@ -157,7 +163,7 @@ class RemoteStore(PermitDecisions):
                 self._drop()
                 if time.monotonic() + pause > deadline:
                     raise StoreUnavailable(
-                        f"{self.where} did not answer for {self.unavailable_after:g}s "
+                        f"{self.where} did not answer for {bound:g}s "
                         f"({type(err).__name__}: {err}); is `pi-xi serve` running?",
                         location=self.where) from None
                 time.sleep(pause)
@@ -189,7 +195,8 @@ class RemoteStore(PermitDecisions):
             body = json.dumps(args, separators=(",", ":")).encode()
         status, data = self._exchange(
             "POST", f"/v1/store/{name}", body,
-            secrets.token_hex(12) if op.changes and not op.resend_safe else None)
+            secrets.token_hex(12) if op.changes and not op.resend_safe else None,
+            CLEANUP_BOUND_S if name in CLEANUP else None)
         if status != 200:
             if (status == 409 and isinstance(data, dict) and name in BEST_EFFORT
                     and data.get("code") == "request_outcome_unknown"):
