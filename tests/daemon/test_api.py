@@ -489,3 +489,39 @@ def test_a_request_resent_after_a_restart_is_not_applied_twice(tmp_path):
             assert [w["epoch"] for w in c.get("/v1/workflows").json()["workflows"]] == [2]
     finally:
         second.close()
+
+
+def test_a_stuck_process_holding_the_sqlite_lock_fails_requests_instead_of_freezing(tmp_path):
+    """Another process holds the SQLite store's write lock and does not let go (paused,
+    stuck): the daemon answers health meanwhile, and a permit request fails with the
+    retryable store_unavailable after the daemon's bound instead of waiting for the holder."""
+    import subprocess
+    import sys
+
+    cfg = make_config(tmp_path, timeout_ms=60_000)
+    state = tmp_path / "daemon-state"
+    daemon = Daemon(SqliteStore(state, lock_wait_s=0.3), cfg)
+    holder = None
+    try:
+        with Served(create_app(daemon)) as served, \
+                httpx.Client(base_url=f"http://{served.addr}", timeout=30) as c:
+            post(c, "/v1/instances/register", {"instanceId": "a"})
+            holder = subprocess.Popen([sys.executable, "-c", (
+                "import fcntl, os, sys, time\n"
+                f"fd = os.open({str(state / 'coordinator.lock')!r}, os.O_RDWR)\n"
+                "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+                "print('held', flush=True)\n"
+                "time.sleep(60)\n")], stdout=subprocess.PIPE, text=True)
+            assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+            status, err = post(c, "/v1/permits/acquire", {"instanceId": "a", "provider": "p"})
+            assert status == 503 and err["code"] == "store_unavailable", err
+            assert "locked" in err["message"] and err["retryable"] is True
+            assert c.get("/v1/health").json()["ok"] is True
+            holder.kill()
+            holder.wait()
+            status, got = post(c, "/v1/permits/acquire", {"instanceId": "a", "provider": "p"})
+            assert status == 200, got
+    finally:
+        if holder is not None and holder.poll() is None:
+            holder.kill()
+        daemon.close()

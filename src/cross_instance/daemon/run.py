@@ -19,6 +19,9 @@ from cross_instance.stores import open_store
 from cross_instance.stores.base import Store
 
 JOURNAL_NAME = "coordinator-requests.sqlite3"  # daemon.journal, in the state directory
+#: How long the daemon waits for the SQLite write lock that another process holds before the
+#: request fails with store_unavailable (a library process waits as long as it takes).
+LOCK_WAIT_S = 2.0
 
 
 def read_token_file(path: Path) -> str:
@@ -58,10 +61,13 @@ def open_served_store(cfg: Config, store_url: str | None) -> Store:
         if url.startswith("http:"):
             raise ConfigError("--store", "", "a daemon cannot serve another daemon's store; "
                               "give it the store URL itself")
+        if url.startswith("sqlite:"):
+            timing["lock_wait_s"] = LOCK_WAIT_S
         return open_store(url, **timing)
     from cross_instance.stores.sqlite.store import SqliteStore
 
-    return SqliteStore(cfg.runtime_dir, waiter_ttl_ns=timing["waiter_ttl_ns"])
+    return SqliteStore(cfg.runtime_dir, waiter_ttl_ns=timing["waiter_ttl_ns"],
+                       lock_wait_s=LOCK_WAIT_S)
 
 
 def _stopped(signum: int, frame: object) -> None:

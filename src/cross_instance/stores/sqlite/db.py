@@ -146,8 +146,12 @@ class Database:
     """A connection plus the write lock; safe to share between threads of one process."""
 
     def __init__(self, directory: Path, *, clock: Callable[[], int], create: bool = True,
-                 mountinfo: str | None = None, floor: int | None = None) -> None:
+                 mountinfo: str | None = None, floor: int | None = None,
+                 lock_wait_s: float | None = None) -> None:
         self.directory = directory
+        # None: wait for the write lock as long as its holder keeps it (every process of a
+        # host queues behind it); a bound: StoreUnavailable past it (the daemon's choice)
+        self.lock_wait_s = lock_wait_s
         self.path = directory / DB_NAME
         self.clock = clock
         self._fcntl = require_posix_locks()  # on Windows: a clear error saying what works
@@ -349,7 +353,7 @@ class Database:
             self._reopen_after_fork()
         fcntl = self._fcntl
         with self._thread_lock:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            self._take_write_lock()
             try:
                 self._check_files()
                 conn = self.conn
@@ -369,6 +373,26 @@ class Database:
                 return result
             finally:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _take_write_lock(self) -> None:
+        fcntl = self._fcntl
+        if self.lock_wait_s is None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            return
+        deadline = time.monotonic() + self.lock_wait_s
+        pause = 0.0005
+        while True:
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise StoreUnavailable(
+                        f"the state database {self.path} stayed locked by another process for "
+                        f"{self.lock_wait_s:g}s (a paused or stuck process holds its write "
+                        "lock)", location=str(self.path)) from None
+            time.sleep(pause)
+            pause = min(pause * 2, 0.01)
 
     def read(self, fn: Callable[[sqlite3.Connection, int], T]) -> T:
         """Run ``fn(conn, now)`` in one consistent read transaction (no write lock)."""

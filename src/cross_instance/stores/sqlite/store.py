@@ -49,9 +49,10 @@ class SqliteStore(base.PermitDecisions):
 
     def __init__(self, directory: str | Path, *, waiter_ttl_ns: int = 10_000_000_000,
                  clock: Callable[[], int] = hostinfo.boottime_ns, create: bool = True,
-                 mountinfo: str | None = None) -> None:
+                 mountinfo: str | None = None, lock_wait_s: float | None = None) -> None:
         self.directory = Path(directory).expanduser().absolute()
-        self.db = Database(self.directory, clock=clock, create=create, mountinfo=mountinfo)
+        self.db = Database(self.directory, clock=clock, create=create, mountinfo=mountinfo,
+                           lock_wait_s=lock_wait_s)
         self.url = f"sqlite:///{self.db.path}"
         self.prefix = ""  # one database per state directory: no key prefix
         self.warnings: list[str] = []  # a damaged or misplaced file is refused, not warned of
