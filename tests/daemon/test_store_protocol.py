@@ -66,3 +66,21 @@ def test_leaving_a_queue_is_tried_briefly_once_the_daemon_is_away(tmp_path):
     assert bounds == [("/v1/store/acquire_lock", None),
                       ("/v1/store/cancel_lock_wait", remote.CLEANUP_BOUND_S),
                       ("/v1/store/cancel_wait", remote.CLEANUP_BOUND_S)]
+
+
+def test_a_group_limit_under_a_buckets_key_is_refused(tmp_path):
+    """Found by the store-operation fuzz: a slot group's limit published under a rate bucket's
+    key became that bucket's burst of 0, and every later status read failed."""
+    import httpx
+
+    from cross_instance.stores.sqlite.store import SqliteStore
+    from tests.conftest import serve_store
+
+    with serve_store(SqliteStore(tmp_path / "s")) as addr, \
+            httpx.Client(base_url=f"http://{addr}") as c:
+        c.post("/v1/instances/register", json={"instanceId": "a"}).raise_for_status()
+        for rates, groups in (({}, {"r:p": 2}), ({"g:*": {"per_minute": 5, "burst": 1}}, {})):
+            r = c.post("/v1/store/publish_limits", json={
+                "instance_id": "a", "rates": rates, "groups": groups})
+            assert r.status_code == 400 and "key" in r.json()["message"], r.text
+        assert c.get("/v1/status").status_code == 200

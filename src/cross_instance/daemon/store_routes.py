@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, create_model
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from cross_instance.core.keys import parse_key
+from cross_instance.core.keys import is_bucket, parse_key
 from cross_instance.core.locking import MAX_TTL_NS, MIN_TTL_NS
 from cross_instance.core.records import Granted
 from cross_instance.daemon.guard import BodyTooLarge, read_body
@@ -90,8 +90,8 @@ def decode_args(op: Op, body: object, escapes: bool = True) -> dict[str, Any]:
             where = ".".join(str(p) for p in (name, *first["loc"]))
             raise ValueError(f"{op.name}: argument {where}: {first['msg']}") from None
     keys = _KEYS.get(op.name)
-    for key in keys(args) if keys is not None else ():
-        parse_key(key)  # ValueError naming it
+    for key, bucket in keys(args) if keys is not None else ():
+        check_key(key, bucket)  # ValueError naming it
     return args
 
 
@@ -105,18 +105,18 @@ def quick_args(op: Op, data: bytes) -> dict[str, Any] | None:
         return None
     args = {name: getattr(parsed, name) for name, _ in op.args}
     keys = _KEYS.get(op.name)
-    for key in keys(args) if keys is not None else ():
-        if key not in _GOOD_KEYS:
+    for key, bucket in keys(args) if keys is not None else ():
+        if (key, bucket) not in _GOOD_KEYS:
             try:
-                parse_key(key)
+                check_key(key, bucket)
             except ValueError:
                 return None
             if len(_GOOD_KEYS) < 10_000:
-                _GOOD_KEYS.add(key)
+                _GOOD_KEYS.add((key, bucket))
     return args
 
 
-_GOOD_KEYS: set[str] = set()
+_GOOD_KEYS: set[tuple[str, bool]] = set()
 _FREES = frozenset({"release", "cancel_wait", "unregister_instance", "reap"})
 MAX_COUNT = 2**53 - 1  # what every store keeps exactly (Redis scripts hold doubles)
 
@@ -161,13 +161,25 @@ def _model(op: Op) -> type[BaseModel]:
 
 #: The bucket and slot group keys among an operation's arguments: one that is not a key would
 #: be stored, and break every later view of the store.
-_KEYS: dict[str, Callable[[dict[str, Any]], Iterable[str]]] = {
-    "publish_limits": lambda a: [*a["rates"], *a["groups"]],
-    "decide": lambda a: [*(k for k, _ in a["request"].rates), *a["request"].slots],
-    "adjust_tokens": lambda a: [k for k, _ in a["changes"]],
-    "record_outcome": lambda a: [*a["keys"], *(r[0] for r in a["outcome"].reported)],
-    "reset_learned": lambda a: a["keys"] or (),
+_KEYS: dict[str, Callable[[dict[str, Any]], Iterable[tuple[str, bool]]]] = {
+    # (key, whether it must be a rate bucket; False: a slot group)
+    "publish_limits": lambda a: [*((k, True) for k in a["rates"]),
+                                 *((k, False) for k in a["groups"])],
+    "decide": lambda a: [*((k, True) for k, _ in a["request"].rates),
+                         *((k, False) for k in a["request"].slots)],
+    "adjust_tokens": lambda a: [(k, True) for k, _ in a["changes"]],
+    "record_outcome": lambda a: [*((k, True) for k in a["keys"]),
+                                 *((r[0], True) for r in a["outcome"].reported)],
+    "reset_learned": lambda a: [(k, True) for k in a["keys"] or ()],
 }
+
+
+def check_key(key: str, bucket: bool) -> None:
+    """``ValueError`` unless ``key`` is a store key of the kind its place needs (a group's
+    limit kept under a bucket's key would become that bucket's burst of 0)."""
+    parse_key(key)
+    if is_bucket(key) != bucket:
+        raise ValueError(f"{key!r} is not a {'rate bucket' if bucket else 'slot group'} key")
 
 
 def unstorable(value: object) -> str | None:
