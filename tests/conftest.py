@@ -125,17 +125,10 @@ def make_store(store_kind: str, store_url: str, clock: FakeClock
 @contextmanager
 def serve_store(store: Store, **daemon_options: Any) -> Iterator[str]:
     """A daemon serving ``store`` on a loopback port of its own; yields its address."""
-    from cross_instance.config import Config
-    from cross_instance.daemon.app import create_app
-    from cross_instance.daemon.serve import Served
-    from cross_instance.daemon.state import Daemon
+    from tests.daemon.served_app import served_app
 
-    daemon = Daemon(store, Config(), **daemon_options)
-    try:
-        with Served(create_app(daemon)) as served:
-            yield served.addr
-    finally:
-        daemon.close()
+    with served_app(store, **daemon_options) as run:
+        yield run.addr
 
 
 @pytest.fixture

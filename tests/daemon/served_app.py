@@ -28,8 +28,10 @@ class Running:
 
 
 @contextmanager
-def served_app(store: Store, **daemon_options: Any) -> Iterator[Running]:
-    daemon = Daemon(store, Config(), **daemon_options)
+def served_app(store: Store, config: Config | None = None, **daemon_options: Any
+               ) -> Iterator[Running]:
+    """A daemon serving ``store`` (closed afterwards) with ``config`` (default: defaults)."""
+    daemon = Daemon(store, config if config is not None else Config(), **daemon_options)
     app = create_app(daemon)
     try:
         with Served(app) as served:

@@ -25,17 +25,14 @@ from cross_instance.daemon.state import Daemon
 from cross_instance.stores.sqlite.store import SqliteStore
 from cross_instance.views.limits import build_limits
 from cross_instance.views.status import build_status
+from tests.daemon.served_app import served_app
 from tests.helpers_runtime import make_config
 
 
 @contextmanager
 def daemon_for(tmp_path: Path, cfg: Config) -> Iterator[tuple[str, Daemon]]:
-    daemon = Daemon(SqliteStore(tmp_path / "daemon-state"), cfg)
-    try:
-        with Served(create_app(daemon)) as served:
-            yield served.addr, daemon
-    finally:
-        daemon.close()
+    with served_app(SqliteStore(tmp_path / "daemon-state"), cfg) as run:
+        yield run.addr, run.daemon
 
 
 def post(client: httpx.Client, path: str, body: dict[str, Any], **headers: str
@@ -267,32 +264,27 @@ def test_two_daemons_on_one_redis_share_the_queue_and_the_limit(tmp_path):
 
     cfg = make_config(tmp_path, total=1, rpm=600_000, burst=10_000, timeout_ms=5000)
     with redis_prefix() as url:
-        a, b = (Daemon(open_store(url), cfg) for _ in range(2))
-        try:
-            with Served(create_app(a)) as sa, Served(create_app(b)) as sb, \
-                    httpx.Client(base_url=f"http://{sa.addr}", timeout=30) as ca, \
-                    httpx.Client(base_url=f"http://{sb.addr}", timeout=30) as cb:
-                post(ca, "/v1/instances/register", {"instanceId": "at-a"})
-                post(cb, "/v1/instances/register", {"instanceId": "at-b"})
-                status, held = post(ca, "/v1/permits/acquire", {"instanceId": "at-a",
-                                                                "provider": "p"})
-                assert status == 200
-                status, err = post(cb, "/v1/permits/acquire", {"instanceId": "at-b",
-                                                               "provider": "p", "timeoutMs": 200})
-                assert status == 429 and err["code"] == "RATE_LIMIT_EXCEEDED"  # cap 1, held
-                got: list[tuple[int, Any]] = []
-                waiter = threading.Thread(target=lambda: got.append(post(
-                    cb, "/v1/permits/acquire", {"instanceId": "at-b", "provider": "p",
-                                                "timeoutMs": 20_000})))
-                waiter.start()
-                _wait_queued(ca, 1)  # b's waiter, seen through a
-                post(ca, "/v1/permits/release", {"instanceId": "at-a",
-                                                 "permitIds": [held["permitId"]]})
-                waiter.join(30)
-                assert got and got[0][0] == 200, got
-        finally:
-            a.close()
-            b.close()
+        with served_app(open_store(url), cfg) as sa, served_app(open_store(url), cfg) as sb, \
+                httpx.Client(base_url=sa.base, timeout=30) as ca, \
+                httpx.Client(base_url=sb.base, timeout=30) as cb:
+            post(ca, "/v1/instances/register", {"instanceId": "at-a"})
+            post(cb, "/v1/instances/register", {"instanceId": "at-b"})
+            status, held = post(ca, "/v1/permits/acquire", {"instanceId": "at-a",
+                                                            "provider": "p"})
+            assert status == 200
+            status, err = post(cb, "/v1/permits/acquire", {"instanceId": "at-b",
+                                                           "provider": "p", "timeoutMs": 200})
+            assert status == 429 and err["code"] == "RATE_LIMIT_EXCEEDED"  # cap 1, held
+            got: list[tuple[int, Any]] = []
+            waiter = threading.Thread(target=lambda: got.append(post(
+                cb, "/v1/permits/acquire", {"instanceId": "at-b", "provider": "p",
+                                            "timeoutMs": 20_000})))
+            waiter.start()
+            _wait_queued(ca, 1)  # b's waiter, seen through a
+            post(ca, "/v1/permits/release", {"instanceId": "at-a",
+                                             "permitIds": [held["permitId"]]})
+            waiter.join(30)
+            assert got and got[0][0] == 200, got
 
 
 def test_the_cli_shows_the_daemons_view_with_the_coordinator_address(tmp_path):
@@ -367,51 +359,42 @@ def test_numbers_and_text_no_store_could_give_back_are_refused_by_name(tmp_path)
     with redis_prefix() as url:  # Redis keeps numbers in its scripts as doubles
         from cross_instance.stores import open_store
 
-        daemon = Daemon(open_store(url), cfg)
-        try:
-            with Served(create_app(daemon)) as served, \
-                    httpx.Client(base_url=f"http://{served.addr}") as c:
-                post(c, "/v1/instances/register", {"instanceId": "a"})
-                status, err = post(c, "/v1/instances/heartbeat", {
-                    "instanceId": "a", "pendingTasks": 2**63 - 1})
-                assert status == 400 and "pendingTasks" in err["message"]
-                status, err = post(c, "/v1/store/heartbeat", {
-                    "instance_id": "a", "workload": {"pending_tasks": 2**62}, "usage": None})
-                assert status == 400 and "count" in err["message"], err
-                assert c.get("/v1/status").status_code == 200  # nothing poisoned
-                post(c, "/v1/workflows/claim", {"instanceId": "a", "workflowId": "w"})
-                for values in ('{"k": "\\ud800"}', '{"k": NaN}', '{"k": 1e400}'):
-                    r = c.post("/v1/workflows/state/write", content=(
-                        '{"instanceId": "a", "workflowId": "w", "epoch": 1, "values": '
-                        + values + "}").encode(), headers={"Content-Type": "application/json"})
-                    assert r.status_code == 400 and r.json()["code"] in (
-                        "invalid_argument", "invalid_request"), (values, r.text)
-                assert post(c, "/v1/workflows/state/read", {"workflowId": "w"})[0] == 200
-                got = post(c, "/v1/permits/acquire", {"instanceId": "a", "provider": "p"})[1]
-                status, rep = post(c, "/v1/permits/report", {
-                    "instanceId": "a", "permitId": got["permitId"], "status": 200,
-                    "headers": {"x-ratelimit-limit-requests": "9" * 40,
-                                "x-ratelimit-remaining-requests": "9" * 40}})
-                assert status == 200, rep
-                assert c.get("/v1/limits").status_code == 200
-        finally:
-            daemon.close()
+        with served_app(open_store(url), cfg) as run, httpx.Client(base_url=run.base) as c:
+            post(c, "/v1/instances/register", {"instanceId": "a"})
+            status, err = post(c, "/v1/instances/heartbeat", {
+                "instanceId": "a", "pendingTasks": 2**63 - 1})
+            assert status == 400 and "pendingTasks" in err["message"]
+            status, err = post(c, "/v1/store/heartbeat", {
+                "instance_id": "a", "workload": {"pending_tasks": 2**62}, "usage": None})
+            assert status == 400 and "count" in err["message"], err
+            assert c.get("/v1/status").status_code == 200  # nothing poisoned
+            post(c, "/v1/workflows/claim", {"instanceId": "a", "workflowId": "w"})
+            for values in ('{"k": "\\ud800"}', '{"k": NaN}', '{"k": 1e400}'):
+                r = c.post("/v1/workflows/state/write", content=(
+                    '{"instanceId": "a", "workflowId": "w", "epoch": 1, "values": '
+                    + values + "}").encode(), headers={"Content-Type": "application/json"})
+                assert r.status_code == 400 and r.json()["code"] in (
+                    "invalid_argument", "invalid_request"), (values, r.text)
+            assert post(c, "/v1/workflows/state/read", {"workflowId": "w"})[0] == 200
+            got = post(c, "/v1/permits/acquire", {"instanceId": "a", "provider": "p"})[1]
+            status, rep = post(c, "/v1/permits/report", {
+                "instanceId": "a", "permitId": got["permitId"], "status": 200,
+                "headers": {"x-ratelimit-limit-requests": "9" * 40,
+                            "x-ratelimit-remaining-requests": "9" * 40}})
+            assert status == 200, rep
+            assert c.get("/v1/limits").status_code == 200
 
 
 def test_the_bearer_scheme_is_case_insensitive(tmp_path):
     token = "t" * 24
-    daemon = Daemon(SqliteStore(tmp_path / "s"), make_config(tmp_path), token)
-    try:
-        with Served(create_app(daemon)) as served:
-            for scheme in ("Bearer", "bearer", "BEARER"):
-                r = httpx.get(f"http://{served.addr}/v1/status",
-                              headers={"Authorization": f"{scheme} {token}"})
-                assert r.status_code == 200, scheme
-            for bad in (f"Basic {token}", token, f"Bearer {token}x", ""):
-                r = httpx.get(f"http://{served.addr}/v1/status", headers={"Authorization": bad})
-                assert r.status_code == 401 and r.json()["code"] == "unauthorized"
-    finally:
-        daemon.close()
+    with served_app(SqliteStore(tmp_path / "s"), make_config(tmp_path), token=token) as run:
+        for scheme in ("Bearer", "bearer", "BEARER"):
+            r = httpx.get(f"{run.base}/v1/status",
+                          headers={"Authorization": f"{scheme} {token}"})
+            assert r.status_code == 200, scheme
+        for bad in (f"Basic {token}", token, f"Bearer {token}x", ""):
+            r = httpx.get(f"{run.base}/v1/status", headers={"Authorization": bad})
+            assert r.status_code == 401 and r.json()["code"] == "unauthorized"
 
 
 def test_rt_events_subscribe_works_through_the_daemon(tmp_path):
@@ -500,11 +483,10 @@ def test_a_stuck_process_holding_the_sqlite_lock_fails_requests_instead_of_freez
 
     cfg = make_config(tmp_path, timeout_ms=60_000)
     state = tmp_path / "daemon-state"
-    daemon = Daemon(SqliteStore(state, lock_wait_s=0.3), cfg)
     holder = None
     try:
-        with Served(create_app(daemon)) as served, \
-                httpx.Client(base_url=f"http://{served.addr}", timeout=30) as c:
+        with served_app(SqliteStore(state, lock_wait_s=0.3), cfg) as run, \
+                httpx.Client(base_url=run.base, timeout=30) as c:
             post(c, "/v1/instances/register", {"instanceId": "a"})
             holder = subprocess.Popen([sys.executable, "-c", (
                 "import fcntl, os, sys, time\n"
@@ -524,4 +506,3 @@ def test_a_stuck_process_holding_the_sqlite_lock_fails_requests_instead_of_freez
     finally:
         if holder is not None and holder.poll() is None:
             holder.kill()
-        daemon.close()

@@ -10,19 +10,25 @@ from __future__ import annotations
 
 import hmac
 import json
-from typing import Any
+from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 OPEN_PATHS = frozenset({"/v1/health"})
 
 
-def _error(status: int, code: str, message: str) -> tuple[dict[str, Any], bytes]:
-    body = json.dumps({"code": code, "message": message, "retryable": False}).encode()
-    start = {"type": "http.response.start", "status": status,
-             "headers": [(b"content-type", b"application/json"),
-                         (b"content-length", str(len(body)).encode())]}
-    return start, body
+async def send_json(send: Send, status: int, body: bytes,
+                    headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    """Answer ``body`` (JSON) from plain ASGI: the daemon's routes that skip the framework."""
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()), *headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_error(send: Send, status: int, code: str, message: str) -> None:
+    await send_json(send, status, json.dumps(
+        {"code": code, "message": message, "retryable": False}).encode())
 
 
 class Guard:
@@ -40,7 +46,7 @@ class Guard:
             scheme, _, credentials = given.partition(b" ")
             if not (scheme.lower() == b"bearer"  # the scheme is case-insensitive (RFC 9110)
                     and hmac.compare_digest(credentials.strip(), self.token)):
-                await _reply(send, 401, "unauthorized",
+                await send_error(send, 401, "unauthorized",
                              "a valid coordinator token is required (Authorization: Bearer)")
                 return
         length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
@@ -48,10 +54,10 @@ class Guard:
             try:
                 too_long = int(length) > self.max_body
             except ValueError:
-                await _reply(send, 400, "invalid_request", "Content-Length is not a number")
+                await send_error(send, 400, "invalid_request", "Content-Length is not a number")
                 return
             if too_long:
-                await _reply(send, 413, "request_too_large",
+                await send_error(send, 413, "request_too_large",
                              f"request body over {self.max_body} bytes")
                 return
             await self.app(scope, receive, send)
@@ -91,9 +97,3 @@ async def read_body(receive: Receive) -> bytes:
 class BodyTooLarge(Exception):
     def __init__(self, limit: int) -> None:
         super().__init__(f"request body over {limit} bytes")
-
-
-async def _reply(send: Send, status: int, code: str, message: str) -> None:
-    start, body = _error(status, code, message)
-    await send(start)
-    await send({"type": "http.response.body", "body": body})

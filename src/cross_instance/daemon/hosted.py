@@ -129,11 +129,11 @@ class Hosted:
                     self.freed()
                 if isinstance(answer, Granted):
                     queued = False
+                    waited = time.monotonic() - started
                     self._remember(answer.permit_id, Grant(req, answer.granted_ns))
                     self._warn(req, answer)
-                    self.metrics.permit_granted(req.provider, req.model,
-                                                time.monotonic() - started)
-                    return answer, time.monotonic() - started
+                    self.metrics.permit_granted(req.provider, req.model, waited)
+                    return answer, waited
                 queued = True
                 left = deadline - time.monotonic()
                 wait_s = _wait_s(answer)

@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cross_instance.daemon import api
 from cross_instance.daemon.disconnect import ClientGone, until_disconnect
-from cross_instance.daemon.guard import BodyTooLarge, read_body
+from cross_instance.daemon.guard import BodyTooLarge, read_body, send_json
 from cross_instance.daemon.state import Daemon
 from cross_instance.daemon.wire import error_body, problems_message, status_of
 from cross_instance.errors import CrossInstanceError
@@ -45,11 +45,7 @@ class HotRoutes:
             return
         headers = dict(scope["headers"])
         status, payload = await self._answer(route, headers, receive)
-        body = json.dumps(payload, separators=(",", ":")).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await send_json(send, status, json.dumps(payload, separators=(",", ":")).encode())
 
     async def _answer(self, route: tuple[type[BaseModel], Handler], headers: dict[bytes, bytes],
                       receive: Receive) -> tuple[int, Any]:

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cross_instance.daemon.guard import BodyTooLarge, _reply
+from cross_instance.daemon.guard import BodyTooLarge, send_error
 from cross_instance.daemon.journal import RESEND_SAFE, UNKNOWN, Journal
 from cross_instance.daemon.replies import MAX_REQUEST_ID, Replies
 
@@ -59,7 +59,7 @@ class Once:
             await self.app(scope, receive, send)
             return
         if len(request_id) > MAX_REQUEST_ID:
-            await _reply(send, 400, "invalid_request",
+            await send_error(send, 400, "invalid_request",
                          f"x-pi-request-id is longer than {MAX_REQUEST_ID} characters")
             return
         whole = bytearray()
@@ -72,7 +72,7 @@ class Once:
                 if not message.get("more_body", False):
                     break
         except BodyTooLarge as err:
-            await _reply(send, 413, "request_too_large", str(err))
+            await send_error(send, 413, "request_too_large", str(err))
             return
         body: bytes | None = bytes(whole)
         messages: list[Message] = []

@@ -20,18 +20,23 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from cross_instance.core.keys import is_bucket, parse_key
 from cross_instance.core.locking import MAX_TTL_NS, MIN_TTL_NS
 from cross_instance.core.records import Granted
-from cross_instance.daemon.guard import BodyTooLarge, read_body
+from cross_instance.daemon.guard import BodyTooLarge, read_body, send_json
 from cross_instance.daemon.hosted import hosted_of
 from cross_instance.daemon.metrics import metrics_for
-from cross_instance.daemon.replies import MAX_REQUEST_ID, Reply
+from cross_instance.daemon.replies import Reply
 from cross_instance.daemon.state import Daemon
-from cross_instance.daemon.wire import ValidationError, decode, encode, error_body, status_of
+from cross_instance.daemon.wire import (
+    MAX_COUNT,
+    ValidationError,
+    decode,
+    encode,
+    error_body,
+    status_of,
+)
 from cross_instance.errors import CrossInstanceError
 from cross_instance.stores.redis.connection import redact
 from cross_instance.stores.remote.ops import OPS, TAGS, Op
 
-REQUEST_ID = "x-pi-request-id"
-REQUEST_ID_BYTES = REQUEST_ID.encode()
 # reads that grow with the state: in the daemon's thread pool, the rest on its event loop
 SLOW = frozenset({"snapshot", "list_instances", "list_workflows", "list_locks", "events",
                   "reap", "cleanup_expired_locks"})
@@ -118,7 +123,6 @@ def quick_args(op: Op, data: bytes) -> dict[str, Any] | None:
 
 _GOOD_KEYS: set[tuple[str, bool]] = set()
 _FREES = frozenset({"release", "cancel_wait", "unregister_instance", "reap"})
-MAX_COUNT = 2**53 - 1  # what every store keeps exactly (Redis scripts hold doubles)
 
 
 def _counts(*values: int | float | None) -> str | None:
@@ -136,6 +140,11 @@ def _heartbeat_ranges(a: dict[str, Any]) -> str | None:
          and 0 <= w.avg_latency_ms <= 1e12) else "an average latency that is not a duration")
 
 
+def _ttl_range(a: dict[str, Any]) -> str | None:
+    return (None if MIN_TTL_NS <= a["ttl_ns"] <= MAX_TTL_NS
+            else f"a lock ttl outside {MIN_TTL_NS}..{MAX_TTL_NS} ns")
+
+
 #: Numbers a store would keep but no reader could use (a count past what Redis keeps
 #: exactly poisons every later status read there): refused by name.
 _RANGES: dict[str, Callable[[dict[str, Any]], str | None]] = {
@@ -144,10 +153,8 @@ _RANGES: dict[str, Callable[[dict[str, Any]], str | None]] = {
                                    else f"a use count change of {a['delta']}"),
     "events": lambda a: (None if 0 <= a["after_id"] <= MAX_COUNT and 1 <= a["limit"] <= 10_000
                          else "after_id must be 0 or more and limit 1..10000"),
-    "acquire_lock": lambda a: (None if MIN_TTL_NS <= a["ttl_ns"] <= MAX_TTL_NS
-                               else f"a lock ttl outside {MIN_TTL_NS}..{MAX_TTL_NS} ns"),
-    "renew_lock": lambda a: (None if MIN_TTL_NS <= a["ttl_ns"] <= MAX_TTL_NS
-                             else f"a lock ttl outside {MIN_TTL_NS}..{MAX_TTL_NS} ns"),
+    "acquire_lock": _ttl_range,
+    "renew_lock": _ttl_range,
 }
 #: The operations that store JSON as given: checked whole, whatever the body's text held.
 _FREE_FORM = {"write_workflow_state": "values", "record_event": "data"}
@@ -245,7 +252,7 @@ class StoreProtocol:
             except BodyTooLarge as err:
                 status, body = problem("request_too_large", str(err))
             else:
-                status, body = await self._op(path[len("/v1/store/"):], data, scope)
+                status, body = await self._op(path[len("/v1/store/"):], data)
         elif path == "/v1/store" or path.startswith("/v1/store/"):
             allow = b"GET" if path == "/v1/store" else b"POST"
             status, body = problem("method_not_allowed",
@@ -254,19 +261,13 @@ class StoreProtocol:
         else:  # /v1/storefront and the like: not ours
             await self.app(scope, receive, send)
             return
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode()), *extra]})
-        await send({"type": "http.response.body", "body": body})
+        await send_json(send, status, body, extra)
 
-    async def _op(self, name: str, data: bytes, scope: Scope) -> Reply:
+    async def _op(self, name: str, data: bytes) -> Reply:
+        # an over-long or resent X-Pi-Request-Id is answered by daemon.once before this
         op = OPS.get(name)
         if op is None:
             return problem("not_found", f"no store operation {name!r}")
-        request_id = next((v for k, v in scope["headers"] if k == REQUEST_ID_BYTES), b"")
-        if len(request_id) > MAX_REQUEST_ID:
-            return problem("invalid_request",
-                           f"{REQUEST_ID} is longer than {MAX_REQUEST_ID} characters")
         args = None if b"\\u" in data else quick_args(op, data)
         if args is None:  # escaped text, or something wrong: the careful path names it
             try:
@@ -279,7 +280,6 @@ class StoreProtocol:
         wrong = wrong or (check(args) if check is not None else None)
         if wrong is not None:
             return problem("invalid_request", f"{op.name}: an argument holds {wrong}")
-        # a resent request id is answered by daemon.once before it gets here
         return await _apply(self.daemon, op, args)
 
     def _info(self) -> Reply:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from cross_instance.daemon.hosted import Hosted, hosted_of
+from cross_instance.daemon.replies import MAX_REQUEST_ID
 from cross_instance.daemon.state import Daemon
 
 
@@ -24,9 +25,8 @@ class ErrorOut(BaseModel):
 # errors are ErrorOut with status 400 (invalid_request), never FastAPI's 422 body
 router = APIRouter(prefix="/v1", responses={"4XX": {"model": ErrorOut,
                                                     "description": "JSON error with a code"}})
-RequestId = Annotated[str | None, Header(alias="X-Pi-Request-Id", max_length=128)]
+RequestId = Annotated[str | None, Header(alias="X-Pi-Request-Id", max_length=MAX_REQUEST_ID)]
 Name = Annotated[str, Field(min_length=1, max_length=1024)]
-MAX_COUNT = 2**53 - 1
 
 
 class Body(BaseModel):
