@@ -191,6 +191,10 @@ SEED_CASES = [
     (lambda rt: rt.instances.set_workload(1, "fast"), "avg_latency_ms must be a number of "
                                                      "milliseconds"),
     (lambda rt: rt.instances.set_workload(1, None, 1.5), "active_orchestrations must be"),
+    # a count no store gives back exactly (Redis's scripts hold doubles): refused, not stored
+    (lambda rt: rt.instances.set_workload(2**62), "pending_task_count must be an integer >= 0 "
+                                                  "and <= 9007199254740991"),
+    (lambda rt: rt.instances.set_workload(1, None, 2**53), "active_orchestrations must be"),
     (lambda rt: rt.instances.dynamic_parallel_limit("x"), "my_pending_tasks must be an integer"),
     (lambda rt: rt.instances.use_model(5, "m"), "provider must be a non-empty string"),
     (lambda rt: rt.instances.use_model("p", None), "model must be a non-empty string"),

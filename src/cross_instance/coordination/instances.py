@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from cross_instance.core import parallel
 from cross_instance.core.arguments import check_int, check_name, check_seconds
-from cross_instance.core.records import InstanceRecord, Workload
+from cross_instance.core.records import MAX_COUNT, InstanceRecord, Workload
 from cross_instance.hostfacts import identity as hostinfo
 
 if TYPE_CHECKING:
@@ -44,9 +44,9 @@ class Instances:
     def set_workload(self, pending_task_count: int, avg_latency_ms: float | None = None,
                      active_orchestrations: int = 0) -> None:
         """Publish this instance's pending work (read by ``dynamic_parallel_limit``)."""
-        check_int("pending_task_count", pending_task_count)
+        check_int("pending_task_count", pending_task_count, maximum=MAX_COUNT)
         check_seconds("avg_latency_ms", avg_latency_ms, unit="milliseconds")
-        check_int("active_orchestrations", active_orchestrations)
+        check_int("active_orchestrations", active_orchestrations, maximum=MAX_COUNT)
         membership = self._session.require_membership()
         membership.workload = Workload(pending_task_count, avg_latency_ms, active_orchestrations)
         self._session.require_store().heartbeat(self._session.instance_id, membership.workload)

@@ -11,6 +11,11 @@ from dataclasses import dataclass, field
 from cross_instance.core.limiter import RateSpec
 from cross_instance.core.liveness import Domain
 
+#: The largest count a store is given (pending tasks, usage, ...): every store keeps it exactly
+#: and gives it back (Redis's scripts hold numbers as doubles, exact to 2**53; a larger one
+#: comes back as text no reader can parse).
+MAX_COUNT = 2**53 - 1
+
 
 @dataclass(frozen=True, slots=True)
 class Workload:

@@ -19,20 +19,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cross_instance.core.keys import is_bucket, parse_key
 from cross_instance.core.locking import MAX_TTL_NS, MIN_TTL_NS
-from cross_instance.core.records import Granted
+from cross_instance.core.records import MAX_COUNT, Granted
 from cross_instance.daemon.guard import BodyTooLarge, read_body, send_json
 from cross_instance.daemon.hosted import hosted_of
 from cross_instance.daemon.metrics import metrics_for
 from cross_instance.daemon.replies import Reply
 from cross_instance.daemon.state import Daemon
-from cross_instance.daemon.wire import (
-    MAX_COUNT,
-    ValidationError,
-    decode,
-    encode,
-    error_body,
-    status_of,
-)
+from cross_instance.daemon.wire import ValidationError, decode, encode, error_body, status_of
 from cross_instance.errors import CrossInstanceError
 from cross_instance.stores.redis.connection import redact
 from cross_instance.stores.remote.ops import OPS, TAGS, Op

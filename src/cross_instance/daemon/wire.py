@@ -16,13 +16,8 @@ from pydantic import TypeAdapter, ValidationError
 
 from cross_instance import errors as E
 
-__all__ = ["MAX_COUNT", "ValidationError", "decode", "encode", "error_body", "error_from_body",
+__all__ = ["ValidationError", "decode", "encode", "error_body", "error_from_body",
            "problems_message", "status_of"]
-
-
-#: The largest count the daemon lets a store keep: every store keeps it exactly (Redis's
-#: scripts hold numbers as doubles, exact to 2**53).
-MAX_COUNT = 2**53 - 1
 
 
 @functools.cache

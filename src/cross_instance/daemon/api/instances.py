@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from cross_instance.config.rules import instance_id_problem
 from cross_instance.core.liveness import UNKNOWN_BOOT, Domain
-from cross_instance.core.records import InstanceRecord, Workload
+from cross_instance.core.records import MAX_COUNT, InstanceRecord, Workload
 from cross_instance.daemon.api.common import (
     Body,
     Name,
@@ -21,7 +21,6 @@ from cross_instance.daemon.api.common import (
 )
 from cross_instance.daemon.hosted import hosted_of
 from cross_instance.daemon.state import Daemon
-from cross_instance.daemon.wire import MAX_COUNT
 from cross_instance.errors import InvalidArgument, NotRegisteredError
 
 
