@@ -57,6 +57,16 @@ def test_reservation_is_always_available_to_its_instance():
     assert arbitrate(need("i1"), [], c, NOW).grant
 
 
+def test_reservation_is_not_blocked_by_a_waiter_that_could_not_have_it():
+    """i3 waits (ticket 1) for a global slot that i1's reservation keeps from it; i1, asking
+    later, still takes its reserved slot: no waiter ahead could have had it."""
+    holders = {"i1": Holder(0, 1, 1), "i2": Holder(1, 0, 1), "i3": Holder(0, 0, 1)}
+    c = cap(used=1, limit=2, holders=holders)
+    assert not arbitrate(need("i3", "r:b", ticket=1), [], c, NOW).grant
+    assert arbitrate(need("i1"), [need("i3", "r:b", ticket=1)], c, NOW).grant
+    assert not arbitrate(need("i2"), [need("i3", "r:b", ticket=1)], c, NOW).grant
+
+
 def test_unused_share_is_used_by_others():
     holders = {"i1": Holder(5, 0, 3), "i2": Holder(0, 0, 3)}
     assert arbitrate(need("i1"), [], cap(used=5, holders=holders), NOW).grant

@@ -16,7 +16,8 @@ global slots than its share (priority-weighted) goes ahead of instances at or ab
 is how priorities and fair shares act without starving anyone.
 
 Global slots also honour reservations: instance ``i`` may hold a slot iff, afterwards,
-``sum_j max(used_j, reserved_j) <= total``; an instance below its reservation always may.
+``sum_j max(used_j, reserved_j) <= total``; an instance below its reservation always may, even
+past earlier waiters (none of them could have had that slot).
 """
 
 from __future__ import annotations
@@ -111,21 +112,19 @@ class _Ledger:
         )
 
     def slot_ok(self, group: str, instance_id: str) -> bool:
-        if group in self.blocked_slots:
-            return False
         limit = self.cap.group_limit.get(group)
         if limit is None:
-            return True
+            return group not in self.blocked_slots
         if self.used.get(group, 0) + 1 > limit:
             return False
         if group != GLOBAL_GROUP:
-            return True
+            return group not in self.blocked_slots
         holder = self.cap.holders.get(instance_id)
         used = self.held.get(instance_id, 0)
         reserved = holder.reserved if holder else 0
         if used < reserved:
-            return True
-        return self.reserved_excess + 1 <= limit
+            return True  # its reserved slot: no waiter ahead could have taken it
+        return group not in self.blocked_slots and self.reserved_excess + 1 <= limit
 
     def take_rates(self, need: Need) -> None:
         for key, cost in need.rates:

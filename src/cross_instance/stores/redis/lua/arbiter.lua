@@ -30,15 +30,15 @@ local function rate_ok(l, key, cost)
 end
 
 local function slot_ok(l, group, instance_id)
-  if l.blocked_slots[group] then return false end
   local limit = l.cap.group_limit[group]
-  if limit == nil then return true end
+  if limit == nil then return not l.blocked_slots[group] end
   if (l.used[group] or 0) + 1 > limit then return false end
-  if group ~= GLOBAL_GROUP then return true end
+  if group ~= GLOBAL_GROUP then return not l.blocked_slots[group] end
   local holder = l.cap.holders[instance_id]
   local reserved = holder and holder.reserved or 0
+  -- its reserved slot: no waiter ahead could have taken it
   if (l.held[instance_id] or 0) < reserved then return true end
-  return l.reserved_excess + 1 <= limit
+  return (not l.blocked_slots[group]) and l.reserved_excess + 1 <= limit
 end
 
 local function take_rates(l, need)
