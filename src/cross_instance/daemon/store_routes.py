@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, create_model
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from cross_instance.core.budgets import parse_spend_key
 from cross_instance.core.keys import is_bucket, parse_key
 from cross_instance.core.locking import MAX_TTL_NS, MIN_TTL_NS
 from cross_instance.core.records import MAX_COUNT, Granted
@@ -88,8 +89,8 @@ def decode_args(op: Op, body: object, escapes: bool = True) -> dict[str, Any]:
             where = ".".join(str(p) for p in (name, *first["loc"]))
             raise ValueError(f"{op.name}: argument {where}: {first['msg']}") from None
     keys = _KEYS.get(op.name)
-    for key, bucket in keys(args) if keys is not None else ():
-        check_key(key, bucket)  # ValueError naming it
+    for key, kind in keys(args) if keys is not None else ():
+        check_key(key, kind)  # ValueError naming it
     return args
 
 
@@ -103,18 +104,18 @@ def quick_args(op: Op, data: bytes) -> dict[str, Any] | None:
         return None
     args = {name: getattr(parsed, name) for name, _ in op.args}
     keys = _KEYS.get(op.name)
-    for key, bucket in keys(args) if keys is not None else ():
-        if (key, bucket) not in _GOOD_KEYS:
+    for key, kind in keys(args) if keys is not None else ():
+        if (key, kind) not in _GOOD_KEYS:
             try:
-                check_key(key, bucket)
+                check_key(key, kind)
             except ValueError:
                 return None
             if len(_GOOD_KEYS) < 10_000:
-                _GOOD_KEYS.add((key, bucket))
+                _GOOD_KEYS.add((key, kind))
     return args
 
 
-_GOOD_KEYS: set[tuple[str, bool]] = set()
+_GOOD_KEYS: set[tuple[str, str]] = set()
 _FREES = frozenset({"release", "cancel_wait", "unregister_instance", "reap"})
 
 
@@ -133,6 +134,15 @@ def _heartbeat_ranges(a: dict[str, Any]) -> str | None:
          and 0 <= w.avg_latency_ms <= 1e12) else "an average latency that is not a duration")
 
 
+def _spend_ranges(a: dict[str, Any]) -> str | None:
+    for _, amount, expires in a["changes"]:
+        if not 0 <= amount <= MAX_COUNT:
+            return f"a spend amount outside 0..{MAX_COUNT} nano-dollars ({amount!r})"
+        if not 0 <= expires < 2**63:
+            return f"a spend expiry outside 0..2**63-1 ns ({expires!r})"
+    return None
+
+
 def _ttl_range(a: dict[str, Any]) -> str | None:
     return (None if MIN_TTL_NS <= a["ttl_ns"] <= MAX_TTL_NS
             else f"a lock ttl outside {MIN_TTL_NS}..{MAX_TTL_NS} ns")
@@ -148,6 +158,7 @@ _RANGES: dict[str, Callable[[dict[str, Any]], str | None]] = {
                          else "after_id must be 0 or more and limit 1..10000"),
     "acquire_lock": _ttl_range,
     "renew_lock": _ttl_range,
+    "add_spend": _spend_ranges,
 }
 #: The operations that store JSON as given: checked whole, whatever the body's text held.
 _FREE_FORM = {"write_workflow_state": "values", "record_event": "data"}
@@ -159,27 +170,36 @@ def _model(op: Op) -> type[BaseModel]:
     return create_model(f"{op.name}_args", __config__=ConfigDict(extra="forbid"), **fields)
 
 
-#: The bucket and slot group keys among an operation's arguments: one that is not a key would
-#: be stored, and break every later view of the store.
-_KEYS: dict[str, Callable[[dict[str, Any]], Iterable[tuple[str, bool]]]] = {
-    # (key, whether it must be a rate bucket; False: a slot group)
-    "publish_limits": lambda a: [*((k, True) for k in a["rates"]),
-                                 *((k, False) for k in a["groups"])],
-    "decide": lambda a: [*((k, True) for k, _ in a["request"].rates),
-                         *((k, False) for k in a["request"].slots)],
-    "adjust_tokens": lambda a: [(k, True) for k, _ in a["changes"]],
-    "record_outcome": lambda a: [*((k, True) for k in a["keys"]),
-                                 *((r[0], True) for r in a["outcome"].reported)],
-    "reset_learned": lambda a: [(k, True) for k in a["keys"] or ()],
+#: The kinds of key an operation's arguments hold: a rate bucket, a slot group
+#: (``core.keys``) or a spend key (``core.budgets``).
+BUCKET, GROUP, SPEND = "bucket", "group", "spend"
+
+#: The keys among an operation's arguments, with the kind each must be: one that is not a key
+#: of its kind would be stored, and break every later view of the store.
+_KEYS: dict[str, Callable[[dict[str, Any]], Iterable[tuple[str, str]]]] = {
+    "publish_limits": lambda a: [*((k, BUCKET) for k in a["rates"]),
+                                 *((k, GROUP) for k in a["groups"])],
+    "decide": lambda a: [*((k, BUCKET) for k, _ in a["request"].rates),
+                         *((k, GROUP) for k in a["request"].slots)],
+    "adjust_tokens": lambda a: [(k, BUCKET) for k, _ in a["changes"]],
+    "record_outcome": lambda a: [*((k, BUCKET) for k in a["keys"]),
+                                 *((r[0], BUCKET) for r in a["outcome"].reported)],
+    "reset_learned": lambda a: [(k, BUCKET) for k in a["keys"] or ()],
+    "add_spend": lambda a: [(c[0], SPEND) for c in a["changes"]],
+    "read_spend": lambda a: [(k, SPEND) for k in a["keys"]],
 }
 
 
-def check_key(key: str, bucket: bool) -> None:
+def check_key(key: str, kind: str) -> None:
     """``ValueError`` unless ``key`` is a store key of the kind its place needs (a group's
     limit kept under a bucket's key would become that bucket's burst of 0)."""
+    if kind == SPEND:
+        parse_spend_key(key)  # ValueError naming it
+        return
     parse_key(key)
-    if is_bucket(key) != bucket:
-        raise ValueError(f"{key!r} is not a {'rate bucket' if bucket else 'slot group'} key")
+    if is_bucket(key) != (kind == BUCKET):
+        raise ValueError(f"{key!r} is not a {'rate bucket' if kind == BUCKET else 'slot group'}"
+                         f" key")
 
 
 def unstorable(value: object) -> str | None:

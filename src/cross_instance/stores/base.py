@@ -29,6 +29,7 @@ from cross_instance.core.limits import AdaptiveSettings
 from cross_instance.core.locking import LockRecord, LockWaiting
 from cross_instance.core.ownership import Claim, Force, WorkflowRecord
 from cross_instance.core.records import (
+    MAX_COUNT,
     Adjustment,
     Event,
     Granted,
@@ -40,6 +41,7 @@ from cross_instance.core.records import (
     Waiting,
     Workload,
 )
+from cross_instance.errors import InvalidArgument
 
 #: What a store can do; a feature that needs a missing capability is refused at start.
 CAP_PERMITS = "permits"
@@ -65,6 +67,49 @@ class FreedSlots(Protocol):
 
     def close(self) -> None:
         ...
+
+
+def checked_spend(changes: Sequence[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
+    """``add_spend``'s changes as a list, or ``InvalidArgument`` naming the first that no
+    store may apply (every store checks the same way, before anything is written)."""
+    out = []
+    for change in changes:
+        if not isinstance(change, tuple | list) or len(change) != 3:
+            raise InvalidArgument(f"a spend change must be (key, nano_usd, expires_at_ns), "
+                                  f"got {change!r}")
+        key, amount, expires = change
+        checked_spend_keys([key])
+        if isinstance(amount, bool) or not isinstance(amount, int) \
+                or not 0 <= amount <= MAX_COUNT:
+            raise InvalidArgument(f"a spend amount must be an integer 0..{MAX_COUNT} "
+                                  f"nano-dollars, got {amount!r} for {key!r}")
+        if isinstance(expires, bool) or not isinstance(expires, int) \
+                or not 0 <= expires < 2**63:
+            raise InvalidArgument(f"a spend expiry must be an integer 0..2**63-1 ns, got "
+                                  f"{expires!r} for {key!r}")
+        out.append((key, amount, expires))
+    return out
+
+
+def checked_spend_keys(keys: Iterable[str]) -> list[str]:
+    """``read_spend``'s keys as a list, or ``InvalidArgument`` for one that is not text a
+    store can keep."""
+    out = list(keys)
+    for key in out:
+        if not isinstance(key, str):
+            raise InvalidArgument(f"a spend key must be text, got {key!r}")
+        if not key.isascii():
+            try:
+                key.encode()
+            except UnicodeEncodeError:
+                raise InvalidArgument(f"a spend key must be Unicode text (no lone "
+                                      f"surrogate), got {key!r}") from None
+    return out
+
+
+def spend_overflow(key: str, total: int) -> InvalidArgument:
+    return InvalidArgument(f"the spend total of {key!r} would reach {total} nano-dollars, "
+                           f"beyond {MAX_COUNT}: nothing was added")
 
 
 class PermitDecisions(ABC):
@@ -278,6 +323,21 @@ class Store(Protocol):
         """Forget what adaptive control learned (rate, stated limit, cooldown) for all buckets
         or ``keys``; the rate limiting state itself is kept (a reset never grants a burst the
         limit would not). Returns how many buckets were reset."""
+        ...
+
+    # --- spend (budgets; keys and rules in ``core.budgets``) -------------------------------
+    def add_spend(self, changes: Sequence[tuple[str, int, int]]) -> list[int]:
+        """Add each change ``(key, nano_usd, expires_at_ns)`` to its key's total, all in one
+        atomic step, and return the totals after each change, in order (a key given twice
+        counts both). ``nano_usd``: an integer 0..``MAX_COUNT``; a total past ``MAX_COUNT``
+        refuses the whole step (``InvalidArgument``), as does a bad change. The store may
+        forget a key once its clock (``now_ns``) reaches its expiry, the latest any change
+        gave it while it was kept; a forgotten key counts from 0 again."""
+        ...
+
+    def read_spend(self, keys: Sequence[str]) -> list[int]:
+        """The totals of ``keys`` in one consistent read (0 for a key never added to or
+        expired)."""
         ...
 
     def close(self) -> None:

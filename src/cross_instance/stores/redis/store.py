@@ -74,7 +74,8 @@ _OPERATIONS = ("register", "heartbeat", "unregister", "reap", "active_model",
                "lock_acquire", "lock_renew", "lock_release", "lock_cancel", "lock_list",
                "lock_cleanup",
                "permit_publish", "permit_acquire", "permit_release", "permit_cancel",
-               "permit_adjust", "permit_reset", "permit_record", "permit_dump")
+               "permit_adjust", "permit_reset", "permit_record", "permit_dump",
+               "spend_add", "spend_read")
 
 
 def _text(value: Any) -> str:
@@ -431,6 +432,25 @@ class RedisStore(base.PermitDecisions):
                                       for k, v in _pairs(slots).items() if k.startswith("l:")),
                                      key=lambda g: g.key)),
                         tuple(held), int(waiting))
+
+    # --- spend ------------------------------------------------------------------------------
+    def add_spend(self, changes: Sequence[tuple[str, int, int]]) -> list[int]:
+        checked = base.checked_spend(changes)
+        if not checked:
+            return []
+        # expiries in µs, rounded up (a key is never forgotten before its expiry); numbers as
+        # text, which the script reads exactly
+        reply = self._run("spend_add", _json([[k, str(n), str(-(-e // 1000))]
+                                               for k, n, e in checked]))
+        if _text(reply[0]) == "overflow":
+            raise base.spend_overflow(_text(reply[1]), int(_text(reply[2])))
+        return [int(_text(t)) for t in reply[1:]]
+
+    def read_spend(self, keys: Sequence[str]) -> list[int]:
+        wanted = base.checked_spend_keys(keys)
+        if not wanted:
+            return []
+        return [int(_text(t)) for t in self._run("spend_read", _json(wanted))]
 
     # --- workflows --------------------------------------------------------------------------
     @staticmethod

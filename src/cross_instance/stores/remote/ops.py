@@ -94,5 +94,8 @@ _OPS = (
                         ("data", dict[str, Any])), None),
     Op("events", (("after_id", int), ("limit", int)), list[Event], changes=False),
     Op("reset_learned", (("keys", list[str] | None),), int, resend_safe=True),
+    # adds are not idempotent: a resent request id is applied once (daemon.once)
+    Op("add_spend", (("changes", list[tuple[str, int, int]]),), list[int]),
+    Op("read_spend", (("keys", list[str]),), list[int], changes=False),
 )
 OPS: dict[str, Op] = {op.name: op for op in _OPS}

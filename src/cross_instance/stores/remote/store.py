@@ -42,6 +42,7 @@ from cross_instance.core.records import (
 )
 from cross_instance.daemon.wire import decode, encode, error_from_body
 from cross_instance.errors import ConfigError, StoreError, StoreUnavailable
+from cross_instance.stores import base
 from cross_instance.stores.base import FreedSlots, PermitDecisions
 from cross_instance.stores.permit_ids import new_ticket
 from cross_instance.stores.redis.connection import redact
@@ -320,6 +321,12 @@ class RemoteStore(PermitDecisions):
 
     def reset_learned(self, keys: Iterable[str] | None = None) -> int:
         return int(self._call("reset_learned", None if keys is None else list(keys)))
+
+    def add_spend(self, changes: Sequence[tuple[str, int, int]]) -> list[int]:
+        return self._call("add_spend", base.checked_spend(changes))  # type: ignore[no-any-return]
+
+    def read_spend(self, keys: Sequence[str]) -> list[int]:
+        return self._call("read_spend", base.checked_spend_keys(keys))  # type: ignore[no-any-return]
 
     def close(self) -> None:
         self._closed = True

@@ -3,7 +3,7 @@ each runs in the same transaction as the version bump, so a crash leaves the old
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -108,5 +108,14 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE locks ADD COLUMN wait INTEGER;
     CREATE TABLE released_locks(
         seq INTEGER PRIMARY KEY AUTOINCREMENT, lock_id TEXT NOT NULL UNIQUE);
+    """,
+    # v7: money spent per budget key (``core.budgets``), in nano-dollars, until ``expires_ns``
+    # on the store clock (then it reads as 0 and the next add removes it). Kept across a
+    # reboot: it is money, not a lease.
+    """
+    CREATE TABLE spend(
+        key TEXT PRIMARY KEY, total INTEGER NOT NULL, expires_ns INTEGER NOT NULL)
+        WITHOUT ROWID;
+    CREATE INDEX spend_expires ON spend(expires_ns);
     """,
 )

@@ -35,7 +35,7 @@ from cross_instance.core.records import (
 from cross_instance.core.window import windowed
 from cross_instance.hostfacts import identity as hostinfo
 from cross_instance.stores import base
-from cross_instance.stores.sqlite import learning, locks, ownership, permits, registry
+from cross_instance.stores.sqlite import learning, locks, ownership, permits, registry, spend
 from cross_instance.stores.sqlite.db import Database
 
 
@@ -203,6 +203,15 @@ class SqliteStore(base.PermitDecisions):
             return sum(conn.execute(forget + " WHERE key=?", (k,)).rowcount for k in wanted)
 
         return self.db.write(step, "reset_learned")
+
+    # --- spend ----------------------------------------------------------------------------
+    def add_spend(self, changes: Sequence[tuple[str, int, int]]) -> list[int]:
+        checked = base.checked_spend(changes)
+        return self.db.write(lambda c, now: spend.add(c, now, checked), "add_spend")
+
+    def read_spend(self, keys: Sequence[str]) -> list[int]:
+        wanted = base.checked_spend_keys(keys)
+        return self.db.read(lambda c, now: spend.read(c, now, wanted))
 
     def close(self) -> None:
         self.db.close()
