@@ -1,27 +1,32 @@
 """Provider-shaped request checks, reply bodies, stream events and error bodies. Pure functions.
 
-Bodies follow the public OpenAI Chat Completions and Anthropic Messages wire formats closely
-enough for the official ``openai`` and ``anthropic`` SDKs to parse them. The reply text is fixed;
-it is cut to ``max_tokens`` pieces (one piece = one "token"), with the matching finish reason.
+Bodies follow the public OpenAI Chat Completions and Anthropic Messages (and token counting)
+wire formats closely enough for the official ``openai`` and ``anthropic`` SDKs to parse them.
+The reply text is fixed; it is cut to ``max_tokens`` pieces (one piece = one "token"), with the
+matching finish reason. The other routes' modules reuse the JSON, SSE and text helpers here.
 """
 
 from __future__ import annotations
 
 import json
-import uuid
+import random
 from typing import Any, Literal
 
 Api = Literal["openai", "anthropic"]
 
 REPLY_TEXT = "Hello! This is a reply from the local fake provider. Nothing here is real."
 
+_WORDS = REPLY_TEXT.split(" ")
+_PIECES = (*(w + " " for w in _WORDS[:-1]), _WORDS[-1])
+_ID_BITS = random.Random()  # ids must differ, not be secret; uuid4's os.urandom drops the GIL
+
 
 class BadRequest(ValueError):
     """The request body is not acceptable; ``str(err)`` is the message sent back."""
 
 
-def parse_request(api: Api, raw: bytes) -> dict[str, Any]:
-    """The JSON object in ``raw``, checked for the fields ``api`` requires, or ``BadRequest``."""
+def load_object(raw: bytes) -> dict[str, Any]:
+    """The JSON object in ``raw`` with a string ``model``, or ``BadRequest``."""
     try:
         body = json.loads(raw.decode("utf-8")) if raw else None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -30,15 +35,32 @@ def parse_request(api: Api, raw: bytes) -> dict[str, Any]:
         raise BadRequest("request body must be a JSON object")
     if not isinstance(body.get("model"), str):
         raise BadRequest("model: field required (string)")
+    return body
+
+
+def check_positive(name: str, value: Any) -> None:
+    """``BadRequest`` unless ``value`` is ``None`` or a positive integer (``name`` is the field)."""
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise BadRequest(f"{name}: must be a positive integer")
+
+
+def parse_request(api: Api, raw: bytes) -> dict[str, Any]:
+    """The JSON object in ``raw``, checked for the fields ``api`` requires, or ``BadRequest``."""
+    body = load_object(raw)
     if not isinstance(body.get("messages"), list):
         raise BadRequest("messages: field required (array)")
     max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
     if api == "anthropic" and max_tokens is None:
         raise BadRequest("max_tokens: field required")
-    if max_tokens is not None and (
-        not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1
-    ):
-        raise BadRequest("max_tokens: must be a positive integer")
+    check_positive("max_tokens", max_tokens)
+    return body
+
+
+def parse_count_tokens(raw: bytes) -> dict[str, Any]:
+    """A checked Anthropic ``/v1/messages/count_tokens`` body (``max_tokens`` is not needed)."""
+    body = load_object(raw)
+    if not isinstance(body.get("messages"), list):
+        raise BadRequest("messages: field required (array)")
     return body
 
 
@@ -50,10 +72,10 @@ def max_tokens_of(body: dict[str, Any]) -> int | None:
 
 def prompt_chars(body: dict[str, Any]) -> int:
     """Characters of text in the prompt: message contents (strings or text parts) and system."""
-    total = _text_len(body.get("system"))
+    total = text_len(body.get("system"))
     for message in body.get("messages", []):
         if isinstance(message, dict):
-            total += _text_len(message.get("content"))
+            total += text_len(message.get("content"))
     return total
 
 
@@ -69,16 +91,19 @@ def token_cost(body: dict[str, Any]) -> int:
 
 def reply_pieces(max_tokens: int | None) -> tuple[list[str], bool]:
     """The reply cut into pieces (at most ``max_tokens``), and whether it was truncated."""
-    words = REPLY_TEXT.split(" ")
-    pieces = [w if i == len(words) - 1 else w + " " for i, w in enumerate(words)]
-    if max_tokens is not None and max_tokens < len(pieces):
-        return pieces[:max_tokens], True
-    return pieces, False
+    if max_tokens is not None and max_tokens < len(_PIECES):
+        return list(_PIECES[:max_tokens]), True
+    return list(_PIECES), False
+
+
+def random_hex(digits: int) -> str:
+    """``digits`` random lowercase hex digits (for ids)."""
+    return f"{_ID_BITS.getrandbits(4 * digits):0{digits}x}"
 
 
 def new_id(api: Api) -> str:
     """A fresh id in the provider's style (``chatcmpl-…`` or ``msg_…``)."""
-    return ("chatcmpl-" if api == "openai" else "msg_") + uuid.uuid4().hex[:24]
+    return ("chatcmpl-" if api == "openai" else "msg_") + random_hex(24)
 
 
 def openai_completion(
@@ -118,7 +143,7 @@ def openai_stream(
         events.append({"id": rid, "object": "chat.completion.chunk", "created": created,
                        "model": model, "choices": [],
                        "usage": _openai_usage(n_prompt, len(pieces))})
-    return [_sse(None, e) for e in events] + [b"data: [DONE]\n\n"]
+    return [sse(None, e) for e in events] + [b"data: [DONE]\n\n"]
 
 
 def anthropic_message(
@@ -145,22 +170,22 @@ def anthropic_stream(
     start = anthropic_message(rid, model, n_prompt, [], False)
     start.update(content=[], stop_reason=None, usage={"input_tokens": n_prompt, "output_tokens": 0})
     frames = [
-        _sse("message_start", {"type": "message_start", "message": start}),
-        _sse("content_block_start", {"type": "content_block_start", "index": 0,
+        sse("message_start", {"type": "message_start", "message": start}),
+        sse("content_block_start", {"type": "content_block_start", "index": 0,
                                      "content_block": {"type": "text", "text": ""}}),
     ]
     frames += [
-        _sse("content_block_delta", {"type": "content_block_delta", "index": 0,
+        sse("content_block_delta", {"type": "content_block_delta", "index": 0,
                                      "delta": {"type": "text_delta", "text": piece}})
         for piece in pieces
     ]
     stop_reason = "max_tokens" if truncated else "end_turn"
     frames += [
-        _sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
-        _sse("message_delta", {"type": "message_delta",
+        sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        sse("message_delta", {"type": "message_delta",
                                "delta": {"stop_reason": stop_reason, "stop_sequence": None},
                                "usage": {"output_tokens": len(pieces)}}),
-        _sse("message_stop", {"type": "message_stop"}),
+        sse("message_stop", {"type": "message_stop"}),
     ]
     return frames
 
@@ -183,12 +208,14 @@ def _openai_usage(n_prompt: int, n_completion: int) -> dict[str, int]:
             "total_tokens": n_prompt + n_completion}
 
 
-def _sse(event: str | None, data: dict[str, Any]) -> bytes:
+def sse(event: str | None, data: dict[str, Any]) -> bytes:
+    """One SSE frame: ``event: NAME`` (when given) and compact ``data: {...}``."""
     head = f"event: {event}\n" if event else ""
     return f"{head}data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-def _text_len(content: Any) -> int:
+def text_len(content: Any) -> int:
+    """Characters of text in a message content: a string, or the ``text`` of its parts."""
     if isinstance(content, str):
         return len(content)
     if isinstance(content, list):

@@ -2,7 +2,9 @@
 
 It listens on loopback only, enforces its own exact GCRA limits (requests, and optionally
 tokens), answers admitted requests after a configurable latency and over-limit ones at once
-with 429 + ``Retry-After``, and records what it answered per client::
+with 429 + ``Retry-After``, and records what it answered per client and route and which API
+keys reached it. Routes (see :mod:`~cross_instance.testing.fakeprovider.handler`): OpenAI chat
+completions, responses, embeddings and models; Anthropic messages and token counting::
 
     with FakeProvider(requests_per_minute=600, burst=10) as fake:
         httpx.post(fake.base_url_openai + "/chat/completions", json={...})
@@ -161,8 +163,11 @@ class FakeProvider:
         self._latency = _check_latency(latency_s)
 
     def stats(self, events: bool = False) -> dict[str, Any]:
-        """Snapshot: ``requests``, ``ok``, ``rate_limited``, ``bad_request``, ``by_client``
-        (``{id: {ok, rate_limited, bad_request}}``), ``limits``, and with ``events=True`` the
+        """Snapshot: ``requests``, ``ok``, ``rate_limited``, ``bad_request`` (answers on the
+        rate-limited routes), ``by_client`` (``{id: {ok, rate_limited, bad_request}}``),
+        ``by_route`` (``{route: answers}`` on every known ``/v1`` route, ``/v1/models/{id}`` as
+        one), ``apiKeys`` (distinct keys from ``Authorization: Bearer`` or ``x-api-key``, first
+        seen first, at most 100), ``events_recorded``, ``limits``, and with ``events=True`` the
         event log ``[[t_ns since start, client_id, status], ...]`` (newest 1,000,000 kept)."""
         out = self.recorder.snapshot(events)
         cfg = self.limits.config()
@@ -172,7 +177,7 @@ class FakeProvider:
         return out
 
     def reset_stats(self) -> None:
-        """Clear counts and events (event times stay relative to server start)."""
+        """Clear counts, events and API keys (event times stay relative to server start)."""
         self.recorder.reset()
 
     def draw_latency(self) -> float:
