@@ -247,6 +247,8 @@ export declare class Coordinator {
   withPermit<T>(provider: string, options: AcquireOptions,
                 fn: (permit: Permit) => T | Promise<T>): Promise<T>;
 
+  gatewayBaseUrl(provider: string, options?: { sdkAddsVersion?: boolean }): string;
+  gatewayHeaders(): Record<string, string>;
   status(): Promise<Record<string, any>>;
   limits(provider?: string): Promise<Record<string, any>>;
 

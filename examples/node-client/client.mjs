@@ -710,6 +710,34 @@ export class Coordinator {
     }
   }
 
+  // --- the provider gateway -----------------------------------------------------------
+
+  /**
+   * The base URL of `provider` through the daemon's gateway, for any HTTP client or SDK
+   * (`fetch`, the `openai` and `@anthropic-ai/sdk` packages): `<daemon>/<provider>/v1`, or
+   * `<daemon>/anthropic` for Anthropic's SDK, which adds `/v1` itself.
+   * @param {string} provider
+   * @param {{ sdkAddsVersion?: boolean }} [options]
+   */
+  gatewayBaseUrl(provider, options = {}) {
+    const root = `${this.baseUrl}/${encodeURIComponent(provider)}`;
+    return options.sdkAddsVersion ? root : `${root}/v1`;
+  }
+
+  /**
+   * Headers that make a gateway request this instance's (`X-Pi-Instance-Id`, so its
+   * priority and reservation apply) and pass the daemon's token (`X-Pi-Token`; the
+   * `Authorization` header stays the provider's, with the caller's own API key).
+   * @returns {Record<string, string>}
+   */
+  gatewayHeaders() {
+    /** @type {Record<string, string>} */
+    const headers = {};
+    if (this.instanceId) headers["X-Pi-Instance-Id"] = this.instanceId;
+    if (this.token) headers["X-Pi-Token"] = this.token;
+    return headers;
+  }
+
   // --- views ------------------------------------------------------------------------
 
   /** What `pi-xi status --json` prints. @returns {Promise<Record<string, any>>} */

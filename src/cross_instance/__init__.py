@@ -4,6 +4,7 @@ Everything a user catches or starts is here: the facade (``Runtime``, ``Permit``
 error of the one hierarchy in :mod:`cross_instance.errors`."""
 
 from cross_instance.errors import (
+    BudgetExceeded,
     Cancelled,
     ConfigError,
     CrossInstanceError,
@@ -28,6 +29,7 @@ from cross_instance.runtime import Runtime
 from cross_instance.runtime.permit import Permit
 
 __all__ = [
+    "BudgetExceeded",
     "Cancelled",
     "ConfigError",
     "CrossInstanceError",

@@ -73,6 +73,26 @@ class RateLimitExceeded(CrossInstanceError):
         )
 
 
+class BudgetExceeded(CrossInstanceError):
+    """A spend budget (``budgets`` in the config) has no room for the call.
+
+    ``retry_after`` (seconds) is when the period that frees it begins, or None when the
+    call can never fit (its estimated cost alone is above the budget) or ``onExceed`` is
+    ``refuse``; ``reason`` names the budget, what it has spent and its limit."""
+
+    code = "budget_exceeded"
+    retryable = False
+
+    def __init__(self, provider: str, model: str | None, retry_after: float | None,
+                 reason: str) -> None:
+        self.provider = provider
+        self.model = model
+        self.retry_after = None if retry_after is None else max(0.0, retry_after)
+        self.reason = reason
+        self.retryable = retry_after is not None
+        super().__init__(f"spend budget exceeded: {reason}")
+
+
 class DuplicateInstanceError(CrossInstanceError):
     """A live instance already holds the requested id."""
 

@@ -78,9 +78,21 @@ def limits(ctx: typer.Context, provider: ProviderOpt = None, as_json: JsonOpt = 
     if ctx.invoked_subcommand is not None:
         return
     from cross_instance.cli.render import render_limits
+    from cross_instance.views.limits import read_budgets
 
     config = _config()
-    view = build_limits(config, _open_status(config), provider)
+    status = None
+    budgets: list[dict[str, Any]] = []
+    store = open_configured_store(config)
+    if store is not None:
+        try:
+            status = build_status(store, config)
+            budgets = read_budgets(store, config)
+        except StoreError as err:
+            _fail(str(err), 1)
+        finally:
+            store.close()
+    view = build_limits(config, status, provider, budgets)
     _emit(view, as_json, render_limits(view))
 
 

@@ -96,6 +96,13 @@ def render_limits(view: dict[str, Any]) -> str:
             if "requestsPerMinute" in m:
                 lines.append(f"  Model {model}: {m['currentUsage']}/{m['requestsPerMinute']} "
                              f"requests, burst available {m['burstAvailable']}")
+    if view.get("budgets"):
+        lines += ["", "Spend budgets (UTC periods):"]
+        for b in view["budgets"]:
+            who = "account" if b["provider"] is None else b["provider"]
+            share = "" if b["share"] is None else f" ({b['share']:.0%})"
+            lines.append(f"  {who} {b['period']} {b['periodId']}: ${b['spentUsd']:.4f} of "
+                         f"${b['limitUsd']:.4f} spent{share}, ${b['leftUsd']:.4f} left")
     if not view["shared"]:
         lines += ["", f"No shared state yet in {view['stateDir']}: usage appears once an "
                       f"instance has run."]

@@ -48,6 +48,11 @@ from cross_instance.errors import ConfigError
 if TYPE_CHECKING:  # the schema (pydantic) is imported when a section is validated
     from cross_instance.config.schema import LimitsIn, SectionIn
 
+    # the gateway's and the budgets' types: imported when a config uses them (import time)
+    from cross_instance.core.budgets import Budget, Budgets
+    from cross_instance.core.pricing import Price
+    from cross_instance.core.upstreams import GatewaySettings, Upstream
+
 __all__ = [
     "DEFAULT_PROVIDER_LIMITS",
     "DEFAULT_RUNTIME_DIR",
@@ -119,7 +124,41 @@ class Config:
     providers: Mapping[str, ProviderLimits] = field(default_factory=lambda: DEFAULT_PROVIDER_LIMITS)
     instances: Mapping[str, InstancePolicy] = field(default_factory=lambda: MappingProxyType({}))
     adaptive: AdaptiveSettings = field(default_factory=AdaptiveSettings)
+    #: Where the provider gateway forwards each provider's requests (``upstream_table``):
+    #: None = the built-in providers' official base URLs; else those overlaid with
+    #: ``providers.{name}.baseUrl`` / ``api``. A provider with no entry cannot be reached
+    #: through the gateway.
+    upstreams: Mapping[str, Upstream] | None = None
+    #: The gateway's bounds (``gateway_settings``); None = the defaults.
+    gateway: GatewaySettings | None = None
+    #: Spend budgets; None = no budget (a permit then makes no store call for them).
+    budgets: Budgets | None = None
+    #: The price table budgets are kept with (``price_table``): None = the package's dated
+    #: default (``core.pricing.DEFAULT_PRICES``, ``PRICES_DATE``), else that overlaid with
+    #: ``prices``.
+    prices: Mapping[str, Mapping[str, Price]] | None = None
     source: str = "defaults"
+
+    def upstream_table(self) -> Mapping[str, Upstream]:
+        if self.upstreams is not None:
+            return self.upstreams
+        from cross_instance.core.upstreams import DEFAULT_UPSTREAMS
+
+        return DEFAULT_UPSTREAMS
+
+    def gateway_settings(self) -> GatewaySettings:
+        if self.gateway is not None:
+            return self.gateway
+        from cross_instance.core.upstreams import GatewaySettings
+
+        return GatewaySettings()
+
+    def price_table(self) -> Mapping[str, Mapping[str, Price]]:
+        if self.prices is not None:
+            return self.prices
+        from cross_instance.core.pricing import DEFAULT_PRICES
+
+        return DEFAULT_PRICES
 
     def provider_limits(self, provider: str) -> ProviderLimits:
         """Configured, else built-in, else :data:`UNKNOWN_PROVIDER_LIMITS` (names are exact)."""
@@ -149,7 +188,9 @@ class Config:
             "store": self.store,
             "whenStoreDown": self.when_store_down,
             "rateLimitWarningShare": self.rate_limit_warning_share,
-            "providers": {name: _limits_json(p) for name, p in self.providers.items()},
+            "providers": {name: {**_limits_json(p),
+                                 **_upstream_json(self.upstream_table().get(name))}
+                          for name, p in self.providers.items()},
             "instances": {
                 i: {"priority": p.priority, "reservedCapacity": p.reserved_capacity}
                 for i, p in self.instances.items()
@@ -162,8 +203,40 @@ class Config:
                 "maxRequestsPerMinute": a.max_requests_per_minute,
                 "maxCooldownMs": a.max_cooldown_ms,
             },
+            "budgets": _budgets_json(self.budgets),
+            "prices": {provider: {pattern: _price_json(p) for pattern, p in table.items()}
+                       for provider, table in (self.prices or {}).items()},
+            "gateway": _gateway_json(self.gateway_settings()),
             "source": self.source,
         }
+
+
+def _budget_json(budget: Budget) -> dict[str, object]:
+    return {"perDayUsd": budget.per_day_usd, "perMonthUsd": budget.per_month_usd}
+
+
+def _gateway_json(g: GatewaySettings) -> dict[str, object]:
+    return {"maxWaitMs": g.max_wait_ms, "maxBodyBytes": g.max_body_bytes,
+            "upstreamTimeoutMs": g.upstream_timeout_ms}
+
+
+def _budgets_json(b: Budgets | None) -> dict[str, object]:
+    if b is None:
+        return {"account": None, "providers": {}, "onExceed": "refuse", "warnShare": 0.8}
+    return {"account": None if b.account is None else _budget_json(b.account),
+            "providers": {name: _budget_json(x) for name, x in b.providers.items()},
+            "onExceed": b.on_exceed, "warnShare": b.warn_share}
+
+
+def _price_json(p: Price) -> dict[str, object]:
+    return {"input": p.input, "output": p.output, "cachedInput": p.cached_input,
+            "cacheWrite": p.cache_write}
+
+
+def _upstream_json(upstream: Upstream | None) -> dict[str, object]:
+    if upstream is None:
+        return {}
+    return {"baseUrl": upstream.base_url, "api": upstream.api}
 
 
 def _limits_json(limits: ProviderLimits | ModelLimits) -> dict[str, object]:
@@ -291,6 +364,10 @@ def load_config(
         when_store_down=s.when_store_down,
         rate_limit_warning_share=float(s.rate_limit_warning_share),
         providers=_providers(s),
+        upstreams=_upstreams(s, path),
+        gateway=_gateway(s),
+        budgets=_budgets(s),
+        prices=_prices(s),
         instances=MappingProxyType(
             {i: InstancePolicy(p.priority, p.reserved_capacity) for i, p in s.instances.items()}
         ),
@@ -348,6 +425,70 @@ def _providers(s: SectionIn) -> Mapping[str, ProviderLimits]:
             models=MappingProxyType({pat: _model(m) for pat, m in p.models.items()}),
         )
     return MappingProxyType(out)
+
+
+def _gateway(s: SectionIn) -> GatewaySettings | None:
+    from cross_instance.config.schema import GatewayIn
+
+    g = s.gateway
+    if g == GatewayIn():  # the defaults: kept as None (see Config.gateway)
+        return None
+    from cross_instance.core.upstreams import GatewaySettings
+
+    return GatewaySettings(g.max_wait_ms, g.max_body_bytes, g.upstream_timeout_ms)
+
+
+def _budgets(s: SectionIn) -> Budgets | None:
+    b = s.budgets
+    if b.account is None and not b.providers:
+        return None
+    from cross_instance.core.budgets import Budget, Budgets
+
+    def one(x: object) -> Budget:
+        return Budget(getattr(x, "per_day_usd", None), getattr(x, "per_month_usd", None))
+
+    return Budgets(None if b.account is None else one(b.account),
+                   MappingProxyType({name: one(x) for name, x in b.providers.items()}),
+                   b.on_exceed, float(b.warn_share))
+
+
+def _prices(s: SectionIn) -> Mapping[str, Mapping[str, Price]] | None:
+    """The default table (dated ``PRICES_DATE``) with the configured entries over it: a
+    configured pattern replaces the default of the same pattern and, being named, is as
+    specific as any (the most specific pattern matching a model wins)."""
+    if not s.prices:
+        return None
+    from cross_instance.core.pricing import DEFAULT_PRICES, Price
+    out = {name: dict(table) for name, table in DEFAULT_PRICES.items()}
+    for provider, table in s.prices.items():
+        mine = out.setdefault(provider, {})
+        for pattern, p in table.items():
+            mine[pattern] = Price(float(p.input), float(p.output),
+                                  None if p.cached_input is None else float(p.cached_input),
+                                  None if p.cache_write is None else float(p.cache_write))
+    if out == {name: dict(table) for name, table in DEFAULT_PRICES.items()}:
+        return None  # the defaults, written out (see Config.prices)
+    return MappingProxyType({k: MappingProxyType(v) for k, v in out.items()})
+
+
+def _upstreams(s: SectionIn, source: str) -> Mapping[str, Upstream] | None:
+    if all(p.base_url is None and p.api is None for p in s.providers.values()):
+        return None
+    from cross_instance.core.upstreams import DEFAULT_UPSTREAMS, Upstream, default_api
+
+    out = dict(DEFAULT_UPSTREAMS)
+    for name, p in s.providers.items():
+        base = out.get(name)
+        if p.base_url is None and base is None:
+            continue  # limits only: not reachable through the gateway
+        if name == "v1":  # /v1/... is the daemon's own API
+            raise ConfigError(source, key_path((_SECTION, "providers", name, "baseUrl")),
+                              'the provider name "v1" cannot have a gateway route (the '
+                              "daemon's API is /v1/...): choose another name")
+        url = p.base_url if p.base_url is not None else base.base_url if base else ""
+        api = p.api or (base.api if base is not None else default_api(name))
+        out[name] = Upstream(api, url.rstrip("/"))
+    return None if out == dict(DEFAULT_UPSTREAMS) else MappingProxyType(out)
 
 
 def _model(m: LimitsIn) -> ModelLimits:

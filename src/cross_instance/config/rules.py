@@ -40,6 +40,9 @@ BOUNDS: dict[str, tuple[int, int]] = {
     "minRequestsPerMinute": (1, 10_000_000),
     "maxRequestsPerMinute": (1, 10_000_000),
     "maxCooldownMs": (1000, 86_400_000),
+    "maxWaitMs": (0, 3_600_000),
+    "maxBodyBytes": (1024, 1 << 30),
+    "upstreamTimeoutMs": (1000, 86_400_000),
 }
 
 _PROVIDER = PROVIDER_NAME
@@ -110,6 +113,28 @@ def runtime_dir_problem(value: str) -> str | None:
         return f"must be a non-empty path (got {show(value)})"
     if "\0" in value:
         return f"must not contain NUL characters (got {show(value)})"
+    return None
+
+
+def base_url_problem(value: str) -> str | None:
+    """Why ``value`` is not a provider base URL for the gateway (``http(s)://host[:port]
+    [/path]``, no credentials, query or fragment), or None; never echoes a password."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError as err:
+        return f"not a valid URL ({err})"
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        return ("must not contain credentials (user:password@): clients send their own "
+                "API key, which the gateway passes on")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"expected http(s)://host[:port][/path] (got {show(value)})"
+    if parts.query or parts.fragment:
+        return f"must not have a query or fragment (got {show(value)})"
+    if any(seg in (".", "..") for seg in parts.path.split("/")):
+        return f"must not contain . or .. segments (got {show(value)})"
     return None
 
 

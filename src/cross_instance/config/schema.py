@@ -19,6 +19,7 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 from cross_instance.config.rules import (
     BOUNDS,
     addr_problem,
+    base_url_problem,
     instance_id_problem,
     key_path,
     provider_name_problem,
@@ -67,6 +68,15 @@ class ProviderIn(LimitsIn):
     """A provider entry, as written; omitted fields fall back to the provider's defaults."""
 
     models: dict[Annotated[str, _checked(pattern_problem)], LimitsIn] = {}
+    # where the gateway forwards this provider's requests, and the wire format it speaks
+    base_url: Annotated[str, _checked(base_url_problem)] | None = None
+    api: Literal["openai", "anthropic"] | None = None
+
+
+class GatewayIn(_Strict):
+    max_wait_ms: Annotated[int, _b("maxWaitMs")] = 60_000
+    max_body_bytes: Annotated[int, _b("maxBodyBytes")] = 32 << 20
+    upstream_timeout_ms: Annotated[int, _b("upstreamTimeoutMs")] = 600_000
 
 
 class InstanceIn(_Strict):
@@ -81,6 +91,27 @@ class AdaptiveIn(_Strict):
     min_requests_per_minute: Annotated[int, _b("minRequestsPerMinute")] = 1
     max_requests_per_minute: Annotated[int, _b("maxRequestsPerMinute")] | None = None
     max_cooldown_ms: Annotated[int, _b("maxCooldownMs")] = DEFAULT_MAX_COOLDOWN_MS
+
+
+class BudgetIn(_Strict):
+    per_day_usd: Annotated[float, Field(ge=0, le=1e9)] | None = None
+    per_month_usd: Annotated[float, Field(ge=0, le=1e9)] | None = None
+
+
+class BudgetsIn(_Strict):
+    account: BudgetIn | None = None
+    providers: dict[Annotated[str, _checked(provider_name_problem)], BudgetIn] = {}
+    on_exceed: Literal["wait", "refuse"] = "refuse"
+    warn_share: Annotated[float, Field(gt=0, le=1)] = 0.8
+
+
+class PriceIn(_Strict):
+    """USD per million tokens."""
+
+    input: Annotated[float, Field(ge=0, le=1e6)]
+    output: Annotated[float, Field(ge=0, le=1e6)]
+    cached_input: Annotated[float, Field(ge=0, le=1e6)] | None = None
+    cache_write: Annotated[float, Field(ge=0, le=1e6)] | None = None
 
 
 class SectionIn(_Strict):
@@ -100,6 +131,10 @@ class SectionIn(_Strict):
     providers: dict[Annotated[str, _checked(provider_name_problem)], ProviderIn] = {}
     instances: dict[Annotated[str, _checked(instance_id_problem)], InstanceIn] = {}
     adaptive_rate_control: AdaptiveIn = AdaptiveIn()
+    gateway: GatewayIn = GatewayIn()
+    budgets: BudgetsIn = BudgetsIn()
+    prices: dict[Annotated[str, _checked(provider_name_problem)],
+                 dict[Annotated[str, _checked(pattern_problem)], PriceIn]] = {}
 
 
 def _num(value: object) -> object:
@@ -111,6 +146,7 @@ _TYPE_PROBLEMS = {
     "bool_type": "expected true or false",
     "string_type": "expected a string",
     "float_type": "expected a number",
+    "float_parsing": "expected a number",
     "finite_number": "expected a finite number",
     "dict_type": "must be an object",
     "model_type": "must be an object",

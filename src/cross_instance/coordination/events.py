@@ -192,6 +192,8 @@ class Events:
                   on_workflow_force_claimed: Callback | None = None,
                   on_workflow_released: Callback | None = None,
                   on_lock_lost: Callback | None = None,
+                  on_budget_warning: Callback | None = None,
+                  on_budget_exceeded: Callback | None = None,
                   on_event: Callback | None = None,
                   after_id: int | None = None, poll: float = POLL_S) -> Subscription:
         """Call back on new events, each callback with the ``Event`` (``kind``,
@@ -209,7 +211,8 @@ class Events:
                  "on_workflow_auto_claimed": on_workflow_auto_claimed,
                  "on_workflow_force_claimed": on_workflow_force_claimed,
                  "on_workflow_released": on_workflow_released, "on_lock_lost": on_lock_lost,
-                 "on_event": on_event}
+                 "on_budget_warning": on_budget_warning,
+                 "on_budget_exceeded": on_budget_exceeded, "on_event": on_event}
         for name, callback in given.items():
             if callback is not None and not callable(callback):
                 raise InvalidArgument(f"{name} must be callable or None (got {show(callback)})")

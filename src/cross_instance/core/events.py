@@ -34,6 +34,8 @@ COOLDOWN_STARTED = "cooldown_started"
 COOLDOWN_ENDED = "cooldown_ended"
 LIMIT_LEARNED = "limit_learned"
 RATE_LIMIT_WARNING = "rate_limit_warning"
+BUDGET_WARNING = "budget_warning"  # a spend budget reached its warnShare
+BUDGET_EXCEEDED = "budget_exceeded"  # a call waited or was refused for a spend budget
 
 #: The subscriber callback (keyword of ``rt.events.subscribe``) each kind is delivered to;
 #: every event, of these kinds or any other, also goes to ``on_event``.
@@ -42,6 +44,8 @@ CALLBACKS: Mapping[str, str] = {
     INSTANCE_DOWN: "on_instance_disconnected",
     INSTANCE_REPLACED: "on_instance_disconnected",
     RATE_LIMIT_WARNING: "on_rate_limit_warning",
+    BUDGET_WARNING: "on_budget_warning",
+    BUDGET_EXCEEDED: "on_budget_exceeded",
     RATE_LIMITED: "on_rate_limited",
     COOLDOWN_STARTED: "on_cooldown_started",
     COOLDOWN_ENDED: "on_cooldown_ended",

@@ -23,13 +23,15 @@ CHARS_PER_TOKEN = 4
 _OUTPUT_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 
 
-def _text_length(value: Any) -> int:
+def text_length(value: Any) -> int:
+    """Characters of text in a message value (strings, lists, the ``content``/``text`` of
+    objects)."""
     if isinstance(value, str):
         return len(value)
     if isinstance(value, list):
-        return sum(_text_length(v) for v in value)
+        return sum(text_length(v) for v in value)
     if isinstance(value, dict):
-        return sum(_text_length(v) for k, v in value.items() if k in ("content", "text"))
+        return sum(text_length(v) for k, v in value.items() if k in ("content", "text"))
     return 0
 
 
@@ -38,7 +40,7 @@ def estimate_tokens(body: Any) -> int | None:
     when the body is not a completion request."""
     if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
         return None
-    chars = _text_length(body["messages"]) + _text_length(body.get("system"))
+    chars = text_length(body["messages"]) + text_length(body.get("system"))
     output = next((body[f] for f in _OUTPUT_FIELDS
                    if isinstance(body.get(f), int) and not isinstance(body.get(f), bool)
                    and body[f] > 0), 0)

@@ -1,9 +1,10 @@
 """The daemon's ASGI app: ``create_app(daemon)``.
 
 Composable: the routes of each capability are a list or a router of their own (the store
-protocol, the public API, events, metrics), and a later capability (the provider gateway)
-adds its own to the same app. Every error is JSON with a stable ``code``; a request the API
-cannot use is a 4xx naming the problem, never a 500.
+protocol, the public API, events, metrics), or a layer of their own (the provider gateway's
+``/{provider}/v1/...``, in front of the rest). Every error of the daemon's own routes is JSON
+with a stable ``code``; a request the API cannot use is a 4xx naming the problem, never a
+500 (the gateway's errors are shaped as the provider's).
 """
 
 from __future__ import annotations
@@ -79,6 +80,8 @@ def create_app(daemon: Daemon, *, lifespan: Any = None) -> FastAPI:
     from cross_instance.daemon.api import router as api_router
     from cross_instance.daemon.hot_routes import HotRoutes
     from cross_instance.daemon.request_log import RequestLog
+    from cross_instance.gateway import Gateway
+    from cross_instance.gateway.routing import provider_segment
 
     app = FastAPI(title="pi-cross-instance coordinator", version=_version(),
                   openapi_url="/v1/openapi.json", docs_url="/v1/docs", redoc_url=None,
@@ -100,7 +103,10 @@ def create_app(daemon: Daemon, *, lifespan: Any = None) -> FastAPI:
     app.add_middleware(HotRoutes, daemon=daemon)  # the permit routes, plain ASGI
     app.add_middleware(store_routes.StoreProtocol, daemon=daemon)  # /v1/store, plain ASGI
     app.add_middleware(Once, replies=daemon.replies, journal=daemon.journal)
-    app.add_middleware(Guard, token=daemon.token, max_body=daemon.max_body)  # outermost
+    app.add_middleware(Gateway, daemon=daemon)  # /{provider}/v1/...: the provider gateway
+    app.add_middleware(Guard, token=daemon.token, max_body=daemon.max_body,  # outermost
+                       is_gateway=lambda path: provider_segment(path) is not None,
+                       gateway_max_body=daemon.config.gateway_settings().max_body_bytes)
     if daemon.debug:  # one coordinator.log line per request (401s too), only when debugging
         app.add_middleware(RequestLog, log=daemon.log)
     return app

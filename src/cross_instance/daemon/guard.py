@@ -4,13 +4,18 @@ When a token is set, every request but ``/v1/health`` must carry it (``Authoriza
 <token>``); any other gets 401 with a JSON error and nothing else (no hint of what exists). A
 body longer than ``max_body`` bytes gets 413 before it is read to the end. Plain ASGI: it
 costs one header look-up per request on the permit path.
+
+The provider gateway's paths (``is_gateway``) carry the caller's own API key in
+``Authorization``, which belongs to the provider: there the token travels as
+``X-Pi-Token: <token>``, and bodies are bounded by ``gateway_max_body`` (prompts with images
+are large).
 """
 
 from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -32,39 +37,52 @@ async def send_error(send: Send, status: int, code: str, message: str) -> None:
 
 
 class Guard:
-    def __init__(self, app: ASGIApp, token: str | None, max_body: int) -> None:
+    def __init__(self, app: ASGIApp, token: str | None, max_body: int,
+                 is_gateway: Callable[[str], bool] | None = None,
+                 gateway_max_body: int | None = None) -> None:
         self.app = app
         self.token = token.encode() if token else None
         self.max_body = max_body
+        self.is_gateway = is_gateway or (lambda path: False)
+        self.gateway_max_body = gateway_max_body or max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        gateway = self.is_gateway(scope["path"])
         if self.token is not None and scope["path"] not in OPEN_PATHS:
-            given = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
-            scheme, _, credentials = given.partition(b" ")
-            if not (scheme.lower() == b"bearer"  # the scheme is case-insensitive (RFC 9110)
-                    and hmac.compare_digest(credentials.strip(), self.token)):
-                await send_error(send, 401, "unauthorized",
-                             "a valid coordinator token is required (Authorization: Bearer)")
+            if gateway:
+                given = next((v for k, v in scope["headers"] if k == b"x-pi-token"), b"")
+                valid = hmac.compare_digest(given.strip(), self.token)
+            else:
+                given = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+                scheme, _, credentials = given.partition(b" ")
+                valid = (scheme.lower() == b"bearer"  # case-insensitive (RFC 9110)
+                         and hmac.compare_digest(credentials.strip(), self.token))
+            if not valid:
+                await send_error(send, 401, "unauthorized", (
+                    "a valid coordinator token is required (X-Pi-Token on gateway routes)"
+                    if gateway else
+                    "a valid coordinator token is required (Authorization: Bearer)"))
                 return
+        bound = self.gateway_max_body if gateway else self.max_body
         length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
         if length is not None:
             try:
-                too_long = int(length) > self.max_body
+                too_long = int(length) > bound
             except ValueError:
                 await send_error(send, 400, "invalid_request", "Content-Length is not a number")
                 return
             if too_long:
                 await send_error(send, 413, "request_too_large",
-                             f"request body over {self.max_body} bytes")
+                                 f"request body over {bound} bytes")
                 return
             await self.app(scope, receive, send)
             return
-        await self.app(scope, self._bounded(receive, send), send)
+        await self.app(scope, self._bounded(receive, bound), send)
 
-    def _bounded(self, receive: Receive, send: Send) -> Receive:
+    def _bounded(self, receive: Receive, bound: int) -> Receive:
         """A chunked body, cut off (413) once it passes the bound."""
         seen = 0
 
@@ -73,8 +91,8 @@ class Guard:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_body:
-                    raise BodyTooLarge(self.max_body)
+                if seen > bound:
+                    raise BodyTooLarge(bound)
             return message
 
         return bounded

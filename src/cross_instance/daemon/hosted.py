@@ -20,7 +20,7 @@ import hashlib
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cross_instance.core import events as ev
 from cross_instance.core.keys import Plan, plan_request
@@ -31,7 +31,12 @@ from cross_instance.errors import NotRegisteredError, RateLimitExceeded
 from cross_instance.runtime.feedback import Feedback
 from cross_instance.runtime.permit import Permit
 from cross_instance.runtime.session import Session
+from cross_instance.runtime.spending import spending_for
 from cross_instance.stores.permit_ids import new_ticket
+
+if TYPE_CHECKING:
+    from cross_instance.core.pricing import TokenUsage
+    from cross_instance.runtime.spending import Reservation
 
 MAX_WAIT_S = 300.0
 POLL_S = 0.05  # a slot may be freed where this daemon cannot see it: ask again this often,
@@ -70,10 +75,17 @@ class Hosted:
         self._grants: OrderedDict[int, Grant] = OrderedDict()
         self._freed = asyncio.Event()
         self._waiting = 0  # permit requests waiting in this daemon now
-        self.feedback = Feedback(daemon.store, Session(daemon.store, "coordinator"),
-                                 daemon.config.adaptive, daemon.log, daemon.announcer)
-        self.warnings = ev.WarningGate(daemon.config.rate_limit_warning_share)
         self.metrics = metrics_for(daemon)  # the counters GET /metrics shows
+        self.spending = spending_for(daemon.store, daemon.config, self._announce, daemon.log)
+        self.feedback = Feedback(daemon.store, Session(daemon.store, "coordinator"),
+                                 daemon.config.adaptive, daemon.log, daemon.announcer,
+                                 self.spending)
+        self.warnings = ev.WarningGate(daemon.config.rate_limit_warning_share)
+
+    def _announce(self, kind: str, data: dict[str, Any], instance_id: str | None) -> None:
+        """A budget event: announced, and counted in the metrics."""
+        self.metrics.budget_event(kind, data)
+        self.daemon.announcer.emit(kind, data, instance_id)
 
     def freed(self) -> None:
         """A slot was freed through this daemon: every long-poll asks again now."""
@@ -185,9 +197,11 @@ class Hosted:
 
     async def report(self, instance_id: str, permit_id: int, status: int | None,
                      headers: dict[str, str] | None, usage_tokens: int | None,
-                     body: str | None) -> bool:
+                     body: str | None, detail: TokenUsage | None = None,
+                     spend: Reservation | None = None) -> bool:
         """Learn from a permit's answer; False when the permit is not known to this daemon
-        (granted by another one, or before a restart, and released since)."""
+        (granted by another one, or before a restart, and released since). ``detail``: the
+        usage by kind and ``spend`` the budgets' reservation (the gateway knows both)."""
         grant = self._grants.get(permit_id)
         if grant is None:
             grant = await self._recall(permit_id)
@@ -196,9 +210,10 @@ class Hosted:
         if grant.request.instance_id != instance_id:
             return False
         permit = Permit(grant.request.provider, grant.request.model, grant.request.tokens,
-                        permit_id, 0.0, None, grant.granted_ns, self.feedback, grant.request)
-        await self.daemon.run(self.feedback.report, permit, status, headers, body, None,
-                              usage_tokens)
+                        permit_id, 0.0, None, grant.granted_ns, self.feedback, grant.request,
+                        spend)
+        await self.daemon.call(self.feedback.report, permit, status, headers, body, None,
+                               usage_tokens, detail)
         if status == 429:
             self.metrics.rate_limited(grant.request.provider, grant.request.model)
         return True

@@ -8,7 +8,8 @@ for a provider-wide limit; ``unit`` is ``requests`` or ``tokens`` where a bucket
   instances, permits held, waiters in the store's queue, concurrency caps, and the 429s that
   any instance announced in the shared event log since this daemon started;
 - counted by this daemon for its own HTTP clients: permits granted, the time each waited,
-  requests being waited for now, 429s reported to it, event-stream subscribers.
+  requests being waited for now, 429s reported to it, event-stream subscribers, and the
+  provider gateway's requests by upstream status and those in flight now.
 
 Promises:
 
@@ -119,6 +120,17 @@ class DaemonMetrics:
         self.subscribers_dropped = Counter(
             "pi_xi_event_subscribers_dropped", "/v1/events subscribers dropped for falling too "
             "far behind (told to reconnect with Last-Event-ID)", registry=reg)
+        self.gateway_requests = Counter(
+            "pi_xi_gateway_requests", "Requests the provider gateway answered, by the status "
+            "the client got (the upstream's, or the gateway's own 429/502/504)",
+            [*pm, "status"], registry=reg)
+        self.budget_events = Counter(
+            "pi_xi_budget_events", "budget_warning (a budget reached warnShare) and "
+            "budget_exceeded (a call held back) events this daemon announced",
+            ["kind", "scope", "provider", "period"], registry=reg)
+        self.gateway_in_flight = Gauge(
+            "pi_xi_gateway_requests_in_flight", "Gateway requests waiting for a permit or "
+            "being forwarded now", ["provider"], registry=reg)
         self.snapshot_reads = 0  # how many times the store was read (the cache's bound)
         self._store = _StoreCollector()
         reg.register(self._store)
@@ -145,6 +157,14 @@ class DaemonMetrics:
 
     def rate_limited(self, provider: str, model: str | None) -> None:
         self.rate_limited_reported.labels(*self.labels(provider, model)).inc()
+
+    def budget_event(self, kind: str, data: dict[str, Any]) -> None:
+        self.budget_events.labels(kind, str(data.get("scope", "")),
+                                  str(data.get("provider") or ""),
+                                  str(data.get("period", ""))).inc()
+
+    def gateway_answered(self, provider: str, model: str | None, status: int) -> None:
+        self.gateway_requests.labels(*self.labels(provider, model), str(status)).inc()
 
     # --- the store's reading ----------------------------------------------------------------
     async def refresh(self) -> None:
@@ -176,7 +196,15 @@ class DaemonMetrics:
             self._store.up = False
             return
         self._store_failing = False
-        self._store.families = store_families(snap)
+        families = store_families(snap)
+        if self.daemon.config.budgets is not None:
+            from cross_instance.views.limits import read_budgets
+
+            try:
+                families += budget_families(read_budgets(store, self.daemon.config))
+            except Exception as err:  # noqa: BLE001 - the other series still count
+                self.daemon.log("Metrics cannot read the spend budgets: %s", err)
+        self._store.families = families
         self._store.up = True
 
     def _count_rate_limited_events(self) -> None:
@@ -209,6 +237,23 @@ class _StoreCollector:
         up.add_metric([], 1.0 if self.up else 0.0)
         yield up
         yield from self.families
+
+
+def budget_families(lines: list[dict[str, Any]]) -> list[Metric]:
+    """Each spend budget's limit, spend and share in its current period."""
+    labels = ["scope", "provider", "period"]
+    limit = GaugeMetricFamily("pi_xi_budget_limit_usd", "A spend budget (USD per UTC day or "
+                              "month)", labels=labels)
+    spent = GaugeMetricFamily("pi_xi_budget_spent_usd", "What the budget's scope spent in the "
+                              "current period (USD, every instance of the store)", labels=labels)
+    share = GaugeMetricFamily("pi_xi_budget_used_share", "Spent / limit (alert at the "
+                              "budgets' warnShare, 0.8 by default)", labels=labels)
+    for b in lines:
+        values = [b["scope"], b["provider"] or "", b["period"]]
+        limit.add_metric(values, b["limitUsd"])
+        spent.add_metric(values, b["spentUsd"])
+        share.add_metric(values, b["share"] if b["share"] is not None else 0.0)
+    return [limit, spent, share]
 
 
 def store_families(snap: Snapshot) -> list[Metric]:

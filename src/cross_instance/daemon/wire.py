@@ -40,6 +40,9 @@ _FIELDS: dict[str, tuple[type[E.CrossInstanceError], tuple[tuple[str, str], ...]
     E.RateLimitExceeded.code: (E.RateLimitExceeded, (
         ("provider", "provider"), ("model", "model"), ("retryAfter", "retry_after"),
         ("reason", "reason"))),
+    E.BudgetExceeded.code: (E.BudgetExceeded, (
+        ("provider", "provider"), ("model", "model"), ("retryAfter", "retry_after"),
+        ("reason", "reason"))),
     E.DuplicateInstanceError.code: (E.DuplicateInstanceError, (
         ("instanceId", "instance_id"), ("holderPid", "holder_pid"),
         ("holderHost", "holder_host"))),
@@ -62,7 +65,8 @@ _PLAIN: dict[str, type[E.CrossInstanceError]] = {
         E.StoreCorrupt, E.UnsupportedLocation, E.UnsupportedPlatform, E.CrossInstanceError)
 }
 _STATUS = {
-    E.RateLimitExceeded.code: 429, E.DuplicateInstanceError.code: 409,
+    E.RateLimitExceeded.code: 429, E.BudgetExceeded.code: 429,
+    E.DuplicateInstanceError.code: 409,
     E.WorkflowOwnedError.code: 409, E.StaleEpochError.code: 409, E.LockLostError.code: 409,
     E.LockTimeoutError.code: 408, E.NotRegisteredError.code: 404,
     E.StoreUnavailable.code: 503, E.StoreCorrupt.code: 500, E.StoreError.code: 500,

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from cross_instance.coordination.instances import Instances
     from cross_instance.coordination.locks import Locks
     from cross_instance.coordination.workflows import Workflows
+    from cross_instance.runtime.spending import Reservation, Spending
 
 from cross_instance.config import Config, load_config
 from cross_instance.config.rules import instance_id_problem
@@ -101,8 +102,14 @@ class Runtime:
         self._slots = Slots(store, self.session, self.log) if store is not None else None
         self._announcer = (Announcer(store, instance_id, self.log) if store is not None
                            else None)
+        # spend budgets: only with a budget configured (else a permit makes no extra call)
+        self._spending: Spending | None = None
+        if store is not None and self._announcer is not None and config.budgets is not None:
+            from cross_instance.runtime.spending import spending_for  # only with budgets
+
+            self._spending = spending_for(store, config, self._announcer.emit, self.log)
         self._feedback = (Feedback(store, self.session, config.adaptive, self.adaptive_log,
-                                   self._announcer)
+                                   self._announcer, self._spending)
                           if store is not None else None)
         self._warnings = ev.WarningGate(config.rate_limit_warning_share)
         self._published: set[str] = set()
@@ -275,7 +282,7 @@ class Runtime:
             return flow
         started = time.monotonic()
         outcome = run_sync(flow, flow.slots.wake, cancel)
-        return self._granted(flow.plan, outcome, time.monotonic() - started)
+        return self._granted(flow.plan, outcome, time.monotonic() - started, flow.reservation)
 
     def try_permit(self, provider: str, *, model: str | None = None,
                    tokens: int | None = None, reports: bool = False) -> Permit | None:
@@ -290,7 +297,7 @@ class Runtime:
             self.log("Denied: instance %s, %s: no capacity free now", self.instance_id,
                      _target(flow.plan.request))
             return None
-        return self._granted(flow.plan, outcome, 0.0)
+        return self._granted(flow.plan, outcome, 0.0, flow.reservation)
 
     def apermit(self, provider: str, *, model: str | None = None, tokens: int | None = None,
                 timeout: float | None = None, reports: bool = False) -> _AsyncPermit:
@@ -307,7 +314,7 @@ class Runtime:
         started = time.monotonic()
         outcome = await run_async(flow, self.session.call, flow.slots.wake,
                                   self.session.submit)
-        return self._granted(flow.plan, outcome, time.monotonic() - started)
+        return self._granted(flow.plan, outcome, time.monotonic() - started, flow.reservation)
 
     def _flow(self, provider: str, model: str | None, tokens: int | None, reports: bool,
               timeout: float | None, wait: bool = True) -> PermitFlow | Permit:
@@ -321,12 +328,13 @@ class Runtime:
             self._log_request(plan)
         return PermitFlow(self, store, self._slots, plan, timeout, wait)
 
-    def _granted(self, plan: Plan, outcome: Outcome, waited: float) -> Permit:
+    def _granted(self, plan: Plan, outcome: Outcome, waited: float,
+                 spend: Reservation | None = None) -> Permit:
         """The permit a ``PermitFlow`` ended with: the store's grant, or the local share's."""
         if not isinstance(outcome, Granted):
             return self._local_permit(plan, waited)
         self._recovered()
-        return self._permit(plan, outcome, waited)
+        return self._permit(plan, outcome, waited, spend)
 
     # --- the shared store unreachable (see ``degraded``) ----------------------------------
     def _degrade(self, err: StoreUnavailable) -> LocalShare:
@@ -399,7 +407,8 @@ class Runtime:
             raise NotRegisteredError(f"runtime of instance {self.instance_id} is closed")
         self._membership.rejoin()  # its on_rejoin publishes this process's limits again
 
-    def _permit(self, plan: Plan, granted: Granted, waited: float) -> Permit:
+    def _permit(self, plan: Plan, granted: Granted, waited: float,
+                spend: Reservation | None = None) -> Permit:
         self.log("Approved: %d/%d requests used", granted.usage, granted.limit)
         req = plan.request
         for key, cost in req.rates:
@@ -413,7 +422,7 @@ class Runtime:
                                  time.monotonic()):
             self._warn(req, granted)
         return Permit(req.provider, req.model, req.tokens, granted.permit_id, waited,
-                      self._slots, granted.granted_ns, self._feedback, req)
+                      self._slots, granted.granted_ns, self._feedback, req, spend)
 
     def _warn(self, req: PermitRequest, granted: Granted) -> None:
         """Usage of ``req``'s first bucket (the provider's requests, which a grant reports) is
@@ -539,3 +548,4 @@ def _target(req: PermitRequest) -> str:
 def _request_line(req: PermitRequest) -> str:
     extra = f", {req.tokens} tokens" if req.tokens else ""
     return f"Instance {req.instance_id} requested 1 request ({_target(req)}{extra})"
+

@@ -32,9 +32,11 @@ from cross_instance.core.records import Adjustment, Outcome, PermitRequest
 from cross_instance.runtime.logs import LineLog
 
 if TYPE_CHECKING:
+    from cross_instance.core.pricing import TokenUsage
     from cross_instance.runtime.announcer import Announcer
     from cross_instance.runtime.permit import Permit
     from cross_instance.runtime.session import Session
+    from cross_instance.runtime.spending import Spending
     from cross_instance.stores.base import Store
 
 Headers = Mapping[str, str] | Iterable[tuple[str, str]] | None
@@ -110,8 +112,10 @@ class Feedback:
     of the store's permits: ``permit.report(...)`` arrives here."""
 
     def __init__(self, store: Store, session: Session, policy: AdaptiveSettings,
-                 log: LineLog, announcer: Announcer | None = None) -> None:
+                 log: LineLog, announcer: Announcer | None = None,
+                 spending: Spending | None = None) -> None:
         self.store = store
+        self.spending = spending
         self._session = session
         self.policy = policy
         self.log = log
@@ -123,13 +127,17 @@ class Feedback:
 
     def report(self, permit: Permit, status: int | None, headers: Any,
                body: bytes | str | None, error: BaseException | None,
-               usage_tokens: int | None) -> None:
+               usage_tokens: int | None, detail: TokenUsage | None = None) -> None:
         """What a call met, from ``permit.report``: the token estimate reconciled with the
-        real usage, and the provider's answer learned from (arguments checked by the
-        permit)."""
+        real usage, its cost settled against the spend budgets (``detail``: the usage by
+        kind, when the caller read it), and the provider's answer learned from (arguments
+        checked by the permit)."""
         req = permit.request
         if not isinstance(req, PermitRequest) or self._session.closed:
             return
+        if self.spending is not None and (permit.spend is not None
+                                          or self.spending.applies(req.provider)):
+            self._settle(permit, status, body, usage_tokens, detail)
         if usage_tokens is not None:
             changes = [(k, usage_tokens - cost) for k, cost in req.rates if is_tokens(k)]
             if changes:
@@ -139,6 +147,19 @@ class Feedback:
         if not status:
             return  # no answer from the provider: nothing to learn
         self.learn(req, permit.granted_ns, status, headers, body)
+
+    def _settle(self, permit: Permit, status: int | None, body: bytes | str | None,
+                usage_tokens: int | None, detail: TokenUsage | None) -> None:
+        from cross_instance.core.pricing import TokenUsage, usage_of
+
+        assert self.spending is not None
+        if detail is None and body is not None and (status is None or status < 400):
+            detail = usage_of(body.encode() if isinstance(body, str) else body,
+                              "text/event-stream" if _looks_like_events(body) else "")
+        if detail is None and usage_tokens is not None:
+            detail = TokenUsage(0, usage_tokens)  # a total only: priced as output, the dearest
+        spend, permit.spend = permit.spend, None  # settled once
+        self.spending.settle(spend, status, detail, permit.provider, permit.model)
 
     def learn(self, req: PermitRequest, granted_ns: int, status: int, headers: Headers,
               body: bytes | str | None) -> list[Adjustment]:
@@ -248,3 +269,10 @@ class Feedback:
         if left > 0:
             self.log("Cooldown: every instance waits %.3fs before calling %s (reported to %s)",
                      left / 1e9, target, req.instance_id)
+
+
+def _looks_like_events(body: bytes | str) -> bool:
+    head = body[:64]
+    return (head.lstrip().startswith(b"data:") or head.lstrip().startswith(b"event:")
+            if isinstance(head, bytes) else
+            head.lstrip().startswith(("data:", "event:")))

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import time
 from types import TracebackType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cross_instance.core.arguments import check_report
 from cross_instance.errors import PermitRequestError
+
+if TYPE_CHECKING:
+    from cross_instance.runtime.spending import Reservation
 
 
 class Releaser(Protocol):
@@ -31,7 +34,7 @@ class Reporter(Protocol):
 
     def report(self, permit: Permit, status: int | None, headers: Any,
                body: bytes | str | None, error: BaseException | None,
-               usage_tokens: int | None) -> None:
+               usage_tokens: int | None, detail: Any = None) -> None:
         ...
 
 
@@ -48,6 +51,7 @@ class Permit:
         "provider",
         "released",
         "request",
+        "spend",
         "tokens",
         "waited_s",
     )
@@ -55,7 +59,7 @@ class Permit:
     def __init__(self, provider: str, model: str | None, tokens: int, permit_id: int,
                  waited_s: float, releaser: Releaser | None,
                  granted_ns: int = 0, reporter: Reporter | None = None,
-                 request: object = None) -> None:
+                 request: object = None, spend: Reservation | None = None) -> None:
         self.provider = provider
         self.model = model
         self.tokens = tokens
@@ -66,6 +70,7 @@ class Permit:
         self._releaser = releaser
         self._reporter = reporter
         self.request = request  # what the permit took (a PermitRequest), for reports
+        self.spend = spend  # the spend budgets' reservation, settled by the report
         self.released = False
 
     def release(self) -> None:

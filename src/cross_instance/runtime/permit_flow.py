@@ -21,7 +21,12 @@ from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from cross_instance.core.records import Granted, Waiting
-from cross_instance.errors import NotRegisteredError, RateLimitExceeded, StoreUnavailable
+from cross_instance.errors import (
+    BudgetExceeded,
+    NotRegisteredError,
+    RateLimitExceeded,
+    StoreUnavailable,
+)
 from cross_instance.runtime.acquire import AcquireLoop, Call, Loop, Sleep
 from cross_instance.runtime.degraded import LocalLoop
 
@@ -30,12 +35,16 @@ if TYPE_CHECKING:
     from cross_instance.runtime import Runtime
     from cross_instance.runtime.degraded import LocalShare
     from cross_instance.runtime.slots import Slots
+    from cross_instance.runtime.spending import Reservation, Spending
     from cross_instance.stores.base import Store
 
 
 LOCAL: Final = "local"  # a permit of the local share (the store is away)
 DENIED: Final = "denied"  # no permit now (``wait=False`` only)
 Outcome = Granted | Literal["local", "denied"]
+#: A call held back by a spend budget asks again this often (calls in flight hand back what
+#: they reserved beyond their cost, which may make room before the period ends).
+BUDGET_RECHECK_S = 60.0
 
 
 class PermitFlow:
@@ -48,6 +57,7 @@ class PermitFlow:
         self._sub: Loop[Any] | None = None  # the wait running now (the queue's or the local)
         self._queued: int | None = None  # the ticket of a first answer not yet handed on
         self._first = False  # the first attempt's store call is on its way
+        self.reservation: Reservation | None = None  # the spend budgets', for the permit
 
     def steps(self) -> Generator[Call | Sleep, Any, Outcome]:
         rt, plan = self.rt, self.plan
@@ -62,9 +72,41 @@ class PermitFlow:
                 return (yield from self._attempt())
         except RateLimitExceeded as err:
             rt._log_denied(plan, err)
+            yield from self._refund()
             raise
         except StoreUnavailable as err:
             return (yield from self._local(rt._degrade(err)))
+        except BaseException:
+            yield from self._refund()
+            raise
+
+    def _refund(self) -> Generator[Call | Sleep, Any, None]:
+        reservation, self.reservation = self.reservation, None
+        if reservation is not None and self.rt._spending is not None:
+            try:
+                yield Call(self.rt._spending.refund, (reservation,))
+            except StoreUnavailable:
+                pass
+
+    def _reserve(self, spending: Spending) -> Generator[Call | Sleep, Any, None]:
+        """Reserve the call's estimated cost against the spend budgets (priced as output
+        tokens, an upper bound); held back by one, wait for its next period within the
+        timeout (``onExceed: wait``), else ``BudgetExceeded``."""
+        req = self.plan.request
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        while True:
+            try:
+                self.reservation = yield Call(spending.reserve, (
+                    req.provider, req.model, 0, req.tokens, self.rt.instance_id))
+                return
+            except BudgetExceeded as err:
+                if err.retry_after is None or not self.wait:
+                    raise
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and err.retry_after > left:
+                    raise
+                yield Sleep(min(err.retry_after, BUDGET_RECHECK_S,
+                                left if left is not None else BUDGET_RECHECK_S))
 
     def _local(self, local: LocalShare) -> Generator[Call | Sleep, Any, Outcome]:
         """A permit of the local share: taken now, or (waiting) once the share allows."""
@@ -75,12 +117,20 @@ class PermitFlow:
 
     def _attempt(self) -> Generator[Call | Sleep, Any, Granted | Literal["denied"]]:
         rt, plan, store = self.rt, self.plan, self.store
+        spending = rt._spending
+        if (spending is not None and self.reservation is None
+                and spending.applies(plan.request.provider)):
+            yield from self._reserve(spending)
         if not rt._published_all(plan):  # once per request shape (again after a rejoin)
             yield Call(rt._publish, (plan,))
         slots = self.slots
         if not self.wait:
             taken = yield Call(slots.with_releases, (store.try_acquire, plan.request))
-            return DENIED if taken is None else taken
+            if taken is None:
+                yield from self._refund()
+                return DENIED
+            granted: Granted = taken
+            return granted
         self._first = True
         first = yield Call(slots.with_releases, (store.acquire, plan.request, None))
         self._first = False
@@ -91,8 +141,8 @@ class PermitFlow:
         loop = AcquireLoop(store, plan.request, self.timeout, rt._wait_logger(plan),
                            rt._refresh_s(), first, rung, slots)
         self._queued = None  # the loop leaves the queue from now on
-        granted: Granted = yield from self._run(loop)
-        return granted
+        waited: Granted = yield from self._run(loop)
+        return waited
 
     def _run(self, loop: Loop[Any]) -> Generator[Call | Sleep, Any, Any]:
         """``loop``'s steps, then what ends it (``abandon``: out of this process's waiters,

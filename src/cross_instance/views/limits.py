@@ -6,6 +6,7 @@ from typing import Any
 
 from cross_instance.config import Config
 from cross_instance.core.limits import ModelLimits, ProviderLimits
+from cross_instance.stores.base import Store
 
 
 def _model_json(m: ModelLimits) -> dict[str, Any]:
@@ -21,11 +22,24 @@ def _provider_json(p: ProviderLimits) -> dict[str, Any]:
             "modelPatterns": {pat: _model_json(m) for pat, m in p.models.items()}}
 
 
+def read_budgets(store: Store, config: Config) -> list[dict[str, Any]]:
+    """Every spend budget of ``config`` with what it has spent this period (one store read;
+    empty without budgets)."""
+    if config.budgets is None:
+        return []
+    from cross_instance.runtime.spending import Spending
+
+    keeper = Spending(store, config.budgets, config.price_table())
+    return [line.to_json() for line in keeper.lines()]
+
+
 def build_limits(config: Config, status: dict[str, Any] | None,
-                 provider: str | None = None) -> dict[str, Any]:
+                 provider: str | None = None,
+                 budgets: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Per provider: ``configured`` (this directory's config), ``effective`` (what the store
     enforces: the strictest among live instances) and usage; ``status`` may be None when no
-    shared state exists yet."""
+    shared state exists yet. ``budgets``: ``read_budgets``' lines (spent and left of each
+    spend budget), for ``provider`` and the account's when one is named."""
     live = (status or {}).get("providers", {})
     names = sorted(set(config.providers) | set(live))
     if provider is not None:
@@ -38,5 +52,7 @@ def build_limits(config: Config, status: dict[str, Any] | None,
             entry["effective"] = {k: v for k, v in state.items() if k != "models"}
             entry["models"] = state.get("models", {})
         out[name] = entry
+    lines = [b for b in budgets or []
+             if provider is None or b["provider"] in (None, provider)]
     return {"configSource": config.source, "stateDir": str(config.runtime_dir),
-            "shared": status is not None, "providers": out}
+            "shared": status is not None, "providers": out, "budgets": lines}

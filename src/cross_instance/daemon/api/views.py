@@ -24,9 +24,10 @@ async def status(request: Request) -> dict[str, Any]:
 @router.get("/limits", tags=["status"])
 async def limits(request: Request, provider: str | None = None) -> dict[str, Any]:
     """What ``pi-xi limits --json`` prints (``provider``: only that one)."""
-    from cross_instance.views.limits import build_limits
+    from cross_instance.views.limits import build_limits, read_budgets
     from cross_instance.views.status import build_status
 
     daemon = daemon_of(request)
     view = await daemon.run(build_status, daemon.store, daemon.config)
-    return build_limits(daemon.config, view, provider)
+    budgets = await daemon.run(read_budgets, daemon.store, daemon.config)
+    return build_limits(daemon.config, view, provider, budgets)
