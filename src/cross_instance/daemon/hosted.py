@@ -71,6 +71,7 @@ class Hosted:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
         self._plans: dict[tuple[str, str | None, int | None, bool], Plan] = {}
+        self._instance_plans: dict[tuple[str, str, str | None, int | None, bool], Plan] = {}
         self._published: dict[str, set[str]] = {}  # instance id -> keys published for it
         self._grants: OrderedDict[int, Grant] = OrderedDict()
         self._freed = asyncio.Event()
@@ -94,6 +95,9 @@ class Hosted:
 
     def plan(self, instance_id: str, provider: str, model: str | None, tokens: int | None,
              reports: bool = False) -> Plan:
+        mine = self._instance_plans.get((instance_id, provider, model, tokens, reports))
+        if mine is not None:
+            return mine
         cfg = self.daemon.config
         key = (provider, model, tokens, reports)
         base = self._plans.get(key)
@@ -105,7 +109,11 @@ class Hosted:
         req = base.request
         request = PermitRequest(instance_id, req.provider, req.model, req.rates, req.slots,
                                 req.tokens, req.reports)
-        return Plan(request, base.rates, base.groups)
+        plan = Plan(request, base.rates, base.groups)
+        if len(self._instance_plans) >= 4096:
+            self._instance_plans.clear()  # cheaper than an LRU, and rare
+        self._instance_plans[(instance_id, provider, model, tokens, reports)] = plan
+        return plan
 
     def forget(self, instance_id: str) -> None:
         self._published.pop(instance_id, None)

@@ -30,6 +30,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -86,6 +87,13 @@ class LabelBound:
         return pair
 
 
+@dataclass(frozen=True, slots=True)
+class _PermitSeries:
+    waiting: Any
+    granted: Any
+    wait_seconds: Any
+
+
 class DaemonMetrics:
     """One daemon's metrics: the counters its routes update and the store's reading."""
 
@@ -139,18 +147,32 @@ class DaemonMetrics:
         self._started_wall_ms = time.time_ns() // 10**6
         self._event_cursor = 0
         self._store_failing = False
+        self._series: dict[tuple[str, str | None], _PermitSeries] = {}
+        self._answered: dict[tuple[str, str | None, int], Any] = {}
 
     # --- what the routes call (on the event loop; each a few dict look-ups) ----------------
+    def _permit_series(self, provider: str, model: str | None) -> _PermitSeries:
+        """The permit series of one provider/model pair, looked up once (a ``labels`` call
+        takes a lock and checks its values: too much for every permit of the gateway)."""
+        found = self._series.get((provider, model))
+        if found is None:
+            labels = self.labels(provider, model)
+            found = _PermitSeries(self.waiting.labels(*labels), self.granted.labels(*labels),
+                                  self.wait_seconds.labels(*labels))
+            if len(self._series) < 4 * MAX_SERIES:
+                self._series[(provider, model)] = found
+        return found
+
     def wait_began(self, provider: str, model: str | None) -> None:
-        self.waiting.labels(*self.labels(provider, model)).inc()
+        self._permit_series(provider, model).waiting.inc()
 
     def wait_ended(self, provider: str, model: str | None) -> None:
-        self.waiting.labels(*self.labels(provider, model)).dec()
+        self._permit_series(provider, model).waiting.dec()
 
     def permit_granted(self, provider: str, model: str | None, waited_s: float) -> None:
-        labels = self.labels(provider, model)
-        self.granted.labels(*labels).inc()
-        self.wait_seconds.labels(*labels).observe(waited_s)
+        series = self._permit_series(provider, model)
+        series.granted.inc()
+        series.wait_seconds.observe(waited_s)
 
     def remote_permit_granted(self, provider: str, model: str | None) -> None:
         self.remote_granted.labels(*self.labels(provider, model)).inc()
@@ -164,7 +186,12 @@ class DaemonMetrics:
                                   str(data.get("period", ""))).inc()
 
     def gateway_answered(self, provider: str, model: str | None, status: int) -> None:
-        self.gateway_requests.labels(*self.labels(provider, model), str(status)).inc()
+        found = self._answered.get((provider, model, status))
+        if found is None:
+            found = self.gateway_requests.labels(*self.labels(provider, model), str(status))
+            if len(self._answered) < 8 * MAX_SERIES:
+                self._answered[(provider, model, status)] = found
+        found.inc()
 
     # --- the store's reading ----------------------------------------------------------------
     async def refresh(self) -> None:

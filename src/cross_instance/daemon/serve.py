@@ -115,6 +115,9 @@ class _Server(uvicorn.Server):
 
         close_streams(self.config.app)
         await super().shutdown(sockets)
+        daemon = getattr(getattr(self.config.app, "state", None), "daemon", None)
+        for close in getattr(daemon, "closers", ()):
+            await close()  # after the connections: a stream still open used the pool
 
 
 def server_for(app: Any, *, log_level: str = "warning") -> uvicorn.Server:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -53,6 +53,8 @@ class Daemon:
         self.replies = Replies()
         # replies by request id on disk, so a resend after a restart is not applied twice
         self.journal = Journal(journal) if journal is not None else None
+        #: what to close on the event loop when the server shuts down (the gateway's pool)
+        self.closers: list[Callable[[], Awaitable[None]]] = []
         self._slow_until = 0.0
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=STORE_THREADS, thread_name_prefix="pi-xi-daemon-store")

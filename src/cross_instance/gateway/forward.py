@@ -28,16 +28,16 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cross_instance.core.pricing import usage_of
 from cross_instance.core.records import Granted
 from cross_instance.core.usage import usage_from_body
-from cross_instance.daemon.disconnect import ClientGone, until_disconnect
+from cross_instance.daemon.disconnect import Watch
 from cross_instance.daemon.guard import BodyTooLarge, read_body
 from cross_instance.daemon.hosted import Hosted, hosted_of
 from cross_instance.daemon.state import Daemon
@@ -53,7 +53,13 @@ from cross_instance.gateway.identity import BadInstanceId, Clients, instance_of
 from cross_instance.gateway.routing import BadPath, NotConfigured, Route, route_of
 from cross_instance.gateway.shapes import error_reply
 from cross_instance.gateway.tap import Tap
-from cross_instance.gateway.upstream import new_client, request_headers, response_headers
+from cross_instance.gateway.upstream import (
+    TIMEOUT,
+    UpstreamError,
+    Upstreams,
+    request_headers,
+    response_headers,
+)
 from cross_instance.runtime.permit_flow import BUDGET_RECHECK_S
 from cross_instance.runtime.spending import Reservation
 
@@ -63,7 +69,7 @@ class Answer:
     """What came back from upstream, for the permit's report."""
 
     status: int
-    headers: httpx.Headers
+    headers: Mapping[str, str]
     tap: Tap
     complete: bool = False
 
@@ -77,8 +83,10 @@ class Gateway:
         self.upstreams = daemon.config.upstream_table()
         self.settings = daemon.config.gateway_settings()
         self.clients = Clients(daemon)
-        self._http: httpx.AsyncClient | None = None
+        self.upstream = Upstreams(self.settings)
+        daemon.closers.append(self.upstream.close)  # at shutdown, on the event loop
         self._hosted: Hosted | None = None
+        self._bursts: dict[tuple[str, str | None], list[int]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -103,12 +111,6 @@ class Gateway:
         if self._hosted is None:
             self._hosted = hosted_of(self.daemon)
         return self._hosted
-
-    @property
-    def http(self) -> httpx.AsyncClient:
-        if self._http is None:
-            self._http = new_client(self.settings)
-        return self._http
 
     async def _serve(self, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
         metrics = self.hosted.metrics
@@ -156,35 +158,42 @@ class Gateway:
         self.clients.calling(instance_id, 1)
         granted: Granted | None = None
         reservation: Reservation | None = None
-        answer: Answer | None = None
+        tokens = 0
+        answers: list[Answer] = []
         release = _Release(self.hosted, instance_id, None)
+        watch = Watch(receive)  # a client that leaves cancels what this task waits for
         try:
             if takes_permit:
                 got = await self._permit(route, instance_id, client_host, model, parsed,
-                                         headers, receive, send)
+                                         headers, send)
                 if got is None:
                     return model
-                granted, reservation = got
+                granted, reservation, tokens = got
             release = _Release(self.hosted, instance_id, granted)
-            answer = await self._forward(route, scope, body, receive, send, release)
+            await self._forward(route, scope, body, send, release, watch, answers)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not watch.gone or task is None:
+                raise
+            task.uncancel()  # the client went: its permit and upstream request end here
         finally:
+            watch.stop()
             self.clients.calling(instance_id, -1)
             if granted is not None:
                 await release()
-                await self._settle(route, instance_id, granted, answer, reservation)
+                await self._settle(route, instance_id, granted,
+                                   answers[0] if answers else None, reservation, tokens)
         return model
 
     async def _permit(self, route: Route, instance_id: str, client_host: str,
                       model: str | None, parsed: Any, headers: list[tuple[bytes, bytes]],
-                      receive: Receive, send: Send
-                      ) -> tuple[Granted, Reservation | None] | None:
-        """The permit and the spend budgets' reservation, or None when the client has had
+                      send: Send) -> tuple[Granted, Reservation | None, int] | None:
+        """The permit, the spend budgets' reservation and the tokens reserved in the token
+        buckets, or None when the client has had
         its answer (a 429 after the bounded wait, a budget without room, a bad request) or
         has gone."""
         api = route.upstream.api
-        cfg = self.daemon.config
-        limits = cfg.resolve(route.provider, model)
-        bursts = [s.burst for s in (limits.tokens, limits.model_tokens) if s is not None]
+        bursts = self._token_bursts(route.provider, model)
         parts = request_parts(parsed)
         tokens = None if parts is None or not bursts else min(sum(parts), *bursts)
         try:
@@ -203,7 +212,7 @@ class Gateway:
                 return None
         deadline = time.monotonic() + max_wait_s
         reserved = await self._reserve(route, instance_id, model, parts or (0, 0), deadline,
-                                       receive, send)
+                                       send)
         if reserved is False:
             return None
         reservation = reserved if isinstance(reserved, Reservation) else None
@@ -211,10 +220,10 @@ class Gateway:
         try:
             for attempt in range(2):
                 try:
-                    got, _ = await until_disconnect(self.hosted.acquire(
-                        plan, max(0.0, deadline - time.monotonic()), None, []), receive)
+                    got, _ = await self.hosted.acquire(
+                        plan, max(0.0, deadline - time.monotonic()), None, [])
                     granted = got
-                    return got, reservation
+                    return got, reservation, tokens or 0
                 except RateLimitExceeded as err:
                     await _reply(send, error_reply(
                         api, "rate_limited",
@@ -222,8 +231,6 @@ class Gateway:
                         f"{'' if err.model is None else '/' + err.model} within "
                         f"{max_wait_s:g}s ({err.reason}); retry after {err.retry_after:.3f}s",
                         err.retry_after))
-                    return None
-                except ClientGone:
                     return None
                 except NotRegisteredError:  # reaped between two calls: join again, once
                     if attempt:
@@ -239,8 +246,18 @@ class Gateway:
                 with contextlib.suppress(CrossInstanceError):
                     await self.daemon.call(self.hosted.spending.refund, reservation)
 
+    def _token_bursts(self, provider: str, model: str | None) -> list[int]:
+        """The bursts of the token buckets a call to ``provider``/``model`` takes from."""
+        found = self._bursts.get((provider, model))
+        if found is None:
+            limits = self.daemon.config.resolve(provider, model)
+            found = [s.burst for s in (limits.tokens, limits.model_tokens) if s is not None]
+            if len(self._bursts) < 4096:
+                self._bursts[(provider, model)] = found
+        return found
+
     async def _reserve(self, route: Route, instance_id: str, model: str | None,
-                       parts: tuple[int, int], deadline: float, receive: Receive, send: Send
+                       parts: tuple[int, int], deadline: float, send: Send
                        ) -> Reservation | bool:
         """The spend budgets' reservation (True when no budget applies), or False when the
         client has had its answer: the provider's 429 when a budget has no room (with
@@ -261,71 +278,67 @@ class Gateway:
                     await _reply(send, error_reply(api, "budget_exceeded",
                                                    f"pi-xi gateway: {err}", err.retry_after))
                     return False
-                try:
-                    await until_disconnect(asyncio.sleep(min(err.retry_after, left,
-                                                             BUDGET_RECHECK_S)), receive)
-                except ClientGone:
-                    return False
+                await asyncio.sleep(min(err.retry_after, left, BUDGET_RECHECK_S))
             except CrossInstanceError as err:
                 await _reply(send, error_reply(api, "unavailable", f"pi-xi gateway: {err}"))
                 return False
 
-    async def _forward(self, route: Route, scope: Scope, body: bytes, receive: Receive,
-                       send: Send, release: _Release) -> Answer | None:
-        """Send the request upstream and pass its answer back; the answer (None when the
-        upstream never answered). The permit is released before the answer's last byte
-        goes out, so a client's next request never finds its last permit still held."""
+    async def _forward(self, route: Route, scope: Scope, body: bytes, send: Send,
+                       release: _Release, watch: Watch, answers: list[Answer]) -> None:
+        """Send the request upstream and pass its answer back (into ``answers`` once it
+        starts: none when the upstream never answered). The permit is released before the
+        answer's last byte goes out, so a client's next request never finds its last permit
+        still held."""
         url = route.url
         if scope.get("query_string"):
             url += "?" + scope["query_string"].decode("latin-1")
-        request = self.http.build_request(scope["method"], url,
-                                          headers=request_headers(scope["headers"]),
-                                          content=body)
         api = route.upstream.api
-        answer: list[Answer] = []
-
-        async def relay() -> None:
-            try:
-                response = await self.http.send(request, stream=True)
-            except httpx.TimeoutException:
-                await release()
-                await _reply(send, error_reply(api, "upstream_timeout", (
-                    f"pi-xi gateway: {route.provider} did not answer within "
-                    f"{self.settings.upstream_timeout_ms / 1000:g}s")))
-                return
-            except httpx.HTTPError as err:
-                self.daemon.log("Gateway: %s unreachable: %s", route.provider,
-                                type(err).__name__)
-                await release()
-                await _reply(send, error_reply(api, "upstream_unreachable", (
-                    f"pi-xi gateway: cannot reach {route.provider} ({type(err).__name__})")))
-                return
-            try:
-                got = Answer(response.status_code, response.headers, Tap())
-                answer.append(got)
-                streamed = "content-length" not in response.headers
-                await send({"type": "http.response.start", "status": response.status_code,
-                            "headers": response_headers(response.headers.raw, streamed)})
-                async for chunk in response.aiter_raw():
-                    got.tap.see(chunk)
-                    await send({"type": "http.response.body", "body": chunk,
-                                "more_body": True})
-                await release()
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-                got.complete = True
-            finally:
-                await response.aclose()  # a cancelled relay closes the upstream connection
-
         try:
-            await until_disconnect(relay(), receive)
-        except ClientGone:
-            pass
-        return answer[0] if answer else None
+            response = await self.upstream.send(scope["method"], url,
+                                                request_headers(scope["headers"]), body)
+        except TIMEOUT:
+            await release()
+            await _reply(send, error_reply(api, "upstream_timeout", (
+                f"pi-xi gateway: {route.provider} did not answer within "
+                f"{self.settings.upstream_timeout_ms / 1000:g}s")))
+            return
+        except UpstreamError as err:
+            self.daemon.log("Gateway: %s unreachable: %s", route.provider, type(err).__name__)
+            await release()
+            await _reply(send, error_reply(api, "upstream_unreachable", (
+                f"pi-xi gateway: cannot reach {route.provider} ({type(err).__name__})")))
+            return
+        got = Answer(response.status, response.headers, Tap())
+        answers.append(got)
+        try:
+            length = response.content_length  # None: chunked, passed on as it comes
+            await send({"type": "http.response.start", "status": response.status,
+                        "headers": response_headers(response.raw_headers, length is None)})
+            seen = 0
+            last = b""
+            async for chunk in response.content.iter_any():
+                got.tap.see(chunk)
+                seen += len(chunk)
+                if length is not None and seen >= length:
+                    last = chunk  # the whole body is in: it goes out with the end
+                    break
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await release()
+            watch.stop()  # the answer is whole: a client leaving now cancels nothing
+            await send({"type": "http.response.body", "body": last, "more_body": False})
+            got.complete = True
+        finally:
+            if got.complete:
+                response.release()  # the connection goes back to the pool
+            else:
+                response.close()  # cut short: the upstream request is cancelled
 
     async def _settle(self, route: Route, instance_id: str, granted: Granted,
-                      answer: Answer | None, reservation: Reservation | None) -> None:
+                      answer: Answer | None, reservation: Reservation | None,
+                      tokens: int) -> None:
         """Learn from the answer and settle its cost (also when the client went before its
-        end: then the usage is not known and the estimate stays)."""
+        end: then the usage is not known and the estimate stays). The usage is read only
+        when something needs it: ``tokens`` reserved in token buckets, or budgets."""
         spending = self.hosted.spending
         try:
             if answer is None:  # never reached the provider: nothing to learn or to pay
@@ -336,7 +349,7 @@ class Gateway:
             usage = detail = None
             if status >= 400:
                 usage = 0  # refused or failed: the provider counted no tokens for it
-            elif answer.complete:
+            elif answer.complete and (tokens or spending is not None):
                 kept, kind = answer.tap.body(), answer.headers.get("content-type", "")
                 usage = usage_from_body(kept, kind)
                 detail = usage_of(kept, kind) if spending is not None else None
