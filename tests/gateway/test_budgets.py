@@ -10,6 +10,8 @@ import asyncio
 import json
 import threading
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
@@ -21,8 +23,10 @@ from typer.testing import CliRunner
 from cross_instance import BudgetExceeded, Runtime
 from cross_instance.core.budgets import Budget, Budgets
 from cross_instance.core.pricing import DEFAULT_PRICES, Price
+from cross_instance.stores import open_store
 from cross_instance.stores.sqlite.store import SqliteStore
 from cross_instance.testing.fakeprovider import FakeProvider
+from tests.conftest import redis_prefix
 from tests.daemon.served_app import served_app
 from tests.gateway.conftest import KEY, gateway_config
 
@@ -40,12 +44,23 @@ def _config(fake: FakeProvider, state: Path, on_exceed: str = "refuse") -> objec
                    prices=MappingProxyType(prices))
 
 
-def test_concurrent_clients_never_pass_the_budget(tmp_path: Path,
+@contextmanager
+def _store_url(kind: str, state: Path) -> Iterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite://{state}"
+        return
+    with redis_prefix() as url:
+        yield url
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_concurrent_clients_never_pass_the_budget(tmp_path: Path, kind: str,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     state = tmp_path / "state"
-    with FakeProvider(requests_per_minute=60_000, burst=1000) as fake:
+    with FakeProvider(requests_per_minute=60_000, burst=1000) as fake, \
+            _store_url(kind, state) as store_url:
         cfg = _config(fake, state)
-        with served_app(SqliteStore(state), cfg) as run:  # type: ignore[arg-type]
+        with served_app(open_store(store_url), cfg) as run:  # type: ignore[arg-type]
             url = f"{run.base}/local/v1/chat/completions"
             statuses: Counter[int] = Counter()
             codes: Counter[str] = Counter()
@@ -81,13 +96,15 @@ def test_concurrent_clients_never_pass_the_budget(tmp_path: Path,
             assert 'pi_xi_budget_used_share{period="day",provider="",scope="account"}' in metrics
 
             # a library permit on the same store shares the budget: nothing is left for it
-            rt = Runtime.start(config=cfg, store=SqliteStore(state))  # type: ignore[arg-type]
+            rt = Runtime.start(config=cfg, store=open_store(store_url))  # type: ignore[arg-type]
             try:
                 with pytest.raises(BudgetExceeded) as refused:
                     rt.permit("local", model="bud-1", tokens=10)
                 assert refused.value.retry_after is None  # refuse: no waiting
             finally:
                 rt.close()
+    if kind != "sqlite":
+        return
     # pi-xi limits, from the config file of a directory using the same state
     (tmp_path / ".pi").mkdir()
     (tmp_path / ".pi" / "config.json").write_text(json.dumps({"crossInstance": {
