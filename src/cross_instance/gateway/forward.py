@@ -38,7 +38,7 @@ from cross_instance.core.pricing import usage_of
 from cross_instance.core.records import Granted
 from cross_instance.core.usage import usage_from_body
 from cross_instance.daemon.disconnect import Watch
-from cross_instance.daemon.guard import BodyTooLarge, read_body
+from cross_instance.daemon.guard import BodyTooLarge
 from cross_instance.daemon.hosted import Hosted, hosted_of
 from cross_instance.daemon.state import Daemon
 from cross_instance.errors import (
@@ -87,6 +87,7 @@ class Gateway:
         daemon.closers.append(self.upstream.close)  # at shutdown, on the event loop
         self._hosted: Hosted | None = None
         self._bursts: dict[tuple[str, str | None], list[int]] = {}
+        self._in_flight: dict[str, Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -114,7 +115,10 @@ class Gateway:
 
     async def _serve(self, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
         metrics = self.hosted.metrics
-        in_flight = metrics.gateway_in_flight.labels(route.provider)
+        in_flight = self._in_flight.get(route.provider)
+        if in_flight is None:  # one series per configured provider
+            in_flight = self._in_flight[route.provider] = metrics.gateway_in_flight.labels(
+                route.provider)
         sent = [0]  # the status the client got
 
         async def sending(message: Message) -> None:
@@ -136,10 +140,12 @@ class Gateway:
         api = route.upstream.api
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         try:
-            body = await read_body(receive)
+            body = await _whole_body(receive)
         except BodyTooLarge as err:
             await _reply(send, error_reply(api, "too_large", str(err)))
             return None
+        if body is None:
+            return None  # the client left before its request was whole: nothing to do
         client_host = scope["client"][0] if scope.get("client") else "unknown"
         try:
             instance_id = instance_of(headers, client_host)
@@ -189,9 +195,8 @@ class Gateway:
                       model: str | None, parsed: Any, headers: list[tuple[bytes, bytes]],
                       send: Send) -> tuple[Granted, Reservation | None, int] | None:
         """The permit, the spend budgets' reservation and the tokens reserved in the token
-        buckets, or None when the client has had
-        its answer (a 429 after the bounded wait, a budget without room, a bad request) or
-        has gone."""
+        buckets; None when the client has had its answer (a 429 after the bounded wait, a
+        budget without room, a bad request)."""
         api = route.upstream.api
         bursts = self._token_bursts(route.provider, model)
         parts = request_parts(parsed)
@@ -372,6 +377,18 @@ class _Release:
         if granted is not None:
             with contextlib.suppress(CrossInstanceError):
                 await self.hosted.release(self.instance_id, [granted.permit_id])
+
+
+async def _whole_body(receive: Receive) -> bytes | None:
+    """The request body, or None when the client disconnected before sending all of it."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 def _json(body: bytes) -> Any:
