@@ -147,3 +147,36 @@ def test_library_permits_reserve_and_settle(tmp_path: Path) -> None:
         fits.release()
     finally:
         rt.close()
+
+
+def test_waiting_for_the_next_period_is_bounded(tmp_path: Path) -> None:
+    """``onExceed: wait``: a wait that would run past the bound (the gateway's maxWaitMs, a
+    permit's timeout) ends at once with the time to the next UTC day, not at midnight."""
+    import time
+
+    from cross_instance.core.upstreams import GatewaySettings
+
+    state = tmp_path / "state"
+    with FakeProvider(requests_per_minute=60_000, burst=1000) as fake:
+        cfg = replace(_config(fake, state, "wait"),  # type: ignore[type-var]
+                      gateway=GatewaySettings(max_wait_ms=100))
+        with served_app(SqliteStore(state), cfg) as run:  # type: ignore[arg-type]
+            url = f"{run.base}/local/v1/chat/completions"
+            auth = {"Authorization": f"Bearer {KEY}"}
+            while httpx.post(url, json=CHAT, headers=auth).status_code == 200:
+                pass
+            began = time.monotonic()
+            reply = httpx.post(url, json=CHAT, headers=auth)
+            assert time.monotonic() - began < 5
+            assert reply.status_code == 429
+            assert reply.json()["error"]["code"] == "budget_exceeded"
+            to_midnight = 86_400 - time.time() % 86_400
+            assert abs(int(reply.headers["retry-after"]) - to_midnight) <= 5
+        rt = Runtime.start(config=cfg, store=SqliteStore(state))  # type: ignore[arg-type]
+        try:
+            with pytest.raises(BudgetExceeded) as held:
+                rt.permit("local", model="bud-1", tokens=10, timeout=0.2)
+            assert held.value.retry_after is not None
+            assert abs(held.value.retry_after - to_midnight) <= 5
+        finally:
+            rt.close()

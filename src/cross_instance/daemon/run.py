@@ -90,6 +90,8 @@ def run(cfg: Config, *, host: str, port: int, store_url: str | None = None,
             log("Store warning: %s", warning)
         log("Coordinator listening on %s:%d, serving %s%s", host, port, daemon.serves,
             " (token required)" if token else "")
+        log("Gateway routes: %s", ", ".join(
+            f"/{name}/v1 -> {up.base_url}" for name, up in cfg.upstream_table().items()))
         app = create_app(daemon, lifespan=maintenance(daemon, log,
                                                       cfg.heartbeat_interval_ms / 1000))
         signal.signal(signal.SIGTERM, _stopped)
