@@ -180,3 +180,52 @@ def test_waiting_for_the_next_period_is_bounded(tmp_path: Path) -> None:
             assert abs(held.value.retry_after - to_midnight) <= 5
         finally:
             rt.close()
+
+
+def test_a_waiting_call_goes_on_when_the_day_turns(tmp_path: Path) -> None:
+    """``onExceed: wait`` with a bound past midnight: a library permit held back by a full
+    daily budget is granted once the UTC day turns (the wall clock is moved to just before
+    midnight; the store's own clock is not the wall clock and is left alone)."""
+    import time
+
+    import time_machine
+
+    state = tmp_path / "state"
+    with FakeProvider() as fake:
+        cfg = _config(fake, state, "wait")
+    midnight = (time.time() // 86_400 + 1) * 86_400
+    with time_machine.travel(midnight - 1.0, tick=True):
+        rt = Runtime.start(config=cfg, store=SqliteStore(state))  # type: ignore[arg-type]
+        try:
+            with rt.permit("local", model="bud-1", tokens=90) as p:  # $0.09 of $0.1
+                p.report(200, usage_tokens=90)
+            began = time.time()
+            with rt.permit("local", model="bud-1", tokens=90, timeout=10) as p:
+                assert time.time() >= midnight  # it waited for the new day
+                p.report(200, usage_tokens=90)
+            assert time.time() - began < 8
+        finally:
+            rt.close()
+
+
+def test_a_waiting_gateway_request_goes_on_when_the_day_turns(tmp_path: Path) -> None:
+    import time
+
+    import time_machine
+
+    from cross_instance.core.upstreams import GatewaySettings
+
+    state = tmp_path / "state"
+    midnight = (time.time() // 86_400 + 1) * 86_400
+    with FakeProvider(requests_per_minute=60_000, burst=1000) as fake, \
+            time_machine.travel(midnight - 1.0, tick=True):
+        cfg = replace(_config(fake, state, "wait"),  # type: ignore[type-var]
+                      gateway=GatewaySettings(max_wait_ms=10_000))
+        with served_app(SqliteStore(state), cfg) as run:  # type: ignore[arg-type]
+            url = f"{run.base}/local/v1/chat/completions"
+            big = {**CHAT, "max_tokens": 90}  # $0.091 estimated of $0.1
+            auth = {"Authorization": f"Bearer {KEY}"}
+            assert httpx.post(url, json=big, headers=auth).status_code == 200
+            waited = httpx.post(url, json=big, headers=auth, timeout=30)
+            assert waited.status_code == 200, waited.text
+            assert time.time() >= midnight
