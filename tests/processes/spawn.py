@@ -7,7 +7,16 @@ import multiprocessing
 from collections.abc import Callable, Sequence
 from typing import Any
 
-CTX = multiprocessing.get_context("spawn")
+#: forkserver: each worker is a process of its own (its own pid and start time), forked from a
+#: server that imported the package and the workers once, not from the test process (none of
+#: its threads, locks or sockets come along). A fresh interpreter per worker, as "spawn" gave,
+#: spent most of these tests' time importing. Linux and macOS alike.
+CTX = multiprocessing.get_context("forkserver")
+PRELOAD = ["cross_instance", "cross_instance.stores.sqlite.store",
+           "cross_instance.stores.redis.store", "cross_instance.stores.remote.store",
+           "tests.processes.workers", "tests.processes.ownership_workers",
+           "tests.processes.handover_workers", "tests.processes.cap_workers"]
+CTX.set_forkserver_preload(PRELOAD)
 
 
 def run_together(target: Callable[..., None], args: Sequence[tuple[Any, ...]],

@@ -11,7 +11,6 @@ nobody queues (no permit or wait leaked, the killed holder's permits came back).
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import queue
 import signal
@@ -23,8 +22,8 @@ from typing import Any
 from cross_instance.stores.sqlite.store import SqliteStore
 from tests.checkers import most_at_once
 from tests.processes import cap_workers as cw
+from tests.processes.spawn import CTX  # forkserver, the package preloaded
 
-CTX = multiprocessing.get_context("spawn")
 CAP = 3
 SECONDS = 1.5
 # a lease far longer than the test: only a pid probe (the killed holder) removes an instance,

@@ -10,7 +10,6 @@ its sleeps. Nothing here is timed; the bounds are only for a hung test.
 from __future__ import annotations
 
 import itertools
-import multiprocessing
 import os
 import queue
 import signal
@@ -27,8 +26,8 @@ from cross_instance.stores.base import Store
 from cross_instance.stores.sqlite.store import SqliteStore
 from tests.checkers import most_at_once
 from tests.processes import handover_workers as hw
+from tests.processes.spawn import CTX  # forkserver, the package preloaded
 
-CTX = multiprocessing.get_context("spawn")
 BIG_TIMEOUT = {"timeout_ms": 600_000, "interval_ms": 200}  # no refresh, no lease, in a test
 
 

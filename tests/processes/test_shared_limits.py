@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
 
@@ -10,9 +9,7 @@ from cross_instance.core.limiter import RateSpec
 from cross_instance.runtime import Runtime
 from tests.helpers_runtime import make_config
 from tests.processes import workers
-from tests.processes.spawn import run_together
-
-CTX = multiprocessing.get_context("spawn")
+from tests.processes.spawn import CTX, run_together
 
 
 def run_workers(target, n, args_for):

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import multiprocessing
-
 from cross_instance.runtime.logs import SharedRotatingFile
-
-CTX = multiprocessing.get_context("spawn")
+from tests.processes.spawn import CTX  # forkserver, the package preloaded
 
 
 def write_lines(path: str, tag: str, n: int, barrier) -> None:
