@@ -8,7 +8,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cross_instance.core.usage import estimate_tokens, usage_from_body
+from cross_instance.core.usage import estimate_parts, estimate_tokens, usage_from_body
 
 OPENAI_JSON = {
     "id": "chatcmpl-abc", "object": "chat.completion", "model": "gpt-4o",
@@ -99,3 +99,17 @@ def test_odd_json_never_raises(value):
     assert result is None or result >= 0
     estimate = estimate_tokens(value)
     assert estimate is None or estimate >= 0
+
+
+def test_estimate_parts_of_each_request_shape() -> None:
+    chat = {"messages": [{"role": "user", "content": "x" * 10}], "system": "yy",
+            "max_completion_tokens": 7}
+    assert estimate_parts(chat) == (3, 7)
+    assert estimate_parts({"input": "abcdefgh", "instructions": "abcd",
+                           "max_output_tokens": 5}) == (3, 5)  # Responses API
+    assert estimate_parts({"input": [[1, 2, 3], [4]]}) == (4, 0)  # token arrays
+    assert estimate_parts({"input": ["ab", "cd"]}) == (1, 0)  # embeddings texts
+    assert estimate_parts({"input": [{"role": "user", "content": [
+        {"type": "input_text", "text": "abcd"}]}]}) == (1, 0)
+    assert estimate_parts({"model": "m"}) is None
+    assert estimate_parts("nope") is None

@@ -86,6 +86,12 @@ class ResolvedLimits:
     model_tokens: RateSpec | None = None
     model_max_concurrency: int | None = None
 
+    @property
+    def token_bursts(self) -> list[int]:
+        """The bursts of the token buckets a call takes from (none without token limits):
+        a reservation above the smallest could never be granted."""
+        return [s.burst for s in (self.tokens, self.model_tokens) if s is not None]
+
 
 @dataclass(frozen=True, slots=True)
 class InstancePolicy:

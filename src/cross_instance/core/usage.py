@@ -23,28 +23,56 @@ CHARS_PER_TOKEN = 4
 _OUTPUT_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 
 
-def text_length(value: Any) -> int:
+def _text_length(value: Any) -> int:
     """Characters of text in a message value (strings, lists, the ``content``/``text`` of
     objects)."""
     if isinstance(value, str):
         return len(value)
     if isinstance(value, list):
-        return sum(text_length(v) for v in value)
+        return sum(_text_length(v) for v in value)
     if isinstance(value, dict):
-        return sum(text_length(v) for k, v in value.items() if k in ("content", "text"))
+        return sum(_text_length(v) for k, v in value.items() if k in ("content", "text"))
     return 0
 
 
-def estimate_tokens(body: Any) -> int | None:
-    """Tokens a request body may use: its text / 4 plus the output limit it sets; ``None``
-    when the body is not a completion request."""
-    if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+def _input_length(value: Any) -> int:
+    """Characters of an ``input`` (Responses API, embeddings): text, texts, or token arrays
+    (4 characters per token, so / 4 gives the tokens back)."""
+    if isinstance(value, list) and value and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return len(value) * CHARS_PER_TOKEN
+    if isinstance(value, list):
+        return sum(_input_length(v) for v in value)
+    return _text_length(value)
+
+
+def estimate_parts(body: Any) -> tuple[int, int] | None:
+    """(prompt tokens, output tokens allowed) of a request body: chat completions and
+    Anthropic messages (``messages``, ``system``), the Responses API (``input``,
+    ``instructions``) and embeddings (``input``); the output allowance is the first of
+    ``max_tokens`` / ``max_completion_tokens`` / ``max_output_tokens`` set, else 0. ``None``
+    for any other body."""
+    if not isinstance(body, dict):
         return None
-    chars = text_length(body["messages"]) + text_length(body.get("system"))
+    if isinstance(body.get("messages"), list):
+        chars = _text_length(body["messages"]) + _text_length(body.get("system"))
+    elif "input" in body:
+        chars = _input_length(body["input"]) + _text_length(body.get("instructions"))
+    else:
+        return None
     output = next((body[f] for f in _OUTPUT_FIELDS
                    if isinstance(body.get(f), int) and not isinstance(body.get(f), bool)
                    and body[f] > 0), 0)
-    return -(-chars // CHARS_PER_TOKEN) + output
+    return -(-chars // CHARS_PER_TOKEN), output
+
+
+def estimate_tokens(body: Any) -> int | None:
+    """Tokens a completion request body (``messages``) may use: its text / 4 plus the output
+    limit it sets; ``None`` when the body is not a completion request."""
+    if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+        return None
+    parts = estimate_parts(body)
+    return None if parts is None else parts[0] + parts[1]
 
 
 def _count(usage: Any, *names: str) -> int | None:

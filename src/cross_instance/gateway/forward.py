@@ -36,7 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cross_instance.core.pricing import usage_of
 from cross_instance.core.records import Granted
-from cross_instance.core.usage import usage_from_body
+from cross_instance.core.usage import estimate_parts, usage_from_body
 from cross_instance.daemon.disconnect import Watch
 from cross_instance.daemon.guard import BodyTooLarge
 from cross_instance.daemon.hosted import Hosted, hosted_of
@@ -48,7 +48,6 @@ from cross_instance.errors import (
     PermitRequestError,
     RateLimitExceeded,
 )
-from cross_instance.gateway.estimate import request_parts
 from cross_instance.gateway.identity import BadInstanceId, Clients, instance_of
 from cross_instance.gateway.routing import BadPath, NotConfigured, Route, route_of
 from cross_instance.gateway.shapes import error_reply
@@ -199,7 +198,7 @@ class Gateway:
         budget without room, a bad request)."""
         api = route.upstream.api
         bursts = self._token_bursts(route.provider, model)
-        parts = request_parts(parsed)
+        parts = estimate_parts(parsed)
         tokens = None if parts is None or not bursts else min(sum(parts), *bursts)
         try:
             plan = self.hosted.plan(instance_id, route.provider, model, tokens, reports=True)
@@ -255,8 +254,7 @@ class Gateway:
         """The bursts of the token buckets a call to ``provider``/``model`` takes from."""
         found = self._bursts.get((provider, model))
         if found is None:
-            limits = self.daemon.config.resolve(provider, model)
-            found = [s.burst for s in (limits.tokens, limits.model_tokens) if s is not None]
+            found = self.daemon.config.resolve(provider, model).token_bursts
             if len(self._bursts) < 4096:
                 self._bursts[(provider, model)] = found
         return found

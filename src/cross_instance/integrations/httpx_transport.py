@@ -57,8 +57,7 @@ def tokens_to_reserve(runtime: Runtime, provider: str, model: str | None,
                       request: Any) -> int | None:
     """The request's estimated tokens when ``provider`` (or the model) has a token limit,
     capped at the smallest token burst (a bigger reservation could never be granted)."""
-    limits = runtime.config.resolve(provider, model)
-    bursts = [s.burst for s in (limits.tokens, limits.model_tokens) if s is not None]
+    bursts = runtime.config.resolve(provider, model).token_bursts
     if not bursts:
         return None
     estimate = estimate_tokens(_json_body(request))
