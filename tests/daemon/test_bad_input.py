@@ -339,6 +339,23 @@ def test_a_retry_waiting_on_a_stalled_first_attempt_gets_an_answer(addr: str) ->
     assert_serving(addr)
 
 
+def test_a_body_cut_off_by_a_disconnect_is_never_applied(addr: str) -> None:
+    """The bytes that arrived parse as a whole acquire, but the client promised more and left:
+    the request is not applied (no permit held until the lease ends)."""
+    me = register(addr, "cut-1")
+    host, port = addr.rsplit(":", 1)
+    body = json.dumps({"instanceId": me, "provider": "openai"}).encode()
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(b"POST /v1/permits/acquire HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                     % (len(body) + 10, body))
+    assert_serving(addr)
+    status, view = get(addr, "/v1/status")
+    assert status == 200
+    mine = next(i for i in view["instances"] if i["instanceId"] == me)
+    assert mine["activeRequests"] == 0, mine
+
+
 # --- unknown instances, permits released twice or by someone else ----------------------------
 def test_unknown_instance_ids(addr: str) -> None:
     ghost = "ghost-" + uuid.uuid4().hex[:8]

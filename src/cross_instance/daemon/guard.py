@@ -98,18 +98,18 @@ class Guard:
         return bounded
 
 
-async def read_body(receive: Receive) -> bytes:
+async def read_body(receive: Receive) -> bytes | None:
     """The whole request body (``BodyTooLarge`` past the bound, from the receive ``Guard``
-    gave the app); what arrived before a disconnect."""
+    gave the app), or None when the client disconnected before sending all of it: a cut
+    body is never parsed, let alone applied."""
     chunks = []
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            break
+            return None
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
+            return b"".join(chunks)
 
 
 class BodyTooLarge(Exception):

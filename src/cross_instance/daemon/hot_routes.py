@@ -55,6 +55,8 @@ class HotRoutes:
             data = await read_body(receive)
         except BodyTooLarge as err:
             return 413, {"code": "request_too_large", "message": str(err), "retryable": False}
+        if data is None:
+            return _GONE
         if not (media == b"application/json"
                 or (media.startswith(b"application/") and media.endswith(b"+json"))):
             return 400, _invalid("body: expected a JSON body (Content-Type: application/json)")
@@ -71,7 +73,10 @@ class HotRoutes:
             reply = error_body(err)
             return status_of(reply["code"]), reply
         except ClientGone:
-            return 499, {"code": "client_gone", "message": "the client left", "retryable": True}
+            return _GONE
+
+
+_GONE = 499, {"code": "client_gone", "message": "the client left", "retryable": True}
 
 
 def _invalid(message: str) -> dict[str, Any]:

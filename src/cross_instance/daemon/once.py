@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cross_instance.daemon.guard import BodyTooLarge, send_error
+from cross_instance.daemon.guard import BodyTooLarge, read_body, send_error
 from cross_instance.daemon.journal import RESEND_SAFE, UNKNOWN, Journal
 from cross_instance.daemon.replies import MAX_REQUEST_ID, Replies
 
@@ -62,19 +62,14 @@ class Once:
             await send_error(send, 400, "invalid_request",
                          f"x-pi-request-id is longer than {MAX_REQUEST_ID} characters")
             return
-        whole = bytearray()
         try:
-            while True:
-                message = await receive()
-                if message["type"] != "http.request":
-                    return  # the client left before its request was whole: nothing applied
-                whole += message.get("body", b"")
-                if not message.get("more_body", False):
-                    break
+            whole = await read_body(receive)
         except BodyTooLarge as err:
             await send_error(send, 413, "request_too_large", str(err))
             return
-        body: bytes | None = bytes(whole)
+        if whole is None:
+            return  # the client left before its request was whole: nothing applied
+        body: bytes | None = whole
         messages: list[Message] = []
 
         async def replay() -> Message:

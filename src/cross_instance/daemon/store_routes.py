@@ -265,7 +265,11 @@ class StoreProtocol:
             except BodyTooLarge as err:
                 status, body = problem("request_too_large", str(err))
             else:
-                status, body = await self._op(path[len("/v1/store/"):], data)
+                if data is None:  # the client left mid-body: nothing is applied
+                    status, body = reply_json(499, {"code": "client_gone", "retryable": True,
+                                                    "message": "the client left"})
+                else:
+                    status, body = await self._op(path[len("/v1/store/"):], data)
         elif path == "/v1/store" or path.startswith("/v1/store/"):
             allow = b"GET" if path == "/v1/store" else b"POST"
             status, body = problem("method_not_allowed",

@@ -38,7 +38,7 @@ from cross_instance.core.pricing import usage_of
 from cross_instance.core.records import Granted
 from cross_instance.core.usage import estimate_parts, usage_from_body
 from cross_instance.daemon.disconnect import Watch
-from cross_instance.daemon.guard import BodyTooLarge
+from cross_instance.daemon.guard import BodyTooLarge, read_body
 from cross_instance.daemon.hosted import Hosted, hosted_of
 from cross_instance.daemon.state import Daemon
 from cross_instance.errors import (
@@ -139,7 +139,7 @@ class Gateway:
         api = route.upstream.api
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         try:
-            body = await _whole_body(receive)
+            body = await read_body(receive)
         except BodyTooLarge as err:
             await _reply(send, error_reply(api, "too_large", str(err)))
             return None
@@ -375,18 +375,6 @@ class _Release:
         if granted is not None:
             with contextlib.suppress(CrossInstanceError):
                 await self.hosted.release(self.instance_id, [granted.permit_id])
-
-
-async def _whole_body(receive: Receive) -> bytes | None:
-    """The request body, or None when the client disconnected before sending all of it."""
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
 
 
 def _json(body: bytes) -> Any:
