@@ -46,7 +46,7 @@ from cross_instance.core.limits import (
 from cross_instance.errors import ConfigError
 
 if TYPE_CHECKING:  # the schema (pydantic) is imported when a section is validated
-    from cross_instance.config.schema import LimitsIn, SectionIn
+    from cross_instance.config.schema import BudgetIn, LimitsIn, SectionIn
 
     # the gateway's and the budgets' types: imported when a config uses them (import time)
     from cross_instance.core.budgets import Budget, Budgets
@@ -222,7 +222,9 @@ def _gateway_json(g: GatewaySettings) -> dict[str, object]:
 
 def _budgets_json(b: Budgets | None) -> dict[str, object]:
     if b is None:
-        return {"account": None, "providers": {}, "onExceed": "refuse", "warnShare": 0.8}
+        from cross_instance.core.budgets import Budgets
+
+        b = Budgets()  # none: the defaults, written out
     return {"account": None if b.account is None else _budget_json(b.account),
             "providers": {name: _budget_json(x) for name, x in b.providers.items()},
             "onExceed": b.on_exceed, "warnShare": b.warn_share}
@@ -444,8 +446,8 @@ def _budgets(s: SectionIn) -> Budgets | None:
         return None
     from cross_instance.core.budgets import Budget, Budgets
 
-    def one(x: object) -> Budget:
-        return Budget(getattr(x, "per_day_usd", None), getattr(x, "per_month_usd", None))
+    def one(x: BudgetIn) -> Budget:
+        return Budget(x.per_day_usd, x.per_month_usd)
 
     return Budgets(None if b.account is None else one(b.account),
                    MappingProxyType({name: one(x) for name, x in b.providers.items()}),

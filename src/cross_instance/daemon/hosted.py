@@ -22,9 +22,11 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from cross_instance.config import Config
 from cross_instance.core import events as ev
 from cross_instance.core.keys import Plan, plan_request
-from cross_instance.core.records import Granted, PermitRequest, Waiting
+from cross_instance.core.liveness import UNKNOWN_BOOT, Domain
+from cross_instance.core.records import Granted, InstanceRecord, PermitRequest, Waiting
 from cross_instance.daemon.metrics import metrics_for
 from cross_instance.daemon.state import Daemon
 from cross_instance.errors import NotRegisteredError, RateLimitExceeded
@@ -234,6 +236,20 @@ class Hosted:
                 plan = self.plan(p.instance_id, p.provider, p.model, p.tokens or None)
                 return Grant(plan.request, p.granted_ns)
         return None
+
+
+def http_instance(config: Config, instance_id: str, client: str, lease_ms: int, *,
+                  host: str | None = None, pid: int = 0, session_id: str = "",
+                  cwd: str = "") -> InstanceRecord:
+    """The record of an instance the daemon registers for a client over HTTP (the API's
+    register, the gateway's first request): judged by its lease alone, with the config's
+    policy for its id."""
+    policy = config.policy_for(instance_id)
+    return InstanceRecord(
+        instance_id=instance_id, domain=Domain(host or client, UNKNOWN_BOOT, f"http:{client}"),
+        pid=pid, start_ticks=0, session_id=session_id, cwd=cwd,
+        started_wall_ms=time.time_ns() // 10**6, lease_ns=lease_ms * 10**6,
+        priority=policy.priority, reserved=policy.reserved_capacity)
 
 
 def hosted_of(daemon: Daemon) -> Hosted:

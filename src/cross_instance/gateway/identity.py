@@ -23,9 +23,7 @@ import time
 from collections import OrderedDict
 
 from cross_instance.core.ids import is_valid_instance_id
-from cross_instance.core.liveness import UNKNOWN_BOOT, Domain
-from cross_instance.core.records import InstanceRecord
-from cross_instance.daemon.hosted import hosted_of
+from cross_instance.daemon.hosted import hosted_of, http_instance
 from cross_instance.daemon.state import Daemon
 from cross_instance.errors import DuplicateInstanceError
 
@@ -91,14 +89,8 @@ class Clients:
 
     async def register(self, instance_id: str, client_host: str) -> None:
         cfg = self.daemon.config
-        policy = cfg.policy_for(instance_id)
-        record = InstanceRecord(
-            instance_id=instance_id, domain=Domain(client_host, UNKNOWN_BOOT,
-                                                   f"http:{client_host}"),
-            pid=0, start_ticks=0, session_id="gateway", cwd="",
-            started_wall_ms=time.time_ns() // 10**6,
-            lease_ns=cfg.heartbeat_timeout_ms * 10**6, priority=policy.priority,
-            reserved=policy.reserved_capacity)
+        record = http_instance(cfg, instance_id, client_host, cfg.heartbeat_timeout_ms,
+                               session_id="gateway")
         await self.daemon.call(self.daemon.store.register_instance, record)
         hosted_of(self.daemon).forget(instance_id)
         self._renewed.pop(instance_id, None)

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import os
-import time
 from typing import Annotated
 
 from fastapi import Request
 from pydantic import BaseModel, Field
 
 from cross_instance.config.rules import instance_id_problem
-from cross_instance.core.liveness import UNKNOWN_BOOT, Domain
-from cross_instance.core.records import MAX_COUNT, InstanceRecord, Workload
+from cross_instance.core.records import MAX_COUNT, Workload
 from cross_instance.daemon.api.common import (
     Body,
     Name,
@@ -19,7 +17,7 @@ from cross_instance.daemon.api.common import (
     hosted_for,
     router,
 )
-from cross_instance.daemon.hosted import hosted_of
+from cross_instance.daemon.hosted import hosted_of, http_instance
 from cross_instance.daemon.state import Daemon
 from cross_instance.errors import InvalidArgument, NotRegisteredError
 
@@ -66,11 +64,8 @@ async def register(body: RegisterIn, request: Request) -> InstanceOut:
     client = request.client.host if request.client else "unknown"
     policy = cfg.policy_for(iid)
     lease_ms = body.lease_ms or cfg.heartbeat_timeout_ms
-    record = InstanceRecord(
-        instance_id=iid, domain=Domain(body.host or client, UNKNOWN_BOOT, f"http:{client}"),
-        pid=body.pid, start_ticks=0, session_id=body.session_id, cwd=body.cwd,
-        started_wall_ms=time.time_ns() // 10**6, lease_ns=lease_ms * 10**6,
-        priority=policy.priority, reserved=policy.reserved_capacity)
+    record = http_instance(cfg, iid, client, lease_ms, host=body.host, pid=body.pid,
+                           session_id=body.session_id, cwd=body.cwd)
     await daemon.call(daemon.store.register_instance, record)
     hosted_for(request).forget(iid)
     daemon.log("Instance %s registered over HTTP from %s", iid, client)
