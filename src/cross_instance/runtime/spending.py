@@ -132,9 +132,7 @@ class Spending:
         estimate = (0 if price is None else
                     estimate_cost_nano_usd(price, max(input_tokens, 0), max(output_tokens, 0)))
         now_ns = time.time_ns()
-        keys = tuple(period_keys(provider, now_ns / 1e9))
-        store_now = self.store.now_ns()
-        expires = tuple(store_expiry_ns(k, now_ns, store_now) for k in keys)
+        keys, expires = self._periods(provider, now_ns)
         totals = self.store.add_spend(charge(keys, estimate, 0, expires))
         spent = {k: max(v - estimate, 0) for k, v in net_spent(keys, totals).items()}
         verdict = check(self.budgets, provider, spent, estimate, now_ns / 1e9)
@@ -153,6 +151,14 @@ class Spending:
                 "retryAfter": retry}, instance_id)
         raise BudgetExceeded(provider, model, retry, verdict.reason)
 
+    def _periods(self, provider: str, now_ns: int
+                 ) -> tuple[tuple[SpendKey, ...], tuple[int, ...]]:
+        """The keys a call to ``provider`` at ``now_ns`` counts against, and when the store
+        may forget each (on its own clock)."""
+        keys = tuple(period_keys(provider, now_ns / 1e9))
+        store_now = self.store.now_ns()
+        return keys, tuple(store_expiry_ns(k, now_ns, store_now) for k in keys)
+
     def refund(self, r: Reservation | None) -> None:
         """Hand a reservation back whole (the call never went out)."""
         if r is not None and r.estimate_nano:
@@ -170,10 +176,7 @@ class Spending:
             price = self._price(provider, model)
             if price is None:
                 return
-            now_ns = time.time_ns()
-            keys = tuple(period_keys(provider, now_ns / 1e9))
-            store_now = self.store.now_ns()
-            expires = tuple(store_expiry_ns(k, now_ns, store_now) for k in keys)
+            keys, expires = self._periods(provider, time.time_ns())
             self.store.add_spend(charge(keys, cost_nano_usd(price, usage), 0, expires))
             return
         if status is not None and status >= 400:
