@@ -6,28 +6,40 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from cross_instance.core.workqueue import (
+    MAX_PRIORITY,
+    MIN_PRIORITY,
+    ORPHANED,
     STATES,
+    OwnerCounts,
     QueueState,
     StealingStats,
     Task,
     after_lost_lease,
+    check_new_task,
     may_settle,
     next_task,
+    queue_score,
     run_order,
+    settle,
     should_attempt_work_stealing,
+    start_run,
     steal_candidates,
+    steal_victim,
     stealing_summary,
 )
+from cross_instance.errors import InvalidArgument
 
 tasks = st.builds(
     Task, task_id=st.text(min_size=1, max_size=8), owner=st.sampled_from(["a", "b"]),
     tool_name=st.just("tool"), priority=st.integers(-3, 3), payload=st.just("{}"),
     enqueued_wall_ms=st.integers(0, 5), seq=st.integers(0, 1000),
-    attempts=st.integers(0, 5), state=st.sampled_from(STATES), fence=st.integers(0, 9))
+    attempts=st.integers(0, 5), state=st.sampled_from(STATES), fence=st.integers(0, 9),
+    max_attempts=st.integers(1, 5))
 states = st.builds(QueueState, instance_id=st.sampled_from(["a", "b", "c", "d"]),
                    pending=st.integers(0, 6), running=st.integers(0, 2),
                    avg_latency_ms=st.none(), active_orchestrations=st.integers(0, 2),
@@ -50,28 +62,84 @@ def test_the_next_task_is_the_first_queued_one_whatever_the_order(found: list[Ta
     assert unshuffled is not None and run_order(unshuffled) == run_order(chosen)
 
 
-def test_priority_then_age_then_sequence() -> None:
+def test_priority_then_the_first_enqueued() -> None:
     base = Task("x", "a", "t", 0, "{}", 10, 5)
-    older = replace(base, task_id="older", enqueued_wall_ms=9)
-    urgent = replace(base, task_id="urgent", priority=5, enqueued_wall_ms=99)
+    older = replace(base, task_id="older", enqueued_wall_ms=99, seq=4)  # the wall clock stepped
+    urgent = replace(base, task_id="urgent", priority=5, seq=99)
     running = replace(base, task_id="running", priority=9, state="running")
     assert next_task([base, older, urgent, running]) == urgent
     assert next_task([base, older, running]) == older
-    assert next_task([replace(base, seq=7, task_id="a"), replace(base, seq=6, task_id="b")]
-                     ).task_id == "b"  # type: ignore[union-attr]
 
 
-@given(tasks, st.integers(1, 6))
-def test_a_lost_lease_requeues_or_fails_and_fences_the_old_worker_out(task: Task,
-                                                                     max_attempts: int) -> None:
-    after = after_lost_lease(task, max_attempts)
+@given(st.integers(MIN_PRIORITY, MAX_PRIORITY), st.integers(0, 2**42 - 1),
+       st.integers(MIN_PRIORITY, MAX_PRIORITY), st.integers(0, 2**42 - 1))
+def test_the_score_is_the_run_order_and_exact_in_a_double(p1: int, s1: int, p2: int,
+                                                          s2: int) -> None:
+    a, b = queue_score(p1, s1), queue_score(p2, s2)
+    assert float(a) == a and float(b) == b
+    assert (a < b) == ((-p1, s1) < (-p2, s2))
+
+
+@given(tasks, st.integers(1, 10**12))
+def test_a_run_counts_an_attempt_and_fences_every_earlier_run_out(task: Task,
+                                                                  lease: int) -> None:
+    run = start_run(replace(task, state="queued"), "thief", lease)
+    assert (run.state, run.owner, run.lease_until_ns) == ("running", "thief", lease)
+    assert run.attempts == task.attempts + 1 and run.fence == task.fence + 1
+    assert settle(run, task.fence, "done", "1") is None
+    done = settle(run, run.fence, "done", "1")
+    assert done is not None and done.state == "done" and done.result == "1"
+    assert settle(done, run.fence, "done", "1") == done  # sent again: the same answer
+    assert settle(done, run.fence, "done", "2") is None  # not a repeat: refused
+    assert settle(done, run.fence, "failed", "1") is None
+
+
+@given(tasks)
+def test_a_retry_requeues_until_the_attempts_are_spent(task: Task) -> None:
+    run = replace(task, state="running")
+    after = settle(run, run.fence, "retry", '"boom"')
+    assert after is not None and after.error == '"boom"'
+    assert after.state == ("failed" if run.attempts >= run.max_attempts else "queued")
+    assert settle(after, run.fence, "retry", '"boom"') == after
+    assert settle(after, run.fence, "done", "1") is None
+
+
+def test_instance_ids_and_the_pool_in_the_victim_choice() -> None:
+    counts = [OwnerCounts("a", queued=5, stolen_from_ns=9), OwnerCounts("b", queued=5),
+              OwnerCounts(ORPHANED, queued=50), OwnerCounts("me", queued=60),
+              OwnerCounts("c", queued=2)]
+    assert steal_victim("me", counts) == "b"  # a tie: the one stolen from longest ago
+    assert steal_victim("me", counts, min_queued=5) is None
+    assert steal_victim("b", counts) == "me"
+    assert steal_victim("me", counts[:1]) == "a"
+
+
+@given(tasks, st.integers(1, 6), st.sampled_from([None, "", "b"]))
+def test_a_lost_lease_requeues_or_fails_and_fences_the_old_worker_out(
+        task: Task, max_attempts: int, owner: str | None) -> None:
+    task = replace(task, max_attempts=max_attempts)
+    after = after_lost_lease(task, owner)
     if task.state != "running":
         assert after == task
         return
-    assert after.attempts == task.attempts + 1
+    assert after.attempts == task.attempts
     assert after.fence > task.fence and not may_settle(after, task.fence)
-    assert after.state == ("failed" if after.attempts >= max_attempts else "queued")
+    assert settle(after, task.fence, "done", "1") is None
+    assert after.state == ("failed" if task.attempts >= max_attempts else "queued")
+    assert after.owner == (task.owner if owner is None else owner)
     assert after.lease_until_ns is None and after.task_id == task.task_id
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("task_id", ""), ("task_id", "x" * 257), ("task_id", "a\x00b"), ("task_id", "\ud800"),
+    ("tool_name", 3), ("priority", 1001), ("priority", True), ("max_attempts", 0),
+    ("payload", "{"), ("payload", "x" * (1 << 20)), ("payload", None)])
+def test_a_new_task_no_store_could_keep_is_refused_by_name(field: str, value: object) -> None:
+    good: dict[str, object] = {"task_id": "t", "tool_name": "tool", "priority": 0,
+                               "payload": "{}", "max_attempts": 3}
+    check_new_task(**good)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match=field):
+        check_new_task(**{**good, field: value})  # type: ignore[arg-type]
 
 
 @given(states, st.lists(states, max_size=5, unique_by=lambda s: s.instance_id), st.integers(0, 4))

@@ -41,6 +41,8 @@ from cross_instance.core.records import (
     Waiting,
     Workload,
 )
+from cross_instance.core.workqueue import OUTCOMES, STATES, OwnerCounts, Task, TaskState
+from cross_instance.core.workqueue import Outcome as TaskOutcome
 from cross_instance.errors import InvalidArgument
 
 #: What a store can do; a feature that needs a missing capability is refused at start.
@@ -50,6 +52,7 @@ CAP_EVENTS = "events"
 CAP_PID_LIVENESS = "pid-liveness"  # can check pids of same-host instances
 CAP_WORKFLOWS = "workflows"
 CAP_LOCKS = "locks"
+CAP_QUEUE = "queue"
 
 
 class FreedSlots(Protocol):
@@ -63,6 +66,56 @@ class FreedSlots(Protocol):
 
     def set_waiting(self, waiting: Callable[[], bool]) -> None:
         """Listen while ``waiting()`` (this process has slot waiters)."""
+        ...
+
+    # --- work queue (rules in ``core.workqueue``) -------------------------------------------
+    def put_task(self, owner: str, task_id: str, tool_name: str, priority: int, payload: str,
+                 max_attempts: int) -> Task:
+        """Queue a task (checked by ``check_new_task``) on the registered ``owner``'s queue,
+        after every task queued before it at its priority. A ``task_id`` the store holds
+        already is not queued again: that task is returned as it is (a resent put)."""
+        ...
+
+    def take_task(self, instance_id: str, lease_ns: int) -> Task | None:
+        """Start the next queued task (``run_order``) of ``instance_id``'s queue or the shared
+        pool (``ORPHANED``) under a lease of ``lease_ns`` (``start_run``); None if both are
+        empty. Running tasks whose lease ran out are queued again first."""
+        ...
+
+    def steal_task(self, instance_id: str, lease_ns: int, min_queued: int) -> Task | None:
+        """One atomic step: move the next queued task of the victim (``steal_victim``) to
+        ``instance_id`` and start it there under a lease, or None; counted in the thief's
+        stealing stats either way. A running task is never stolen."""
+        ...
+
+    def renew_task(self, task_id: str, fence: int, lease_ns: int) -> Task | None:
+        """Extend the run's lease to now + ``lease_ns`` while ``fence`` still runs the task
+        with its lease unexpired; None: the run is over (lost, or settled)."""
+        ...
+
+    def settle_task(self, task_id: str, fence: int, outcome: TaskOutcome, text: str
+                    ) -> Task | None:
+        """Apply ``core.workqueue.settle``: the settled task, or None when ``fence`` may not
+        (its lease was lost). ``text``: JSON, the result or the error."""
+        ...
+
+    def get_task(self, task_id: str) -> Task | None:
+        ...
+
+    def list_tasks(self, owner: str | None = None, state: TaskState | None = None,
+                   limit: int = 100) -> list[Task]:
+        """Up to ``limit`` tasks (of ``owner``, in ``state`` when given): queued ones in run
+        order, running ones by lease end, done and failed ones the latest first. The store
+        keeps the latest ``FINISHED_KEPT`` done and as many failed tasks."""
+        ...
+
+    def queue_counts(self) -> list[OwnerCounts]:
+        """Per instance that ever held a task (and the pool): queued, running, done, failed,
+        and its stealing stats; sorted by id."""
+        ...
+
+    def reset_stealing_stats(self, instance_id: str | None = None) -> None:
+        """Zero the stealing stats of ``instance_id``, or of every instance."""
         ...
 
     def close(self) -> None:
@@ -105,6 +158,40 @@ def checked_spend_keys(keys: Iterable[str]) -> list[str]:
                 raise InvalidArgument(f"a spend key must be Unicode text (no lone "
                                       f"surrogate), got {key!r}") from None
     return out
+
+
+FINISHED_KEPT = 10_000  # done tasks kept (and as many failed ones), the latest
+
+
+def checked_lease(name: str, value: object) -> int:
+    """A lease or TTL in ns: an integer from 1 ms to one day, or ``InvalidArgument``."""
+    if isinstance(value, bool) or not isinstance(value, int) \
+            or not 1_000_000 <= value <= 86_400_000_000_000:
+        raise InvalidArgument(f"{name} must be an integer from 1 ms to one day in ns, "
+                              f"got {value!r}")
+    return value
+
+
+def checked_min_queued(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1_000_000:
+        raise InvalidArgument(f"min_queued must be an integer 0..1000000, got {value!r}")
+    return value
+
+
+def checked_outcome(value: object) -> None:
+    if value not in OUTCOMES:
+        raise InvalidArgument(f"outcome must be one of {', '.join(OUTCOMES)}, got {value!r}")
+
+
+def checked_state(value: object) -> None:
+    if value is not None and value not in STATES:
+        raise InvalidArgument(f"state must be one of {', '.join(STATES)}, got {value!r}")
+
+
+def checked_limit(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100_000:
+        raise InvalidArgument(f"limit must be an integer 1..100000, got {value!r}")
+    return value
 
 
 def spend_overflow(key: str, total: int) -> InvalidArgument:
@@ -338,6 +425,56 @@ class Store(Protocol):
     def read_spend(self, keys: Sequence[str]) -> list[int]:
         """The totals of ``keys`` in one consistent read (0 for a key never added to or
         expired)."""
+        ...
+
+    # --- work queue (rules in ``core.workqueue``) -------------------------------------------
+    def put_task(self, owner: str, task_id: str, tool_name: str, priority: int, payload: str,
+                 max_attempts: int) -> Task:
+        """Queue a task (checked by ``check_new_task``) on the registered ``owner``'s queue,
+        after every task queued before it at its priority. A ``task_id`` the store holds
+        already is not queued again: that task is returned as it is (a resent put)."""
+        ...
+
+    def take_task(self, instance_id: str, lease_ns: int) -> Task | None:
+        """Start the next queued task (``run_order``) of ``instance_id``'s queue or the shared
+        pool (``ORPHANED``) under a lease of ``lease_ns`` (``start_run``); None if both are
+        empty. Running tasks whose lease ran out are queued again first."""
+        ...
+
+    def steal_task(self, instance_id: str, lease_ns: int, min_queued: int) -> Task | None:
+        """One atomic step: move the next queued task of the victim (``steal_victim``) to
+        ``instance_id`` and start it there under a lease, or None; counted in the thief's
+        stealing stats either way. A running task is never stolen."""
+        ...
+
+    def renew_task(self, task_id: str, fence: int, lease_ns: int) -> Task | None:
+        """Extend the run's lease to now + ``lease_ns`` while ``fence`` still runs the task
+        with its lease unexpired; None: the run is over (lost, or settled)."""
+        ...
+
+    def settle_task(self, task_id: str, fence: int, outcome: TaskOutcome, text: str
+                    ) -> Task | None:
+        """Apply ``core.workqueue.settle``: the settled task, or None when ``fence`` may not
+        (its lease was lost). ``text``: JSON, the result or the error."""
+        ...
+
+    def get_task(self, task_id: str) -> Task | None:
+        ...
+
+    def list_tasks(self, owner: str | None = None, state: TaskState | None = None,
+                   limit: int = 100) -> list[Task]:
+        """Up to ``limit`` tasks (of ``owner``, in ``state`` when given): queued ones in run
+        order, running ones by lease end, done and failed ones the latest first. The store
+        keeps the latest ``FINISHED_KEPT`` done and as many failed tasks."""
+        ...
+
+    def queue_counts(self) -> list[OwnerCounts]:
+        """Per instance that ever held a task (and the pool): queued, running, done, failed,
+        and its stealing stats; sorted by id."""
+        ...
+
+    def reset_stealing_stats(self, instance_id: str | None = None) -> None:
+        """Zero the stealing stats of ``instance_id``, or of every instance."""
         ...
 
     def close(self) -> None:

@@ -97,6 +97,8 @@ def remove(conn: sqlite3.Connection, instance_id: str, kind: str, reason: str) -
     conn.execute("UPDATE locks SET holder=NULL, lock_id=NULL, wait=NULL WHERE holder=?",
                  (instance_id,))
     conn.execute("DELETE FROM lock_waiters WHERE instance_id=?", (instance_id,))
+    from cross_instance.stores.sqlite import workqueue  # it needs this module's events
+    workqueue.hand_over(conn, instance_id, reason)
     keys = [k for (k,) in conn.execute("SELECT key FROM limits WHERE instance_id=?",
                                        (instance_id,))]
     conn.execute("DELETE FROM limits WHERE instance_id=?", (instance_id,))
@@ -146,11 +148,15 @@ def heartbeat(conn: sqlite3.Connection, now: int, instance_id: str, work: Worklo
 
 
 def reap(conn: sqlite3.Connection, now: int) -> list[str]:
+    """Remove the dead instances (their tasks go to the shared pool), and queue again the
+    tasks whose run's lease ran out."""
+    from cross_instance.stores.sqlite import workqueue  # it needs this module's events
     dead = [r for r in load(conn) if verdict(r, now).is_dead]
     for r in dead:
         age_ms = (now - r.heartbeat_ns) // 1_000_000
         remove(conn, r.instance_id, "instance_down",
                f"dead (pid {r.pid}, heartbeat {age_ms} ms ago)")
+    workqueue.requeue_expired(conn, now)
     return [r.instance_id for r in dead]
 
 

@@ -33,9 +33,25 @@ from cross_instance.core.records import (
     Workload,
 )
 from cross_instance.core.window import windowed
+from cross_instance.core.workqueue import Outcome as TaskOutcome
+from cross_instance.core.workqueue import (
+    OwnerCounts,
+    Task,
+    TaskState,
+    check_json_text,
+    check_new_task,
+)
 from cross_instance.hostfacts import identity as hostinfo
 from cross_instance.stores import base
-from cross_instance.stores.sqlite import learning, locks, ownership, permits, registry, spend
+from cross_instance.stores.sqlite import (
+    learning,
+    locks,
+    ownership,
+    permits,
+    registry,
+    spend,
+    workqueue,
+)
 from cross_instance.stores.sqlite.db import Database
 
 
@@ -44,7 +60,7 @@ class SqliteStore(base.PermitDecisions):
 
     capabilities = frozenset(
         {base.CAP_PERMITS, base.CAP_REGISTRY, base.CAP_EVENTS, base.CAP_PID_LIVENESS,
-         base.CAP_WORKFLOWS, base.CAP_LOCKS}
+         base.CAP_WORKFLOWS, base.CAP_LOCKS, base.CAP_QUEUE}
     )
 
     def __init__(self, directory: str | Path, *, waiter_ttl_ns: int = 10_000_000_000,
@@ -212,6 +228,51 @@ class SqliteStore(base.PermitDecisions):
     def read_spend(self, keys: Sequence[str]) -> list[int]:
         wanted = base.checked_spend_keys(keys)
         return self.db.read(lambda c, now: spend.read(c, now, wanted))
+
+    # --- work queue -----------------------------------------------------------------------
+    def put_task(self, owner: str, task_id: str, tool_name: str, priority: int, payload: str,
+                 max_attempts: int) -> Task:
+        check_new_task(task_id, tool_name, priority, payload, max_attempts)
+        return self.db.write(lambda c, now: workqueue.put(
+            c, now, owner, task_id, tool_name, priority, payload, max_attempts), "put_task")
+
+    def take_task(self, instance_id: str, lease_ns: int) -> Task | None:
+        lease = base.checked_lease("lease_ns", lease_ns)
+        return self.db.write(lambda c, now: workqueue.take(c, now, instance_id, lease),
+                             "take_task")
+
+    def steal_task(self, instance_id: str, lease_ns: int, min_queued: int) -> Task | None:
+        lease = base.checked_lease("lease_ns", lease_ns)
+        least = base.checked_min_queued(min_queued)
+        return self.db.write(lambda c, now: workqueue.steal(c, now, instance_id, lease, least),
+                             "steal_task")
+
+    def renew_task(self, task_id: str, fence: int, lease_ns: int) -> Task | None:
+        lease = base.checked_lease("lease_ns", lease_ns)
+        return self.db.write(lambda c, now: workqueue.renew(c, now, task_id, fence, lease),
+                             "renew_task")
+
+    def settle_task(self, task_id: str, fence: int, outcome: TaskOutcome, text: str
+                    ) -> Task | None:
+        base.checked_outcome(outcome)
+        check_json_text("result" if outcome == "done" else "error", text)
+        return self.db.write(lambda c, now: workqueue.settle(c, now, task_id, fence, outcome,
+                                                             text), "settle_task")
+
+    def get_task(self, task_id: str) -> Task | None:
+        return self.db.read(lambda c, now: workqueue.load(c, task_id))
+
+    def list_tasks(self, owner: str | None = None, state: TaskState | None = None,
+                   limit: int = 100) -> list[Task]:
+        base.checked_state(state)
+        most = base.checked_limit(limit)
+        return self.db.read(lambda c, now: workqueue.listed(c, owner, state, most))
+
+    def queue_counts(self) -> list[OwnerCounts]:
+        return self.db.read(lambda c, now: workqueue.counts(c))
+
+    def reset_stealing_stats(self, instance_id: str | None = None) -> None:
+        self.db.write(lambda c, now: workqueue.reset_stats(c, instance_id))
 
     def close(self) -> None:
         self.db.close()
