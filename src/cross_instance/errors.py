@@ -194,6 +194,20 @@ class LockLostError(CrossInstanceError):
         super().__init__(f"lock on {resource!r} (token {token}) was lost: {reason}")
 
 
+class TaskLostError(CrossInstanceError):
+    """A worker's run of a queued task ended without it: its lease ran out (or its instance
+    was judged dead) and the task went back to the queue, or it was settled already. The
+    worker may not complete or fail it any more."""
+
+    code = "task_lost"
+
+    def __init__(self, task_id: str, fence: int, reason: str) -> None:
+        self.task_id = task_id
+        self.fence = fence
+        self.reason = reason
+        super().__init__(f"task {task_id!r} (run {fence}) was lost: {reason}")
+
+
 class LockTimeoutError(CrossInstanceError):
     """A waiting lock acquire reached its timeout; ``holder`` held the lock then (if known)."""
 

@@ -47,6 +47,18 @@ MOVED: dict[str, tuple[str, str]] = {
     "get_active_instances_for_model": ("instances", "using_model"),
     "get_model_parallel_limit": ("instances", "model_parallel_limit"),
     "get_model_usage_summary": ("instances", "model_usage"),
+    # the work queue and work stealing (seed 001)
+    "broadcast_queue_state": ("queue", "broadcast_queue_state"),
+    "get_remote_queue_states": ("queue", "get_remote_queue_states"),
+    "should_attempt_work_stealing": ("queue", "should_attempt_work_stealing"),
+    "get_work_stealing_candidates": ("queue", "get_work_stealing_candidates"),
+    "find_steal_candidate": ("queue", "find_steal_candidate"),
+    "steal_work": ("queue", "steal_work"),
+    "safe_steal_work": ("queue", "safe_steal_work"),
+    "get_work_stealing_summary": ("queue", "get_work_stealing_summary"),
+    "get_stealing_stats": ("queue", "get_stealing_stats"),
+    "reset_stealing_stats": ("queue", "reset_stealing_stats"),
+    "cleanup_queue_states": ("queue", "cleanup_queue_states"),
     # monitoring (the user guide's subscribe_coordinator_events)
     "subscribe_coordinator_events": ("events", "subscribe"),
 }
@@ -55,7 +67,7 @@ MOVED: dict[str, tuple[str, str]] = {
 def enhanced_heartbeat(rt: Runtime) -> None:
     """Seed ``enhancedHeartbeat``: a heartbeat, then the cleanup the original does with it,
     freeing locks past their TTL or held by dead instances. The original also cleans its
-    queue-state files; this runtime keeps no such files."""
+    queue-state files; here the heartbeat's reap hands the queued work of dead instances on."""
     rt.instances.heartbeat()
     rt.locks.cleanup_expired()
 

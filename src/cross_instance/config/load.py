@@ -52,6 +52,7 @@ if TYPE_CHECKING:  # the schema (pydantic) is imported when a section is validat
     from cross_instance.core.budgets import Budget, Budgets
     from cross_instance.core.pricing import Price
     from cross_instance.core.upstreams import GatewaySettings, Upstream
+    from cross_instance.core.workqueue import QueueSettings
 
 __all__ = [
     "DEFAULT_PROVIDER_LIMITS",
@@ -131,6 +132,8 @@ class Config:
     upstreams: Mapping[str, Upstream] | None = None
     #: The gateway's bounds (``gateway_settings``); None = the defaults.
     gateway: GatewaySettings | None = None
+    #: The work queue's settings (``queue_settings``); None = the defaults.
+    queue: QueueSettings | None = None
     #: Spend budgets; None = no budget (a permit then makes no store call for them).
     budgets: Budgets | None = None
     #: The price table budgets are kept with (``price_table``): None = the package's dated
@@ -152,6 +155,13 @@ class Config:
         from cross_instance.core.upstreams import GatewaySettings
 
         return GatewaySettings()
+
+    def queue_settings(self) -> QueueSettings:
+        if self.queue is not None:
+            return self.queue
+        from cross_instance.core.workqueue import QueueSettings
+
+        return QueueSettings()
 
     def price_table(self) -> Mapping[str, Mapping[str, Price]]:
         if self.prices is not None:
@@ -207,6 +217,7 @@ class Config:
             "prices": {provider: {pattern: _price_json(p) for pattern, p in table.items()}
                        for provider, table in (self.prices or {}).items()},
             "gateway": _gateway_json(self.gateway_settings()),
+            "queue": _queue_json(self.queue_settings()),
             "source": self.source,
         }
 
@@ -218,6 +229,11 @@ def _budget_json(budget: Budget) -> dict[str, object]:
 def _gateway_json(g: GatewaySettings) -> dict[str, object]:
     return {"maxWaitMs": g.max_wait_ms, "maxBodyBytes": g.max_body_bytes,
             "upstreamTimeoutMs": g.upstream_timeout_ms}
+
+
+def _queue_json(q: QueueSettings) -> dict[str, object]:
+    return {"leaseMs": q.lease_ms, "maxAttempts": q.max_attempts, "minQueued": q.min_queued,
+            "steal": q.steal}
 
 
 def _budgets_json(b: Budgets | None) -> dict[str, object]:
@@ -368,6 +384,7 @@ def load_config(
         providers=_providers(s),
         upstreams=_upstreams(s, path),
         gateway=_gateway(s),
+        queue=_queue(s),
         budgets=_budgets(s),
         prices=_prices(s),
         instances=MappingProxyType(
@@ -427,6 +444,17 @@ def _providers(s: SectionIn) -> Mapping[str, ProviderLimits]:
             models=MappingProxyType({pat: _model(m) for pat, m in p.models.items()}),
         )
     return MappingProxyType(out)
+
+
+def _queue(s: SectionIn) -> QueueSettings | None:
+    from cross_instance.config.schema import QueueIn
+
+    q = s.queue
+    if q == QueueIn():  # the defaults: kept as None (see Config.queue)
+        return None
+    from cross_instance.core.workqueue import QueueSettings
+
+    return QueueSettings(q.lease_ms, q.max_attempts, q.min_queued, q.steal)
 
 
 def _gateway(s: SectionIn) -> GatewaySettings | None:

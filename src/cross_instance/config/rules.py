@@ -43,6 +43,9 @@ BOUNDS: dict[str, tuple[int, int]] = {
     "maxWaitMs": (0, 3_600_000),
     "maxBodyBytes": (1024, 1 << 30),
     "upstreamTimeoutMs": (1000, 86_400_000),
+    "leaseMs": (100, 86_400_000),
+    "maxAttempts": (1, 1000),
+    "minQueued": (0, 1_000_000),
 }
 
 _PROVIDER = PROVIDER_NAME

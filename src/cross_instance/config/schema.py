@@ -79,6 +79,13 @@ class GatewayIn(_Strict):
     upstream_timeout_ms: Annotated[int, _b("upstreamTimeoutMs")] = 600_000
 
 
+class QueueIn(_Strict):
+    lease_ms: Annotated[int, _b("leaseMs")] = 30_000
+    max_attempts: Annotated[int, _b("maxAttempts")] = 3
+    min_queued: Annotated[int, _b("minQueued")] = 2
+    steal: bool = True
+
+
 class InstanceIn(_Strict):
     priority: Annotated[int, _b("priority")] = 1
     reserved_capacity: Annotated[int, _b("reservedCapacity")] = 0
@@ -132,6 +139,7 @@ class SectionIn(_Strict):
     instances: dict[Annotated[str, _checked(instance_id_problem)], InstanceIn] = {}
     adaptive_rate_control: AdaptiveIn = AdaptiveIn()
     gateway: GatewayIn = GatewayIn()
+    queue: QueueIn = QueueIn()
     budgets: BudgetsIn = BudgetsIn()
     prices: dict[Annotated[str, _checked(provider_name_problem)],
                  dict[Annotated[str, _checked(pattern_problem)], PriceIn]] = {}

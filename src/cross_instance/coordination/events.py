@@ -192,6 +192,7 @@ class Events:
                   on_workflow_force_claimed: Callback | None = None,
                   on_workflow_released: Callback | None = None,
                   on_lock_lost: Callback | None = None,
+                  on_task_lost: Callback | None = None,
                   on_budget_warning: Callback | None = None,
                   on_budget_exceeded: Callback | None = None,
                   on_event: Callback | None = None,
@@ -211,6 +212,7 @@ class Events:
                  "on_workflow_auto_claimed": on_workflow_auto_claimed,
                  "on_workflow_force_claimed": on_workflow_force_claimed,
                  "on_workflow_released": on_workflow_released, "on_lock_lost": on_lock_lost,
+                 "on_task_lost": on_task_lost,
                  "on_budget_warning": on_budget_warning,
                  "on_budget_exceeded": on_budget_exceeded, "on_event": on_event}
         for name, callback in given.items():

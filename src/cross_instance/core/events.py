@@ -28,6 +28,7 @@ WORKFLOW_AUTO_CLAIMED = "workflow_auto_claimed"
 WORKFLOW_FORCE_CLAIMED = "workflow_force_claimed"
 WORKFLOW_RELEASED = "workflow_released"
 LOCK_LOST = "lock_lost"
+TASK_LOST = "task_lost"  # a queued task's run lost its lease: queued again, or failed
 # --- kinds written by the runtime --------------------------------------------------------
 RATE_LIMITED = "rate_limited"
 COOLDOWN_STARTED = "cooldown_started"
@@ -55,6 +56,7 @@ CALLBACKS: Mapping[str, str] = {
     WORKFLOW_FORCE_CLAIMED: "on_workflow_force_claimed",
     WORKFLOW_RELEASED: "on_workflow_released",
     LOCK_LOST: "on_lock_lost",
+    TASK_LOST: "on_task_lost",
 }
 
 #: Default share of a limit above which usage is worth a warning (the guide's 80 %).

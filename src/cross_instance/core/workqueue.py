@@ -53,6 +53,18 @@ _SEQ_SPAN = 1 << 42  # enqueue sequence numbers below this keep ``queue_score`` 
 
 
 @dataclass(frozen=True, slots=True)
+class QueueSettings:
+    """The ``queue`` section of the config: a run's lease (renewed in the background while
+    it runs), the runs a task gets before it fails, how many queued tasks an instance must
+    hold before others steal from it, and whether an idle instance steals at all."""
+
+    lease_ms: int = 30_000
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    min_queued: int = DEFAULT_MIN_QUEUED
+    steal: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class Task:
     """One task of the queue. ``owner``: the instance whose queue holds it (a thief becomes
     its owner). ``fence``: the fencing token of its current run (0 before the first), which

@@ -54,6 +54,8 @@ _FIELDS: dict[str, tuple[type[E.CrossInstanceError], tuple[tuple[str, str], ...]
         ("currentOwner", "current_owner"))),
     E.LockLostError.code: (E.LockLostError, (
         ("resource", "resource"), ("token", "token"), ("reason", "reason"))),
+    E.TaskLostError.code: (E.TaskLostError, (
+        ("taskId", "task_id"), ("fence", "fence"), ("reason", "reason"))),
     E.LockTimeoutError.code: (E.LockTimeoutError, (
         ("resource", "resource"), ("holder", "holder"), ("waitedS", "waited_s"))),
 }
@@ -68,6 +70,7 @@ _STATUS = {
     E.RateLimitExceeded.code: 429, E.BudgetExceeded.code: 429,
     E.DuplicateInstanceError.code: 409,
     E.WorkflowOwnedError.code: 409, E.StaleEpochError.code: 409, E.LockLostError.code: 409,
+    E.TaskLostError.code: 409,
     E.LockTimeoutError.code: 408, E.NotRegisteredError.code: 404,
     E.StoreUnavailable.code: 503, E.StoreCorrupt.code: 500, E.StoreError.code: 500,
     E.Cancelled.code: 409, "invalid_request": 400, "unauthorized": 401, "not_found": 404,

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from cross_instance.coordination.events import Events
     from cross_instance.coordination.instances import Instances
     from cross_instance.coordination.locks import Locks
+    from cross_instance.coordination.queue import Queue
     from cross_instance.coordination.workflows import Workflows
     from cross_instance.runtime.spending import Reservation, Spending
 
@@ -138,6 +139,13 @@ class Runtime:
         from cross_instance.coordination.workflows import Workflows
 
         return Workflows(self.session)
+
+    @functools.cached_property
+    def queue(self) -> Queue:
+        """The shared work queue with work stealing (``cross_instance.coordination.queue``)."""
+        from cross_instance.coordination.queue import Queue
+
+        return Queue(self.session, self.config.queue_settings())
 
     @functools.cached_property
     def instances(self) -> Instances:

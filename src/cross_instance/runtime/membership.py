@@ -42,6 +42,8 @@ class Membership:
         self.on_live = on_live  # told how many instances are registered, after each beat
         self.holding = holding  # the permits this process holds now (re-declared on rejoin)
         self.workload: Workload | None = None
+        # what the heartbeat publishes instead, when set (``rt.queue``: its queue state)
+        self.workload_source: Callable[[], Workload] | None = None
         self.registered = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -92,8 +94,14 @@ class Membership:
     def beat(self) -> None:
         """One heartbeat plus cleanup of dead instances (seed: enhancedHeartbeat)."""
         usage = self.usage() if self.usage is not None else None
+        workload = self.workload
+        if self.workload_source is not None:
+            try:
+                workload = self.workload_source()
+            except CrossInstanceError as err:
+                self.log("Queue state of %s not read: %s", self.instance_id, err)
         sent = time.monotonic()
-        if self.store.heartbeat(self.instance_id, self.workload, usage):
+        if self.store.heartbeat(self.instance_id, workload, usage):
             self.valid_until = max(self.valid_until, sent + self.lease_s)
         else:
             self.rejoin()

@@ -1,0 +1,459 @@
+"""``rt.queue``: a work queue shared by every instance, where idle instances steal queued work
+from busy ones and no task is lost when an instance dies (seed 001's queue-state broadcast and
+work stealing, with the task itself moving: the original only described someone else's task).
+
+Promises:
+
+- ``put`` queues a task on this instance's queue; ``take`` starts the next one (this
+  instance's, or one left by an instance that is gone) under a lease that a background thread
+  renews while it runs; ``complete`` / ``fail`` settle it with the run's fencing token, so a
+  task is settled once even if it ran twice.
+- ``safe_steal_work`` (when this instance is idle and another holds more than ``minQueued``
+  queued tasks) moves the best queued task of the busiest instance to this one in one atomic
+  store step and starts it; a running task is never stolen.
+- A run that lost its lease (the process stalled, the store was unreachable past it, the
+  instance was judged dead) is told: ``lost`` is set, ``ensure()`` raises ``TaskLostError``,
+  and ``complete`` / ``fail`` raise it; the task went back to the queue (or failed at its
+  attempt bound) for another worker.
+- Every method has an asyncio twin (``aput``, ``atake``, ...) that runs the same code in the
+  runtime's store threads.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from cross_instance.core.records import Workload
+from cross_instance.core.workqueue import (
+    OwnerCounts,
+    QueueSettings,
+    QueueState,
+    StealingStats,
+    Task,
+    TaskState,
+    should_attempt_work_stealing,
+    steal_candidates,
+    stealing_summary,
+    total_stealing,
+)
+from cross_instance.errors import CrossInstanceError, InvalidArgument, TaskLostError
+
+if TYPE_CHECKING:
+    from cross_instance.runtime.session import Session
+    from cross_instance.stores.base import Store
+
+T = TypeVar("T")
+LATENCY_WEIGHT = 0.2  # of the newest run in the average run time this instance publishes
+
+
+def _json_text(name: str, value: Any) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise InvalidArgument(f"{name} must be a JSON value (got {type(value).__name__}: "
+                              f"{err})") from None
+
+
+def _seconds(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) \
+            or not 0.001 <= value <= 86_400:
+        raise InvalidArgument(f"{name} must be seconds from 0.001 to 86400, got {value!r}")
+    return int(value * 1e9)
+
+
+class RunningTask:
+    """A task this process runs (from ``take`` or a steal). ``payload`` is the task's JSON
+    value; ``task`` the store's record as last seen. As a context manager: leaving the block
+    normally completes it (with None, unless settled already), leaving by an exception fails
+    it with ``retry=True``."""
+
+    def __init__(self, queue: Queue, task: Task, lease_ns: int, sent: float,
+                 stolen: bool) -> None:
+        self._queue = queue
+        self.task = task
+        self.lease_ns = lease_ns
+        self.stolen = stolen  # taken from another instance's queue
+        self.valid_until = sent + lease_ns / 1e9  # monotonic, conservative
+        self.started = sent
+        self.lost: TaskLostError | None = None
+        self.settled: Task | None = None
+        self._lock = threading.Lock()
+        self.payload: Any = json.loads(task.payload)
+
+    @property
+    def task_id(self) -> str:
+        return self.task.task_id
+
+    @property
+    def tool_name(self) -> str:
+        return self.task.tool_name
+
+    @property
+    def priority(self) -> int:
+        return self.task.priority
+
+    @property
+    def attempts(self) -> int:
+        return self.task.attempts
+
+    @property
+    def fence(self) -> int:
+        """The run's fencing token: pass it to what the task writes so a stale run is
+        refused."""
+        return self.task.fence
+
+    def __repr__(self) -> str:
+        state = "lost" if self.lost else self.settled.state if self.settled else "running"
+        return f"<RunningTask {self.task_id!r} run {self.fence} {state}>"
+
+    # --- the lease --------------------------------------------------------------------------
+    def renew(self) -> bool:
+        """Extend the lease from now; False (and ``lost`` set) once the run is over."""
+        with self._lock:
+            if self.lost is not None or self.settled is not None:
+                return False
+        sent = time.monotonic()
+        try:
+            task = self._queue._store().renew_task(self.task_id, self.fence, self.lease_ns)
+        except CrossInstanceError as err:
+            if time.monotonic() < self.valid_until:
+                return True  # not confirmed, but not expired either: try again soon
+            self._mark_lost(f"could not be renewed before its lease ended ({err})")
+            return False
+        if task is None:
+            self._mark_lost("its lease ended and the task went back to the queue")
+            return False
+        with self._lock:
+            self.task, self.valid_until = task, sent + self.lease_ns / 1e9
+        return True
+
+    def _mark_lost(self, reason: str) -> None:
+        with self._lock:
+            if self.lost is None and self.settled is None:
+                self.lost = TaskLostError(self.task_id, self.fence, reason)
+        self._queue._forget(self)
+
+    def ensure(self) -> None:
+        """Raise ``TaskLostError`` unless this run surely still holds the task (call it before
+        each step whose effect must not happen twice)."""
+        if self.lost is None and self.settled is None and time.monotonic() >= self.valid_until:
+            self.renew()
+        if self.lost is not None:
+            raise self.lost
+        if self.settled is not None:
+            raise TaskLostError(self.task_id, self.fence, f"it was settled ({self.settled.state})")
+
+    # --- settling ---------------------------------------------------------------------------
+    def complete(self, result: Any = None) -> Task:
+        """Record ``result`` (a JSON value) and end the task; ``TaskLostError`` when this run
+        no longer holds it."""
+        return self._settle("done", _json_text("result", result))
+
+    def fail(self, error: Any, *, retry: bool = False) -> Task:
+        """End this run with ``error`` (a JSON value): the task fails, or with ``retry`` goes
+        back to the queue while it has attempts left."""
+        if not isinstance(retry, bool):
+            raise InvalidArgument(f"retry must be True or False, got {retry!r}")
+        return self._settle("retry" if retry else "failed", _json_text("error", error))
+
+    async def acomplete(self, result: Any = None) -> Task:
+        return await self._queue._session.call(self.complete, result)
+
+    async def afail(self, error: Any, *, retry: bool = False) -> Task:
+        return await self._queue._session.call(lambda: self.fail(error, retry=retry))
+
+    def _settle(self, outcome: Any, text: str) -> Task:
+        if self.lost is not None:
+            raise self.lost
+        task = self._queue._store().settle_task(self.task_id, self.fence, outcome, text)
+        if task is None:
+            self._mark_lost("its lease ended before it was settled; another run may hold it")
+            assert self.lost is not None
+            raise self.lost
+        with self._lock:
+            self.settled, self.task = task, task
+        self._queue._forget(self, time.monotonic() - self.started)
+        return task
+
+    def __enter__(self) -> RunningTask:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self.settled is not None or self.lost is not None:
+            return
+        if ev is None:
+            self.complete(None)
+        elif isinstance(ev, Exception):
+            self.fail(f"{type(ev).__name__}: {ev}", retry=True)
+
+    async def __aenter__(self) -> RunningTask:
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self._queue._session.call(self.__exit__, et, ev, tb)
+
+
+class Queue:
+    """``rt.queue``: the shared work queue (see the module's promises). ``settings``: the
+    config's ``queue`` section (lease, attempts, the stealing threshold)."""
+
+    def __init__(self, session: Session, settings: QueueSettings) -> None:
+        self._session = session
+        self.settings = settings
+        self._running: dict[str, RunningTask] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._renewer: threading.Thread | None = None
+        self._avg_ms: float | None = None
+        self._published = False
+
+    def _store(self) -> Store:
+        return self._session.require_store()
+
+    @property
+    def instance_id(self) -> str:
+        return self._session.instance_id
+
+    # --- putting and taking -----------------------------------------------------------------
+    def put(self, payload: Any, *, tool_name: str = "", priority: int = 0,
+            task_id: str | None = None, max_attempts: int | None = None) -> Task:
+        """Queue ``payload`` (a JSON value) on this instance's queue; ``task_id`` (default: a
+        new random id) makes a resent put queue once. Higher ``priority`` runs first
+        (-1000..1000), then the first put."""
+        text = _json_text("payload", payload)
+        self._publish()
+        return self._store().put_task(
+            self.instance_id, uuid.uuid4().hex if task_id is None else task_id, tool_name,
+            priority, text, self.settings.max_attempts if max_attempts is None
+            else max_attempts)
+
+    def take(self, *, lease: float | None = None) -> RunningTask | None:
+        """Start the next task of this instance's queue (or one an instance that is gone
+        left), or None when there is none."""
+        lease_ns = self._lease(lease)
+        sent = time.monotonic()
+        task = self._store().take_task(self.instance_id, lease_ns)
+        return None if task is None else self._run(task, lease_ns, sent, False)
+
+    def safe_steal_work(self, *, lease: float | None = None,
+                        min_queued: int | None = None) -> RunningTask | None:
+        """When this instance is idle and another holds more than ``min_queued`` queued tasks
+        (``should_attempt_work_stealing``), move the best queued task of the busiest one here
+        in one atomic step and start it; None otherwise. Every attempt counts in the stats."""
+        lease_ns = self._lease(lease)
+        least = self.settings.min_queued if min_queued is None else min_queued
+        if not self.should_attempt_work_stealing(least):
+            return None
+        sent = time.monotonic()
+        task = self._store().steal_task(self.instance_id, lease_ns, least)
+        return None if task is None else self._run(task, lease_ns, sent, True)
+
+    steal_work = safe_steal_work  # the seed's name: stealing is one atomic step here
+
+    def next(self, *, lease: float | None = None) -> RunningTask | None:
+        """``take``, else (with ``queue.steal``, the default) ``safe_steal_work``."""
+        got = self.take(lease=lease)
+        if got is None and self.settings.steal:
+            got = self.safe_steal_work(lease=lease)
+        return got
+
+    def process_one(self, handler: Callable[[RunningTask], Any], *,
+                    lease: float | None = None) -> Task | None:
+        """Run the next task (``next``) with ``handler``: its return value completes the task;
+        an exception fails this run with ``retry=True`` (the settled task is returned, the
+        exception is not raised again). None when there was nothing to run."""
+        running = self.next(lease=lease)
+        if running is None:
+            return None
+        try:
+            result = handler(running)
+        except Exception as err:  # noqa: BLE001 - the handler's failure is the task's
+            return running.fail(f"{type(err).__name__}: {err}", retry=True)
+        return running.complete(result)
+
+    async def aput(self, payload: Any, *, tool_name: str = "", priority: int = 0,
+                   task_id: str | None = None, max_attempts: int | None = None) -> Task:
+        return await self._call(lambda: self.put(
+            payload, tool_name=tool_name, priority=priority, task_id=task_id,
+            max_attempts=max_attempts))
+
+    async def atake(self, *, lease: float | None = None) -> RunningTask | None:
+        return await self._call(lambda: self.take(lease=lease))
+
+    async def asafe_steal_work(self, *, lease: float | None = None,
+                               min_queued: int | None = None) -> RunningTask | None:
+        return await self._call(lambda: self.safe_steal_work(lease=lease,
+                                                             min_queued=min_queued))
+
+    async def anext(self, *, lease: float | None = None) -> RunningTask | None:
+        return await self._call(lambda: self.next(lease=lease))
+
+    async def aprocess_one(self, handler: Callable[[RunningTask], Awaitable[Any]], *,
+                           lease: float | None = None) -> Task | None:
+        """``process_one`` with an async ``handler``."""
+        running = await self.anext(lease=lease)
+        if running is None:
+            return None
+        try:
+            result = await handler(running)
+        except Exception as err:  # noqa: BLE001 - the handler's failure is the task's
+            return await running.afail(f"{type(err).__name__}: {err}", retry=True)
+        return await running.acomplete(result)
+
+    async def _call(self, fn: Callable[[], T]) -> T:
+        return await self._session.call(fn)
+
+    # --- broadcast and stealing decisions ---------------------------------------------------
+    def get_remote_queue_states(self) -> builtins.list[QueueState]:
+        """The queue state of every live instance (this one included): queued and running
+        counts from the store, the average run time and orchestrations each published with
+        its heartbeat."""
+        from cross_instance.hostfacts.identity import verdict
+
+        store = self._store()
+        now = store.now_ns()
+        counts = {c.instance_id: c for c in store.queue_counts()}
+        out = []
+        for r in store.list_instances():
+            if verdict(r, now).is_dead:
+                continue
+            c = counts.get(r.instance_id, OwnerCounts(r.instance_id))
+            w = r.workload
+            out.append(QueueState(r.instance_id, c.queued, c.running, w.avg_latency_ms,
+                                  w.active_orchestrations, r.heartbeat_wall_ms,
+                                  c.stolen_from_ns // 1_000_000))
+        return out
+
+    def broadcast_queue_state(self) -> None:
+        """Publish this instance's queue state now (the heartbeat does it every interval)."""
+        membership = self._session.require_membership()
+        self._publish()
+        membership.beat()
+
+    def _mine_and_others(self) -> tuple[QueueState, builtins.list[QueueState]]:
+        states = self.get_remote_queue_states()
+        mine = next((s for s in states if s.instance_id == self.instance_id),
+                    QueueState(self.instance_id, 0, 0, None, 0, 0))
+        return mine, states
+
+    def should_attempt_work_stealing(self, min_queued: int | None = None) -> bool:
+        """Idle (nothing queued or running here, nor in this process) while another live
+        instance has more than ``min_queued`` tasks queued."""
+        if self._running:
+            return False
+        mine, states = self._mine_and_others()
+        least = self.settings.min_queued if min_queued is None else min_queued
+        return should_attempt_work_stealing(mine, states, least)
+
+    def get_work_stealing_candidates(self, top_n: int = 3) -> builtins.list[str]:
+        """The busiest live instances worth stealing from, busiest first."""
+        return steal_candidates(self.instance_id, self.get_remote_queue_states(), top_n,
+                                self.settings.min_queued)
+
+    def find_steal_candidate(self) -> str | None:
+        """The instance a steal would take from now, or None."""
+        found = self.get_work_stealing_candidates(1)
+        return found[0] if found else None
+
+    def get_work_stealing_summary(self) -> dict[str, int]:
+        return stealing_summary(self.instance_id, self.get_remote_queue_states(),
+                                self.settings.min_queued)
+
+    def get_stealing_stats(self, *, every_instance: bool = False) -> StealingStats:
+        """This instance's stealing (or every instance's, added up), kept in the store."""
+        counts = self._store().queue_counts()
+        if every_instance:
+            return total_stealing(counts)
+        return next((c.stealing for c in counts if c.instance_id == self.instance_id),
+                    StealingStats())
+
+    def reset_stealing_stats(self, *, every_instance: bool = False) -> None:
+        self._store().reset_stealing_stats(None if every_instance else self.instance_id)
+
+    def cleanup_queue_states(self) -> builtins.list[str]:
+        """Hand the tasks of dead instances to the live ones and queue again the runs whose
+        lease ran out (the heartbeat does it every interval); the dead instances' ids."""
+        return self._store().reap()
+
+    # --- reading ----------------------------------------------------------------------------
+    def get(self, task_id: str) -> Task | None:
+        return self._store().get_task(task_id)
+
+    def list(self, *, owner: str | None = None, state: TaskState | None = None,
+             limit: int = 100) -> builtins.list[Task]:
+        return self._store().list_tasks(owner, state, limit)
+
+    def stats(self) -> builtins.list[OwnerCounts]:
+        """Per instance: queued, running, done, failed and its stealing."""
+        return self._store().queue_counts()
+
+    # --- runs and their renewal -------------------------------------------------------------
+    def _lease(self, lease: float | None) -> int:
+        return self.settings.lease_ms * 1_000_000 if lease is None else _seconds("lease", lease)
+
+    def _run(self, task: Task, lease_ns: int, sent: float, stolen: bool) -> RunningTask:
+        running = RunningTask(self, task, lease_ns, sent, stolen)
+        with self._lock:
+            self._running[task.task_id] = running
+            if self._renewer is None or not self._renewer.is_alive():
+                self._renewer = threading.Thread(target=self._renew_all, daemon=True,
+                                                 name="pi-xi-task-leases")
+                self._renewer.start()
+        self._wake.set()
+        self._publish()
+        return running
+
+    def _forget(self, running: RunningTask, took_s: float | None = None) -> None:
+        with self._lock:
+            if self._running.get(running.task_id) is running:
+                del self._running[running.task_id]
+            if took_s is not None:
+                ms = took_s * 1000
+                self._avg_ms = ms if self._avg_ms is None else \
+                    self._avg_ms + LATENCY_WEIGHT * (ms - self._avg_ms)
+
+    def _renew_all(self) -> None:
+        """One thread renews every run of this process, each every third of its lease."""
+        while not self._session.closed:
+            with self._lock:
+                runs = builtins.list(self._running.values())
+            if not runs:
+                self._wake.clear()
+                self._wake.wait(1.0)
+                continue
+            now = time.monotonic()
+            for run in runs:
+                if run.valid_until - now <= run.lease_ns / 1e9 * 2 / 3:
+                    run.renew()
+            period = min(r.lease_ns for r in runs) / 3e9
+            self._wake.clear()
+            self._wake.wait(max(0.001, min(period, 1.0)))
+
+    def _publish(self) -> None:
+        """Have the heartbeat publish this instance's queue state (once per runtime)."""
+        if self._published:
+            return
+        membership = self._session.membership
+        if membership is not None:
+            membership.workload_source = self._workload
+            self._published = True
+
+    def _workload(self) -> Workload:
+        """The queue state the heartbeat publishes: queued here (from the store), the average
+        run time here, and the orchestrations set with ``rt.instances.set_workload`` (else
+        the runs in this process)."""
+        mine = next((c for c in self._store().queue_counts()
+                     if c.instance_id == self.instance_id), OwnerCounts(self.instance_id))
+        membership = self._session.membership
+        given = membership.workload if membership is not None else None
+        orch = given.active_orchestrations if given is not None else len(self._running)
+        return Workload(mine.queued, self._avg_ms, orch)
