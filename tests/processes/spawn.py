@@ -15,7 +15,8 @@ CTX = multiprocessing.get_context("forkserver")
 PRELOAD = ["cross_instance", "cross_instance.stores.sqlite.store",
            "cross_instance.stores.redis.store", "cross_instance.stores.remote.store",
            "tests.processes.workers", "tests.processes.ownership_workers",
-           "tests.processes.handover_workers", "tests.processes.cap_workers"]
+           "tests.processes.handover_workers", "tests.processes.cap_workers",
+           "tests.processes.queue_workers"]
 CTX.set_forkserver_preload(PRELOAD)
 
 

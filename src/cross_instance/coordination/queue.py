@@ -38,8 +38,8 @@ from cross_instance.core.workqueue import (
     StealingStats,
     Task,
     TaskState,
-    should_attempt_work_stealing,
     steal_candidates,
+    steal_victim,
     stealing_summary,
     total_stealing,
 )
@@ -339,20 +339,18 @@ class Queue:
         self._publish()
         membership.beat()
 
-    def _mine_and_others(self) -> tuple[QueueState, builtins.list[QueueState]]:
-        states = self.get_remote_queue_states()
-        mine = next((s for s in states if s.instance_id == self.instance_id),
-                    QueueState(self.instance_id, 0, 0, None, 0, 0))
-        return mine, states
-
     def should_attempt_work_stealing(self, min_queued: int | None = None) -> bool:
-        """Idle (nothing queued or running here, nor in this process) while another live
-        instance has more than ``min_queued`` tasks queued."""
+        """Idle (nothing queued or running here, nor in this process) while another instance
+        has more than ``min_queued`` tasks queued (one read of the store's counts: a dead
+        instance's tasks are in the pool by then, which ``take`` draws from)."""
         if self._running:
             return False
-        mine, states = self._mine_and_others()
         least = self.settings.min_queued if min_queued is None else min_queued
-        return should_attempt_work_stealing(mine, states, least)
+        counts = self._store().queue_counts()
+        mine = next((c for c in counts if c.instance_id == self.instance_id), None)
+        if mine is not None and (mine.queued or mine.running):
+            return False
+        return steal_victim(self.instance_id, counts, least) is not None
 
     def get_work_stealing_candidates(self, top_n: int = 3) -> builtins.list[str]:
         """The busiest live instances worth stealing from, busiest first."""
