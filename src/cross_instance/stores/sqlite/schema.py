@@ -119,26 +119,27 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX spend_expires ON spend(expires_ns);
     """,
     # v8: the shared work queue (``core.workqueue``, ``stores.sqlite.workqueue``): a task per
-    # row, ``seq`` its place in enqueue order; partial indexes so that no step scans the
-    # queue; per instance the counts and stealing stats in ``task_owners``.
+    # row, ``seq`` its place in enqueue order (the newest row is never deleted, so no seq is
+    # given twice without AUTOINCREMENT's extra page), ``finished`` the wall ms it was
+    # settled; one
+    # partial index per question a step asks, and no more (each index a step changes is one
+    # more page written at its commit); per instance the counts and stealing stats in
+    # ``task_owners`` (a row per instance: read whole).
     """
     CREATE TABLE tasks(
-        seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, owner TEXT NOT NULL,
+        seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, owner TEXT NOT NULL,
         tool TEXT NOT NULL, priority INTEGER NOT NULL, payload TEXT NOT NULL,
         enqueued_wall_ms INTEGER NOT NULL, enqueued_ns INTEGER NOT NULL,
         attempts INTEGER NOT NULL, max_attempts INTEGER NOT NULL, state TEXT NOT NULL,
         fence INTEGER NOT NULL, lease_ns INTEGER, result TEXT, error TEXT, finished INTEGER);
     CREATE INDEX tasks_queued ON tasks(owner, priority DESC, seq) WHERE state='queued';
     CREATE INDEX tasks_leases ON tasks(lease_ns) WHERE state='running';
-    CREATE INDEX tasks_running ON tasks(owner) WHERE state='running';
-    CREATE INDEX tasks_last ON tasks(finished) WHERE finished IS NOT NULL;
-    CREATE INDEX tasks_finished ON tasks(state, finished) WHERE finished IS NOT NULL;
+    CREATE INDEX tasks_finished ON tasks(state, finished, seq) WHERE finished IS NOT NULL;
     CREATE TABLE task_owners(
         id TEXT PRIMARY KEY, queued INTEGER NOT NULL DEFAULT 0,
         running INTEGER NOT NULL DEFAULT 0, done INTEGER NOT NULL DEFAULT 0,
         failed INTEGER NOT NULL DEFAULT 0, stolen_from_ns INTEGER NOT NULL DEFAULT 0,
         attempts INTEGER NOT NULL DEFAULT 0, steals INTEGER NOT NULL DEFAULT 0,
         misses INTEGER NOT NULL DEFAULT 0, waited_ms REAL NOT NULL DEFAULT 0) WITHOUT ROWID;
-    CREATE INDEX task_owners_queued ON task_owners(queued);
     """,
 )

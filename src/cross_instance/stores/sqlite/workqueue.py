@@ -2,10 +2,10 @@
 (``db.Database``); the rules are ``core.workqueue``'s.
 
 Tasks are rows of ``tasks``; the partial indexes make every step a lookup, whatever the queue
-holds: the next queued task of an owner (``tasks_queued``), the runs whose lease ran out
-(``tasks_leases``), an owner's runs (``tasks_running``), the latest finished
-(``tasks_finished``). ``task_owners`` keeps per instance what it holds and did, so the
-busiest instance and the stats are read without counting rows."""
+holds: the next queued task of an owner (``tasks_queued``), the runs (``tasks_leases``, by
+lease end: the expired ones first), the latest finished (``tasks_finished``). ``task_owners``
+keeps per instance what it holds and did, so the busiest instance and the stats are read
+without counting tasks."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from typing import Any
 
 from cross_instance.core import workqueue as rules
 from cross_instance.core.workqueue import ORPHANED, OwnerCounts, StealingStats, Task
+from cross_instance.errors import NotRegisteredError
 from cross_instance.stores.base import FINISHED_KEPT
 from cross_instance.stores.sqlite import registry
-from cross_instance.stores.sqlite.ownership import owner_of
 
 _COLUMNS = ("id, owner, tool, priority, payload, enqueued_wall_ms, seq, attempts, state, "
             "fence, lease_ns, result, error, max_attempts, enqueued_ns")
@@ -24,6 +24,13 @@ _NEXT = (f"SELECT {_COLUMNS} FROM tasks WHERE owner=? AND state='queued' "
          "ORDER BY priority DESC, seq LIMIT 1")
 _TRIM_EVERY = 100  # finished tasks between two trims of the kept ones
 EXPIRED_PER_STEP = 50  # lost leases requeued by one take or steal (reap takes every one)
+
+
+def _registered(conn: sqlite3.Connection, instance_id: str) -> None:
+    """Only registered instances hold tasks."""
+    if conn.execute("SELECT 1 FROM instances WHERE id=?", (instance_id,)).fetchone() is None:
+        raise NotRegisteredError(f"instance {instance_id!r} is not registered (it was judged "
+                                 "dead or never started); start the runtime again")
 
 
 def _task(row: tuple[Any, ...]) -> Task:
@@ -52,26 +59,24 @@ def _count(conn: sqlite3.Connection, owner: str, **deltas: int | float) -> None:
 def _save(conn: sqlite3.Connection, task: Task, finished: bool = False) -> None:
     conn.execute(
         "UPDATE tasks SET owner=?, attempts=?, state=?, fence=?, lease_ns=?, result=?, "
-        "error=?, finished=" + ("(SELECT IFNULL(MAX(finished), 0) + 1 FROM tasks)"
-                               if finished else "NULL") + " WHERE id=?",
+        "error=?, finished=? WHERE id=?",
         (task.owner, task.attempts, task.state, task.fence, task.lease_until_ns, task.result,
-         task.error, task.task_id))
-    if finished:
+         task.error, registry.wall_ms() if finished else None, task.task_id))
+    if finished and task.seq % _TRIM_EVERY == 0:
         _trim(conn)
 
 
 def _trim(conn: sqlite3.Connection) -> None:
-    """Every ``_TRIM_EVERY`` finished tasks, forget the done (and failed) ones beyond the
-    latest ``FINISHED_KEPT`` of each."""
-    last = conn.execute("SELECT MAX(finished) FROM tasks").fetchone()[0] or 0
-    if last % _TRIM_EVERY:
-        return
+    """Forget the done (and the failed) tasks beyond the latest ``FINISHED_KEPT`` of each
+    (run every ``_TRIM_EVERY`` tasks settled, on average)."""
     for state in ("done", "failed"):
-        edge = conn.execute("SELECT finished FROM tasks WHERE state=? AND finished IS NOT "
-                            "NULL ORDER BY finished DESC LIMIT 1 OFFSET ?",
+        edge = conn.execute("SELECT finished, seq FROM tasks WHERE state=? AND finished IS "
+                            "NOT NULL ORDER BY finished DESC, seq DESC LIMIT 1 OFFSET ?",
                             (state, FINISHED_KEPT)).fetchone()
         if edge is not None:
-            conn.execute("DELETE FROM tasks WHERE state=? AND finished<=?", (state, edge[0]))
+            conn.execute("DELETE FROM tasks WHERE state=? AND finished IS NOT NULL AND "
+                         "(finished<? OR (finished=? AND seq<=?))",
+                         (state, edge[0], edge[0], edge[1]))
 
 
 def _lost(conn: sqlite3.Connection, task: Task, owner: str | None, reason: str) -> None:
@@ -110,7 +115,7 @@ def hand_over(conn: sqlite3.Connection, instance_id: str, reason: str) -> None:
 
 def put(conn: sqlite3.Connection, now: int, owner: str, task_id: str, tool_name: str,
         priority: int, payload: str, max_attempts: int) -> Task:
-    owner_of(conn, owner)  # only registered instances queue tasks
+    _registered(conn, owner)
     found = load(conn, task_id)
     if found is not None:
         return found
@@ -132,13 +137,16 @@ def _next(conn: sqlite3.Connection, owner: str) -> Task | None:
 def _start(conn: sqlite3.Connection, task: Task, runner: str, until: int) -> Task:
     run = rules.start_run(task, runner, until)
     _save(conn, run)
-    _count(conn, task.owner, queued=-1)
-    _count(conn, runner, running=1)
+    if task.owner == runner:
+        _count(conn, runner, queued=-1, running=1)
+    else:
+        _count(conn, task.owner, queued=-1)
+        _count(conn, runner, running=1)
     return run
 
 
 def take(conn: sqlite3.Connection, now: int, instance_id: str, lease_ns: int) -> Task | None:
-    owner_of(conn, instance_id)
+    _registered(conn, instance_id)
     requeue_expired(conn, now, EXPIRED_PER_STEP)
     found = [t for t in (_next(conn, instance_id), _next(conn, ORPHANED)) if t is not None]
     if not found:
@@ -148,7 +156,7 @@ def take(conn: sqlite3.Connection, now: int, instance_id: str, lease_ns: int) ->
 
 def steal(conn: sqlite3.Connection, now: int, thief: str, lease_ns: int,
           min_queued: int) -> Task | None:
-    owner_of(conn, thief)
+    _registered(conn, thief)
     requeue_expired(conn, now, EXPIRED_PER_STEP)
     row = conn.execute(
         "SELECT id FROM task_owners WHERE queued>? AND id<>? AND id<>? "
@@ -190,9 +198,11 @@ def listed(conn: sqlite3.Connection, owner: str | None, state: rules.TaskState |
            limit: int) -> list[Task]:
     out: list[Task] = []
     orders = {"queued": "priority DESC, seq", "running": "lease_ns, seq",
-              "done": "finished DESC", "failed": "finished DESC"}
+              "done": "finished DESC, seq DESC", "failed": "finished DESC, seq DESC"}
     for each in rules.STATES if state is None else (state,):
-        where, args = "state=?", [each]
+        where, args = "state=?" + (" AND finished IS NOT NULL" if each in ("done", "failed")
+                                   else " AND lease_ns IS NOT NULL" if each == "running"
+                                   else ""), [each]
         if owner is not None:
             where, args = where + " AND owner=?", [*args, owner]
         rows = conn.execute(f"SELECT {_COLUMNS} FROM tasks WHERE {where} "
