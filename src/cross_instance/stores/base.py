@@ -68,56 +68,6 @@ class FreedSlots(Protocol):
         """Listen while ``waiting()`` (this process has slot waiters)."""
         ...
 
-    # --- work queue (rules in ``core.workqueue``) -------------------------------------------
-    def put_task(self, owner: str, task_id: str, tool_name: str, priority: int, payload: str,
-                 max_attempts: int) -> Task:
-        """Queue a task (checked by ``check_new_task``) on the registered ``owner``'s queue,
-        after every task queued before it at its priority. A ``task_id`` the store holds
-        already is not queued again: that task is returned as it is (a resent put)."""
-        ...
-
-    def take_task(self, instance_id: str, lease_ns: int) -> Task | None:
-        """Start the next queued task (``run_order``) of ``instance_id``'s queue or the shared
-        pool (``ORPHANED``) under a lease of ``lease_ns`` (``start_run``); None if both are
-        empty. Running tasks whose lease ran out are queued again first."""
-        ...
-
-    def steal_task(self, instance_id: str, lease_ns: int, min_queued: int) -> Task | None:
-        """One atomic step: move the next queued task of the victim (``steal_victim``) to
-        ``instance_id`` and start it there under a lease, or None; counted in the thief's
-        stealing stats either way. A running task is never stolen."""
-        ...
-
-    def renew_task(self, task_id: str, fence: int, lease_ns: int) -> Task | None:
-        """Extend the run's lease to now + ``lease_ns`` while ``fence`` still runs the task
-        with its lease unexpired; None: the run is over (lost, or settled)."""
-        ...
-
-    def settle_task(self, task_id: str, fence: int, outcome: TaskOutcome, text: str
-                    ) -> Task | None:
-        """Apply ``core.workqueue.settle``: the settled task, or None when ``fence`` may not
-        (its lease was lost). ``text``: JSON, the result or the error."""
-        ...
-
-    def get_task(self, task_id: str) -> Task | None:
-        ...
-
-    def list_tasks(self, owner: str | None = None, state: TaskState | None = None,
-                   limit: int = 100) -> list[Task]:
-        """Up to ``limit`` tasks (of ``owner``, in ``state`` when given): queued ones in run
-        order, running ones by lease end, done and failed ones the latest first. The store
-        keeps the latest ``FINISHED_KEPT`` done and as many failed tasks."""
-        ...
-
-    def queue_counts(self) -> list[OwnerCounts]:
-        """Per instance that ever held a task (and the pool): queued, running, done, failed,
-        and its stealing stats; sorted by id."""
-        ...
-
-    def reset_stealing_stats(self, instance_id: str | None = None) -> None:
-        """Zero the stealing stats of ``instance_id``, or of every instance."""
-        ...
-
     def close(self) -> None:
         ...
 

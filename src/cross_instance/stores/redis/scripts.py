@@ -30,7 +30,7 @@ from importlib.resources.abc import Traversable
 # the order they may depend on each other in
 LIBRARIES = ("clock", "restart", "json", "limiter", "slots", "bucket", "admit", "arbiter",
              "adaptive",
-             "permits", "registry", "ownership", "locks")
+             "permits", "queue", "registry", "ownership", "locks")
 _NEEDS, _THEN = "-- needs:", "-- then needs:"
 
 

@@ -13,7 +13,7 @@ import json
 import struct
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from cross_instance.core.keys import groups_used
 from cross_instance.core.limiter import RateSpec
@@ -43,6 +43,15 @@ from cross_instance.core.records import (
     Workload,
 )
 from cross_instance.core.window import windowed
+from cross_instance.core.workqueue import Outcome as TaskOutcome
+from cross_instance.core.workqueue import (
+    OwnerCounts,
+    StealingStats,
+    Task,
+    TaskState,
+    check_json_text,
+    check_new_task,
+)
 from cross_instance.errors import (
     DuplicateInstanceError,
     NotRegisteredError,
@@ -75,7 +84,9 @@ _OPERATIONS = ("register", "heartbeat", "unregister", "reap", "active_model",
                "lock_cleanup",
                "permit_publish", "permit_acquire", "permit_release", "permit_cancel",
                "permit_adjust", "permit_reset", "permit_record", "permit_dump",
-               "spend_add", "spend_read")
+               "spend_add", "spend_read",
+               "task_put", "task_take", "task_steal", "task_renew", "task_settle", "task_get",
+               "task_list", "task_counts", "task_reset_stats")
 
 
 def _text(value: Any) -> str:
@@ -130,11 +141,36 @@ def _pairs(flat: list[Any]) -> dict[str, str]:
     return {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
 
 
+def _task(reply: list[Any]) -> Task | None:
+    """A task as the queue's operations reply (``lua/queue.lua``'s ``task_reply``:
+    ``["task", field, value, ...]``, times in µs), or None for ``["none"]``."""
+    if _text(reply[0]) != "task":
+        return None
+    h = _pairs(reply[1:])
+    return Task(task_id=h["id"], owner=h["owner"], tool_name=h["tool"],
+                priority=int(h["priority"]), payload=h["payload"],
+                enqueued_wall_ms=int(h["wall"]), seq=int(h["seq"]),
+                attempts=int(h["attempts"]), state=cast(TaskState, h["state"]),
+                fence=int(h["fence"]),
+                lease_until_ns=int(h["lease"]) * 1000 if "lease" in h else None,
+                result=h.get("result"), error=h.get("error"), max_attempts=int(h["max"]),
+                enqueued_ns=int(h["enq"]) * 1000)
+
+
+def _registered(reply: list[Any], instance_id: str) -> list[Any]:
+    """``reply``, unless the operation found ``instance_id`` not registered."""
+    if _text(reply[0]) == "not_registered":
+        raise NotRegisteredError(f"instance {instance_id!r} is not registered (it was judged "
+                                 "dead or never started); start the runtime again")
+    return reply
+
+
 class RedisStore(base.PermitDecisions):
     """``Store`` on one Redis server (or a managed Redis) shared by every host."""
 
     capabilities = frozenset({base.CAP_PERMITS, base.CAP_REGISTRY, base.CAP_EVENTS,
-                              base.CAP_PID_LIVENESS, base.CAP_WORKFLOWS, base.CAP_LOCKS})
+                              base.CAP_PID_LIVENESS, base.CAP_WORKFLOWS, base.CAP_LOCKS,
+                              base.CAP_QUEUE})
 
     def __init__(self, url: str, *, clock: Callable[[], int] | None = None,
                  retry_for_s: float = 5.0, waiter_ttl_ns: int = 10_000_000_000,
@@ -552,6 +588,58 @@ class RedisStore(base.PermitDecisions):
     def cleanup_expired_locks(self) -> list[LockRecord]:
         return [self._lock(r) for r in self._run("lock_cleanup", self._here(),
                                                   self._holders_evidence())]
+
+    # --- work queue (lua/queue.lua; arguments checked here, as every store does) ---------
+    def put_task(self, owner: str, task_id: str, tool_name: str, priority: int, payload: str,
+                 max_attempts: int) -> Task:
+        check_new_task(task_id, tool_name, priority, payload, max_attempts)
+        task = _task(_registered(self._run("task_put", owner, task_id, tool_name,
+                                           str(priority), payload, str(max_attempts)), owner))
+        assert task is not None
+        return task
+
+    def take_task(self, instance_id: str, lease_ns: int) -> Task | None:
+        lease = base.checked_lease("lease_ns", lease_ns)
+        return _task(_registered(self._run("task_take", instance_id, str(lease // 1000)),
+                                 instance_id))
+
+    def steal_task(self, instance_id: str, lease_ns: int, min_queued: int) -> Task | None:
+        lease = base.checked_lease("lease_ns", lease_ns)
+        least = base.checked_min_queued(min_queued)
+        return _task(_registered(self._run("task_steal", instance_id, str(lease // 1000),
+                                           str(least)), instance_id))
+
+    def renew_task(self, task_id: str, fence: int, lease_ns: int) -> Task | None:
+        lease = base.checked_lease("lease_ns", lease_ns)
+        return _task(self._run("task_renew", task_id, str(int(fence)), str(lease // 1000)))
+
+    def settle_task(self, task_id: str, fence: int, outcome: TaskOutcome, text: str
+                    ) -> Task | None:
+        base.checked_outcome(outcome)
+        check_json_text("result" if outcome == "done" else "error", text)
+        return _task(self._run("task_settle", task_id, str(int(fence)), outcome, text))
+
+    def get_task(self, task_id: str) -> Task | None:
+        return _task(self._run("task_get", task_id))
+
+    def list_tasks(self, owner: str | None = None, state: TaskState | None = None,
+                   limit: int = 100) -> list[Task]:
+        base.checked_state(state)
+        most = base.checked_limit(limit)
+        replies = self._run("task_list", owner or "", "0" if owner is None else "1",
+                            state or "", str(most))
+        return [t for t in map(_task, replies) if t is not None]
+
+    def queue_counts(self) -> list[OwnerCounts]:
+        rows = self._run("task_counts")
+        return sorted((OwnerCounts(_text(o), int(q), int(r), int(d), int(f),
+                                   StealingStats(int(a), int(s), int(m), float(_text(w))),
+                                   int(since) * 1000)
+                       for o, q, r, d, f, a, s, m, w, since in rows),
+                      key=lambda c: c.instance_id)
+
+    def reset_stealing_stats(self, instance_id: str | None = None) -> None:
+        self._run("task_reset_stats", instance_id or "", "0" if instance_id is None else "1")
 
     # --- events -----------------------------------------------------------------------------
     def record_event(self, kind: str, instance_id: str | None, data: Mapping[str, object]) -> None:

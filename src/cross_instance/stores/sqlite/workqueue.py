@@ -200,9 +200,9 @@ def listed(conn: sqlite3.Connection, owner: str | None, state: rules.TaskState |
     orders = {"queued": "priority DESC, seq", "running": "lease_ns, seq",
               "done": "finished DESC, seq DESC", "failed": "finished DESC, seq DESC"}
     for each in rules.STATES if state is None else (state,):
-        where, args = "state=?" + (" AND finished IS NOT NULL" if each in ("done", "failed")
-                                   else " AND lease_ns IS NOT NULL" if each == "running"
-                                   else ""), [each]
+        where = "state=?" + (" AND finished IS NOT NULL" if each in ("done", "failed")
+                             else " AND lease_ns IS NOT NULL" if each == "running" else "")
+        args: list[str] = [each]
         if owner is not None:
             where, args = where + " AND owner=?", [*args, owner]
         rows = conn.execute(f"SELECT {_COLUMNS} FROM tasks WHERE {where} "

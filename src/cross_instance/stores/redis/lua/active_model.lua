@@ -1,4 +1,4 @@
--- needs: clock json limiter slots bucket permits registry
+-- needs: clock json limiter slots bucket permits queue registry
 -- ARGV: prefix, now, id, provider, model, delta ("clear" drops them all)
 local P, id = ARGV[1], ARGV[3]
 local key = P .. "am:" .. id

@@ -1,4 +1,4 @@
--- needs: clock json limiter slots bucket permits registry ownership
+-- needs: clock json limiter slots bucket permits queue registry ownership
 -- ARGV: prefix, now, workflow id, caller id, claim 0/1, auto_claim 0/1, force, here, evidence,
 -- may ask 0/1: reply {"probe", id, pid, ticks} when the owner runs on the caller's host and
 -- ``evidence`` does not describe it (the caller probes its pid and calls again)

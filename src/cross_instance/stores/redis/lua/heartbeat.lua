@@ -1,4 +1,4 @@
--- needs: clock json limiter slots bucket permits registry
+-- needs: clock json limiter slots bucket permits queue registry
 -- ARGV: prefix, now, id, workload JSON or ""
 local P, now, id = ARGV[1], clock(ARGV[2]), ARGV[3]
 local key = P .. "i:" .. id

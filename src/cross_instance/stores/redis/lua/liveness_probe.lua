@@ -1,4 +1,4 @@
--- needs: registry
+-- needs: queue registry
 -- Judge one instance record (tests only: the differential test of registry.lua's judge).
 -- ARGV: the record as JSON (as load_instance reads it), now (µs), then here and evidence as
 -- the store sends them (JSON).

@@ -1,4 +1,4 @@
--- needs: clock json limiter slots bucket permits registry ownership locks
+-- needs: clock json limiter slots bucket permits queue registry ownership locks
 -- ARGV: prefix, now, resource, caller id, ttl (µs), ticket (the caller's id for this wait, the
 -- same in each attempt; kept as text), wait 1/0, waiter ttl (µs), new lock id, here JSON,
 -- evidence JSON, may ask 1/0 (reply {"probe", id, pid, ticks} when the lock is held by a

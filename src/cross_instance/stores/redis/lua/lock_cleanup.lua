@@ -1,4 +1,4 @@
--- needs: clock json limiter slots bucket permits registry ownership locks
+-- needs: clock json limiter slots bucket permits queue registry ownership locks
 -- ARGV: prefix, now, here JSON, evidence JSON. Frees every lock that is expired or whose
 -- holder is dead (why_free). Reply: the locks freed (as lock_reply), by resource.
 local P, now = ARGV[1], clock(ARGV[2])

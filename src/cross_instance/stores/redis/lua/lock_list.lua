@@ -1,4 +1,4 @@
--- needs: clock json limiter slots bucket permits registry ownership locks
+-- needs: clock json limiter slots bucket permits queue registry ownership locks
 -- ARGV: prefix, now (not read). Reply: every held lock (as lock_reply), by resource.
 local P = ARGV[1]
 local out = {}

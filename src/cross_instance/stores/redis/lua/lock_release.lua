@@ -1,4 +1,4 @@
--- needs: clock json limiter slots bucket permits registry ownership locks
+-- needs: clock json limiter slots bucket permits queue registry ownership locks
 -- ARGV: prefix, now (not read), resource, lock id. Reply: 1 if this call (or an earlier one of
 -- the same lock id) freed the lock, else 0.
 local P, res, lock_id = ARGV[1], ARGV[3], ARGV[4]

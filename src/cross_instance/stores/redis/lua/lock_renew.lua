@@ -1,4 +1,4 @@
--- needs: clock json limiter slots bucket permits registry ownership locks
+-- needs: clock json limiter slots bucket permits queue registry ownership locks
 -- ARGV: prefix, now, resource, lock id, ttl (µs). Reply: the lock, its expiry moved to now +
 -- ttl, or {} if the caller does not hold it (any more).
 local P, now, res, lock_id, ttl = ARGV[1], clock(ARGV[2]), ARGV[3], ARGV[4], tonumber(ARGV[5])

@@ -1,5 +1,6 @@
--- needs: clock json limiter slots bucket permits registry
--- ARGV: prefix, now, here JSON, evidence JSON. Removes every dead instance; returns their ids.
+-- needs: clock json limiter slots bucket permits queue registry
+-- ARGV: prefix, now, here JSON, evidence JSON. Removes every dead instance (its tasks go to
+-- the shared pool), then queues again every run whose lease ran out; returns their ids.
 local P, now = ARGV[1], clock(ARGV[2])
 local here, evidence = cjson.decode(ARGV[3]), cjson.decode(ARGV[4])
 local dead = {}
@@ -14,4 +15,5 @@ for _, id in ipairs(redis.call("SMEMBERS", P .. "ids")) do
     dead[#dead + 1] = id
   end
 end
+task_requeue_expired(P, now, nil, add_event)  -- every run whose lease ran out (queue.lua)
 return dead

@@ -1,4 +1,4 @@
--- needs: clock json limiter slots bucket permits registry
+-- needs: clock json limiter slots bucket permits queue registry
 -- ARGV: prefix, now, kind, instance id or "", data JSON
 local id = ARGV[4]
 if id == "" then id = nil end

@@ -1,4 +1,4 @@
--- needs: clock restart json limiter slots bucket permits registry
+-- needs: clock restart json limiter slots bucket permits queue registry
 -- ARGV: prefix, now (µs or ""), record JSON, here JSON, evidence JSON, and the permits the
 -- instance still holds ("" or a JSON list of [permit id as text, granted µs, tokens, kind]):
 -- when it registers again within a restart's grace they are kept (restart.lua).

@@ -1,7 +1,8 @@
 -- The instance registry on Redis: records, liveness, removal with everything held, events.
 -- Keys (P = the prefix): P.."ids" set of instance ids; P.."i:"..id hash (the record);
 -- P.."am:"..id hash JSON [provider, model] -> "count since_wall_ms"; P.."events" zset by id,
--- P.."evseq" the last event id. Times in microseconds.
+-- P.."evseq" the last event id. Times in microseconds. A removed instance's tasks go to the
+-- shared pool (queue.lua, defined before this library: it writes events with add_event).
 
 -- The event log is bounded: every EVENTS_TRIM_EVERY-th event removes those more than
 -- EVENTS_KEPT older, so it holds at most EVENTS_KEPT + EVENTS_TRIM_EVERY (as the SQLite store).
@@ -101,6 +102,7 @@ local function remove_instance(P, id, kind, reason)
     drop_lock_waiter(P, ticket)
   end
   drop_holdings(P, id)
+  task_hand_over(P, id, reason, add_event)  -- its tasks go to the shared pool (queue.lua)
   local reserved = tonumber(redis.call("HGET", P .. "i:" .. id, "reserved"))
   if reserved ~= nil and reserved > 0 then
     redis.call("HINCRBY", P .. "gate", "reserving", -1)

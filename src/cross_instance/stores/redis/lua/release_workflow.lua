@@ -1,4 +1,4 @@
--- needs: clock json limiter slots bucket permits registry ownership
+-- needs: clock json limiter slots bucket permits queue registry ownership
 -- ARGV: prefix, now, workflow id, caller id, epoch or "", who acted for the caller or ""
 local P, wid, cid = ARGV[1], ARGV[3], ARGV[4]
 local w = load_workflow(P, wid)
