@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as common  # noqa: E402
+import _common as common
 
 NAME = "bench_queue"
 REDIS = "redis://127.0.0.1:6379/0"
@@ -147,7 +147,7 @@ def task_drain(ctx: common.TaskContext) -> dict[str, Any]:
     return {"done": done, "elapsed_s": elapsed}
 
 
-def _rq(ctx: common.TaskContext) -> tuple[Any, Any, Any]:
+def _rq(ctx: common.TaskContext) -> tuple[Any, Any]:
     import logging
 
     from redis import Redis
@@ -157,11 +157,11 @@ def _rq(ctx: common.TaskContext) -> tuple[Any, Any, Any]:
     conn = Redis(host="127.0.0.1", port=6379, db=RQ_DB)
     queue = Queue(ctx.params["prefix"], connection=conn)
     worker = SimpleWorker([queue], connection=conn, name=f"w-{uuid.uuid4().hex[:8]}")
-    return conn, queue, worker
+    return queue, worker
 
 
 def task_rq_one(ctx: common.TaskContext) -> dict[str, Any]:
-    conn, queue, worker = _rq(ctx)
+    queue, worker = _rq(ctx)
     n = ctx.params["n"]
     ctx.ready()
     start = time.perf_counter()
@@ -173,7 +173,7 @@ def task_rq_one(ctx: common.TaskContext) -> dict[str, Any]:
 
 
 def task_rq_drain(ctx: common.TaskContext) -> dict[str, Any]:
-    conn, queue, worker = _rq(ctx)
+    queue, worker = _rq(ctx)
     backlog = ctx.params["backlog"]
     ctx.ready()
     start = time.perf_counter()

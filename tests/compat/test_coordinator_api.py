@@ -42,6 +42,31 @@ def test_module_level_api(tmp_path, monkeypatch):
         assert coordinator.cleanup_dead_instances() == []
         assert coordinator.get_coordinator_status()["myInstanceId"] == "seed-1"
         assert coordinator.matches_model_pattern("gpt-4*", "gpt-4o")
+        # work stealing: another instance holds queued tasks; this idle one takes one over
+        from tests.helpers_runtime import make_config
+
+        other = Runtime.start(cwd=tmp_path, config=make_config(tmp_path / "state",
+                                                               timeout_ms=30_000),
+                              instance_id="busy")
+        try:
+            for i in range(4):
+                other.queue.put(i)
+            assert coordinator.should_attempt_work_stealing()
+            assert coordinator.find_steal_candidate() == "busy"
+            assert coordinator.get_work_stealing_candidates(2) == ["busy"]
+            assert coordinator.get_work_stealing_summary()["stealableTasks"] == 4
+            states = {s["instanceId"]: s for s in coordinator.get_remote_queue_states()}
+            assert states["busy"]["pendingTaskCount"] == 4
+            task = coordinator.safe_steal_work()
+            assert task is not None and task.task.owner == "seed-1"
+            task.complete("done")
+            assert coordinator.get_stealing_stats()["successfulSteals"] == 1
+            coordinator.reset_stealing_stats()
+            assert coordinator.get_stealing_stats()["totalAttempts"] == 0
+            coordinator.broadcast_queue_state()
+            assert coordinator.cleanup_queue_states() == []
+        finally:
+            other.close()
         with coordinator.subscribe_coordinator_events(on_workflow_released=print) as sub:
             assert sub.running and sub.last_event_id == rt.events.last(1)[-1].event_id
         with pytest.raises(ValueError, match="unknown key"):

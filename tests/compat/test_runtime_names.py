@@ -26,7 +26,7 @@ def test_the_facade_is_small_and_has_no_mixins():
     assert Runtime.__bases__ == (object,)
     public = sorted(n for n in dir(Runtime) if not n.startswith("_"))
     assert public == ["apermit", "areport", "close", "closed", "events", "instances", "locks",
-                      "permit", "start", "status", "try_permit", "workflows"]
+                      "permit", "queue", "start", "status", "try_permit", "workflows"]
 
 
 def test_every_old_name_is_the_part_method_it_moved_to(rt):
@@ -64,7 +64,8 @@ def test_old_names_work_end_to_end(rt):
 def test_the_readme_table_of_moved_names_is_what_the_runtime_does(rt):
     text = DOC.read_text()
     name = r"`([a-z_]+)(?:\(id\))?`"
-    rows = re.findall(r"^\| " + name + r"(?:[^|]*)\| `rt\.(locks|workflows|instances|events)\."
+    parts = "locks|workflows|instances|events|queue"
+    rows = re.findall(r"^\| " + name + r"(?:[^|]*)\| `rt\.(" + parts + r")\."
                       r"([a-z_]+)(?:\(id\))?` (?:\||/)", text, re.M)
     assert len(rows) >= 20, rows
     for old, part, new in rows:

@@ -14,6 +14,7 @@ from cross_instance.core.records import MAX_COUNT
 from cross_instance.errors import InvalidArgument, StoreCorrupt
 from cross_instance.stores.sqlite.db import DB_NAME
 from cross_instance.stores.sqlite.store import SqliteStore
+from tests.conftest import record
 
 NOW = 1_800_000_000  # a fixed wall time for the keys' periods
 HOUR_NS = 3600 * 10**9
@@ -117,7 +118,7 @@ def test_amounts_and_totals_beyond_max_count_are_refused_whole(store):
 
 
 # --- SQLite: the table comes with the schema ---------------------------------------------------
-def test_a_database_of_the_previous_schema_gains_the_spend_table(tmp_path):
+def test_a_database_of_an_older_schema_gains_the_spend_and_queue_tables(tmp_path):
     from cross_instance.hostfacts import identity as hostinfo
     from cross_instance.stores.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
 
@@ -136,10 +137,13 @@ def test_a_database_of_the_previous_schema_gains_the_spend_table(tmp_path):
         assert [(g.key, g.limit) for g in store.snapshot().groups] == [("*", 3)]
         assert store.add_spend([(keys()[0], 9, later(store))]) == [9]
         assert store.read_spend(keys()[:1]) == [9]
+        store.register_instance(record("a"))
+        store.put_task("a", "t", "tool", 0, "{}", 3)
+        assert store.take_task("a", 10**9).task_id == "t"
     finally:
         store.close()
     with sqlite3.connect(state / DB_NAME) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
 
 
 def test_spend_survives_a_reboot_unlike_leases(tmp_path):

@@ -1,6 +1,6 @@
-"""``pi-xi``: status, limits, workflows, locks, store recovery and the demo. Errors are one
-line on stderr, exit code 2 for bad input (config, arguments) and 1 for an unavailable or
-damaged state store."""
+"""``pi-xi``: status, limits, workflows, locks, the work queue, store recovery and the demo.
+Errors are one line on stderr, exit code 2 for bad input (config, arguments) and 1 for an
+unavailable or damaged state store."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from cross_instance.cli.common import fail as _fail
 from cross_instance.cli.common import open_configured_store
 from cross_instance.cli.events_cmd import events_command
 from cross_instance.cli.ownership_cmds import locks_app, workflow_app
+from cross_instance.cli.queue_cmd import queue_app
 from cross_instance.cli.serve_cmd import serve
 from cross_instance.cli.store_cmds import store_app
 from cross_instance.config import Config
@@ -29,6 +30,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 app.add_typer(workflow_app, name="workflow")
 app.add_typer(locks_app, name="locks")
+app.add_typer(queue_app, name="queue")
 app.add_typer(store_app, name="store")
 app.command("serve")(serve)
 app.command("events")(events_command)

@@ -4,7 +4,8 @@ it: one process-wide instance, registered by ``register_instance`` and used by t
 New code should hold a ``Runtime`` instead (``Runtime.start()``); these functions delegate to
 the process's default one. Locks (``try_acquire_lock``, ``release_lock``,
 ``cleanup_expired_locks``) and seed 002's ownership functions (``check_ul_workflow_ownership``,
-``ul_workflow_force_claim``, ...) are here too; work stealing arrives with the work queue.
+``ul_workflow_force_claim``, ...) are here too, and seed 001's work stealing
+(``safe_steal_work`` returns the moved task).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from cross_instance.compat import seed
 from cross_instance.config import env_overrides, load_config
 from cross_instance.coordination.locks import HeldLock
+from cross_instance.coordination.queue import RunningTask
 from cross_instance.coordination.workflows import Workflow
 from cross_instance.core.arguments import show
 from cross_instance.core.modelmatch import matches_model_pattern
@@ -29,13 +31,16 @@ if TYPE_CHECKING:
     from cross_instance.coordination.events import Subscription
 
 __all__ = [
+    "broadcast_queue_state",
     "check_ul_workflow_ownership",
     "claim_workflow",
     "cleanup_dead_instances",
     "cleanup_expired_locks",
+    "cleanup_queue_states",
     "clear_active_model",
     "clear_all_active_models",
     "enhanced_heartbeat",
+    "find_steal_candidate",
     "get_active_instance_count",
     "get_active_instances",
     "get_active_instances_for_model",
@@ -45,13 +50,21 @@ __all__ = [
     "get_model_parallel_limit",
     "get_model_usage_summary",
     "get_my_parallel_limit",
+    "get_remote_queue_states",
+    "get_stealing_stats",
     "get_total_max_llm",
+    "get_work_stealing_candidates",
+    "get_work_stealing_summary",
     "is_coordinator_initialized",
     "matches_model_pattern",
     "register_instance",
     "release_lock",
     "release_workflow",
+    "reset_stealing_stats",
+    "safe_steal_work",
     "set_active_model",
+    "should_attempt_work_stealing",
+    "steal_work",
     "subscribe_coordinator_events",
     "try_acquire_lock",
     "ul_workflow_force_claim",
@@ -225,3 +238,50 @@ def release_lock(lock: HeldLock) -> None:
 def cleanup_expired_locks() -> None:
     """Seed 001's ``cleanupExpiredLocks()``."""
     _rt().locks.cleanup_expired()
+
+
+# --- work stealing (seed 001): the task moves here, in one atomic store step ---------------
+def broadcast_queue_state() -> None:
+    _rt().queue.broadcast_queue_state()
+
+
+def get_remote_queue_states() -> list[dict[str, Any]]:
+    """The seed's ``BroadcastQueueState`` of every live instance."""
+    return [s.to_json() for s in _rt().queue.get_remote_queue_states()]
+
+
+def should_attempt_work_stealing() -> bool:
+    return _rt().queue.should_attempt_work_stealing()
+
+
+def get_work_stealing_candidates(top_n: int = 3) -> list[str]:
+    return _rt().queue.get_work_stealing_candidates(top_n)
+
+
+def find_steal_candidate() -> str | None:
+    return _rt().queue.find_steal_candidate()
+
+
+def safe_steal_work() -> RunningTask | None:
+    """A queued task of the busiest instance, moved to this one and started (or None)."""
+    return _rt().queue.safe_steal_work()
+
+
+steal_work = safe_steal_work
+
+
+def get_work_stealing_summary() -> dict[str, int]:
+    return _rt().queue.get_work_stealing_summary()
+
+
+def get_stealing_stats() -> dict[str, Any]:
+    """The seed's ``StealingStats`` of this instance."""
+    return _rt().queue.get_stealing_stats().to_json()
+
+
+def reset_stealing_stats() -> None:
+    _rt().queue.reset_stealing_stats()
+
+
+def cleanup_queue_states() -> list[str]:
+    return _rt().queue.cleanup_queue_states()

@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from cross_instance.core.jsonvalues import to_text
 from cross_instance.core.records import Workload
 from cross_instance.core.workqueue import (
     OwnerCounts,
@@ -57,14 +58,6 @@ def new_task_id() -> str:
     """A new task id: the time first (so ids of one store sort, and index, in the order they
     were made), then 64 random bits."""
     return f"{time.time_ns():016x}{secrets.token_hex(8)}"
-
-
-def _json_text(name: str, value: Any) -> str:
-    try:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as err:
-        raise InvalidArgument(f"{name} must be a JSON value (got {type(value).__name__}: "
-                              f"{err})") from None
 
 
 def _seconds(name: str, value: object) -> int:
@@ -160,14 +153,14 @@ class RunningTask:
     def complete(self, result: Any = None) -> Task:
         """Record ``result`` (a JSON value) and end the task; ``TaskLostError`` when this run
         no longer holds it."""
-        return self._settle("done", _json_text("result", result))
+        return self._settle("done", to_text("result", result))
 
     def fail(self, error: Any, *, retry: bool = False) -> Task:
         """End this run with ``error`` (a JSON value): the task fails, or with ``retry`` goes
         back to the queue while it has attempts left."""
         if not isinstance(retry, bool):
             raise InvalidArgument(f"retry must be True or False, got {retry!r}")
-        return self._settle("retry" if retry else "failed", _json_text("error", error))
+        return self._settle("retry" if retry else "failed", to_text("error", error))
 
     async def acomplete(self, result: Any = None) -> Task:
         return await self._queue._session.call(self.complete, result)
@@ -235,7 +228,7 @@ class Queue:
         """Queue ``payload`` (a JSON value) on this instance's queue; ``task_id`` (default: a
         new random id) makes a resent put queue once. Higher ``priority`` runs first
         (-1000..1000), then the first put."""
-        text = _json_text("payload", payload)
+        text = to_text("payload", payload)
         self._publish()
         return self._store().put_task(
             self.instance_id, new_task_id() if task_id is None else task_id, tool_name,

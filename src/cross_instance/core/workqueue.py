@@ -29,12 +29,12 @@ Promises:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from cross_instance.core.jsonvalues import check_text, shown
 from cross_instance.errors import InvalidArgument
 
 TaskState = Literal["queued", "running", "done", "failed"]
@@ -89,6 +89,19 @@ class Task:
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     enqueued_ns: int = 0
 
+    def to_json(self) -> dict[str, Any]:
+        """The task as the daemon's API and ``pi-xi queue list --json`` show it: camelCase,
+        payload, result and error as JSON values, ``leaseUntilNs`` on the store's clock,
+        ``enqueuedAt`` in wall-clock ms."""
+        return {"taskId": self.task_id, "owner": self.owner, "toolName": self.tool_name,
+                "priority": self.priority, "payload": shown(self.payload),
+                "state": self.state, "attempts": self.attempts,
+                "maxAttempts": self.max_attempts, "fence": self.fence,
+                "leaseUntilNs": self.lease_until_ns,
+                "result": None if self.result is None else shown(self.result),
+                "error": None if self.error is None else shown(self.error),
+                "enqueuedAt": self.enqueued_wall_ms}
+
     def stealable_entry(self) -> dict[str, Any]:
         """The seed's ``StealableQueueEntry`` (priority as text, as it was there)."""
         return {"id": self.task_id, "toolName": self.tool_name, "priority": str(self.priority),
@@ -118,19 +131,9 @@ def check_new_task(task_id: str, tool_name: str, priority: int, payload: str,
 
 
 def check_json_text(name: str, text: str) -> None:
-    """``InvalidArgument`` unless ``text`` is JSON text of at most ``MAX_TEXT`` bytes."""
-    if not isinstance(text, str):
-        raise InvalidArgument(f"{name} must be JSON text, got {type(text).__name__}")
-    try:
-        size = len(text.encode())
-    except UnicodeEncodeError:
-        raise InvalidArgument(f"{name} must be Unicode text (no lone surrogate)") from None
-    if size > MAX_TEXT:
-        raise InvalidArgument(f"{name} is {size} bytes as JSON, more than {MAX_TEXT}")
-    try:
-        json.loads(text)
-    except ValueError as err:
-        raise InvalidArgument(f"{name} is not JSON text: {err}") from None
+    """``InvalidArgument`` unless ``text`` is JSON text of at most ``MAX_TEXT`` bytes that
+    every store and reader keeps as it is (``core.jsonvalues``)."""
+    check_text(name, text, MAX_TEXT)
 
 
 def _check_text(name: str, value: object, most: int, empty: bool) -> None:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, create_model
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cross_instance.core.budgets import parse_spend_key
+from cross_instance.core.jsonvalues import unstorable
 from cross_instance.core.keys import is_bucket, parse_key
 from cross_instance.core.locking import MAX_TTL_NS, MIN_TTL_NS
 from cross_instance.core.records import MAX_COUNT, Granted
@@ -33,7 +34,7 @@ from cross_instance.stores.remote.ops import OPS, TAGS, Op
 
 # reads that grow with the state: in the daemon's thread pool, the rest on its event loop
 SLOW = frozenset({"snapshot", "list_instances", "list_workflows", "list_locks", "events",
-                  "reap", "cleanup_expired_locks"})
+                  "reap", "cleanup_expired_locks", "list_tasks", "queue_counts"})
 
 
 def reply_json(status: int, data: Any) -> Reply:
@@ -148,6 +149,32 @@ def _ttl_range(a: dict[str, Any]) -> str | None:
             else f"a lock ttl outside {MIN_TTL_NS}..{MAX_TTL_NS} ns")
 
 
+def _fence(a: dict[str, Any]) -> str | None:
+    """A fence beyond 64 bits (no store keeps one); any other is the store's to refuse (a
+    fence no run holds, negative too, is a lost run: None, as in every store)."""
+    return (None if -(2**63) <= a["fence"] < 2**63
+            else f"a fence outside 64 bits ({a['fence']!r})")
+
+
+def _task_text(name: str, text: str) -> str | None:
+    """What in a task's JSON text (``payload``, ``result``, ``error``) the store would keep
+    but no JSON reader could give back (NaN, an infinity, a lone surrogate behind an escape,
+    an integer beyond 64 bits, nesting past what a parser follows); text that is not JSON
+    at all is the store's to name."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        return f"a {name} nested too deep"
+    except ValueError:
+        return None
+    wrong = unstorable(value)
+    return None if wrong is None else f"a {name} with {wrong}"
+
+
+def _settle_ranges(a: dict[str, Any]) -> str | None:
+    return _fence(a) or _task_text("result" if a["outcome"] == "done" else "error", a["text"])
+
+
 #: Numbers a store would keep but no reader could use (a count past what Redis keeps
 #: exactly poisons every later status read there): refused by name.
 _RANGES: dict[str, Callable[[dict[str, Any]], str | None]] = {
@@ -159,6 +186,9 @@ _RANGES: dict[str, Callable[[dict[str, Any]], str | None]] = {
     "acquire_lock": _ttl_range,
     "renew_lock": _ttl_range,
     "add_spend": _spend_ranges,
+    "put_task": lambda a: _task_text("payload", a["payload"]),
+    "renew_task": _fence,
+    "settle_task": _settle_ranges,
 }
 #: The operations that store JSON as given: checked whole, whatever the body's text held.
 _FREE_FORM = {"write_workflow_state": "values", "record_event": "data"}
@@ -200,30 +230,6 @@ def check_key(key: str, kind: str) -> None:
     if is_bucket(key) != (kind == BUCKET):
         raise ValueError(f"{key!r} is not a {'rate bucket' if kind == BUCKET else 'slot group'}"
                          f" key")
-
-
-def unstorable(value: object) -> str | None:
-    """What in a JSON value no store can hold and give back as it was (text with a lone
-    surrogate, NaN or an infinity, an integer beyond 64 bits), or None. A loop, not a
-    recursion: the JSON may be nested deep."""
-    todo = [value]
-    while todo:
-        item = todo.pop()
-        if isinstance(item, dict):
-            todo.extend(item)
-            todo.extend(item.values())
-        elif isinstance(item, list):
-            todo.extend(item)
-        elif isinstance(item, str) and not item.isascii():
-            try:
-                item.encode()
-            except UnicodeEncodeError:
-                return "text that is not Unicode (a lone surrogate)"
-        elif isinstance(item, float) and not math.isfinite(item):
-            return "a number that is not finite (NaN or an infinity)"
-        elif isinstance(item, int) and not -(2**63) <= item < 2**63:
-            return "an integer outside 64 bits"
-    return None
 
 
 async def _apply(daemon: Daemon, op: Op, args: dict[str, Any]) -> Reply:

@@ -9,7 +9,7 @@ applied once. Errors are ``{"code", "message", "retryable", ...}`` (``daemon.wir
 from __future__ import annotations
 
 # each module adds its routes to the one router on import
-from cross_instance.daemon.api import instances, locks, permits, views, workflows
+from cross_instance.daemon.api import instances, locks, permits, queue, views, workflows
 from cross_instance.daemon.api.common import router
 from cross_instance.daemon.api.instances import HeartbeatIn, instance_heartbeat
 from cross_instance.daemon.api.permits import (
@@ -22,5 +22,5 @@ from cross_instance.daemon.api.permits import (
 )
 
 __all__ = ["AcquireIn", "HeartbeatIn", "ReleaseIn", "ReportIn", "instance_heartbeat", "instances",
-           "locks", "permit_acquire", "permit_release", "permit_report", "permits", "router",
-           "views", "workflows"]
+           "locks", "permit_acquire", "permit_release", "permit_report", "permits", "queue",
+           "router", "views", "workflows"]

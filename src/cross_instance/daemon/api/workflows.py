@@ -85,7 +85,7 @@ async def write_state(body: StateWriteIn, request: Request) -> dict[str, bool]:
     """A fenced write: applied only while ``instanceId`` owns the workflow at ``epoch``.
     ``values`` is JSON a store gives back as it was: no lone surrogates, no NaN or
     infinities, integers within 64 bits."""
-    from cross_instance.daemon.store_routes import unstorable
+    from cross_instance.core.jsonvalues import unstorable
 
     wrong = unstorable(body.values)
     if wrong is not None:

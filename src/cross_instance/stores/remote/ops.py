@@ -30,6 +30,7 @@ from cross_instance.core.records import (
     Waiting,
     Workload,
 )
+from cross_instance.core.workqueue import OwnerCounts, Task
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,5 +98,24 @@ _OPS = (
     # adds are not idempotent: a resent request id is applied once (daemon.once)
     Op("add_spend", (("changes", list[tuple[str, int, int]]),), list[int]),
     Op("read_spend", (("keys", list[str]),), list[int], changes=False),
+    # the work queue: a put names its task, so a resent put finds the task it queued; a
+    # renew or settle shows the run's fence, so a resent one gets the same answer. A take or
+    # a steal starts a run: resent blindly it would start a second one, so it carries a
+    # request id (a lost reply then leaves a run nobody renews, which its lease ends).
+    # ``outcome`` and ``state`` travel as text: the store names a wrong one.
+    Op("put_task", (("owner", str), ("task_id", str), ("tool_name", str), ("priority", int),
+                    ("payload", str), ("max_attempts", int)), Task, resend_safe=True),
+    Op("take_task", (("instance_id", str), ("lease_ns", int)), Task | None),
+    Op("steal_task", (("instance_id", str), ("lease_ns", int), ("min_queued", int)),
+       Task | None),
+    Op("renew_task", (("task_id", str), ("fence", int), ("lease_ns", int)), Task | None,
+       resend_safe=True),
+    Op("settle_task", (("task_id", str), ("fence", int), ("outcome", str), ("text", str)),
+       Task | None, resend_safe=True),
+    Op("get_task", (("task_id", str),), Task | None, changes=False),
+    Op("list_tasks", (("owner", str | None), ("state", str | None), ("limit", int)),
+       list[Task], changes=False),
+    Op("queue_counts", (), list[OwnerCounts], changes=False),
+    Op("reset_stealing_stats", (("instance_id", str | None),), None, resend_safe=True),
 )
 OPS: dict[str, Op] = {op.name: op for op in _OPS}

@@ -40,6 +40,14 @@ from cross_instance.core.records import (
     Waiting,
     Workload,
 )
+from cross_instance.core.workqueue import Outcome as TaskOutcome
+from cross_instance.core.workqueue import (
+    OwnerCounts,
+    Task,
+    TaskState,
+    check_json_text,
+    check_new_task,
+)
 from cross_instance.daemon.wire import decode, encode, error_from_body
 from cross_instance.errors import ConfigError, StoreError, StoreUnavailable
 from cross_instance.stores import base
@@ -327,6 +335,47 @@ class RemoteStore(PermitDecisions):
 
     def read_spend(self, keys: Sequence[str]) -> list[int]:
         return self._call("read_spend", base.checked_spend_keys(keys))  # type: ignore[no-any-return]
+
+    # --- work queue: arguments checked here as every store checks them, before sending ---
+    def put_task(self, owner: str, task_id: str, tool_name: str, priority: int, payload: str,
+                 max_attempts: int) -> Task:
+        check_new_task(task_id, tool_name, priority, payload, max_attempts)
+        return self._call("put_task", owner, task_id, tool_name, priority, payload,  # type: ignore[no-any-return]
+                          max_attempts)
+
+    def take_task(self, instance_id: str, lease_ns: int) -> Task | None:
+        return self._call("take_task", instance_id,  # type: ignore[no-any-return]
+                          base.checked_lease("lease_ns", lease_ns))
+
+    def steal_task(self, instance_id: str, lease_ns: int, min_queued: int) -> Task | None:
+        lease = base.checked_lease("lease_ns", lease_ns)
+        return self._call("steal_task", instance_id, lease,  # type: ignore[no-any-return]
+                          base.checked_min_queued(min_queued))
+
+    def renew_task(self, task_id: str, fence: int, lease_ns: int) -> Task | None:
+        return self._call("renew_task", task_id, fence,  # type: ignore[no-any-return]
+                          base.checked_lease("lease_ns", lease_ns))
+
+    def settle_task(self, task_id: str, fence: int, outcome: TaskOutcome, text: str
+                    ) -> Task | None:
+        base.checked_outcome(outcome)
+        check_json_text("result" if outcome == "done" else "error", text)
+        return self._call("settle_task", task_id, fence, outcome, text)  # type: ignore[no-any-return]
+
+    def get_task(self, task_id: str) -> Task | None:
+        return self._call("get_task", task_id)  # type: ignore[no-any-return]
+
+    def list_tasks(self, owner: str | None = None, state: TaskState | None = None,
+                   limit: int = 100) -> list[Task]:
+        base.checked_state(state)
+        return self._call("list_tasks", owner, state,  # type: ignore[no-any-return]
+                          base.checked_limit(limit))
+
+    def queue_counts(self) -> list[OwnerCounts]:
+        return self._call("queue_counts")  # type: ignore[no-any-return]
+
+    def reset_stealing_stats(self, instance_id: str | None = None) -> None:
+        self._call("reset_stealing_stats", instance_id)
 
     def close(self) -> None:
         self._closed = True
