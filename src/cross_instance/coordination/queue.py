@@ -211,6 +211,7 @@ class Queue:
         self._running: dict[str, RunningTask] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
+        self._next_wake = 0.0  # monotonic: when the renewal thread wakes next by itself
         self._renewer: threading.Thread | None = None
         self._avg_ms: float | None = None
         self._published = False
@@ -405,7 +406,11 @@ class Queue:
                 self._renewer = threading.Thread(target=self._renew_all, daemon=True,
                                                  name="pi-xi-task-leases")
                 self._renewer.start()
-        self._wake.set()
+            # wake the renewal thread only if it sleeps past this run's first renewal (a
+            # wake-up per take is a thread switch, felt on 2 cores); awake, it sees the run
+            # before it sleeps again
+            if time.monotonic() + lease_ns / 3e9 < self._next_wake:
+                self._wake.set()
         self._publish()
         return running
 
@@ -423,17 +428,17 @@ class Queue:
         while not self._session.closed:
             with self._lock:
                 runs = builtins.list(self._running.values())
-            if not runs:
-                self._wake.clear()
-                self._wake.wait(1.0)
-                continue
             now = time.monotonic()
             for run in runs:
                 if run.valid_until - now <= run.lease_ns / 1e9 * 2 / 3:
                     run.renew()
-            period = min(r.lease_ns for r in runs) / 3e9
-            self._wake.clear()
-            self._wake.wait(max(0.001, min(period, 1.0)))
+            with self._lock:  # the runs now, a run taken meanwhile included
+                seconds = min((r.lease_ns / 3e9 for r in self._running.values()),
+                              default=1.0)
+                seconds = max(0.001, min(seconds, 1.0))
+                self._wake.clear()
+                self._next_wake = time.monotonic() + seconds
+            self._wake.wait(seconds)
 
     def _publish(self) -> None:
         """Have the heartbeat publish this instance's queue state (once per runtime)."""

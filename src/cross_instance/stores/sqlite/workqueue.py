@@ -119,14 +119,14 @@ def put(conn: sqlite3.Connection, now: int, owner: str, task_id: str, tool_name:
     found = load(conn, task_id)
     if found is not None:
         return found
-    conn.execute(
+    wall = registry.wall_ms()
+    seq = conn.execute(
         "INSERT INTO tasks(id, owner, tool, priority, payload, enqueued_wall_ms, enqueued_ns, "
         "attempts, max_attempts, state, fence) VALUES(?,?,?,?,?,?,?,0,?,'queued',0)",
-        (task_id, owner, tool_name, priority, payload, registry.wall_ms(), now, max_attempts))
+        (task_id, owner, tool_name, priority, payload, wall, now, max_attempts)).lastrowid
     _count(conn, owner, queued=1)
-    task = load(conn, task_id)
-    assert task is not None
-    return task
+    return Task(task_id, owner, tool_name, priority, payload, wall, int(seq or 0),
+                max_attempts=max_attempts, enqueued_ns=now)
 
 
 def _next(conn: sqlite3.Connection, owner: str) -> Task | None:
