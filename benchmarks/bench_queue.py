@@ -13,6 +13,9 @@ Scenarios (every one on the embedded SQLite store and on Redis at 127.0.0.1:6379
 - **throughput**: 4 processes, each ``put`` + ``take`` + ``complete`` in a loop on its own
   queue, for ``--duration`` seconds; and the drain of a backlog (each process puts
   ``--backlog`` tasks, then all run until none is left, stealing when their own is empty).
+- **floor**: what no store call goes below on this machine in this run: a Redis round trip
+  (PING) and a one-row SQLite write transaction under the store's write discipline, from 1
+  and from 4 processes. A task is three store calls (put, take, complete).
 - **RQ**: the same empty work (``os.getpid``) with RQ (``SimpleWorker``, which runs a job in
   the worker's process as ours do; the default ``Worker`` forks per job and is far slower):
   one process enqueueing and draining, and 4 processes each enqueueing a backlog and then
@@ -147,6 +150,36 @@ def task_drain(ctx: common.TaskContext) -> dict[str, Any]:
     return {"done": done, "elapsed_s": elapsed}
 
 
+def task_floor(ctx: common.TaskContext) -> dict[str, Any]:
+    """What one store call cannot go below on this machine today, in the same run: a Redis
+    round trip (PING), and a SQLite write transaction of one row under this store's write
+    discipline (its ``Database.write``), from each of ``ctx.n`` processes at once."""
+    import redis
+
+    from cross_instance.stores.sqlite.db import Database
+
+    db = Database(Path(ctx.state_dir) / "floor")
+    db.write(lambda c, now: c.execute("CREATE TABLE IF NOT EXISTS t(k INTEGER PRIMARY KEY, "
+                                      "v INTEGER)"))
+    db.write(lambda c, now: c.execute("INSERT OR IGNORE INTO t VALUES(?, 0)", (ctx.index,)))
+    conn = redis.Redis(host="127.0.0.1", port=6379)
+    conn.ping()
+    ctx.ready()
+    end = time.perf_counter() + ctx.duration / 2
+    pings, writes = [], []
+    while time.perf_counter() < end:
+        t = time.perf_counter_ns()
+        conn.ping()
+        pings.append(time.perf_counter_ns() - t)
+    end = time.perf_counter() + ctx.duration / 2
+    while time.perf_counter() < end:
+        t = time.perf_counter_ns()
+        db.write(lambda c, now: c.execute("UPDATE t SET v=v+1 WHERE k=?", (ctx.index,)))
+        writes.append(time.perf_counter_ns() - t)
+    db.close()
+    return {"ping_ns": pings, "write_ns": writes, "half_s": ctx.duration / 2}
+
+
 def _rq(ctx: common.TaskContext) -> tuple[Any, Any]:
     import logging
 
@@ -160,7 +193,8 @@ def _rq(ctx: common.TaskContext) -> tuple[Any, Any]:
     return queue, worker
 
 
-def task_rq_one(ctx: common.TaskContext) -> dict[str, Any]:
+def task_rq(ctx: common.TaskContext) -> dict[str, Any]:
+    """Each process enqueues ``n`` empty jobs on the shared queue, then drains it."""
     queue, worker = _rq(ctx)
     n = ctx.params["n"]
     ctx.ready()
@@ -170,18 +204,6 @@ def task_rq_one(ctx: common.TaskContext) -> dict[str, Any]:
     worker.work(burst=True, logging_level="WARNING")
     elapsed = time.perf_counter() - start
     return {"done": n, "elapsed_s": elapsed}
-
-
-def task_rq_drain(ctx: common.TaskContext) -> dict[str, Any]:
-    queue, worker = _rq(ctx)
-    backlog = ctx.params["backlog"]
-    ctx.ready()
-    start = time.perf_counter()
-    for _ in range(backlog):
-        queue.enqueue("os.getpid")
-    worker.work(burst=True, logging_level="WARNING")
-    elapsed = time.perf_counter() - start
-    return {"done": backlog, "elapsed_s": elapsed}
 
 
 def _clean(kind: str, prefix: str) -> None:
@@ -255,6 +277,15 @@ def main() -> None:
             _clean(kind, prefix)
             rows[f"throughput {kind} drain, 4 processes"] = {
                 "tasks_per_s": sum(r["done"] for r in out) / max(r["elapsed_s"] for r in out)}
+        for n in (1, 4):
+            out = pool.run(task_floor, n, 2 * min(args.duration, 3.0))
+            pings = [x for r in out for x in r["ping_ns"]]
+            writes = [x for r in out for x in r["write_ns"]]
+            rows[f"floor, {n} process{'es' if n > 1 else ''}"] = {
+                "redis_ping_p50_ms": _pct(pings, 50),
+                "redis_pings_per_s": len(pings) / out[0]["half_s"],
+                "sqlite_write_p50_ms": _pct(writes, 50),
+                "sqlite_writes_per_s": len(writes) / out[0]["half_s"]}
         try:
             if args.no_rq:
                 raise ImportError
@@ -263,12 +294,11 @@ def main() -> None:
             print("- rq is not installed (pip install -e '.[bench]'): no comparison row")
         else:
             _rq_clean()
-            out = pool.run(task_rq_one, 1, 120, {"prefix": "bench", "n": args.overhead_n})
+            out = pool.run(task_rq, 1, 120, {"prefix": "bench", "n": args.overhead_n})
             rows["overhead RQ SimpleWorker, enqueue + run"] = {
                 "mean_ms": out[0]["elapsed_s"] / out[0]["done"] * 1000}
             _rq_clean()
-            out = pool.run(task_rq_drain, 4, 120, {"prefix": "bench",
-                                                    "backlog": args.backlog})
+            out = pool.run(task_rq, 4, 120, {"prefix": "bench", "n": args.backlog})
             rows["throughput RQ drain, 4 processes"] = {
                 "tasks_per_s": sum(r["done"] for r in out) / max(r["elapsed_s"] for r in out)}
             results["rq_version"] = rq.__version__
@@ -287,6 +317,11 @@ def _print(rows: dict[str, Any], ideal_s: float) -> None:
             table.append([name, f"{r['makespan_s']:.2f} s = {r['ratio']:.2f}x ideal "
                           f"({ideal_s:.2f} s); tasks per worker {r['tasks_per_worker']}",
                           f"<= {TARGET_RATIO}x: {met}" if "with stealing" in name else ""])
+        elif name.startswith("floor"):
+            table.append([name, f"Redis PING p50 {r['redis_ping_p50_ms']:.3f} ms "
+                          f"({r['redis_pings_per_s']:,.0f}/s); one-row SQLite write "
+                          f"transaction p50 {r['sqlite_write_p50_ms']:.3f} ms "
+                          f"({r['sqlite_writes_per_s']:,.0f}/s)", "the machine today"])
         elif name.startswith("overhead"):
             detail = f"mean {r['mean_ms']:.3f} ms"
             if "p50_ms" in r:

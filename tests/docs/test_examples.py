@@ -51,6 +51,11 @@ def run_the_step():
 def abort():
     raise AssertionError("the lock was lost")
 
+def lint(file, fence=None):
+    assert fence is None or (isinstance(fence, int) and fence >= 1)
+    ran.append("lint")
+    return {"file": file, "problems": 0}
+
 rt = Runtime.start()
 '''
 EPILOGUE = '''
@@ -90,6 +95,6 @@ def test_example_runs(where, code, fake, tmp_path):
                          env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, f"{where}:\n{out.stderr}"
     ran = json.loads(out.stdout.strip().splitlines()[-1])
-    for name in ("call_the_provider", "push", "write_with_fencing", "run_the_step"):
+    for name in ("call_the_provider", "push", "write_with_fencing", "run_the_step", "lint"):
         if f"{name}(" in code:
             assert name in ran, f"{where}: {name} never ran"

@@ -110,8 +110,10 @@ def test_recover_keeps_what_the_damaged_file_still_shows_and_a_given_floor(tmp_p
     at_epoch_4(state)
     with sqlite3.connect(state / DB_NAME) as conn:  # an epoch above the wall clock in µs
         conn.execute("UPDATE workflows SET epoch=? WHERE id='wf'", (10**17,))
+        page = conn.execute("SELECT rootpage FROM sqlite_master WHERE name='spend'"
+                            ).fetchone()[0]
     with open(state / DB_NAME, "r+b") as f:  # then damage a page other than the workflows'
-        f.seek(f.seek(0, os.SEEK_END) - 1024)
+        f.seek((page - 1) * 1024)
         f.write(b"\xff" * 1024)
     with pytest.raises(StoreCorrupt):
         SqliteStore(state)
