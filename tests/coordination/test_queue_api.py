@@ -139,3 +139,32 @@ def test_asyncio_forms_run_the_same_code(trio):
     assert a.queue.get("aa").state == "done" and a.queue.get("aa").result == "null"
     assert last.state == "done"
     assert [t.state for t in a.queue.list(state="failed")] == ["failed"]
+
+
+def test_a_worker_loop_settles_and_takes_in_one_call_sync_and_async(trio):
+    a, b, _ = trio
+    for i in range(4):
+        a.queue.put(i, task_id=f"w{i}")
+    run, seen = a.queue.take(), []
+    while run is not None:
+        seen.append(run.task_id)
+        done, run = run.complete_and_take(run.payload * 2)
+        assert done.state == "done" and done.result == str(int(done.task_id[1:]) * 2)
+        if len(seen) == 2:
+            break
+    b.queue.put("x", task_id="bx")
+    stolen = b.queue.take()
+    b.queue._forget(stolen)
+    time.sleep(0.8)  # its lease (0.6 s) runs out: the run is lost
+    with pytest.raises(TaskLostError):
+        stolen.complete_and_take("late")
+
+    async def rest():
+        nonlocal run
+        while run is not None:
+            seen.append(run.task_id)
+            _, run = await run.acomplete_and_take(None)
+
+    asyncio.run(rest())
+    assert seen == ["w0", "w1", "w2", "w3"]
+    assert [t.state for t in a.queue.list(owner="a")] == ["done"] * 4

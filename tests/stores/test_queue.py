@@ -218,3 +218,28 @@ def test_list_matches_the_rules_of_the_core(store):
 
 def _fields(task):
     return {name: getattr(task, name) for name in task.__dataclass_fields__}
+
+
+def test_settle_and_take_is_done_then_next_in_one_step(store):
+    setup(store, "a", "b")
+    for i in range(2):
+        put(store, "a", f"t{i}")
+    first = store.take_task("a", LEASE)
+    done, nxt = store.settle_and_take("t0", first.fence, "done", "0", "a", LEASE)
+    assert (done.task_id, done.state) == ("t0", "done")
+    assert (nxt.task_id, nxt.state, nxt.owner, nxt.attempts) == ("t1", "running", "a", 1)
+    # sent again (a lost reply): the settle answers the same, and nothing else is taken
+    assert store.settle_and_take("t0", first.fence, "done", "0", "a", LEASE) == (done, None)
+    # a stale fence settles nothing and takes nothing
+    put(store, "a", "t2")
+    assert store.settle_and_take("t1", nxt.fence - 1, "done", "1", "a", LEASE) == (None, None)
+    assert store.get_task("t2").state == "queued"
+    # an unregistered taker: nothing is done at all
+    store.unregister_instance("b")
+    with pytest.raises(NotRegisteredError):
+        store.settle_and_take("t1", nxt.fence, "done", "1", "b", LEASE)
+    assert store.get_task("t1").state == "running"
+    done, last = store.settle_and_take("t1", nxt.fence, "retry", '"again"', "a", LEASE)
+    assert done.state == "queued" and last.task_id == "t1"  # the retry is the next in order
+    with pytest.raises(InvalidArgument, match="result"):
+        store.settle_and_take("t1", last.fence, "done", "{", "a", LEASE)

@@ -227,6 +227,36 @@ class QueueModel(RuleBasedStateMachine):
         if twice and got is not None:  # the same report sent again: the same answer
             assert self.store.settle_task(t.task_id, fence, outcome, text) == got
 
+    @rule(pick=st.integers(0, 50), who=PICK, outcome=st.sampled_from(rules.OUTCOMES))
+    def settle_then_take(self, pick: int, who: int, outcome: Any) -> None:
+        running = [t for t in self.tasks.values() if t.state == "running"]
+        if not running:
+            return
+        t, me = running[pick % len(running)], self.ids[who]
+        text = json.dumps(["then take", pick])
+        try:
+            got, nxt = self.store.settle_and_take(t.task_id, t.fence, outcome, text, me,
+                                                  RUN_NS)
+        except NotRegisteredError:
+            assert me not in self.alive  # and nothing was done
+            return
+        assert me in self.alive
+        t.lease_until = None
+        if outcome == "done":
+            t.state, t.text = "done", text
+        elif outcome == "failed" or t.attempts >= t.max_attempts:
+            t.state, t.text = "failed", text
+        else:
+            t.state, t.text = "queued", text
+        self.settled_once[t.task_id] = self.settled_once.get(t.task_id, 0) + (
+            t.state != "queued")
+        self._check(got, t)
+        self._expire()
+        want = self._best((me, ORPHANED))
+        if want is not None:
+            self._start(want, me)
+        self._check(nxt, want)
+
     @rule(pick=st.integers(0, 50))
     def renew(self, pick: int) -> None:
         if not self.names:

@@ -168,10 +168,35 @@ class RunningTask:
     async def afail(self, error: Any, *, retry: bool = False) -> Task:
         return await self._queue._session.call(lambda: self.fail(error, retry=retry))
 
+    def complete_and_take(self, result: Any = None, *, lease: float | None = None
+                          ) -> tuple[Task, RunningTask | None]:
+        """``complete``, then start the next task of this instance's queue (or the shared
+        pool), in one store step: a worker loop's one call per task. The next is None when
+        there is none (``rt.queue.next()`` then steals)."""
+        text = to_text("result", result)
+        lease_ns = self._queue._lease(lease)
+        if self.lost is not None:
+            raise self.lost
+        sent = time.monotonic()
+        task, taken = self._queue._store().settle_and_take(
+            self.task_id, self.fence, "done", text, self._queue.instance_id, lease_ns)
+        settled = self._settled(task)
+        return settled, None if taken is None else self._queue._run(taken, lease_ns, sent,
+                                                                    False)
+
+    async def acomplete_and_take(self, result: Any = None, *, lease: float | None = None
+                                 ) -> tuple[Task, RunningTask | None]:
+        return await self._queue._session.call(
+            lambda: self.complete_and_take(result, lease=lease))
+
     def _settle(self, outcome: Any, text: str) -> Task:
         if self.lost is not None:
             raise self.lost
-        task = self._queue._store().settle_task(self.task_id, self.fence, outcome, text)
+        return self._settled(self._queue._store().settle_task(self.task_id, self.fence,
+                                                              outcome, text))
+
+    def _settled(self, task: Task | None) -> Task:
+        """This run after the store's answer to its settle (None: it no longer held it)."""
         if task is None:
             self._mark_lost("its lease ended before it was settled; another run may hold it")
             assert self.lost is not None

@@ -189,6 +189,7 @@ _RANGES: dict[str, Callable[[dict[str, Any]], str | None]] = {
     "put_task": lambda a: _task_text("payload", a["payload"]),
     "renew_task": _fence,
     "settle_task": _settle_ranges,
+    "settle_and_take": _settle_ranges,
 }
 #: The operations that store JSON as given: checked whole, whatever the body's text held.
 _FREE_FORM = {"write_workflow_state": "values", "record_event": "data"}

@@ -41,7 +41,14 @@ from cross_instance.core.records import (
     Waiting,
     Workload,
 )
-from cross_instance.core.workqueue import OUTCOMES, STATES, OwnerCounts, Task, TaskState
+from cross_instance.core.workqueue import (
+    OUTCOMES,
+    STATES,
+    OwnerCounts,
+    Task,
+    TaskState,
+    check_json_text,
+)
 from cross_instance.core.workqueue import Outcome as TaskOutcome
 from cross_instance.errors import InvalidArgument
 
@@ -120,6 +127,12 @@ def checked_lease(name: str, value: object) -> int:
         raise InvalidArgument(f"{name} must be an integer from 1 ms to one day in ns, "
                               f"got {value!r}")
     return value
+
+
+def checked_settle(outcome: object, text: object) -> None:
+    """``InvalidArgument`` for an outcome or a result / error text no store may keep."""
+    checked_outcome(outcome)
+    check_json_text("result" if outcome == "done" else "error", text)  # type: ignore[arg-type]
 
 
 def checked_min_queued(value: object) -> int:
@@ -406,6 +419,13 @@ class Store(Protocol):
                     ) -> Task | None:
         """Apply ``core.workqueue.settle``: the settled task, or None when ``fence`` may not
         (its lease was lost). ``text``: JSON, the result or the error."""
+        ...
+
+    def settle_and_take(self, task_id: str, fence: int, outcome: TaskOutcome, text: str,
+                        instance_id: str, lease_ns: int) -> tuple[Task | None, Task | None]:
+        """``settle_task``, then (only if it settled) ``take_task`` for ``instance_id``, in one
+        atomic step: a worker's "done, next" in one call. ``(None, None)`` when the fence may
+        not settle."""
         ...
 
     def get_task(self, task_id: str) -> Task | None:

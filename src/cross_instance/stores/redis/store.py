@@ -49,7 +49,6 @@ from cross_instance.core.workqueue import (
     StealingStats,
     Task,
     TaskState,
-    check_json_text,
     check_new_task,
 )
 from cross_instance.errors import (
@@ -85,8 +84,8 @@ _OPERATIONS = ("register", "heartbeat", "unregister", "reap", "active_model",
                "permit_publish", "permit_acquire", "permit_release", "permit_cancel",
                "permit_adjust", "permit_reset", "permit_record", "permit_dump",
                "spend_add", "spend_read",
-               "task_put", "task_take", "task_steal", "task_renew", "task_settle", "task_get",
-               "task_list", "task_counts", "task_reset_stats")
+               "task_put", "task_take", "task_steal", "task_renew", "task_settle",
+               "task_settle_take", "task_get", "task_list", "task_counts", "task_reset_stats")
 
 
 def _text(value: Any) -> str:
@@ -615,9 +614,16 @@ class RedisStore(base.PermitDecisions):
 
     def settle_task(self, task_id: str, fence: int, outcome: TaskOutcome, text: str
                     ) -> Task | None:
-        base.checked_outcome(outcome)
-        check_json_text("result" if outcome == "done" else "error", text)
+        base.checked_settle(outcome, text)
         return _task(self._run("task_settle", task_id, str(int(fence)), outcome, text))
+
+    def settle_and_take(self, task_id: str, fence: int, outcome: TaskOutcome, text: str,
+                        instance_id: str, lease_ns: int) -> tuple[Task | None, Task | None]:
+        base.checked_settle(outcome, text)
+        lease = base.checked_lease("lease_ns", lease_ns)
+        settled, taken = self._run("task_settle_take", task_id, str(int(fence)), outcome, text,
+                                   instance_id, str(lease // 1000))
+        return _task(settled), _task(_registered(taken, instance_id))
 
     def get_task(self, task_id: str) -> Task | None:
         return _task(self._run("task_get", task_id))

@@ -112,6 +112,10 @@ _OPS = (
        resend_safe=True),
     Op("settle_task", (("task_id", str), ("fence", int), ("outcome", str), ("text", str)),
        Task | None, resend_safe=True),
+    # settling is resend-safe, the take after it is not: a request id applies it once
+    Op("settle_and_take", (("task_id", str), ("fence", int), ("outcome", str), ("text", str),
+                           ("instance_id", str), ("lease_ns", int)),
+       tuple[Task | None, Task | None]),
     Op("get_task", (("task_id", str),), Task | None, changes=False),
     Op("list_tasks", (("owner", str | None), ("state", str | None), ("limit", int)),
        list[Task], changes=False),

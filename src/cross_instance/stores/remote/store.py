@@ -45,7 +45,6 @@ from cross_instance.core.workqueue import (
     OwnerCounts,
     Task,
     TaskState,
-    check_json_text,
     check_new_task,
 )
 from cross_instance.daemon.wire import decode, encode, error_from_body
@@ -358,9 +357,15 @@ class RemoteStore(PermitDecisions):
 
     def settle_task(self, task_id: str, fence: int, outcome: TaskOutcome, text: str
                     ) -> Task | None:
-        base.checked_outcome(outcome)
-        check_json_text("result" if outcome == "done" else "error", text)
+        base.checked_settle(outcome, text)
         return self._call("settle_task", task_id, fence, outcome, text)  # type: ignore[no-any-return]
+
+    def settle_and_take(self, task_id: str, fence: int, outcome: TaskOutcome, text: str,
+                        instance_id: str, lease_ns: int) -> tuple[Task | None, Task | None]:
+        base.checked_settle(outcome, text)
+        settled, taken = self._call("settle_and_take", task_id, fence, outcome, text,
+                                    instance_id, base.checked_lease("lease_ns", lease_ns))
+        return settled, taken
 
     def get_task(self, task_id: str) -> Task | None:
         return self._call("get_task", task_id)  # type: ignore[no-any-return]

@@ -38,7 +38,6 @@ from cross_instance.core.workqueue import (
     OwnerCounts,
     Task,
     TaskState,
-    check_json_text,
     check_new_task,
 )
 from cross_instance.hostfacts import identity as hostinfo
@@ -254,10 +253,22 @@ class SqliteStore(base.PermitDecisions):
 
     def settle_task(self, task_id: str, fence: int, outcome: TaskOutcome, text: str
                     ) -> Task | None:
-        base.checked_outcome(outcome)
-        check_json_text("result" if outcome == "done" else "error", text)
+        base.checked_settle(outcome, text)
         return self.db.write(lambda c, now: workqueue.settle(c, now, task_id, fence, outcome,
                                                              text), "settle_task")
+
+    def settle_and_take(self, task_id: str, fence: int, outcome: TaskOutcome, text: str,
+                        instance_id: str, lease_ns: int) -> tuple[Task | None, Task | None]:
+        base.checked_settle(outcome, text)
+        lease = base.checked_lease("lease_ns", lease_ns)
+
+        def step(c: sqlite3.Connection, now: int) -> tuple[Task | None, Task | None]:
+            settled = workqueue.settle(c, now, task_id, fence, outcome, text)
+            if settled is None:
+                return None, None
+            return settled, workqueue.take(c, now, instance_id, lease)
+
+        return self.db.write(step, "settle_and_take")
 
     def get_task(self, task_id: str) -> Task | None:
         return self.db.read(lambda c, now: workqueue.load(c, task_id))

@@ -220,3 +220,45 @@ local function task_hand_over(P, id, reason, event)
     task_count(P, "", "queued", moved)
   end
 end
+
+-- core/workqueue.settle by the run holding ``fence``: the settled task's reply, or {"none"}
+-- (the same report sent again gets the same task back).
+local function task_settle_step(P, id, fence, outcome, text)
+  local t = task_load(P, id)
+  if t == nil then return {"none"} end
+  if t.fence == fence and t.state ~= "running" then
+    local same
+    if outcome == "done" then same = t.state == "done" and t.result == text
+    elseif outcome == "failed" then same = t.state == "failed" and t.error == text
+    else same = t.error == text and (t.state == "queued" or t.state == "failed") end
+    if same then return task_reply(t) end
+    return {"none"}
+  end
+  if t.state ~= "running" or t.fence ~= fence then return {"none"} end
+  local after = task_copy(t)
+  after.lease = nil
+  if outcome == "done" then
+    after.state, after.result = "done", text
+  elseif outcome == "failed" or t.attempts >= t.max then
+    after.state, after.error = "failed", text
+  else
+    after.state, after.error = "queued", text
+  end
+  task_move(P, t, after)
+  return task_reply(after)
+end
+
+-- Queues again up to 50 runs whose lease ran out (the SQLite store's EXPIRED_PER_STEP), then
+-- starts the next task in run order of ``id``'s queue and the shared pool's under a lease of
+-- ``lease`` µs: its reply, {"none"} or {"not_registered"}.
+local function task_take_step(P, now, id, lease, event)
+  if redis.call("EXISTS", P .. "i:" .. id) == 0 then return {"not_registered"} end
+  task_requeue_expired(P, now, 50, event)
+  local t, pooled = task_head(P, id), task_head(P, "")
+  if pooled ~= nil and (t == nil or pooled.priority > t.priority
+      or (pooled.priority == t.priority and pooled.seq < t.seq)) then
+    t = pooled
+  end
+  if t == nil then return {"none"} end
+  return task_reply(task_start(P, t, id, now + lease))
+end
