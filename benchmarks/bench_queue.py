@@ -357,7 +357,7 @@ def _print(rows: dict[str, Any], ideal_s: float) -> None:
             if "p50_ms" in r:
                 detail += f", p50 {r['p50_ms']:.3f}, p99 {r['p99_ms']:.3f} ms"
             target = ""
-            if "store" not in name:
+            if "store" not in name and "RQ" not in name:
                 target = (f"< {TARGET_OVERHEAD_MS} ms: "
                           f"{'met' if r['mean_ms'] < TARGET_OVERHEAD_MS else 'MISSED'}")
             table.append([name, detail, target])

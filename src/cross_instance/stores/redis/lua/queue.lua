@@ -51,7 +51,8 @@ end
 -- also ranks it among the steal victims).
 local function task_count(P, owner, field, delta)
   local n = redis.call("HINCRBY", P .. "to:" .. owner, field, delta)
-  if delta > 0 then redis.call("SADD", P .. "towners", owner) end  -- (first counted so)
+  -- remembered when a count of its first rises from 0 (every owner's first count does)
+  if delta > 0 and n == delta then redis.call("SADD", P .. "towners", owner) end
   if field == "queued" then
     if n > 0 then redis.call("ZADD", P .. "tbusy", n, owner)
     else redis.call("ZREM", P .. "tbusy", owner) end
@@ -254,11 +255,13 @@ end
 local function task_take_step(P, now, id, lease, event)
   if redis.call("EXISTS", P .. "i:" .. id) == 0 then return {"not_registered"} end
   task_requeue_expired(P, now, 50, event)
-  local t, pooled = task_head(P, id), task_head(P, "")
-  if pooled ~= nil and (t == nil or pooled.priority > t.priority
-      or (pooled.priority == t.priority and pooled.seq < t.seq)) then
-    t = pooled
+  -- the heads of both queues by score (queue_score is the run order), then one task read
+  local own = redis.call("ZRANGE", P .. "tq:" .. id, 0, 0, "WITHSCORES")
+  local pool = redis.call("ZRANGE", P .. "tq:", 0, 0, "WITHSCORES")
+  local best = own[1]
+  if pool[1] ~= nil and (best == nil or tonumber(pool[2]) < tonumber(own[2])) then
+    best = pool[1]
   end
-  if t == nil then return {"none"} end
-  return task_reply(task_start(P, t, id, now + lease))
+  if best == nil then return {"none"} end
+  return task_reply(task_start(P, task_load(P, best), id, now + lease))
 end
