@@ -142,17 +142,26 @@ def _pairs(flat: list[Any]) -> dict[str, str]:
 
 def _task(reply: list[Any]) -> Task | None:
     """A task as the queue's operations reply (``lua/queue.lua``'s ``task_reply``:
-    ``["task", field, value, ...]``, times in µs), or None for ``["none"]``."""
+    ``["task", field, value, ...]``, times in µs), or None for ``["none"]``. Numbers come as
+    integers or text, and ``int`` reads both; only the text fields are decoded (a reply is
+    read on every step of a worker loop)."""
     if _text(reply[0]) != "task":
         return None
-    h = _pairs(reply[1:])
-    return Task(task_id=h["id"], owner=h["owner"], tool_name=h["tool"],
-                priority=int(h["priority"]), payload=h["payload"],
+    h = {k.decode() if type(k) is bytes else str(k): v
+         for k, v in zip(reply[1::2], reply[2::2], strict=True)}
+
+    def text(key: str) -> str:
+        value = h[key]
+        return value.decode() if type(value) is bytes else str(value)
+
+    return Task(task_id=text("id"), owner=text("owner"), tool_name=text("tool"),
+                priority=int(h["priority"]), payload=text("payload"),
                 enqueued_wall_ms=int(h["wall"]), seq=int(h["seq"]),
-                attempts=int(h["attempts"]), state=cast(TaskState, h["state"]),
+                attempts=int(h["attempts"]), state=cast(TaskState, text("state")),
                 fence=int(h["fence"]),
                 lease_until_ns=int(h["lease"]) * 1000 if "lease" in h else None,
-                result=h.get("result"), error=h.get("error"), max_attempts=int(h["max"]),
+                result=text("result") if "result" in h else None,
+                error=text("error") if "error" in h else None, max_attempts=int(h["max"]),
                 enqueued_ns=int(h["enq"]) * 1000)
 
 
