@@ -8,7 +8,7 @@ export declare const DEFAULT_ADDR: string;
 /** What the daemon's error codes are; any other string may come from a newer daemon. */
 export type ErrorCode =
   | "RATE_LIMIT_EXCEEDED" | "workflow_owned_by_other" | "stale_epoch" | "lock_timeout"
-  | "lock_lost" | "not_registered" | "invalid_request" | "unauthorized" | "not_found"
+  | "lock_lost" | "task_lost" | "not_registered" | "invalid_request" | "unauthorized" | "not_found"
   | "store_unavailable" | "request_too_large" | (string & {});
 
 export interface ErrorInfo {
@@ -146,6 +146,34 @@ export interface WorkflowRecord {
   updatedAt: number;
 }
 
+export interface PutOptions {
+  toolName?: string;
+  /** -1000..1000, higher runs first. */
+  priority?: number;
+  /** A put sent again with the same id queues once. */
+  taskId?: string;
+  maxAttempts?: number;
+}
+
+/** A task of the shared work queue, as `GET /v1/queue/tasks` shows it. */
+export interface QueueTask {
+  taskId: string;
+  /** The instance whose queue holds it; "" is the shared pool. */
+  owner: string;
+  toolName: string;
+  priority: number;
+  payload: unknown;
+  state: "queued" | "running" | "done" | "failed";
+  attempts: number;
+  maxAttempts: number;
+  /** The fencing token of the current run: completing and failing need it. */
+  fence: number;
+  leaseUntilNs: number | null;
+  result: unknown;
+  error: unknown;
+  enqueuedAt: number;
+}
+
 export interface LockOptions {
   ttlMs?: number;
   /** Longest wait (`lock_timeout` after it). */
@@ -264,6 +292,14 @@ export declare class Coordinator {
   acquireLock(resource: string, options?: LockOptions): Promise<Lock | null>;
   renewLock(lock: Lock, options?: { ttlMs?: number }): Promise<Lock>;
   releaseLock(lock: Lock): Promise<boolean>;
+  putTask(payload: unknown, options?: PutOptions): Promise<QueueTask>;
+  takeTask(options?: { leaseMs?: number }): Promise<QueueTask | null>;
+  stealTask(options?: { leaseMs?: number; minQueued?: number }): Promise<QueueTask | null>;
+  renewTask(task: QueueTask, options?: { leaseMs?: number }): Promise<QueueTask>;
+  completeTask(task: QueueTask, result?: unknown): Promise<QueueTask>;
+  failTask(task: QueueTask, error: unknown, options?: { retry?: boolean }): Promise<QueueTask>;
+  listTasks(options?: { owner?: string; state?: string; limit?: number }): Promise<QueueTask[]>;
+  queueStats(): Promise<Record<string, any>>;
 
   subscribe(onEvent: (event: CoordinatorEvent) => unknown,
             options?: SubscribeOptions): Promise<Subscription>;

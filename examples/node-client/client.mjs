@@ -846,7 +846,104 @@ export class Coordinator {
     return reply.released;
   }
 
-  // --- events -----------------------------------------------------------------------
+  // --- the work queue ---------------------------------------------------------------
+
+  /**
+   * Queue `payload` (any JSON value) on this instance's queue. A `taskId` the store holds
+   * already is not queued again (a resent put).
+   * @param {unknown} payload
+   * @param {import("./client.d.mts").PutOptions} [options]
+   * @returns {Promise<import("./client.d.mts").QueueTask>}
+   */
+  async putTask(payload, options = {}) {
+    const reply = await this.request("POST", "/v1/queue/put", defined({
+      instanceId: this.#requireInstance(), payload, toolName: options.toolName,
+      priority: options.priority, taskId: options.taskId, maxAttempts: options.maxAttempts }));
+    return reply.task;
+  }
+
+  /**
+   * Start the next task of this instance's queue (or the shared pool) under a lease of
+   * `leaseMs`: `null` when there is none. Renew it (`renewTask`) every third of the lease.
+   * @param {{leaseMs?: number}} [options]
+   * @returns {Promise<import("./client.d.mts").QueueTask | null>}
+   */
+  async takeTask(options = {}) {
+    const reply = await this.request("POST", "/v1/queue/take", defined({
+      instanceId: this.#requireInstance(), leaseMs: options.leaseMs }));
+    return reply.task;
+  }
+
+  /**
+   * Move the best queued task of the busiest instance (more than `minQueued` queued) here
+   * and start it: `null` when none is that busy. A running task is never stolen.
+   * @param {{leaseMs?: number, minQueued?: number}} [options]
+   * @returns {Promise<import("./client.d.mts").QueueTask | null>}
+   */
+  async stealTask(options = {}) {
+    const reply = await this.request("POST", "/v1/queue/steal", defined({
+      instanceId: this.#requireInstance(), leaseMs: options.leaseMs,
+      minQueued: options.minQueued }));
+    return reply.task;
+  }
+
+  /**
+   * Extend the run's lease from now; `task_lost` (409) once the run is over.
+   * @param {import("./client.d.mts").QueueTask} task
+   * @param {{leaseMs?: number}} [options]
+   * @returns {Promise<import("./client.d.mts").QueueTask>}
+   */
+  async renewTask(task, options = {}) {
+    const reply = await this.request("POST", "/v1/queue/renew", defined({
+      taskId: task.taskId, fence: task.fence, leaseMs: options.leaseMs }));
+    return reply.task;
+  }
+
+  /**
+   * The run holding `task.fence` is done with `result`; `task_lost` (409) when it no longer
+   * holds the task (its lease ran out: another run may have it).
+   * @param {import("./client.d.mts").QueueTask} task
+   * @param {unknown} [result]
+   * @returns {Promise<import("./client.d.mts").QueueTask>}
+   */
+  async completeTask(task, result = null) {
+    const reply = await this.request("POST", "/v1/queue/complete", {
+      taskId: task.taskId, fence: task.fence, result });
+    return reply.task;
+  }
+
+  /**
+   * The run failed with `error`: the task fails, or with `retry` goes back to the queue while
+   * it has attempts left; `task_lost` (409) as for `completeTask`.
+   * @param {import("./client.d.mts").QueueTask} task
+   * @param {unknown} error
+   * @param {{retry?: boolean}} [options]
+   * @returns {Promise<import("./client.d.mts").QueueTask>}
+   */
+  async failTask(task, error, options = {}) {
+    const reply = await this.request("POST", "/v1/queue/fail", defined({
+      taskId: task.taskId, fence: task.fence, error, retry: options.retry }));
+    return reply.task;
+  }
+
+  /**
+   * Tasks (of `owner`, `""` being the shared pool; in `state`), at most `limit`.
+   * @param {{owner?: string, state?: string, limit?: number}} [options]
+   * @returns {Promise<import("./client.d.mts").QueueTask[]>}
+   */
+  async listTasks(options = {}) {
+    const query = new URLSearchParams(defined({
+      owner: options.owner, state: options.state,
+      limit: options.limit === undefined ? undefined : String(options.limit) }));
+    const text = query.toString();
+    return (await this.request("GET", `/v1/queue/tasks${text ? `?${text}` : ""}`)).tasks;
+  }
+
+  /** Per instance: queued, running, done, failed and stealing; `stealing`: the total. */
+  queueStats() {
+    return this.request("GET", "/v1/queue/stats");
+  }
+
 
   /**
    * Follow the daemon's event stream (`GET /v1/events`, server-sent events): `onEvent` is
