@@ -135,6 +135,18 @@ class QueueModel(RuleBasedStateMachine):
         t.fence += 1
         t.lease_until = self.clock.now + RUN_NS
 
+    def _settled(self, t: Modelled, outcome: str, text: str) -> None:
+        """``core.workqueue.settle`` by the run holding the task."""
+        t.lease_until = None
+        if outcome == "done":
+            t.state, t.text = "done", text
+        elif outcome == "failed" or t.attempts >= t.max_attempts:
+            t.state, t.text = "failed", text
+        else:
+            t.state, t.text = "queued", text
+        self.settled_once[t.task_id] = self.settled_once.get(t.task_id, 0) + (
+            t.state != "queued")
+
     def _check(self, got: Any, want: Modelled | None) -> None:
         if want is None:
             assert got is None
@@ -212,15 +224,7 @@ class QueueModel(RuleBasedStateMachine):
         text = json.dumps([outcome, pick])
         got = self.store.settle_task(t.task_id, fence, outcome, text)
         if t.state == "running" and fence == t.fence:  # (a lease run out, not yet requeued,
-            t.lease_until = None                          # still settles: nobody else runs it)
-            if outcome == "done":
-                t.state, t.text = "done", text
-            elif outcome == "failed" or t.attempts >= t.max_attempts:
-                t.state, t.text = "failed", text
-            else:
-                t.state, t.text = "queued", text
-            self.settled_once[t.task_id] = self.settled_once.get(t.task_id, 0) + (
-                t.state != "queued")
+            self._settled(t, outcome, text)               # still settles: nobody else runs it)
             self._check(got, t)
         else:
             assert got is None or (got.fence == fence and got.state != "running")
@@ -241,15 +245,7 @@ class QueueModel(RuleBasedStateMachine):
             assert me not in self.alive  # and nothing was done
             return
         assert me in self.alive
-        t.lease_until = None
-        if outcome == "done":
-            t.state, t.text = "done", text
-        elif outcome == "failed" or t.attempts >= t.max_attempts:
-            t.state, t.text = "failed", text
-        else:
-            t.state, t.text = "queued", text
-        self.settled_once[t.task_id] = self.settled_once.get(t.task_id, 0) + (
-            t.state != "queued")
+        self._settled(t, outcome, text)
         self._check(got, t)
         self._expire()
         want = self._best((me, ORPHANED))
