@@ -54,8 +54,11 @@ def _calls(store: RedisStore, op: str, rows: list[tuple[str, ...]]) -> list[Any]
     else:
         head = ("FCALL", library.functions[op], "0")
     now = store._now_arg()
-    pool = store.client.connection_pool
-    conn = pool.get_connection()
+    # a connection of its own (the pool's get_connection changed its arguments across the
+    # redis-py versions this package supports)
+    kwargs = store.client.connection_pool.connection_kwargs
+    conn = redis.connection.Connection(host=kwargs.get("host", "127.0.0.1"),
+                                       port=kwargs.get("port", 6379), db=kwargs.get("db", 0))
     out: list[Any] = []
     try:
         for i in range(0, len(rows), 2000):
@@ -65,7 +68,7 @@ def _calls(store: RedisStore, op: str, rows: list[tuple[str, ...]]) -> list[Any]
             conn.send_packed_command(packed)
             out += [conn.read_response() for _ in commands]
     finally:
-        pool.release(conn)
+        conn.disconnect()
     return out
 
 
