@@ -333,7 +333,7 @@ def _settings(kind: str) -> settings:
     # the remote kind (a daemon per example, every step over HTTP) and the Redis scripts
     # (the functions' Lua, delivered as scripts) run fewer: the same decisions answer behind
     # them, which the SQLite and Redis runs cover in full
-    examples = {"remote": 12, "redis-scripts": 12}.get(kind, 30)
+    examples = {"remote": 8, "redis-scripts": 8}.get(kind, 25)
     return settings(max_examples=examples, stateful_step_count=40, deadline=None)
 
 
