@@ -111,6 +111,12 @@ class DuplicateInstanceError(CrossInstanceError):
 class NotRegisteredError(CrossInstanceError):
     code = "not_registered"
 
+    @classmethod
+    def instance(cls, instance_id: str) -> NotRegisteredError:
+        """The refusal of a step by ``instance_id`` when the store holds no record of it."""
+        return cls(f"instance {instance_id!r} is not registered (it was judged dead or never "
+                   "started); start the runtime again")
+
 
 class Cancelled(CrossInstanceError):
     """The caller's cancel event was set while it waited (for a permit or a lock); its place

@@ -54,6 +54,11 @@ T = TypeVar("T")
 LATENCY_WEIGHT = 0.2  # of the newest run in the average run time this instance publishes
 
 
+def _described(err: BaseException) -> str:
+    """The error a failed run records: the exception's type and message."""
+    return f"{type(err).__name__}: {err}"
+
+
 def new_task_id() -> str:
     """A new task id: the time first (so ids of one store sort, and index, in the order they
     were made), then 64 random bits."""
@@ -216,7 +221,7 @@ class RunningTask:
         if ev is None:
             self.complete(None)
         elif isinstance(ev, Exception):
-            self.fail(f"{type(ev).__name__}: {ev}", retry=True)
+            self.fail(_described(ev), retry=True)
 
     async def __aenter__(self) -> RunningTask:
         return self
@@ -302,7 +307,7 @@ class Queue:
         try:
             result = handler(running)
         except Exception as err:  # noqa: BLE001 - the handler's failure is the task's
-            return running.fail(f"{type(err).__name__}: {err}", retry=True)
+            return running.fail(_described(err), retry=True)
         return running.complete(result)
 
     async def aput(self, payload: Any, *, tool_name: str = "", priority: int = 0,
@@ -331,7 +336,7 @@ class Queue:
         try:
             result = await handler(running)
         except Exception as err:  # noqa: BLE001 - the handler's failure is the task's
-            return await running.afail(f"{type(err).__name__}: {err}", retry=True)
+            return await running.afail(_described(err), retry=True)
         return await running.acomplete(result)
 
     async def _call(self, fn: Callable[[], T]) -> T:

@@ -156,25 +156,6 @@ def _fence(a: dict[str, Any]) -> str | None:
             else f"a fence outside 64 bits ({a['fence']!r})")
 
 
-def _task_text(name: str, text: str) -> str | None:
-    """What in a task's JSON text (``payload``, ``result``, ``error``) the store would keep
-    but no JSON reader could give back (NaN, an infinity, a lone surrogate behind an escape,
-    an integer beyond 64 bits, nesting past what a parser follows); text that is not JSON
-    at all is the store's to name."""
-    try:
-        value = json.loads(text)
-    except RecursionError:
-        return f"a {name} nested too deep"
-    except ValueError:
-        return None
-    wrong = unstorable(value)
-    return None if wrong is None else f"a {name} with {wrong}"
-
-
-def _settle_ranges(a: dict[str, Any]) -> str | None:
-    return _fence(a) or _task_text("result" if a["outcome"] == "done" else "error", a["text"])
-
-
 #: Numbers a store would keep but no reader could use (a count past what Redis keeps
 #: exactly poisons every later status read there): refused by name.
 _RANGES: dict[str, Callable[[dict[str, Any]], str | None]] = {
@@ -186,10 +167,10 @@ _RANGES: dict[str, Callable[[dict[str, Any]], str | None]] = {
     "acquire_lock": _ttl_range,
     "renew_lock": _ttl_range,
     "add_spend": _spend_ranges,
-    "put_task": lambda a: _task_text("payload", a["payload"]),
+    # (a task's JSON text is the store's to check: core.jsonvalues, as for every caller)
     "renew_task": _fence,
-    "settle_task": _settle_ranges,
-    "settle_and_take": _settle_ranges,
+    "settle_task": _fence,
+    "settle_and_take": _fence,
 }
 #: The operations that store JSON as given: checked whole, whatever the body's text held.
 _FREE_FORM = {"write_workflow_state": "values", "record_event": "data"}

@@ -16,12 +16,12 @@ is the same task, as is a put of a ``taskId`` the store holds already.
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated, Any, Literal
 
 from fastapi import HTTPException, Query, Request
 from pydantic import Field
 
+from cross_instance.coordination.queue import new_task_id
 from cross_instance.core.jsonvalues import to_text as json_text
 from cross_instance.core.workqueue import (
     DEFAULT_MAX_ATTEMPTS,
@@ -32,7 +32,6 @@ from cross_instance.core.workqueue import (
     MAX_TOOL_NAME,
     MIN_PRIORITY,
     Task,
-    check_new_task,
     total_stealing,
 )
 from cross_instance.core.workqueue import Outcome as TaskOutcome
@@ -117,15 +116,14 @@ async def put_task(body: QueuePutIn, request: Request) -> dict[str, Any]:
     its ``priority`` (-1000..1000, higher first) queued before it. A ``taskId`` the store
     holds already is not queued again: that task is the answer."""
     payload = json_text("payload", body.payload)
-    task_id = body.task_id if body.task_id is not None else uuid.uuid4().hex
+    task_id = body.task_id if body.task_id is not None else new_task_id()
+    daemon = daemon_of(request)
     try:
-        check_new_task(task_id, body.tool_name, body.priority, payload, body.max_attempts)
-    except InvalidArgument as err:  # named as this API names it
+        task = await daemon.run(daemon.store.put_task, body.instance_id, task_id,
+                                body.tool_name, body.priority, payload, body.max_attempts)
+    except InvalidArgument as err:  # the store's check, named as this API names it
         name, _, rest = str(err).partition(" ")
         raise InvalidArgument(f"{_CAMEL.get(name, name)} {rest}") from None
-    daemon = daemon_of(request)
-    task = await daemon.run(daemon.store.put_task, body.instance_id, task_id, body.tool_name,
-                            body.priority, payload, body.max_attempts)
     return {"task": task.to_json()}
 
 

@@ -168,8 +168,7 @@ def _task(reply: list[Any]) -> Task | None:
 def _registered(reply: list[Any], instance_id: str) -> list[Any]:
     """``reply``, unless the operation found ``instance_id`` not registered."""
     if _text(reply[0]) == "not_registered":
-        raise NotRegisteredError(f"instance {instance_id!r} is not registered (it was judged "
-                                 "dead or never started); start the runtime again")
+        raise NotRegisteredError.instance(instance_id)
     return reply
 
 

@@ -45,8 +45,7 @@ def owner_of(conn: sqlite3.Connection, instance_id: str) -> Owner:
     """The caller as an owner: its registered process. Unregistered callers cannot own."""
     found = registry.load(conn, instance_id)
     if not found:
-        raise NotRegisteredError(f"instance {instance_id!r} is not registered (it was judged "
-                                 "dead or never started); start the runtime again")
+        raise NotRegisteredError.instance(instance_id)
     return Owner.of(found[0])
 
 

@@ -29,8 +29,7 @@ EXPIRED_PER_STEP = 50  # lost leases requeued by one take or steal (reap takes e
 def _registered(conn: sqlite3.Connection, instance_id: str) -> None:
     """Only registered instances hold tasks."""
     if conn.execute("SELECT 1 FROM instances WHERE id=?", (instance_id,)).fetchone() is None:
-        raise NotRegisteredError(f"instance {instance_id!r} is not registered (it was judged "
-                                 "dead or never started); start the runtime again")
+        raise NotRegisteredError.instance(instance_id)
 
 
 def _task(row: tuple[Any, ...]) -> Task:
