@@ -3,7 +3,8 @@ start idle and steal. Every task is completed exactly once (the store's fence ac
 completion per task; no worker's log names a task twice; none is missing), the stealers do a
 fair share, and the stats add up. The same with two workers killed by SIGKILL mid-run and one
 stopped by SIGSTOP past its lease: nothing is lost, and the stopped worker, resumed, cannot
-complete the task it held.
+complete the task it held. Each on SQLite, on Redis, and through the daemon (every worker a
+client of one ``pi-xi serve`` app over its socket).
 
 Nothing here is timed; the bounds only stop a hung test."""
 
@@ -94,6 +95,14 @@ def _until(check: Any, what: str, bound_s: float = 120) -> None:
         time.sleep(0.02)
 
 
+def _all_events(store: Any) -> list[Any]:
+    events, after = [], 0
+    while page := store.events(after, 10_000):  # the most one call returns on every store
+        events += page
+        after = page[-1].event_id
+    return events
+
+
 def _settled(store: Any) -> int:
     return sum(c.done + c.failed for c in store.queue_counts())
 
@@ -118,13 +127,16 @@ def _check_exactly_once(store: Any, logs: Path) -> dict[str, int]:
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+@pytest.mark.parametrize("kind", ["sqlite", "redis", "remote"])
 def test_idle_instances_steal_and_every_task_is_done_exactly_once(tmp_path, kind):
-    from tests.conftest import redis_prefix
+    from tests.conftest import redis_prefix, serve_store
 
     if kind == "redis":
         with redis_prefix("pi-queue") as url:
             _plain(tmp_path, {"store": url})
+    elif kind == "remote":  # every worker through one daemon, over its HTTP socket
+        with serve_store(SqliteStore(tmp_path / "daemon-state")) as addr:
+            _plain(tmp_path, {"store": f"http://{addr}"})
     else:
         _plain(tmp_path, {})
 
@@ -151,12 +163,26 @@ def _plain(tmp_path: Path, store_cfg: dict[str, Any]) -> None:
 
 
 @pytest.mark.timeout(300)
-def test_kills_and_a_stop_past_the_lease_lose_no_task(tmp_path):
-    reports, store, logs = _run(tmp_path, {}, 0.004, attack=True)
+@pytest.mark.parametrize("kind", ["sqlite", "redis", "remote"])
+def test_kills_and_a_stop_past_the_lease_lose_no_task(tmp_path, kind):
+    from tests.conftest import redis_prefix, serve_store
+
+    if kind == "redis":
+        with redis_prefix("pi-queue-kill") as url:
+            _attacked(tmp_path, {"store": url})
+    elif kind == "remote":  # a worker killed or stopped in the middle of an HTTP call too
+        with serve_store(SqliteStore(tmp_path / "daemon-state")) as addr:
+            _attacked(tmp_path, {"store": f"http://{addr}"})
+    else:
+        _attacked(tmp_path, {})
+
+
+def _attacked(tmp_path: Path, store_cfg: dict[str, Any]) -> None:
+    reports, store, logs = _run(tmp_path, store_cfg, 0.004, attack=True)
     try:
         by = _check_exactly_once(store, logs)
         assert sum(by.values()) == TASKS
-        lost = [e for e in store.events(0, 100_000) if e.kind == "task_lost"]
+        lost = [e for e in _all_events(store) if e.kind == "task_lost"]
         assert len(lost) >= 3  # each victim's run went back to the queue
         assert all(e.data["state"] == "queued" for e in lost)
         stopped = [r for r in reports.values() if r[1]]
