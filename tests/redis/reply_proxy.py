@@ -1,6 +1,7 @@
 """A TCP proxy between the store and a Redis server that can lose the server's replies
 (FAULTS.md: a proxy for delay, blackhole or reset): while ``drop_replies`` is set, every
-command still reaches the server and runs, but its answer never reaches the client."""
+command still reaches the server and runs, but its answer never reaches the client; while
+``blackhole`` is set, nothing passes either way (a network partition of this client only)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ class ReplyProxy:
     def __init__(self, server_port: int) -> None:
         self.server_port = server_port
         self.drop_replies = threading.Event()
+        self.blackhole = threading.Event()
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self._listener.getsockname()[1])
         self._closed = False
@@ -30,7 +32,8 @@ class ReplyProxy:
     def _pump(self, src: socket.socket, dst: socket.socket, replies: bool) -> None:
         try:
             while data := src.recv(65536):
-                if not (replies and self.drop_replies.is_set()):
+                if not (replies and self.drop_replies.is_set()) \
+                        and not self.blackhole.is_set():
                     dst.sendall(data)
         except OSError:
             pass

@@ -11,24 +11,31 @@ Promises:
 - ``safe_steal_work`` (when this instance is idle and another holds more than ``minQueued``
   queued tasks) moves the best queued task of the busiest instance to this one in one atomic
   store step and starts it; a running task is never stolen.
-- A run that lost its lease (the process stalled, the store was unreachable past it, the
-  instance was judged dead) is told: ``lost`` is set, ``ensure()`` raises ``TaskLostError``,
-  and ``complete`` / ``fail`` raise it; the task went back to the queue (or failed at its
-  attempt bound) for another worker.
-- Every method has an asyncio twin (``aput``, ``atake``, ...) that runs the same code in the
-  runtime's store threads.
+- A run that lost its lease (the process stalled, the store was unreachable past it or past
+  the instance's own lease, the instance was judged dead, the runtime closed) is told:
+  ``lost`` is set, ``ensure()`` raises ``TaskLostError``, and ``complete`` / ``fail`` raise
+  it; the task went back to the queue (or failed at its attempt bound) for another worker.
+- A run is never left running by this process: leaving ``with task:`` by any exception
+  (cancellation and ``KeyboardInterrupt`` included) fails it with ``retry=True``, and when
+  even that cannot be recorded the run is let go, so its lease ends and the task is queued
+  again.
+- Every method that reads or writes the store has an asyncio twin (``aput``, ``atake``,
+  ``alist``, ...) with the same arguments, running the same code in the runtime's store
+  threads.
 """
 
 from __future__ import annotations
 
 import builtins
+import functools
+import inspect
 import json
 import secrets
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from cross_instance.core.jsonvalues import to_text
 from cross_instance.core.records import Workload
@@ -45,18 +52,41 @@ from cross_instance.core.workqueue import (
     total_stealing,
 )
 from cross_instance.errors import CrossInstanceError, InvalidArgument, TaskLostError
+from cross_instance.stores.base import checked_min_queued
 
 if TYPE_CHECKING:
     from cross_instance.runtime.session import Session
     from cross_instance.stores.base import Store
 
 T = TypeVar("T")
+P = ParamSpec("P")
 LATENCY_WEIGHT = 0.2  # of the newest run in the average run time this instance publishes
+MAX_DESCRIBED = 8192  # characters of an exception's message a failed run records
+MAX_TOP_N = 10_000
 
 
 def _described(err: BaseException) -> str:
-    """The error a failed run records: the exception's type and message."""
-    return f"{type(err).__name__}: {err}"
+    """The error a failed run records: the exception's type and message (a long message cut,
+    so recording it cannot fail)."""
+    text = f"{type(err).__name__}: {err}"
+    if len(text) > MAX_DESCRIBED:
+        text = f"{text[:MAX_DESCRIBED]}... ({len(text) - MAX_DESCRIBED} more characters)"
+    return text
+
+
+def _twin(method: Callable[Concatenate[Any, P], T]
+          ) -> Callable[Concatenate[Any, P], Coroutine[Any, Any, T]]:
+    """The asyncio form of a method of ``Queue`` or ``RunningTask``: the same call, in the
+    runtime's store threads."""
+    async def twin(self: Any, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        session: Session = self._session
+        return await session.call(lambda: method(self, *args, **kwargs))
+
+    functools.update_wrapper(twin, method)  # its signature is the method's
+    twin.__name__ = f"a{method.__name__}"
+    twin.__qualname__ = f"{method.__qualname__.rpartition('.')[0]}.a{method.__name__}"
+    twin.__doc__ = f"``{method.__name__}`` from a coroutine."
+    return twin
 
 
 def new_task_id() -> str:
@@ -89,6 +119,10 @@ class RunningTask:
         self.lost: TaskLostError | None = None
         self.settled: Task | None = None
         self._lock = threading.Lock()
+        self._session = queue._session
+        membership = queue._session.membership
+        # the instance's registration this run belongs to (a new one: judged dead meanwhile)
+        self._generation = None if membership is None else membership.generation
         self.payload: Any = json.loads(task.payload)
 
     @property
@@ -118,16 +152,39 @@ class RunningTask:
         return f"<RunningTask {self.task_id!r} run {self.fence} {state}>"
 
     # --- the lease --------------------------------------------------------------------------
+    def _gone(self) -> str | None:
+        """Why this run's instance no longer holds it, as far as this process knows."""
+        if self._session.closed:
+            return "this runtime closed: the task went back to the queue"
+        membership = self._session.membership
+        if membership is not None and membership.generation != self._generation:
+            return ("this instance was judged dead (stalled past its lease) and registered "
+                    "again: its runs went back to the queue")
+        return None
+
+    def _deadline(self) -> float:
+        """Until when (monotonic) the store surely still counts this run as this instance's:
+        its own lease and its instance's, whichever ends first (a dead instance's runs go
+        back to the queue before their own leases end)."""
+        membership = self._session.membership
+        if membership is None:
+            return self.valid_until
+        return min(self.valid_until, membership.valid_until)
+
     def renew(self) -> bool:
         """Extend the lease from now; False (and ``lost`` set) once the run is over."""
         with self._lock:
             if self.lost is not None or self.settled is not None:
                 return False
+        gone = self._gone()
+        if gone is not None:
+            self._mark_lost(gone)
+            return False
         sent = time.monotonic()
         try:
             task = self._queue._store().renew_task(self.task_id, self.fence, self.lease_ns)
         except CrossInstanceError as err:
-            if time.monotonic() < self.valid_until:
+            if time.monotonic() < self._deadline():
                 return True  # not confirmed, but not expired either: try again soon
             self._mark_lost(f"could not be renewed before its lease ended ({err})")
             return False
@@ -146,13 +203,38 @@ class RunningTask:
 
     def ensure(self) -> None:
         """Raise ``TaskLostError`` unless this run surely still holds the task (call it before
-        each step whose effect must not happen twice)."""
-        if self.lost is None and self.settled is None and time.monotonic() >= self.valid_until:
-            self.renew()
+        each step whose effect must not happen twice). It asks the store only when the run's
+        lease or its instance's may have ended."""
+        if self.lost is None and self.settled is None:
+            gone = self._gone()
+            if gone is not None:
+                self._mark_lost(gone)
+            elif time.monotonic() >= self._deadline():
+                self._confirm_instance()
+                if self.lost is None and time.monotonic() >= self.valid_until:
+                    self.renew()
         if self.lost is not None:
             raise self.lost
         if self.settled is not None:
             raise TaskLostError(self.task_id, self.fence, f"it was settled ({self.settled.state})")
+
+    def _confirm_instance(self) -> None:
+        """When the instance's own lease may have ended: heartbeat now, or count the run lost
+        (the store may have judged the instance dead and given its runs to others)."""
+        membership = self._session.membership
+        if membership is None or time.monotonic() < membership.valid_until:
+            return
+        try:
+            membership.confirm()
+        except CrossInstanceError as err:
+            self._mark_lost(f"its instance's lease ended and could not be renewed ({err})")
+            return
+        gone = self._gone()
+        if gone is not None:
+            self._mark_lost(gone)
+
+    arenew = _twin(renew)
+    aensure = _twin(ensure)
 
     # --- settling ---------------------------------------------------------------------------
     def complete(self, result: Any = None) -> Task:
@@ -167,11 +249,8 @@ class RunningTask:
             raise InvalidArgument(f"retry must be True or False, got {retry!r}")
         return self._settle("retry" if retry else "failed", to_text("error", error))
 
-    async def acomplete(self, result: Any = None) -> Task:
-        return await self._queue._session.call(self.complete, result)
-
-    async def afail(self, error: Any, *, retry: bool = False) -> Task:
-        return await self._queue._session.call(lambda: self.fail(error, retry=retry))
+    acomplete = _twin(complete)
+    afail = _twin(fail)
 
     def complete_and_take(self, result: Any = None, *, lease: float | None = None
                           ) -> tuple[Task, RunningTask | None]:
@@ -182,6 +261,8 @@ class RunningTask:
         lease_ns = self._queue._lease(lease)
         if self.lost is not None:
             raise self.lost
+        if self.settled is not None:  # settled here already: taking again would start another
+            raise self._settled_already()
         sent = time.monotonic()
         task, taken = self._queue._store().settle_and_take(
             self.task_id, self.fence, "done", text, self._queue.instance_id, lease_ns)
@@ -189,10 +270,7 @@ class RunningTask:
         return settled, None if taken is None else self._queue._run(taken, lease_ns, sent,
                                                                     False)
 
-    async def acomplete_and_take(self, result: Any = None, *, lease: float | None = None
-                                 ) -> tuple[Task, RunningTask | None]:
-        return await self._queue._session.call(
-            lambda: self.complete_and_take(result, lease=lease))
+    acomplete_and_take = _twin(complete_and_take)
 
     def _settle(self, outcome: Any, text: str) -> Task:
         if self.lost is not None:
@@ -200,11 +278,20 @@ class RunningTask:
         return self._settled(self._queue._store().settle_task(self.task_id, self.fence,
                                                               outcome, text))
 
+    def _settled_already(self) -> TaskLostError:
+        assert self.settled is not None
+        return TaskLostError(self.task_id, self.fence,
+                             f"it was settled already ({self.settled.state})")
+
     def _settled(self, task: Task | None) -> Task:
-        """This run after the store's answer to its settle (None: it no longer held it)."""
+        """This run after the store's answer to its settle (None: it no longer held it, or
+        this run settled it before with another outcome)."""
         if task is None:
+            if self.settled is not None:
+                raise self._settled_already()
             self._mark_lost("its lease ended before it was settled; another run may hold it")
-            assert self.lost is not None
+            if self.lost is None:  # settled meanwhile by another thread of this process
+                raise self._settled_already()
             raise self.lost
         with self._lock:
             self.settled, self.task = task, task
@@ -220,15 +307,32 @@ class RunningTask:
             return
         if ev is None:
             self.complete(None)
-        elif isinstance(ev, Exception):
-            self.fail(_described(ev), retry=True)
+        else:
+            self._give_back(ev)
+
+    def _give_back(self, err: BaseException) -> None:
+        """After the work raised ``err`` (any exception: a cancellation too): fail this run
+        with ``retry=True``. When even that fails, let the run go (no more renewals), so its
+        lease ends and the task is queued again; ``err`` stays the exception to see."""
+        try:
+            self.fail(_described(err), retry=True)
+        except CrossInstanceError as failed:
+            self._mark_lost(f"its failure could not be recorded ({failed}); it goes back to "
+                            "the queue when its lease ends")
 
     async def __aenter__(self) -> RunningTask:
         return self
 
     async def __aexit__(self, et: type[BaseException] | None, ev: BaseException | None,
                         tb: TracebackType | None) -> None:
-        await self._queue._session.call(self.__exit__, et, ev, tb)
+        await self._session.call(self.__exit__, et, ev, tb)
+
+    def _outcome(self) -> Task:
+        """The settled task after ``_give_back``, or the reason it could not be settled."""
+        if self.settled is not None:
+            return self.settled
+        assert self.lost is not None
+        raise self.lost
 
 
 class Queue:
@@ -280,7 +384,7 @@ class Queue:
         (``should_attempt_work_stealing``), move the best queued task of the busiest one here
         in one atomic step and start it; None otherwise. Every attempt counts in the stats."""
         lease_ns = self._lease(lease)
-        least = self.settings.min_queued if min_queued is None else min_queued
+        least = self._min_queued(min_queued)
         if not self.should_attempt_work_stealing(least):
             return None
         sent = time.monotonic()
@@ -300,47 +404,67 @@ class Queue:
                     lease: float | None = None) -> Task | None:
         """Run the next task (``next``) with ``handler``: its return value completes the task;
         an exception fails this run with ``retry=True`` (the settled task is returned, the
-        exception is not raised again). None when there was nothing to run."""
+        exception is not raised again; one that is not an ``Exception``, such as
+        ``KeyboardInterrupt``, is, after the run is given back). None when there was nothing
+        to run. A result that is not a JSON value fails the task (no retry: the handler
+        would give it again) and raises ``InvalidArgument``; so does an async handler, which
+        belongs to ``aprocess_one``."""
+        if inspect.iscoroutinefunction(handler):
+            raise InvalidArgument("process_one takes a plain function; give an async handler "
+                                  "to aprocess_one")
         running = self.next(lease=lease)
         if running is None:
             return None
         try:
             result = handler(running)
-        except Exception as err:  # noqa: BLE001 - the handler's failure is the task's
-            return running.fail(_described(err), retry=True)
-        return running.complete(result)
+        except BaseException as err:
+            running.__exit__(type(err), err, err.__traceback__)
+            if not isinstance(err, Exception):
+                raise
+            return running._outcome()
+        return self._handled(running, result)
 
-    async def aput(self, payload: Any, *, tool_name: str = "", priority: int = 0,
-                   task_id: str | None = None, max_attempts: int | None = None) -> Task:
-        return await self._call(lambda: self.put(
-            payload, tool_name=tool_name, priority=priority, task_id=task_id,
-            max_attempts=max_attempts))
+    def _handled(self, running: RunningTask, result: Any) -> Task:
+        """Complete ``running`` with a handler's ``result``, or fail it when it cannot be
+        kept. A handler that settled the run itself has its own outcome kept."""
+        if running.settled is not None or running.lost is not None:
+            return running._outcome()
+        if inspect.isawaitable(result):
+            if inspect.iscoroutine(result):
+                result.close()  # never run: no "was never awaited" warning
+            running.fail("the handler returned an awaitable, not a result", retry=True)
+            raise InvalidArgument("the handler returned an awaitable (an async handler?): "
+                                  "give it to aprocess_one")
+        try:
+            text = to_text("result", result)
+        except InvalidArgument as err:
+            running.fail(f"the handler's result could not be kept: {err}")
+            raise
+        return running._settle("done", text)
 
-    async def atake(self, *, lease: float | None = None) -> RunningTask | None:
-        return await self._call(lambda: self.take(lease=lease))
+    aput = _twin(put)
+    atake = _twin(take)
+    asafe_steal_work = _twin(safe_steal_work)
+    asteal_work = asafe_steal_work
+    anext = _twin(next)
 
-    async def asafe_steal_work(self, *, lease: float | None = None,
-                               min_queued: int | None = None) -> RunningTask | None:
-        return await self._call(lambda: self.safe_steal_work(lease=lease,
-                                                             min_queued=min_queued))
-
-    async def anext(self, *, lease: float | None = None) -> RunningTask | None:
-        return await self._call(lambda: self.next(lease=lease))
-
-    async def aprocess_one(self, handler: Callable[[RunningTask], Awaitable[Any]], *,
+    async def aprocess_one(self, handler: Callable[[RunningTask], Awaitable[Any] | Any], *,
                            lease: float | None = None) -> Task | None:
-        """``process_one`` with an async ``handler``."""
+        """``process_one`` from a coroutine; ``handler`` may be async (awaited) or plain
+        (called in the event loop's thread)."""
         running = await self.anext(lease=lease)
         if running is None:
             return None
         try:
-            result = await handler(running)
-        except Exception as err:  # noqa: BLE001 - the handler's failure is the task's
-            return await running.afail(_described(err), retry=True)
-        return await running.acomplete(result)
-
-    async def _call(self, fn: Callable[[], T]) -> T:
-        return await self._session.call(fn)
+            result = handler(running)
+            if inspect.isawaitable(result):
+                result = await result
+        except BaseException as err:
+            await running.__aexit__(type(err), err, err.__traceback__)
+            if not isinstance(err, Exception):
+                raise
+            return running._outcome()
+        return await self._session.call(self._handled, running, result)
 
     # --- broadcast and stealing decisions ---------------------------------------------------
     def get_remote_queue_states(self) -> builtins.list[QueueState]:
@@ -373,9 +497,9 @@ class Queue:
         """Idle (nothing queued or running here, nor in this process) while another instance
         has more than ``min_queued`` tasks queued (one read of the store's counts: a dead
         instance's tasks are in the pool by then, which ``take`` draws from)."""
+        least = self._min_queued(min_queued)
         if self._running:
             return False
-        least = self.settings.min_queued if min_queued is None else min_queued
         counts = self._store().queue_counts()
         mine = next((c for c in counts if c.instance_id == self.instance_id), None)
         if mine is not None and (mine.queued or mine.running):
@@ -384,6 +508,9 @@ class Queue:
 
     def get_work_stealing_candidates(self, top_n: int = 3) -> builtins.list[str]:
         """The busiest live instances worth stealing from, busiest first."""
+        if isinstance(top_n, bool) or not isinstance(top_n, int) \
+                or not 1 <= top_n <= MAX_TOP_N:
+            raise InvalidArgument(f"top_n must be an integer 1..{MAX_TOP_N}, got {top_n!r}")
         return steal_candidates(self.instance_id, self.get_remote_queue_states(), top_n,
                                 self.settings.min_queued)
 
@@ -424,7 +551,31 @@ class Queue:
         """Per instance: queued, running, done, failed and its stealing."""
         return self._store().queue_counts()
 
+    aget_remote_queue_states = _twin(get_remote_queue_states)
+    abroadcast_queue_state = _twin(broadcast_queue_state)
+    ashould_attempt_work_stealing = _twin(should_attempt_work_stealing)
+    aget_work_stealing_candidates = _twin(get_work_stealing_candidates)
+    afind_steal_candidate = _twin(find_steal_candidate)
+    aget_work_stealing_summary = _twin(get_work_stealing_summary)
+    aget_stealing_stats = _twin(get_stealing_stats)
+    areset_stealing_stats = _twin(reset_stealing_stats)
+    acleanup_queue_states = _twin(cleanup_queue_states)
+    aget = _twin(get)
+    alist = _twin(list)
+    astats = _twin(stats)
+
+    def close(self) -> None:
+        """The runtime is closing: every run of this process is lost (its instance leaves,
+        and the store hands its tasks to the others)."""
+        with self._lock:
+            runs = builtins.list(self._running.values())
+        for run in runs:
+            run._mark_lost("this runtime closed: the task went back to the queue")
+
     # --- runs and their renewal -------------------------------------------------------------
+    def _min_queued(self, value: int | None) -> int:
+        return self.settings.min_queued if value is None else checked_min_queued(value)
+
     def _lease(self, lease: float | None) -> int:
         return self.settings.lease_ms * 1_000_000 if lease is None else _seconds("lease", lease)
 

@@ -250,6 +250,9 @@ class Runtime:
             self._slots.close()
         if self._announcer is not None:
             self._announcer.close()  # what this instance announced, written before it leaves
+        queue: Queue | None = self.__dict__.get("queue")
+        if queue is not None:
+            queue.close()  # its runs are lost: the instance leaves, the store hands them on
         if self._membership is not None:
             self._membership.leave()
         self.session.close()
