@@ -24,11 +24,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cross_instance.daemon.state import MAX_BODY
 from cross_instance.stores import open_store
 from cross_instance.stores.remote.ops import OPS
 from tests.conftest import serve_store
-
-MAX_BODY = 1 << 20  # the daemon's default bound on a request body
 
 
 @pytest.fixture
@@ -254,8 +253,8 @@ def _complete(data: bytes) -> bool:
 
 @pytest.mark.parametrize("path", ["/v1/permits/acquire", "/v1/store/release",
                                   "/v1/instances/register"])
-def test_a_2mb_body_is_413_json(addr: str, path: str) -> None:
-    body = b'{"instanceId": "' + b"x" * (2 << 20) + b'"}'
+def test_a_body_over_the_bound_is_413_json(addr: str, path: str) -> None:
+    body = b'{"instanceId": "' + b"x" * MAX_BODY + b'"}'
     head = (f"POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n").encode()
     reply = raw_exchange(addr, head, iter([body[i:i + 65536]

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from cross_instance.core.workqueue import ORPHANED, next_task
+from cross_instance.core.workqueue import MAX_TEXT, ORPHANED, next_task
 from cross_instance.errors import InvalidArgument, NotRegisteredError
 from tests.conftest import record
 
@@ -199,6 +199,32 @@ def test_bad_leases_outcomes_and_limits_are_refused(store):
     with pytest.raises(InvalidArgument, match="state"):
         store.list_tasks(state="lost")
     assert store.get_task("t").state == "running"
+
+
+@pytest.mark.parametrize("bad", ["\ud800", None, ["x"], "", "x" * 257, "nul\x00"])
+def test_a_lookup_by_an_id_no_store_could_hold_is_refused_by_name(store, bad):
+    setup(store, "a")
+    put(store, "a", "t")
+    with pytest.raises(InvalidArgument, match="task_id"):
+        store.get_task(bad)
+    if bad is not None:  # owner=None lists every owner
+        with pytest.raises(InvalidArgument, match="owner"):
+            store.list_tasks(owner=bad if bad != "" else 7)
+    assert [t.task_id for t in store.list_tasks(owner="")] == []  # "": the shared pool
+
+
+def test_payloads_up_to_the_bound_are_kept_whatever_their_characters(store):
+    """Up to ``MAX_TEXT`` bytes of JSON text, on every store: the remote one sends it as
+    UTF-8 (an escaped "é" is 6 bytes), escaped once more in its request's JSON."""
+    setup(store, "a")
+    quotes = json.dumps(["\"" * ((MAX_TEXT - 8) // 2)])  # every character escaped: \"
+    assert len(quotes.encode()) <= MAX_TEXT
+    payloads = {"accents": json.dumps("é" * 300_000, ensure_ascii=False),
+                "emoji": json.dumps("😀" * 200_000, ensure_ascii=False), "quotes": quotes}
+    for task_id, text in payloads.items():
+        assert store.put_task("a", task_id, "", 0, text, 3).payload == text
+    for task_id, text in payloads.items():
+        assert store.get_task(task_id).payload == text
 
 
 def test_list_matches_the_rules_of_the_core(store):

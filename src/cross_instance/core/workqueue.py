@@ -130,6 +130,14 @@ def check_new_task(task_id: str, tool_name: str, priority: int, payload: str,
     check_json_text("payload", payload)
 
 
+def check_lookup(task_id: object = "-", owner: object = None) -> None:
+    """``InvalidArgument`` for a task id or owner (None: any; "": the pool) that is not text a
+    store can look up."""
+    _check_text("task_id", task_id, MAX_TASK_ID, empty=False)
+    if owner is not None:
+        _check_text("owner", owner, MAX_TASK_ID, empty=True)
+
+
 def check_json_text(name: str, text: str) -> None:
     """``InvalidArgument`` unless ``text`` is JSON text of at most ``MAX_TEXT`` bytes that
     every store and reader keeps as it is (``core.jsonvalues``)."""

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cross_instance.config import Config
+from cross_instance.core.workqueue import MAX_TEXT
 from cross_instance.daemon.journal import Journal
 from cross_instance.daemon.replies import Replies
 from cross_instance.runtime.announcer import Announcer
@@ -35,11 +36,15 @@ SLOW_CALL_S = 0.5  # a stalled lock holder or a hung server, not a busy moment
 SLOW_FOR_S = 10
 
 
+# The largest body a valid call sends: a queue task's JSON text (``MAX_TEXT``), escaped once
+# more inside the request's JSON by the remote store (at most twice as long), and the rest.
+MAX_BODY = 2 * MAX_TEXT + (1 << 20)
+
 class Daemon:
     """The shared state of one ``pi-xi serve`` (the app's ``state.daemon``)."""
 
     def __init__(self, store: Store, config: Config, token: str | None = None,
-                 max_body: int = 1 << 20, log: LineLog | None = None,
+                 max_body: int = MAX_BODY, log: LineLog | None = None,
                  debug: bool = False, journal: Path | None = None) -> None:
         self.store = store
         self.config = config

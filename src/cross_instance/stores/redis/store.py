@@ -49,6 +49,7 @@ from cross_instance.core.workqueue import (
     StealingStats,
     Task,
     TaskState,
+    check_lookup,
     check_new_task,
 )
 from cross_instance.errors import (
@@ -634,10 +635,12 @@ class RedisStore(base.PermitDecisions):
         return _task(settled), _task(_registered(taken, instance_id))
 
     def get_task(self, task_id: str) -> Task | None:
+        check_lookup(task_id)
         return _task(self._run("task_get", task_id))
 
     def list_tasks(self, owner: str | None = None, state: TaskState | None = None,
                    limit: int = 100) -> list[Task]:
+        check_lookup(owner=owner)
         base.checked_state(state)
         most = base.checked_limit(limit)
         replies = self._run("task_list", owner or "", "0" if owner is None else "1",

@@ -45,6 +45,7 @@ from cross_instance.core.workqueue import (
     OwnerCounts,
     Task,
     TaskState,
+    check_lookup,
     check_new_task,
 )
 from cross_instance.daemon.wire import decode, encode, error_from_body
@@ -200,7 +201,11 @@ class RemoteStore(PermitDecisions):
         else:
             args = {arg: encode(kind, value) for (arg, kind), value in zip(op.args, values,
                                                                             strict=True)}
-            body = json.dumps(args, separators=(",", ":")).encode()
+            text = json.dumps(args, separators=(",", ":"), ensure_ascii=False)
+            try:  # UTF-8 as it is: an escaped "é" is 6 bytes, and "😀" 12
+                body = text.encode()
+            except UnicodeEncodeError:  # a lone surrogate: escaped, the daemon names it
+                body = json.dumps(args, separators=(",", ":")).encode()
         status, data = self._exchange(
             "POST", f"/v1/store/{name}", body,
             secrets.token_hex(12) if op.changes and not op.resend_safe else None,
@@ -368,10 +373,12 @@ class RemoteStore(PermitDecisions):
         return settled, taken
 
     def get_task(self, task_id: str) -> Task | None:
+        check_lookup(task_id)
         return self._call("get_task", task_id)  # type: ignore[no-any-return]
 
     def list_tasks(self, owner: str | None = None, state: TaskState | None = None,
                    limit: int = 100) -> list[Task]:
+        check_lookup(owner=owner)
         base.checked_state(state)
         return self._call("list_tasks", owner, state,  # type: ignore[no-any-return]
                           base.checked_limit(limit))

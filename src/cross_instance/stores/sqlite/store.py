@@ -38,6 +38,7 @@ from cross_instance.core.workqueue import (
     OwnerCounts,
     Task,
     TaskState,
+    check_lookup,
     check_new_task,
 )
 from cross_instance.hostfacts import identity as hostinfo
@@ -271,10 +272,12 @@ class SqliteStore(base.PermitDecisions):
         return self.db.write(step, "settle_and_take")
 
     def get_task(self, task_id: str) -> Task | None:
+        check_lookup(task_id)
         return self.db.read(lambda c, now: workqueue.load(c, task_id))
 
     def list_tasks(self, owner: str | None = None, state: TaskState | None = None,
                    limit: int = 100) -> list[Task]:
+        check_lookup(owner=owner)
         base.checked_state(state)
         most = base.checked_limit(limit)
         return self.db.read(lambda c, now: workqueue.listed(c, owner, state, most))
