@@ -26,9 +26,9 @@ def cli(tmp_path, *args: str, config: dict | None = None) -> subprocess.Complete
 def test_missing_state_directory_is_one_clear_line(tmp_path):
     out = cli(tmp_path, "pi-xi", "status")
     assert out.returncode == 0
-    assert out.stdout.strip().startswith(f"No state directory at {tmp_path / 'state'}")
+    assert out.stdout.strip().startswith(f"No state at {tmp_path / 'state'}")
     data = json.loads(cli(tmp_path, "pi-xi", "status", "--json").stdout)
-    assert data["instances"] == [] and "No state directory" in data["message"]
+    assert data["instances"] == [] and "No state at" in data["message"]
     assert not (tmp_path / "state").exists()  # looking never creates state
 
 

@@ -29,7 +29,7 @@ def cli(tmp_path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_no_state_is_one_line_and_no_error(tmp_path):
     out = cli(tmp_path)
     assert out.returncode == 0 and out.stdout == ""
-    assert out.stderr.startswith(f"No state directory at {tmp_path / 'state'}")
+    assert out.stderr.startswith(f"No state at {tmp_path / 'state'}")
     assert not (tmp_path / "state").exists()  # looking never creates state
 
 

@@ -111,7 +111,11 @@ def test_stats_per_instance_with_the_total(filled: SqliteStore) -> None:
 @pytest.mark.parametrize("args, option", [
     (["list", "--state", "lost"], "--state"), (["--state", "lost"], "--state"),
     (["list", "--limit", "0"], "--limit"), (["--limit", "many"], "--limit"),
-    (["list", "--limit", "100001"], "--limit")])
+    (["list", "--limit", "100001"], "--limit"),
+    # before the subcommand they would be ignored: refused, naming where they go
+    (["--state", "done", "list"], "pi-xi queue list --state"),
+    (["--json", "stats"], "pi-xi queue stats --json"),
+    (["--limit", "1", "--owner", "a", "list"], "--owner, --limit must follow")])
 def test_bad_arguments_exit_2_naming_the_option(env: Path, args: list[str],
                                                 option: str) -> None:
     code, out = pi_xi(*args)
@@ -120,10 +124,10 @@ def test_bad_arguments_exit_2_naming_the_option(env: Path, args: list[str],
 
 def test_without_state_it_says_so_and_creates_none(env: Path) -> None:
     code, text = pi_xi()
-    assert code == 0 and text.startswith(f"No state directory at {env}")
+    assert code == 0 and text.startswith(f"No state at {env}")
     assert json.loads(pi_xi("--json")[1]) == {"tasks": []}
     assert json.loads(pi_xi("stats", "--json")[1])["instances"] == []
-    assert pi_xi("stats")[1].startswith("No state directory")
+    assert pi_xi("stats")[1].startswith("No state at")
     assert not env.exists()
     SqliteStore(env).close()  # a store without tasks
     assert pi_xi() == (0, "No tasks.\n")

@@ -57,7 +57,7 @@ def status(as_json: JsonOpt = False) -> None:
     config = _config()
     view = _open_status(config)
     if view is None:
-        message = (f"No state directory at {config.runtime_dir}: no instance has run here yet "
+        message = (f"No state at {config.runtime_dir}: no instance has run here yet "
                    f"(set PI_RUNTIME_DIR to use another)")
         _emit({"stateDir": str(config.runtime_dir), "instances": [], "message": message},
               as_json, message)

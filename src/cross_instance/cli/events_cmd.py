@@ -60,7 +60,7 @@ def events_command(follow: FollowOpt = False, as_json: JsonOpt = False, after: A
     cfg = config()
     store = open_configured_store(cfg)
     if store is None:  # as `pi-xi status`: nothing has happened here, which is no error
-        typer.echo(f"No state directory at {cfg.runtime_dir}: no instance has run here yet "
+        typer.echo(f"No state at {cfg.runtime_dir}: no instance has run here yet "
                    f"(set PI_RUNTIME_DIR to use another)", err=True)
         return
 

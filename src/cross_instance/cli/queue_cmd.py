@@ -78,7 +78,7 @@ def _list(owner: str | None, choice: StateChoice | None, limit: int, as_json: bo
         emit({"tasks": [t.to_json() for t in tasks]}, True, "")
         return
     if store is None:
-        typer.echo(f"No state directory at {where}: no instance has run here yet "
+        typer.echo(f"No state at {where}: no instance has run here yet "
                    f"(set PI_RUNTIME_DIR to use another)")
         return
     if not tasks:
@@ -104,6 +104,13 @@ def queue(ctx: typer.Context, owner: OwnerOpt = None, state: StateOpt = None,
     """Tasks of the shared work queue (= `pi-xi queue list`)."""
     if ctx.invoked_subcommand is None:
         _list(owner, state, limit, as_json)
+        return
+    given = [name for name, value, default in (("--owner", owner, None), ("--state", state, None),
+                                                ("--limit", limit, 100), ("--json", as_json, False))
+             if value != default]
+    if given:  # they would be silently ignored: the subcommand has options of its own
+        fail(f"{', '.join(given)} must follow the subcommand: pi-xi queue "
+             f"{ctx.invoked_subcommand} {' '.join(given)} ...", 2)
 
 
 @queue_app.command("list")
@@ -128,7 +135,7 @@ def queue_stats(as_json: JsonOpt = False) -> None:
     total = total_stealing(counts)
     view = {"instances": [c.to_json() for c in counts], "stealing": total.to_json()}
     if as_json or store is None:
-        emit(view, as_json, f"No state directory at {where}: no instance has run here yet "
+        emit(view, as_json, f"No state at {where}: no instance has run here yet "
                             f"(set PI_RUNTIME_DIR to use another)")
         return
     if not counts:
