@@ -15,6 +15,8 @@ import os
 import random
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -127,25 +129,40 @@ def _check_exactly_once(store: Any, logs: Path) -> dict[str, int]:
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("kind", ["sqlite", "redis", "remote"])
-def test_idle_instances_steal_and_every_task_is_done_exactly_once(tmp_path, kind):
+@contextmanager
+def _shared(kind: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """The workers' store: the SQLite in their state directory, a Redis prefix, or one
+    daemon every worker is an HTTP client of (killed or stopped mid-call too)."""
     from tests.conftest import redis_prefix, serve_store
 
     if kind == "redis":
         with redis_prefix("pi-queue") as url:
-            _plain(tmp_path, {"store": url})
-    elif kind == "remote":  # every worker through one daemon, over its HTTP socket
+            yield {"store": url}
+    elif kind == "remote":
         with serve_store(SqliteStore(tmp_path / "daemon-state")) as addr:
-            _plain(tmp_path, {"store": f"http://{addr}"})
+            yield {"store": f"http://{addr}"}
     else:
-        _plain(tmp_path, {})
+        yield {}
 
 
-def _plain(tmp_path: Path, store_cfg: dict[str, Any]) -> None:
-    reports, store, logs = _run(tmp_path, store_cfg, 0.002, attack=False)
+@contextmanager
+def _ran(tmp_path: Path, store_cfg: dict[str, Any], attack: bool
+         ) -> Iterator[tuple[dict[str, tuple[int, int, int]], Any, dict[str, int]]]:
+    """The workers' reports, the shared store, and the tasks each completed, once every task
+    is checked done exactly once."""
+    reports, store, logs = _run(tmp_path, store_cfg, 0.004 if attack else 0.002, attack)
     try:
         by = _check_exactly_once(store, logs)
         assert sum(by.values()) == TASKS
+        yield reports, store, by
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis", "remote"])
+def test_idle_instances_steal_and_every_task_is_done_exactly_once(tmp_path, kind):
+    with _shared(kind, tmp_path) as store_cfg, _ran(tmp_path, store_cfg, False) as (
+            reports, store, by):
         for name, (completed, lost, _) in reports.items():
             assert completed == by.get(name, 0) and lost == 0
         stealers = [by.get(f"stealer{i}", 0) for i in range(STEALERS)]
@@ -158,34 +175,15 @@ def _plain(tmp_path: Path, store_cfg: dict[str, Any]) -> None:
         for c in counts.values():
             s = c.stealing
             assert s.total_attempts == s.successful_steals + s.failed_attempts
-    finally:
-        store.close()
 
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("kind", ["sqlite", "redis", "remote"])
 def test_kills_and_a_stop_past_the_lease_lose_no_task(tmp_path, kind):
-    from tests.conftest import redis_prefix, serve_store
-
-    if kind == "redis":
-        with redis_prefix("pi-queue-kill") as url:
-            _attacked(tmp_path, {"store": url})
-    elif kind == "remote":  # a worker killed or stopped in the middle of an HTTP call too
-        with serve_store(SqliteStore(tmp_path / "daemon-state")) as addr:
-            _attacked(tmp_path, {"store": f"http://{addr}"})
-    else:
-        _attacked(tmp_path, {})
-
-
-def _attacked(tmp_path: Path, store_cfg: dict[str, Any]) -> None:
-    reports, store, logs = _run(tmp_path, store_cfg, 0.004, attack=True)
-    try:
-        by = _check_exactly_once(store, logs)
-        assert sum(by.values()) == TASKS
+    with _shared(kind, tmp_path) as store_cfg, _ran(tmp_path, store_cfg, True) as (
+            reports, store, _):
         lost = [e for e in _all_events(store) if e.kind == "task_lost"]
         assert len(lost) >= 3  # each victim's run went back to the queue
         assert all(e.data["state"] == "queued" for e in lost)
         stopped = [r for r in reports.values() if r[1]]
         assert stopped, "the resumed worker was not told it lost its task"
-    finally:
-        store.close()
