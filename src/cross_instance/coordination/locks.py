@@ -3,8 +3,9 @@
 ``rt.locks.hold(resource, ttl)`` waits its turn (first come, first served across processes), renews
 in the background while held, and on exit releases. If the lock is lost anyway (the process
 was paused past the TTL, the store was unreachable until expiry, or the instance was judged
-dead), the holder is told: ``on_lost`` is called, ``held.ensure()`` raises ``LockLostError``,
-and leaving the ``with`` block raises it, never a silent continuation. Pass ``held.token`` to
+dead, which frees its locks before their TTLs end), the holder is told: ``on_lost`` is
+called, ``held.ensure()`` raises ``LockLostError``, and leaving the ``with`` block raises it,
+never a silent continuation. Pass ``held.token`` to
 whatever the lock protects so it can refuse a stale holder (fencing).
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import math
 import random
 import threading
 import time
@@ -33,6 +35,7 @@ from cross_instance.errors import (
     LockTimeoutError,
 )
 from cross_instance.runtime.acquire import Call, Sleep, run_async, run_sync
+from cross_instance.runtime.tenure import Tenure
 from cross_instance.stores.permit_ids import new_ticket
 
 if TYPE_CHECKING:
@@ -47,9 +50,11 @@ OnLost = Callable[["HeldLock", LockLostError], None]
 class LockLoop:
     """One wait for a lock, as steps for the shared drivers of ``acquire``."""
 
-    def __init__(self, store: Store, resource: str, instance_id: str, ttl_ns: int,
+    def __init__(self, session: Session, resource: str, ttl_ns: int,
                  timeout: float | None) -> None:
-        self.store, self.resource, self.instance_id = store, resource, instance_id
+        self.session = session
+        self.store, self.resource = session.require_store(), resource
+        self.instance_id = session.instance_id
         self.ttl_ns = ttl_ns
         self.started = time.monotonic()
         timeout = check_seconds("timeout", timeout, LockRequestError)
@@ -58,11 +63,12 @@ class LockLoop:
         # queues once, and leaving gives the place back even if no reply ever came
         self.ticket: int | None = new_ticket()
         self.sent = 0.0
+        self.tenure = Tenure(session)  # the registration the last attempt was sent under
 
     def steps(self) -> Generator[Call | Sleep, Any, LockRecord]:
         poll = LOCK_POLL_S
         while True:
-            self.sent = time.monotonic()
+            self.sent, self.tenure = time.monotonic(), Tenure(self.session)
             result = yield Call(self.store.acquire_lock,
                                 (self.resource, self.instance_id, self.ttl_ns, self.ticket, True))
             if isinstance(result, LockRecord):
@@ -97,8 +103,9 @@ class HeldLock:
     in the background (every third of the TTL) and releases on exit."""
 
     def __init__(self, store: Store, record: LockRecord, ttl_ns: int, sent: float,
-                 on_lost: OnLost | None = None) -> None:
+                 on_lost: OnLost | None = None, tenure: Tenure | None = None) -> None:
         self._store = store
+        self._tenure = tenure  # the registration it was acquired under
         self.record = record
         self.ttl_ns = ttl_ns
         self.valid_until = sent + ttl_ns / 1e9  # monotonic, conservative (from the request)
@@ -143,12 +150,17 @@ class HeldLock:
         if self.lost is not None or self.released:
             return False
         ttl_ns = self.ttl_ns if ttl is None else check_ttl(ttl)
+        gone = None if self._tenure is None else self._tenure.gone()
+        if gone is not None:
+            self._mark_lost(gone)
+            return False
         sent = time.monotonic()
         try:
             record = self._store.renew_lock(self.resource, self.lock_id, ttl_ns)
         except CrossInstanceError as err:
-            if time.monotonic() < self.valid_until:
-                return True  # not confirmed, but not expired either: try again soon
+            # not expired while neither its TTL nor its instance's lease is over: try again soon
+            if time.monotonic() < min(self.valid_until, self._instance_until()):
+                return True
             self._mark_lost(f"could not be renewed before its TTL ended ({err})")
             return False
         if record is None:
@@ -174,15 +186,22 @@ class HeldLock:
         except CrossInstanceError:
             pass  # the store is what failed; the holder was told all the same
 
+    def _instance_until(self) -> float:
+        return math.inf if self._tenure is None else self._tenure.until()
+
     def _lost_now(self) -> LockLostError | None:
         with self._lost_lock:
             return self.lost
 
     def ensure(self) -> None:
         """Raise ``LockLostError`` unless the lock is surely still held (call it before each
-        action the lock protects)."""
-        if self.lost is None and not self.released and time.monotonic() >= self.valid_until:
-            self.renew()
+        action the lock protects). It asks the store only when the TTL, or the instance's
+        own lease, may have ended."""
+        if self.lost is None and not self.released:
+            if self._tenure is not None:
+                self._tenure.ensure(self.valid_until, self.renew, self._mark_lost)
+            elif time.monotonic() >= self.valid_until:
+                self.renew()
         lost = self._lost_now()
         if lost is not None:
             raise lost
@@ -285,11 +304,12 @@ class Locks:
         this instance holds waits (or gets None) like any other."""
         ttl_ns, store = check_ttl(ttl), self._session.require_store()
         _check_on_lost(on_lost)
-        sent = time.monotonic()
+        sent, tenure = time.monotonic(), Tenure(self._session)
         record = store.acquire_lock(check_resource(resource), self._session.instance_id,
                                     ttl_ns, None, False)
         assert not isinstance(record, LockWaiting)
-        return None if record is None else HeldLock(store, record, ttl_ns, sent, on_lost)
+        return None if record is None else HeldLock(store, record, ttl_ns, sent, on_lost,
+                                                    tenure)
 
     def acquire(self, resource: str, ttl: float, timeout: float | None = None,
                 cancel: threading.Event | None = None,
@@ -301,7 +321,7 @@ class Locks:
         _check_on_lost(on_lost)
         loop = self._loop(resource, ttl, timeout)
         record = run_sync(loop, None, cancel)
-        return HeldLock(loop.store, record, loop.ttl_ns, loop.sent, on_lost)
+        return HeldLock(loop.store, record, loop.ttl_ns, loop.sent, on_lost, loop.tenure)
 
     async def aacquire(self, resource: str, ttl: float, timeout: float | None = None,
                        on_lost: OnLost | None = None) -> HeldLock:
@@ -309,7 +329,7 @@ class Locks:
         _check_on_lost(on_lost)
         loop = self._loop(resource, ttl, timeout)
         record = await run_async(loop, self._session.call)
-        return HeldLock(loop.store, record, loop.ttl_ns, loop.sent, on_lost)
+        return HeldLock(loop.store, record, loop.ttl_ns, loop.sent, on_lost, loop.tenure)
 
     def hold(self, resource: str, ttl: float = 30.0, timeout: float | None = None,
              on_lost: OnLost | None = None) -> HeldLock:
@@ -339,5 +359,4 @@ class Locks:
         return self._session.require_store().list_locks()
 
     def _loop(self, resource: str, ttl: float, timeout: float | None) -> LockLoop:
-        return LockLoop(self._session.require_store(), check_resource(resource),
-                        self._session.instance_id, check_ttl(ttl), timeout)
+        return LockLoop(self._session, check_resource(resource), check_ttl(ttl), timeout)

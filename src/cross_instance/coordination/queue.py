@@ -52,6 +52,7 @@ from cross_instance.core.workqueue import (
     total_stealing,
 )
 from cross_instance.errors import CrossInstanceError, InvalidArgument, TaskLostError
+from cross_instance.runtime.tenure import Tenure
 from cross_instance.stores.base import checked_min_queued
 
 if TYPE_CHECKING:
@@ -109,7 +110,7 @@ class RunningTask:
     it with ``retry=True``."""
 
     def __init__(self, queue: Queue, task: Task, lease_ns: int, sent: float,
-                 stolen: bool) -> None:
+                 stolen: bool, tenure: Tenure) -> None:
         self._queue = queue
         self.task = task
         self.lease_ns = lease_ns
@@ -120,9 +121,7 @@ class RunningTask:
         self.settled: Task | None = None
         self._lock = threading.Lock()
         self._session = queue._session
-        membership = queue._session.membership
-        # the instance's registration this run belongs to (a new one: judged dead meanwhile)
-        self._generation = None if membership is None else membership.generation
+        self._tenure = tenure  # the registration it was taken under (before the store call)
         self.payload: Any = json.loads(task.payload)
 
     @property
@@ -152,40 +151,22 @@ class RunningTask:
         return f"<RunningTask {self.task_id!r} run {self.fence} {state}>"
 
     # --- the lease --------------------------------------------------------------------------
-    def _gone(self) -> str | None:
-        """Why this run's instance no longer holds it, as far as this process knows."""
-        if self._session.closed:
-            return "this runtime closed: the task went back to the queue"
-        membership = self._session.membership
-        if membership is not None and membership.generation != self._generation:
-            return ("this instance was judged dead (stalled past its lease) and registered "
-                    "again: its runs went back to the queue")
-        return None
-
-    def _deadline(self) -> float:
-        """Until when (monotonic) the store surely still counts this run as this instance's:
-        its own lease and its instance's, whichever ends first (a dead instance's runs go
-        back to the queue before their own leases end)."""
-        membership = self._session.membership
-        if membership is None:
-            return self.valid_until
-        return min(self.valid_until, membership.valid_until)
-
     def renew(self) -> bool:
         """Extend the lease from now; False (and ``lost`` set) once the run is over."""
         with self._lock:
             if self.lost is not None or self.settled is not None:
                 return False
-        gone = self._gone()
+        gone = self._tenure.gone()
         if gone is not None:
-            self._mark_lost(gone)
+            self._mark_lost(f"{gone}: the task went back to the queue")
             return False
         sent = time.monotonic()
         try:
             task = self._queue._store().renew_task(self.task_id, self.fence, self.lease_ns)
         except CrossInstanceError as err:
-            if time.monotonic() < self._deadline():
-                return True  # not confirmed, but not expired either: try again soon
+            # not expired while neither its lease nor its instance's is over: try again soon
+            if time.monotonic() < min(self.valid_until, self._tenure.until()):
+                return True
             self._mark_lost(f"could not be renewed before its lease ended ({err})")
             return False
         if task is None:
@@ -206,32 +187,12 @@ class RunningTask:
         each step whose effect must not happen twice). It asks the store only when the run's
         lease or its instance's may have ended."""
         if self.lost is None and self.settled is None:
-            gone = self._gone()
-            if gone is not None:
-                self._mark_lost(gone)
-            elif time.monotonic() >= self._deadline():
-                self._confirm_instance()
-                if self.lost is None and time.monotonic() >= self.valid_until:
-                    self.renew()
+            self._tenure.ensure(self.valid_until, self.renew, lambda why: self._mark_lost(
+                f"{why}: the task went back to the queue"))
         if self.lost is not None:
             raise self.lost
         if self.settled is not None:
             raise TaskLostError(self.task_id, self.fence, f"it was settled ({self.settled.state})")
-
-    def _confirm_instance(self) -> None:
-        """When the instance's own lease may have ended: heartbeat now, or count the run lost
-        (the store may have judged the instance dead and given its runs to others)."""
-        membership = self._session.membership
-        if membership is None or time.monotonic() < membership.valid_until:
-            return
-        try:
-            membership.confirm()
-        except CrossInstanceError as err:
-            self._mark_lost(f"its instance's lease ended and could not be renewed ({err})")
-            return
-        gone = self._gone()
-        if gone is not None:
-            self._mark_lost(gone)
 
     arenew = _twin(renew)
     aensure = _twin(ensure)
@@ -263,12 +224,12 @@ class RunningTask:
             raise self.lost
         if self.settled is not None:  # settled here already: taking again would start another
             raise self._settled_already()
-        sent = time.monotonic()
+        sent, tenure = time.monotonic(), Tenure(self._session)
         task, taken = self._queue._store().settle_and_take(
             self.task_id, self.fence, "done", text, self._queue.instance_id, lease_ns)
         settled = self._settled(task)
         return settled, None if taken is None else self._queue._run(taken, lease_ns, sent,
-                                                                    False)
+                                                                    False, tenure)
 
     acomplete_and_take = _twin(complete_and_take)
 
@@ -374,9 +335,9 @@ class Queue:
         """Start the next task of this instance's queue (or one an instance that is gone
         left), or None when there is none."""
         lease_ns = self._lease(lease)
-        sent = time.monotonic()
+        sent, tenure = time.monotonic(), Tenure(self._session)
         task = self._store().take_task(self.instance_id, lease_ns)
-        return None if task is None else self._run(task, lease_ns, sent, False)
+        return None if task is None else self._run(task, lease_ns, sent, False, tenure)
 
     def safe_steal_work(self, *, lease: float | None = None,
                         min_queued: int | None = None) -> RunningTask | None:
@@ -387,9 +348,9 @@ class Queue:
         least = self._min_queued(min_queued)
         if not self.should_attempt_work_stealing(least):
             return None
-        sent = time.monotonic()
+        sent, tenure = time.monotonic(), Tenure(self._session)
         task = self._store().steal_task(self.instance_id, lease_ns, least)
-        return None if task is None else self._run(task, lease_ns, sent, True)
+        return None if task is None else self._run(task, lease_ns, sent, True, tenure)
 
     steal_work = safe_steal_work  # the seed's name: stealing is one atomic step here
 
@@ -579,8 +540,9 @@ class Queue:
     def _lease(self, lease: float | None) -> int:
         return self.settings.lease_ms * 1_000_000 if lease is None else _seconds("lease", lease)
 
-    def _run(self, task: Task, lease_ns: int, sent: float, stolen: bool) -> RunningTask:
-        running = RunningTask(self, task, lease_ns, sent, stolen)
+    def _run(self, task: Task, lease_ns: int, sent: float, stolen: bool,
+             tenure: Tenure) -> RunningTask:
+        running = RunningTask(self, task, lease_ns, sent, stolen, tenure)
         with self._lock:
             self._running[task.task_id] = running
             if self._renewer is None or not self._renewer.is_alive():

@@ -1,0 +1,84 @@
+"""A process cut off from Redis (a partition of its host only) past its instance's lease, but
+not past its lock's TTL or its task's lease: the others judge its instance dead, take its
+lock and run its task, so neither the cut-off lock nor the cut-off run may pass ``ensure()``
+on the strength of its own, longer, validity. When the partition heals, the instance
+registers again, and a run from before is still told it lost its task."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from contextlib import contextmanager
+
+import pytest
+
+from cross_instance.core.workqueue import QueueSettings
+from cross_instance.errors import LockLostError, TaskLostError
+from cross_instance.runtime import Runtime
+from cross_instance.stores.redis.store import RedisStore
+from tests.conftest import redis_prefix
+from tests.helpers_runtime import make_config
+from tests.redis.reply_proxy import ReplyProxy
+
+
+@contextmanager
+def _cut_off_a(tmp_path):
+    """Runtimes a (through a proxy that can cut it off) and b, on one Redis prefix; leases
+    of 1 s for instances, 30 s for queue runs."""
+    with redis_prefix("pi-part") as url:
+        proxy = ReplyProxy(6379)
+        cfg = dataclasses.replace(
+            make_config(tmp_path / "state", interval_ms=100, timeout_ms=1000, store=url),
+            queue=QueueSettings(lease_ms=30_000))
+        cut = url.replace("127.0.0.1:6379", f"127.0.0.1:{proxy.port}")
+        a = Runtime.start(cwd=tmp_path, config=cfg, instance_id="a",
+                          store=RedisStore(cut, retry_for_s=0.2, socket_timeout_s=0.2))
+        b = Runtime.start(cwd=tmp_path, config=cfg, instance_id="b")
+        try:
+            yield a, b, proxy
+        finally:
+            b.close()
+            a.close()
+            proxy.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_lock_cut_off_past_its_instance_lease_is_lost_not_trusted(tmp_path):
+    with _cut_off_a(tmp_path) as (a, b, proxy):
+        held = a.locks.try_acquire("deploy\tmain", ttl=30)  # a TTL far past the lease
+        held.ensure()
+        proxy.blackhole.set()
+        taken = b.locks.acquire("deploy\tmain", ttl=30, timeout=20)  # a's was freed
+        assert taken.token > held.token
+        with pytest.raises(LockLostError, match="instance's lease"):
+            held.ensure()  # its own TTL has 29 s left; its instance's lease ran out
+        b.locks.release(taken)
+
+
+@pytest.mark.timeout(60)
+def test_a_run_cut_off_past_its_instance_lease_is_lost_not_renewed(tmp_path):
+    with _cut_off_a(tmp_path) as (a, b, proxy):
+        a.queue.put("charge-card", task_id="pay")
+        a.queue.put("send-mail", task_id="mail")
+        during, after = a.queue.take(), a.queue.take()
+        during.ensure()
+        proxy.blackhole.set()
+        taken = _until(lambda: b.queue.next())  # a judged dead: its runs went to the pool
+        assert taken.task_id in ("pay", "mail") and taken.fence > during.fence
+        with pytest.raises(TaskLostError, match="instance's lease"):
+            during.ensure()  # its own lease has 29 s left; its instance's ran out
+        proxy.blackhole.clear()
+        _until(lambda: a._membership.generation == 1 or None)  # registered again
+        with pytest.raises(TaskLostError, match="judged dead"):
+            after.ensure()  # never checked while cut off: told now
+        with pytest.raises(TaskLostError):
+            after.complete("late")
+        assert taken.complete("b").state == "done"
+
+
+def _until(check, bound_s=20.0):
+    end = time.monotonic() + bound_s
+    while (got := check()) is None:
+        assert time.monotonic() < end, "never happened"
+        time.sleep(0.05)
+    return got
