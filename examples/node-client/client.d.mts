@@ -162,12 +162,16 @@ export interface QueueTask {
   owner: string;
   toolName: string;
   priority: number;
+  /** The task's JSON value: integers wider than 2^53 are `bigint`s (exact; written back as
+   * JSON integers). The same holds for `result` and `error`. */
   payload: unknown;
   state: "queued" | "running" | "done" | "failed";
   attempts: number;
   maxAttempts: number;
   /** The fencing token of the current run: completing and failing need it. */
   fence: number;
+  /** While running: when the lease ends, in ns on the store's clock (as a number: exact to
+   * a microsecond). */
   leaseUntilNs: number | null;
   result: unknown;
   error: unknown;
@@ -257,7 +261,8 @@ export declare class Coordinator {
 
   /** A request of the API (retried as the other methods are); the parsed JSON reply. */
   request(method: "GET" | "POST", path: string, body?: unknown,
-          options?: { timeoutMs?: number; signal?: AbortSignal }): Promise<any>;
+          options?: { timeoutMs?: number; signal?: AbortSignal;
+                      wide?: "string" | "bigint" }): Promise<any>;
   /** A streaming GET (the event stream): the response once its headers came, or the error. */
   stream(path: string, headers: Record<string, string>, signal: AbortSignal): Promise<Response>;
 
@@ -305,7 +310,7 @@ export declare class Coordinator {
             options?: SubscribeOptions): Promise<Subscription>;
 }
 
-/** `JSON.parse`, with integers wider than 2^53 read as decimal strings. */
-export declare function parseJson(text: string): any;
+/** `JSON.parse`, with integers wider than 2^53 read as decimal strings (or `bigint`s). */
+export declare function parseJson(text: string, wide?: "string" | "bigint"): any;
 /** `JSON.stringify`, with `bigint`s written as JSON integers. */
 export declare function stringifyJson(value: unknown): string;

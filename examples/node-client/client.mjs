@@ -1,7 +1,7 @@
 // @ts-check
 /**
  * A small client of the pi-xi coordinator daemon (`pi-xi serve`) for Node 20 and later:
- * built-in `fetch`, no dependencies, no build step. Types for TypeScript are in `client.d.ts`
+ * built-in `fetch`, no dependencies, no build step. Types for TypeScript are in `client.d.mts`
  * beside this file; the JSDoc below is checked against them with `tsc --checkJs`.
  *
  *   import { Coordinator } from "./client.mjs";
@@ -18,6 +18,8 @@
  *   reached after the bounded retries is the retryable `store_unavailable`.
  * - Ids the daemon writes as integers wider than a JS number holds exactly (permit ids use 63
  *   bits) are read as decimal strings and written back as JSON integers: nothing is rounded.
+ *   In a queue task's `payload`, `result` and `error` (the user's own JSON) such integers are
+ *   `bigint`s, written back as JSON integers too; its clock fields are numbers.
  */
 
 import { randomUUID } from "node:crypto";
@@ -27,6 +29,7 @@ import os from "node:os";
 export const DEFAULT_ADDR = "127.0.0.1:8765";
 const REQUEST_ID_HEADER = "x-pi-request-id";
 const LONG_POLL_MARGIN_MS = 15_000; // a long-poll's reply may take its timeout plus this
+const TASKS = /** @type {const} */ ({ wide: "bigint" }); // a task's JSON: wide integers exact
 const INT_MARK = `@@pi-int-${randomUUID()}:`; // stands for a raw integer while serialising
 
 // --- errors ----------------------------------------------------------------------------
@@ -89,13 +92,18 @@ function errorFrom(status, body, retryAfterHeader) {
 
 // --- JSON with integers wider than 2^53 -------------------------------------------------
 
+// A string the daemon never sends (it refuses lone surrogates everywhere): marks a wide integer
+// while parsing with `wide = "bigint"`.
+const WIDE_MARK = "\ud800int:";
+
 /**
  * `JSON.parse`, except that an integer a JS number cannot hold exactly becomes its decimal
- * string (the daemon's permit ids use 63 bits).
+ * string (the daemon's permit ids use 63 bits), or with `wide = "bigint"` a `bigint`.
  * @param {string} text
+ * @param {"string" | "bigint"} [wide]
  * @returns {any}
  */
-export function parseJson(text) {
+export function parseJson(text, wide = "string") {
   if (!/\d{16}/.test(text)) return JSON.parse(text);
   let out = "";
   let copied = 0;
@@ -112,14 +120,31 @@ export function parseJson(text) {
       while (i < text.length && /[0-9eE.+-]/.test(text[i])) i++;
       const token = text.slice(start, i);
       if (/^-?\d{16,}$/.test(token) && !Number.isSafeInteger(Number(token))) {
-        out += `${text.slice(copied, start)}"${token}"`;
+        out += `${text.slice(copied, start)}"${wide === "bigint" ? "\\ud800int:" : ""}${token}"`;
         copied = i;
       }
     } else {
       i++;
     }
   }
-  return JSON.parse(out + text.slice(copied));
+  if (wide === "string") return JSON.parse(out + text.slice(copied));
+  return JSON.parse(out + text.slice(copied), (_key, v) =>
+    typeof v === "string" && v.startsWith(WIDE_MARK) ? BigInt(v.slice(WIDE_MARK.length)) : v);
+}
+
+/**
+ * A task as the daemon sent it (parsed with wide integers as `bigint`s): its clock fields as
+ * numbers (nanoseconds since the epoch exceed 2^53; as a number they are exact to a
+ * microsecond), the user's JSON as it was.
+ * @param {any} task
+ * @returns {import("./client.d.mts").QueueTask}
+ */
+function taskFrom(task) {
+  for (const key of ["leaseUntilNs", "enqueuedAt", "fence", "attempts", "maxAttempts",
+                     "priority"]) {
+    if (typeof task[key] === "bigint") task[key] = Number(task[key]);
+  }
+  return task;
 }
 
 /**
@@ -446,7 +471,8 @@ export class Coordinator {
    * @param {"GET" | "POST"} method
    * @param {string} path
    * @param {unknown} [body]
-   * @param {{timeoutMs?: number, signal?: AbortSignal}} [options]
+   * @param {{timeoutMs?: number, signal?: AbortSignal, wide?: "string" | "bigint"}} [options]
+   *   `wide`: how integers wider than a JS number are read (`parseJson`)
    * @returns {Promise<any>}
    */
   async request(method, path, body, options = {}) {
@@ -484,7 +510,7 @@ export class Coordinator {
       /** @type {unknown} */
       let data = null;
       try {
-        data = text === "" ? null : parseJson(text);
+        data = text === "" ? null : parseJson(text, options.wide);
       } catch {
         data = null;
       }
@@ -858,8 +884,9 @@ export class Coordinator {
   async putTask(payload, options = {}) {
     const reply = await this.request("POST", "/v1/queue/put", defined({
       instanceId: this.#requireInstance(), payload, toolName: options.toolName,
-      priority: options.priority, taskId: options.taskId, maxAttempts: options.maxAttempts }));
-    return reply.task;
+      priority: options.priority, taskId: options.taskId, maxAttempts: options.maxAttempts }),
+    TASKS);
+    return taskFrom(reply.task);
   }
 
   /**
@@ -870,8 +897,8 @@ export class Coordinator {
    */
   async takeTask(options = {}) {
     const reply = await this.request("POST", "/v1/queue/take", defined({
-      instanceId: this.#requireInstance(), leaseMs: options.leaseMs }));
-    return reply.task;
+      instanceId: this.#requireInstance(), leaseMs: options.leaseMs }), TASKS);
+    return reply.task === null ? null : taskFrom(reply.task);
   }
 
   /**
@@ -883,8 +910,8 @@ export class Coordinator {
   async stealTask(options = {}) {
     const reply = await this.request("POST", "/v1/queue/steal", defined({
       instanceId: this.#requireInstance(), leaseMs: options.leaseMs,
-      minQueued: options.minQueued }));
-    return reply.task;
+      minQueued: options.minQueued }), TASKS);
+    return reply.task === null ? null : taskFrom(reply.task);
   }
 
   /**
@@ -895,8 +922,8 @@ export class Coordinator {
    */
   async renewTask(task, options = {}) {
     const reply = await this.request("POST", "/v1/queue/renew", defined({
-      taskId: task.taskId, fence: task.fence, leaseMs: options.leaseMs }));
-    return reply.task;
+      taskId: task.taskId, fence: task.fence, leaseMs: options.leaseMs }), TASKS);
+    return taskFrom(reply.task);
   }
 
   /**
@@ -908,8 +935,8 @@ export class Coordinator {
    */
   async completeTask(task, result = null) {
     const reply = await this.request("POST", "/v1/queue/complete", {
-      taskId: task.taskId, fence: task.fence, result });
-    return reply.task;
+      taskId: task.taskId, fence: task.fence, result }, TASKS);
+    return taskFrom(reply.task);
   }
 
   /**
@@ -922,8 +949,8 @@ export class Coordinator {
    */
   async failTask(task, error, options = {}) {
     const reply = await this.request("POST", "/v1/queue/fail", defined({
-      taskId: task.taskId, fence: task.fence, error, retry: options.retry }));
-    return reply.task;
+      taskId: task.taskId, fence: task.fence, error, retry: options.retry }), TASKS);
+    return taskFrom(reply.task);
   }
 
   /**
@@ -936,7 +963,9 @@ export class Coordinator {
       owner: options.owner, state: options.state,
       limit: options.limit === undefined ? undefined : String(options.limit) }));
     const text = query.toString();
-    return (await this.request("GET", `/v1/queue/tasks${text ? `?${text}` : ""}`)).tasks;
+    const reply = await this.request("GET", `/v1/queue/tasks${text ? `?${text}` : ""}`,
+      undefined, TASKS);
+    return reply.tasks.map(taskFrom);
   }
 
   /** Per instance: queued, running, done, failed and stealing; `stealing`: the total. */
