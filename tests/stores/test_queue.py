@@ -83,6 +83,11 @@ def test_a_lost_lease_requeues_and_the_old_worker_can_settle_nothing(store, cloc
     assert store.renew_task("t", old.fence, 2 * SEC).lease_until_ns == clock.now + 2 * SEC
     clock.advance(3)
     assert store.renew_task("t", old.fence, 2 * SEC) is None  # past its lease
+    # not requeued yet, and nobody else runs it: still, a run whose lease ended settles nothing
+    assert store.get_task("t").state == "running"
+    for outcome in ("done", "failed", "retry"):
+        assert store.settle_task("t", old.fence, outcome, "1") is None
+    assert store.settle_and_take("t", old.fence, "done", "1", "a", 2 * SEC) == (None, None)
     again = store.take_task("a", 2 * SEC)  # the expired run goes back first
     assert again.task_id == "t" and again.attempts == 2 and again.fence > old.fence
     assert store.settle_task("t", old.fence, "done", "1") is None

@@ -135,6 +135,12 @@ class QueueModel(RuleBasedStateMachine):
         t.fence += 1
         t.lease_until = self.clock.now + RUN_NS
 
+    def _holds(self, t: Modelled, fence: int) -> bool:
+        """``core.workqueue.may_settle``: the run holding ``fence`` runs it, its lease unended
+        (one rule for renewing and settling)."""
+        return t.state == "running" and t.fence == fence and t.lease_until is not None \
+            and t.lease_until > self.clock.now
+
     def _settled(self, t: Modelled, outcome: str, text: str) -> None:
         """``core.workqueue.settle`` by the run holding the task."""
         t.lease_until = None
@@ -223,8 +229,8 @@ class QueueModel(RuleBasedStateMachine):
         fence = t.fence - 1 if stale else t.fence
         text = json.dumps([outcome, pick])
         got = self.store.settle_task(t.task_id, fence, outcome, text)
-        if t.state == "running" and fence == t.fence:  # (a lease run out, not yet requeued,
-            self._settled(t, outcome, text)               # still settles: nobody else runs it)
+        if self._holds(t, fence):
+            self._settled(t, outcome, text)
             self._check(got, t)
         else:
             assert got is None or (got.fence == fence and got.state != "running")
@@ -233,7 +239,7 @@ class QueueModel(RuleBasedStateMachine):
 
     @rule(pick=st.integers(0, 50), who=PICK, outcome=st.sampled_from(rules.OUTCOMES))
     def settle_then_take(self, pick: int, who: int, outcome: Any) -> None:
-        running = [t for t in self.tasks.values() if t.state == "running"]
+        running = [t for t in self.tasks.values() if self._holds(t, t.fence)]
         if not running:
             return
         t, me = running[pick % len(running)], self.ids[who]
@@ -259,8 +265,7 @@ class QueueModel(RuleBasedStateMachine):
             return
         t = self.tasks[self.names[pick % len(self.names)]]
         got = self.store.renew_task(t.task_id, t.fence, RUN_NS)
-        if t.state == "running" and t.lease_until is not None and \
-                t.lease_until > self.clock.now:
+        if self._holds(t, t.fence):
             t.lease_until = self.clock.now + RUN_NS
             assert got is not None and got.lease_until_ns == t.lease_until
         else:

@@ -234,23 +234,27 @@ def after_lost_lease(task: Task, owner: str | None = None) -> Task:
                    fence=task.fence + 1)
 
 
-def may_settle(task: Task, fence: int) -> bool:
-    """Whether a worker holding ``fence`` may complete or fail ``task``: it still runs it."""
-    return task.state == "running" and task.fence == fence
+def may_settle(task: Task, fence: int, now: int) -> bool:
+    """Whether a worker holding ``fence`` may renew, complete or fail ``task`` at ``now``
+    (store clock): it still runs it, and its lease has not ended. A run holds its task until
+    its lease ends, whether or not another run started since: one rule for every step."""
+    return task.state == "running" and task.fence == fence \
+        and task.lease_until_ns is not None and task.lease_until_ns > now
 
 
-def settle(task: Task, fence: int, outcome: Outcome, text: str) -> Task | None:
+def settle(task: Task, fence: int, outcome: Outcome, text: str, now: int) -> Task | None:
     """The task after its worker (holding ``fence``) reports ``outcome``: ``done`` with
     ``text`` as result, ``failed`` with ``text`` as error, or ``retry`` (queued again with
     ``text`` as the last error, or failed once it has had ``max_attempts`` runs). The same
     report sent again (a lost reply) gets the same task back; None when the worker may not
-    (its lease was lost: another run holds a newer token, or the task went back)."""
+    at ``now`` (``may_settle``: its lease ended, another run holds a newer token, or the task
+    went back)."""
     if task.fence == fence and task.state != "running":
         repeated = {"done": task.state == "done" and task.result == text,
                     "failed": task.state == "failed" and task.error == text,
                     "retry": task.error == text and task.state in ("queued", "failed")}
         return task if repeated[outcome] else None
-    if not may_settle(task, fence):
+    if not may_settle(task, fence, now):
         return None
     if outcome == "done":
         return replace(task, state="done", result=text, lease_until_ns=None)

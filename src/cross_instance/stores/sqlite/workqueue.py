@@ -175,7 +175,7 @@ def steal(conn: sqlite3.Connection, now: int, thief: str, lease_ns: int,
 def renew(conn: sqlite3.Connection, now: int, task_id: str, fence: int,
           lease_ns: int) -> Task | None:
     task = load(conn, task_id)
-    if task is None or not rules.may_settle(task, fence) or (task.lease_until_ns or 0) <= now:
+    if task is None or not rules.may_settle(task, fence, now):
         return None
     conn.execute("UPDATE tasks SET lease_ns=? WHERE id=?", (now + lease_ns, task_id))
     return load(conn, task_id)
@@ -184,7 +184,7 @@ def renew(conn: sqlite3.Connection, now: int, task_id: str, fence: int,
 def settle(conn: sqlite3.Connection, now: int, task_id: str, fence: int,
            outcome: rules.Outcome, text: str) -> Task | None:
     task = load(conn, task_id)
-    after = None if task is None else rules.settle(task, fence, outcome, text)
+    after = None if task is None else rules.settle(task, fence, outcome, text, now)
     if task is None or after is None or after is task:
         return after
     _save(conn, after, finished=after.state in ("done", "failed"))

@@ -222,9 +222,10 @@ local function task_hand_over(P, id, reason, event)
   end
 end
 
--- core/workqueue.settle by the run holding ``fence``: the settled task's reply, or {"none"}
--- (the same report sent again gets the same task back).
-local function task_settle_step(P, id, fence, outcome, text)
+-- core/workqueue.settle by the run holding ``fence`` at ``now``: the settled task's reply, or
+-- {"none"} (the same report sent again gets the same task back; a run whose lease ended may
+-- settle nothing, as it may renew nothing).
+local function task_settle_step(P, now, id, fence, outcome, text)
   local t = task_load(P, id)
   if t == nil then return {"none"} end
   if t.fence == fence and t.state ~= "running" then
@@ -235,7 +236,9 @@ local function task_settle_step(P, id, fence, outcome, text)
     if same then return task_reply(t) end
     return {"none"}
   end
-  if t.state ~= "running" or t.fence ~= fence then return {"none"} end
+  if t.state ~= "running" or t.fence ~= fence or (t.lease or 0) <= now then
+    return {"none"}
+  end
   local after = task_copy(t)
   after.lease = nil
   if outcome == "done" then

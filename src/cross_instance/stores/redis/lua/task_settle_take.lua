@@ -5,7 +5,7 @@
 if redis.call("EXISTS", ARGV[1] .. "i:" .. ARGV[7]) == 0 then  -- nothing done
   return {{"not_registered"}, {"not_registered"}}
 end
-local settled = task_settle_step(ARGV[1], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6])
+local now = clock(ARGV[2])
+local settled = task_settle_step(ARGV[1], now, ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6])
 if settled[1] ~= "task" then return {settled, {"none"}} end
-return {settled, task_take_step(ARGV[1], clock(ARGV[2]), ARGV[7], tonumber(ARGV[8]),
-                                add_event)}
+return {settled, task_take_step(ARGV[1], now, ARGV[7], tonumber(ARGV[8]), add_event)}
