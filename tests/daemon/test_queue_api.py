@@ -243,6 +243,36 @@ def test_bad_list_filters_are_a_400_naming_them(shared: httpx.Client, params: di
     assert field in r.json()["message"]
 
 
+def test_any_task_id_is_read_back_by_its_path_and_bytes_that_are_not_utf8_are_refused(
+        client: httpx.Client) -> None:
+    register(client, "w1")
+    ids = ["line\nbreak", "tab\there", "cr\rlf\r\n", "a/b/../c", "emoji 🎉", "\u2028", "%41",
+           "?x=1#y", "\ufffd"]
+    for task_id in ids:
+        put(client, "w1", task_id)
+    for task_id in ids:
+        got = client.get(f"/v1/queue/tasks/{quote(task_id, safe='')}")
+        assert got.status_code == 200 and got.json()["task"]["taskId"] == task_id, task_id
+    # decoded with U+FFFD for each bad byte, %FF would name the task "\ufffd": refused instead
+    for path in ("/v1/queue/tasks/%FF", "/v1/queue/tasks/%ED%A0%80",
+                 "/v1/queue/tasks?owner=%FF", "/v1/queue/tasks?owner=%ED%A0%80",
+                 "/v1/instances?x=%C3"):
+        r = client.get(path)
+        assert r.status_code == 400 and r.json()["code"] == "invalid_request", (path, r.text)
+        assert "not UTF-8" in r.json()["message"]
+
+
+def test_a_1mib_payload_fits_however_its_client_escapes_it(client: httpx.Client) -> None:
+    """The largest payload (1 MiB of JSON as UTF-8) sent with every character escaped as
+    ``\\uXXXX`` (3 times its UTF-8 size, as ``json.dumps`` writes by default)."""
+    register(client, "w1")
+    for name, text in (("accents", "é" * ((1 << 19) - 1)), ("emoji", "😀" * ((1 << 18) - 1))):
+        body = json.dumps({"instanceId": "w1", "payload": text, "taskId": name})
+        assert len(json.dumps(text, ensure_ascii=False).encode()) <= 1 << 20 < len(body)
+        status, data = post(client, "/v1/queue/put", raw=body.encode())
+        assert status == 200 and data["task"]["payload"] == text, (name, status)
+
+
 def test_a_task_holding_text_no_strict_reader_takes_back_is_still_shown_as_json(
         tmp_path: Path) -> None:
     """Every store refuses NaN as a Python process's put, as the daemon does; a task holding

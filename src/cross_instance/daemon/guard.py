@@ -1,6 +1,8 @@
 """The daemon's gate, before any route: the token, and a bound on request bodies.
 
-When a token is set, every request but ``/v1/health`` must carry it (``Authorization: Bearer
+A path or query string whose percent-encoded bytes are not UTF-8 gets 400: decoded, it would
+name something else (every bad byte becomes U+FFFD). When a token is set, every request but
+``/v1/health`` must carry it (``Authorization: Bearer
 <token>``); any other gets 401 with a JSON error and nothing else (no hint of what exists). A
 body longer than ``max_body`` bytes gets 413 before it is read to the end. Plain ASGI: it
 costs one header look-up per request on the permit path.
@@ -16,6 +18,7 @@ from __future__ import annotations
 import hmac
 import json
 from collections.abc import Callable, Iterable
+from urllib.parse import unquote_to_bytes
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -36,6 +39,19 @@ async def send_error(send: Send, status: int, code: str, message: str) -> None:
         {"code": code, "message": message, "retryable": False}).encode())
 
 
+def _not_utf8(scope: Scope) -> str | None:
+    """``path`` or ``query`` when that part of the request, its escapes decoded, is not UTF-8
+    (a plain ASCII part, the permit path's, costs one byte search)."""
+    for part, name in ((scope.get("raw_path") or b"", "path"),
+                       (scope.get("query_string") or b"", "query")):
+        if b"%" in part or not part.isascii():
+            try:
+                unquote_to_bytes(part).decode()
+            except UnicodeDecodeError:
+                return name
+    return None
+
+
 class Guard:
     def __init__(self, app: ASGIApp, token: str | None, max_body: int,
                  is_gateway: Callable[[str], bool] | None = None,
@@ -49,6 +65,11 @@ class Guard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        garbled = _not_utf8(scope)
+        if garbled is not None:
+            await send_error(send, 400, "invalid_request", f"the request's {garbled} holds "
+                             "percent-encoded bytes that are not UTF-8")
             return
         gateway = self.is_gateway(scope["path"])
         if self.token is not None and scope["path"] not in OPEN_PATHS:

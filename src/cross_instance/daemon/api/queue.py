@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import HTTPException, Query, Request
 from pydantic import Field
+from starlette.convertors import Convertor, register_url_convertor
 
 from cross_instance.coordination.queue import new_task_id
 from cross_instance.core.jsonvalues import to_text as json_text
@@ -196,10 +197,27 @@ async def list_tasks(request: Request, owner: str | None = None,
     return {"tasks": [t.to_json() for t in tasks]}
 
 
-@router.get("/queue/tasks/{task_id:path}", tags=["queue"],
+class AnyText(Convertor[str]):
+    """A path parameter holding any text: ``/`` and line breaks too (``path`` stops at a
+    line break, and a task id may hold one)."""
+
+    regex = r"[\s\S]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("anytext", AnyText())
+
+
+@router.get("/queue/tasks/{task_id:anytext}", tags=["queue"],
             responses={404: {"description": "not_found: no such task"}})
 async def get_task(task_id: str, request: Request) -> dict[str, Any]:
-    """One task (its id percent-encoded in the path; ``/`` allowed)."""
+    """One task (its id percent-encoded in the path as UTF-8; ``/`` and line breaks
+    allowed)."""
     daemon = daemon_of(request)
     task = await daemon.run(daemon.store.get_task, task_id)
     if task is None:
