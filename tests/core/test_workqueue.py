@@ -86,22 +86,26 @@ def test_a_run_counts_an_attempt_and_fences_every_earlier_run_out(task: Task,
     run = start_run(replace(task, state="queued"), "thief", lease)
     assert (run.state, run.owner, run.lease_until_ns) == ("running", "thief", lease)
     assert run.attempts == task.attempts + 1 and run.fence == task.fence + 1
-    assert settle(run, task.fence, "done", "1") is None
-    done = settle(run, run.fence, "done", "1")
+    now = lease - 1  # the last moment the run holds it
+    assert settle(run, task.fence, "done", "1", now) is None
+    assert settle(run, run.fence, "done", "1", lease) is None  # its lease has ended
+    assert not may_settle(run, run.fence, lease) and may_settle(run, run.fence, now)
+    done = settle(run, run.fence, "done", "1", now)
     assert done is not None and done.state == "done" and done.result == "1"
-    assert settle(done, run.fence, "done", "1") == done  # sent again: the same answer
-    assert settle(done, run.fence, "done", "2") is None  # not a repeat: refused
-    assert settle(done, run.fence, "failed", "1") is None
+    later = lease + 10**9  # a lost reply's resend gets the same answer, after the lease too
+    assert settle(done, run.fence, "done", "1", later) == done
+    assert settle(done, run.fence, "done", "2", now) is None  # not a repeat: refused
+    assert settle(done, run.fence, "failed", "1", now) is None
 
 
 @given(tasks)
 def test_a_retry_requeues_until_the_attempts_are_spent(task: Task) -> None:
-    run = replace(task, state="running")
-    after = settle(run, run.fence, "retry", '"boom"')
+    run = replace(task, state="running", lease_until_ns=10)
+    after = settle(run, run.fence, "retry", '"boom"', 9)
     assert after is not None and after.error == '"boom"'
     assert after.state == ("failed" if run.attempts >= run.max_attempts else "queued")
-    assert settle(after, run.fence, "retry", '"boom"') == after
-    assert settle(after, run.fence, "done", "1") is None
+    assert settle(after, run.fence, "retry", '"boom"', 9) == after
+    assert settle(after, run.fence, "done", "1", 9) is None
 
 
 def test_instance_ids_and_the_pool_in_the_victim_choice() -> None:
@@ -123,8 +127,8 @@ def test_a_lost_lease_requeues_or_fails_and_fences_the_old_worker_out(
         assert after == task
         return
     assert after.attempts == task.attempts
-    assert after.fence > task.fence and not may_settle(after, task.fence)
-    assert settle(after, task.fence, "done", "1") is None
+    assert after.fence > task.fence and not may_settle(after, task.fence, 0)
+    assert settle(after, task.fence, "done", "1", 0) is None
     assert after.state == ("failed" if task.attempts >= max_attempts else "queued")
     assert after.owner == (task.owner if owner is None else owner)
     assert after.lease_until_ns is None and after.task_id == task.task_id
