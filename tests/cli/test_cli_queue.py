@@ -113,9 +113,10 @@ def test_stats_per_instance_with_the_total(filled: SqliteStore) -> None:
     (["list", "--limit", "0"], "--limit"), (["--limit", "many"], "--limit"),
     (["list", "--limit", "100001"], "--limit"),
     # before the subcommand they would be ignored: refused, naming where they go
-    (["--state", "done", "list"], "pi-xi queue list --state"),
-    (["--json", "stats"], "pi-xi queue stats --json"),
-    (["--limit", "1", "--owner", "a", "list"], "--owner, --limit must follow")])
+    (["--state", "done", "list"], "--state before the subcommand"),
+    (["--json", "stats"], "pi-xi queue stats --help"),
+    (["--limit", "100", "stats"], "--limit before"),  # the default value, typed: refused too
+    (["--limit", "1", "--owner", "a", "list"], "--owner, --limit before")])
 def test_bad_arguments_exit_2_naming_the_option(env: Path, args: list[str],
                                                 option: str) -> None:
     code, out = pi_xi(*args)

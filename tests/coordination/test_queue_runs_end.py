@@ -10,12 +10,13 @@ import asyncio
 import dataclasses
 import inspect
 import json
+import time
 
 import pytest
 
 from cross_instance.coordination.queue import MAX_DESCRIBED, Queue, RunningTask
 from cross_instance.core.workqueue import QueueSettings
-from cross_instance.errors import InvalidArgument, TaskLostError
+from cross_instance.errors import InvalidArgument, NotRegisteredError, TaskLostError
 from cross_instance.runtime import Runtime
 from tests.helpers_runtime import make_config
 
@@ -35,7 +36,6 @@ def _given_back(rt, task_id, attempts=1):
     task = rt.queue.get(task_id)
     assert (task.state, task.attempts) == ("queued", attempts), task
     assert task_id not in rt.queue._running
-    assert rt.queue.should_attempt_work_stealing(0) is False  # (nothing to steal: own work)
 
 
 def test_a_cancelled_async_block_gives_its_run_back(pair):
@@ -165,10 +165,12 @@ def test_every_method_has_an_asyncio_twin_with_the_same_arguments(kind):
             continue
         twin = getattr(kind, f"a{name}", None)
         assert twin is not None and inspect.iscoroutinefunction(twin), f"no a{name}"
-        shape = [(p.name, p.kind, p.default) for p in inspect.signature(method).parameters
-                 .values()]
-        assert shape == [(p.name, p.kind, p.default) for p in
-                         inspect.signature(twin).parameters.values()], name
+        sig = inspect.signature(method)
+        tsig = inspect.signature(twin, follow_wrapped=False)  # its own, not the method's
+        assert [(p.name, p.kind, p.default) for p in tsig.parameters.values()] == \
+            [(p.name, p.kind, p.default) for p in sig.parameters.values()], name
+        if hasattr(twin, "__wrapped__"):  # made by _twin (aprocess_one is written out)
+            assert tsig.return_annotation == f"Coroutine[Any, Any, {sig.return_annotation}]"
 
 
 def test_async_twins_refuse_and_answer_as_the_sync_forms(pair):
@@ -195,3 +197,103 @@ def test_async_twins_refuse_and_answer_as_the_sync_forms(pair):
     listed, stats, candidates, stealing = asyncio.run(reads())
     assert listed == b.queue.list(owner="a") and stats == b.queue.stats()
     assert candidates == ["a"] and stealing == b.queue.get_stealing_stats(every_instance=True)
+
+
+def test_a_cancelled_atake_gives_back_the_run_it_started(pair):
+    """The take's store call cannot be stopped once sent: it finishes in its thread, and the
+    run it started goes back to the queue instead of being held, and renewed, by nobody."""
+    a, _ = pair
+    a.queue.put(1, task_id="taken")
+
+    async def main():
+        call = asyncio.ensure_future(a.queue.atake())
+        await asyncio.sleep(0)  # sent to the store threads
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        for _ in range(200):  # the take finishes, then its run is given back
+            task = a.queue.get("taken")
+            if task.state == "queued" and task.attempts == 1:
+                return
+            await asyncio.sleep(0.01)
+
+    asyncio.run(main())
+    _given_back(a, "taken")
+    assert "CancelledError" in a.queue.get("taken").error
+
+
+def test_an_exit_cancelled_again_still_gives_the_run_back(pair):
+    """``async with`` left by an error, then cancelled while its exit waits for a store
+    thread (a timeout, a task group): the exit still runs, and the run goes back."""
+    from cross_instance.runtime.session import STORE_THREADS
+
+    a, _ = pair
+    a.queue.put(1, task_id="twice")
+
+    async def main():
+        run = await a.queue.atake()
+        for _ in range(STORE_THREADS):  # every store thread busy: the exit's call waits
+            a.session.submit(time.sleep, 0.3)
+
+        async def work():
+            async with run:
+                raise RuntimeError("first")
+
+        task = asyncio.ensure_future(work())
+        await asyncio.sleep(0.05)  # in __aexit__, its call queued behind the sleeps
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return run
+
+    run = asyncio.run(main())
+    time.sleep(0.6)  # the sleeps end, then the exit runs
+    assert run.settled is not None and "RuntimeError: first" in run.settled.error
+    _given_back(a, "twice")
+
+
+def test_leaving_a_block_normally_after_the_run_was_lost_says_so(pair):
+    a, _ = pair
+    a.queue.put(1, task_id="lost")
+    run = a.queue.take()
+    with pytest.raises(TaskLostError, match="closed"):
+        with run:
+            a.queue.close()  # (as rt.close() does: every run of this process is lost)
+    assert a.queue.get("lost").state == "running"  # rt.close() hands it on; not settled here
+
+
+def test_a_handler_result_over_the_bound_fails_the_task_and_is_raised(pair):
+    a, _ = pair
+    a.queue.put(1, task_id="huge")
+    with pytest.raises(InvalidArgument, match="result is"):
+        a.queue.process_one(lambda run: "x" * (2 << 20))
+    task = a.queue.get("huge")
+    assert task.state == "failed" and "could not be kept" in json.loads(task.error)
+    assert task_id_free(a, "huge")
+
+
+def test_an_error_that_is_not_utf8_is_recorded_escaped(pair):
+    a, _ = pair
+    a.queue.put(1, task_id="fsname")
+    name = b"caf\xe9".decode("utf-8", "surrogateescape")  # as os.fsdecode gives it
+    with pytest.raises(OSError), a.queue.take():
+        raise OSError(f"no such file: {name}")
+    task = a.queue.get("fsname")
+    assert task.state == "queued"
+    assert json.loads(task.error) == "OSError: no such file: caf\\udce9"
+
+
+def test_asyncio_twins_after_close_refuse_as_the_sync_forms(pair):
+    a, _ = pair
+    asyncio.run(a.queue.alist())  # the store threads exist (then shut down by close)
+    a.close()
+
+    async def main():
+        with pytest.raises(NotRegisteredError):
+            await a.queue.aput(1)
+        with pytest.raises(NotRegisteredError):
+            await a.queue.alist()
+
+    with pytest.raises(NotRegisteredError):
+        a.queue.put(1)
+    asyncio.run(main())

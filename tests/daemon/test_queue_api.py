@@ -264,13 +264,23 @@ def test_any_task_id_is_read_back_by_its_path_and_bytes_that_are_not_utf8_are_re
 
 def test_a_1mib_payload_fits_however_its_client_escapes_it(client: httpx.Client) -> None:
     """The largest payload (1 MiB of JSON as UTF-8) sent with every character escaped as
-    ``\\uXXXX`` (3 times its UTF-8 size, as ``json.dumps`` writes by default)."""
+    ``\\uXXXX``: 3 times its UTF-8 size for "é" or an emoji (``json.dumps``'s default), 6
+    times for "<" (as Go's encoder writes it)."""
     register(client, "w1")
-    for name, text in (("accents", "é" * ((1 << 19) - 1)), ("emoji", "😀" * ((1 << 18) - 1))):
-        body = json.dumps({"instanceId": "w1", "payload": text, "taskId": name})
-        assert len(json.dumps(text, ensure_ascii=False).encode()) <= 1 << 20 < len(body)
+    for name, char in (("accents", "é"), ("emoji", "😀"), ("angles", "<")):
+        n = ((1 << 20) - 2) // len(char.encode())  # as UTF-8 JSON: just under 1 MiB
+        body = f'{{"instanceId":"w1","taskId":"{name}","payload":"{_escaped(char) * n}"}}'
+        assert len(body) > 3 * (1 << 20)
         status, data = post(client, "/v1/queue/put", raw=body.encode())
-        assert status == 200 and data["task"]["payload"] == text, (name, status)
+        assert status == 200 and data["task"]["payload"] == char * n, (name, status)
+
+
+def _escaped(char: str) -> str:
+    """``char`` as JSON escapes only (a surrogate pair beyond U+FFFF)."""
+    if ord(char) > 0xFFFF:
+        v = ord(char) - 0x10000
+        return f"\\u{0xD800 + (v >> 10):04x}\\u{0xDC00 + (v & 0x3FF):04x}"
+    return f"\\u{ord(char):04x}"
 
 
 def test_a_task_holding_text_no_strict_reader_takes_back_is_still_shown_as_json(

@@ -128,7 +128,6 @@ def _check_exactly_once(store: Any, logs: Path) -> dict[str, int]:
     return by
 
 
-@pytest.mark.timeout(300)
 @contextmanager
 def _shared(kind: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
     """The workers' store: the SQLite in their state directory, a Redis prefix, or one
@@ -159,6 +158,7 @@ def _ran(tmp_path: Path, store_cfg: dict[str, Any], attack: bool
         store.close()
 
 
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("kind", ["sqlite", "redis", "remote"])
 def test_idle_instances_steal_and_every_task_is_done_exactly_once(tmp_path, kind):
     with _shared(kind, tmp_path) as store_cfg, _ran(tmp_path, store_cfg, False) as (

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import pytest
 
 from cross_instance.core.workqueue import QueueSettings
-from cross_instance.errors import LockLostError, TaskLostError
+from cross_instance.errors import LockLostError, StoreUnavailable, TaskLostError
 from cross_instance.runtime import Runtime
 from cross_instance.stores.redis.store import RedisStore
 from tests.conftest import redis_prefix
@@ -74,6 +74,28 @@ def test_a_run_cut_off_past_its_instance_lease_is_lost_not_renewed(tmp_path):
         with pytest.raises(TaskLostError):
             after.complete("late")
         assert taken.complete("b").state == "done"
+
+
+@pytest.mark.timeout(60)
+def test_a_run_whose_completion_cannot_be_recorded_is_let_go_not_renewed(tmp_path):
+    """Leaving ``with run:`` while the store does not answer: the error is raised, and the
+    run is let go (no more renewals), so its lease ends and the task is queued again, on its
+    owner's queue. The cut is shorter than the instance's lease: it is not judged dead, so
+    only the run's own lease can hand the task on."""
+    with _cut_off_a(tmp_path) as (a, _, proxy):
+        a.queue.put("x", task_id="unrecorded")
+        run = a.queue.take(lease=1.0)
+        proxy.blackhole.set()
+        try:
+            with pytest.raises(StoreUnavailable), run:
+                pass  # the work is done; its completion cannot be sent
+        finally:
+            proxy.blackhole.clear()
+        assert run.lost is not None and "unrecorded" not in a.queue._running
+        taken = _until(lambda: a.queue.take())  # once the run's lease (1 s) has ended
+        assert taken.task_id == "unrecorded" and taken.fence > run.fence
+        assert a._membership.generation == 0  # a was never judged dead meanwhile
+        taken.complete("again")
 
 
 def _until(check, bound_s=20.0):

@@ -224,8 +224,10 @@ def test_payloads_up_to_the_bound_are_kept_whatever_their_characters(store):
     setup(store, "a")
     quotes = json.dumps(["\"" * ((MAX_TEXT - 8) // 2)])  # every character escaped: \"
     assert len(quotes.encode()) <= MAX_TEXT
-    payloads = {"accents": json.dumps("é" * 300_000, ensure_ascii=False),
-                "emoji": json.dumps("😀" * 200_000, ensure_ascii=False), "quotes": quotes}
+    payloads = {"accents": json.dumps("é" * ((MAX_TEXT - 2) // 2), ensure_ascii=False),
+                "emoji": json.dumps("😀" * ((MAX_TEXT - 2) // 4), ensure_ascii=False),
+                "quotes": quotes}
+    assert all(MAX_TEXT - 8 <= len(text.encode()) <= MAX_TEXT for text in payloads.values())
     for task_id, text in payloads.items():
         assert store.put_task("a", task_id, "", 0, text, 3).payload == text
     for task_id, text in payloads.items():

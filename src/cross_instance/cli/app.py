@@ -13,7 +13,7 @@ import typer
 from cross_instance.cli.common import config as _config
 from cross_instance.cli.common import emit as _emit
 from cross_instance.cli.common import fail as _fail
-from cross_instance.cli.common import open_configured_store
+from cross_instance.cli.common import no_state, open_configured_store
 from cross_instance.cli.events_cmd import events_command
 from cross_instance.cli.ownership_cmds import locks_app, workflow_app
 from cross_instance.cli.queue_cmd import queue_app
@@ -57,8 +57,7 @@ def status(as_json: JsonOpt = False) -> None:
     config = _config()
     view = _open_status(config)
     if view is None:
-        message = (f"No state at {config.runtime_dir}: no instance has run here yet "
-                   f"(set PI_RUNTIME_DIR to use another)")
+        message = no_state(config.runtime_dir)
         _emit({"stateDir": str(config.runtime_dir), "instances": [], "message": message},
               as_json, message)
         return

@@ -20,6 +20,13 @@ def fail(message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
+def no_state(where: object) -> str:
+    """What a command that only looks says when no instance has run here (nothing is
+    created by looking)."""
+    return (f"No state at {where}: no instance has run here yet (set PI_RUNTIME_DIR to use "
+            f"another)")
+
+
 def config() -> Config:
     try:
         return load_config()

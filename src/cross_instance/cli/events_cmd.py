@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cross_instance.cli.common import config, fail, open_configured_store
+from cross_instance.cli.common import config, fail, no_state, open_configured_store
 from cross_instance.core.events import event_json
 from cross_instance.core.records import Event
 from cross_instance.errors import StoreError
@@ -60,8 +60,7 @@ def events_command(follow: FollowOpt = False, as_json: JsonOpt = False, after: A
     cfg = config()
     store = open_configured_store(cfg)
     if store is None:  # as `pi-xi status`: nothing has happened here, which is no error
-        typer.echo(f"No state at {cfg.runtime_dir}: no instance has run here yet "
-                   f"(set PI_RUNTIME_DIR to use another)", err=True)
+        typer.echo(no_state(cfg.runtime_dir), err=True)
         return
 
     def show(event: Event) -> None:

@@ -17,7 +17,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cross_instance.cli.common import config, emit, fail, open_configured_store
+from cross_instance.cli.common import config, emit, fail, no_state, open_configured_store
 from cross_instance.core.workqueue import ORPHANED, Task, TaskState, total_stealing
 from cross_instance.errors import StoreError
 from cross_instance.stores.base import CAP_QUEUE, Store
@@ -78,8 +78,7 @@ def _list(owner: str | None, choice: StateChoice | None, limit: int, as_json: bo
         emit({"tasks": [t.to_json() for t in tasks]}, True, "")
         return
     if store is None:
-        typer.echo(f"No state at {where}: no instance has run here yet "
-                   f"(set PI_RUNTIME_DIR to use another)")
+        typer.echo(no_state(where))
         return
     if not tasks:
         typer.echo("No tasks." if owner is None and state is None else "No such tasks.")
@@ -105,12 +104,12 @@ def queue(ctx: typer.Context, owner: OwnerOpt = None, state: StateOpt = None,
     if ctx.invoked_subcommand is None:
         _list(owner, state, limit, as_json)
         return
-    given = [name for name, value, default in (("--owner", owner, None), ("--state", state, None),
-                                                ("--limit", limit, 100), ("--json", as_json, False))
-             if value != default]
+    names = {"owner": "--owner", "state": "--state", "limit": "--limit", "as_json": "--json"}
+    given = [names[p] for p in names  # typed on the command line, whatever the value
+             if getattr(ctx.get_parameter_source(p), "name", "") == "COMMANDLINE"]
     if given:  # they would be silently ignored: the subcommand has options of its own
-        fail(f"{', '.join(given)} must follow the subcommand: pi-xi queue "
-             f"{ctx.invoked_subcommand} {' '.join(given)} ...", 2)
+        fail(f"{', '.join(given)} before the subcommand would be ignored: give options after "
+             f"it (pi-xi queue {ctx.invoked_subcommand} --help lists its own)", 2)
 
 
 @queue_app.command("list")
@@ -135,8 +134,7 @@ def queue_stats(as_json: JsonOpt = False) -> None:
     total = total_stealing(counts)
     view = {"instances": [c.to_json() for c in counts], "stealing": total.to_json()}
     if as_json or store is None:
-        emit(view, as_json, f"No state at {where}: no instance has run here yet "
-                            f"(set PI_RUNTIME_DIR to use another)")
+        emit(view, as_json, no_state(where))
         return
     if not counts:
         typer.echo("No tasks have been queued.")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import math
+import contextlib
 import random
 import threading
 import time
@@ -158,9 +158,10 @@ class HeldLock:
         try:
             record = self._store.renew_lock(self.resource, self.lock_id, ttl_ns)
         except CrossInstanceError as err:
-            # not expired while neither its TTL nor its instance's lease is over: try again soon
-            if time.monotonic() < min(self.valid_until, self._instance_until()):
-                return True
+            held = self.valid_until > time.monotonic() if self._tenure is None \
+                else self._tenure.holds(self.valid_until)
+            if held:
+                return True  # not confirmed, but not expired either: try again soon
             self._mark_lost(f"could not be renewed before its TTL ended ({err})")
             return False
         if record is None:
@@ -185,9 +186,6 @@ class HeldLock:
                 "noticedBy": "holder"})
         except CrossInstanceError:
             pass  # the store is what failed; the holder was told all the same
-
-    def _instance_until(self) -> float:
-        return math.inf if self._tenure is None else self._tenure.until()
 
     def _lost_now(self) -> LockLostError | None:
         with self._lost_lock:
@@ -258,8 +256,12 @@ class HeldLock:
 
     def _finish(self, et: type[BaseException] | None) -> None:
         lost = self._lost_now()
-        if lost is None and not self.released:
-            self.release()
+        if not self.released:
+            if lost is None:
+                self.release()
+            else:  # lost as far as this process knows; if the store still has it as ours
+                with contextlib.suppress(CrossInstanceError):  # (by lock_id), free it now
+                    self.release()
         if lost is not None and et is None:
             raise lost
 

@@ -26,7 +26,9 @@ Promises:
 
 from __future__ import annotations
 
+import asyncio
 import builtins
+import contextlib
 import functools
 import inspect
 import json
@@ -46,6 +48,7 @@ from cross_instance.core.workqueue import (
     StealingStats,
     Task,
     TaskState,
+    check_json_text,
     steal_candidates,
     steal_victim,
     stealing_summary,
@@ -67,27 +70,57 @@ MAX_TOP_N = 10_000
 
 
 def _described(err: BaseException) -> str:
-    """The error a failed run records: the exception's type and message (a long message cut,
-    so recording it cannot fail)."""
+    """The error a failed run records: the exception's type and message, a long message cut
+    and a lone surrogate (a file name that was not UTF-8) kept as its escape, so that
+    recording it cannot fail."""
     text = f"{type(err).__name__}: {err}"
     if len(text) > MAX_DESCRIBED:
         text = f"{text[:MAX_DESCRIBED]}... ({len(text) - MAX_DESCRIBED} more characters)"
-    return text
+    return text.encode("utf-8", "backslashreplace").decode()
 
 
 def _twin(method: Callable[Concatenate[Any, P], T]
           ) -> Callable[Concatenate[Any, P], Coroutine[Any, Any, T]]:
     """The asyncio form of a method of ``Queue`` or ``RunningTask``: the same call, in the
-    runtime's store threads."""
+    runtime's store threads. Cancelling the coroutine does not cancel the call (a store step
+    cannot be stopped half way): it finishes, and a run it started is given back."""
+    name = method.__name__
+
     async def twin(self: Any, /, *args: P.args, **kwargs: P.kwargs) -> T:
         session: Session = self._session
-        return await session.call(lambda: method(self, *args, **kwargs))
+        bound = getattr(self, name)  # a subclass's override, as the sync form would call
+        future = session.call(lambda: bound(*args, **kwargs))
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            future.add_done_callback(functools.partial(_abandoned, session))
+            raise
 
-    functools.update_wrapper(twin, method)  # its signature is the method's
-    twin.__name__ = f"a{method.__name__}"
-    twin.__qualname__ = f"{method.__qualname__.rpartition('.')[0]}.a{method.__name__}"
-    twin.__doc__ = f"``{method.__name__}`` from a coroutine."
+    functools.update_wrapper(twin, method)
+    signature = inspect.signature(method)
+    twin.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        return_annotation=f"Coroutine[Any, Any, {signature.return_annotation}]")
+    twin.__annotations__ = {**method.__annotations__,
+                            "return": twin.__signature__.return_annotation}  # type: ignore[attr-defined]
+    twin.__name__ = f"a{name}"
+    twin.__qualname__ = f"{method.__qualname__.rpartition('.')[0]}.a{name}"
+    twin.__doc__ = f"``{name}`` from a coroutine."
     return twin
+
+
+def _abandoned(session: Session, future: asyncio.Future[Any]) -> None:
+    """A call whose caller was cancelled has ended: every run it started is given back (it
+    would otherwise be held, and renewed, by nobody)."""
+    if future.cancelled() or future.exception() is not None:
+        return
+    result = future.result()
+    for run in result if isinstance(result, tuple) else (result,):
+        if isinstance(run, RunningTask):
+            try:
+                session.submit(run._give_back, asyncio.CancelledError(
+                    "its caller was cancelled before it saw this run"))
+            except (RuntimeError, CrossInstanceError):
+                pass  # the runtime closed: its runs are lost, and handed on by the store
 
 
 def new_task_id() -> str:
@@ -106,8 +139,8 @@ def _seconds(name: str, value: object) -> int:
 class RunningTask:
     """A task this process runs (from ``take`` or a steal). ``payload`` is the task's JSON
     value; ``task`` the store's record as last seen. As a context manager: leaving the block
-    normally completes it (with None, unless settled already), leaving by an exception fails
-    it with ``retry=True``."""
+    normally completes it (with None, unless settled already; ``TaskLostError`` if the run
+    lost its task), leaving by an exception fails it with ``retry=True``."""
 
     def __init__(self, queue: Queue, task: Task, lease_ns: int, sent: float,
                  stolen: bool, tenure: Tenure) -> None:
@@ -164,17 +197,19 @@ class RunningTask:
         try:
             task = self._queue._store().renew_task(self.task_id, self.fence, self.lease_ns)
         except CrossInstanceError as err:
-            # not expired while neither its lease nor its instance's is over: try again soon
-            if time.monotonic() < min(self.valid_until, self._tenure.until()):
-                return True
+            if self._tenure.holds(self.valid_until):
+                return True  # not confirmed, but not expired either: try again soon
             self._mark_lost(f"could not be renewed before its lease ended ({err})")
             return False
+        with self._lock:
+            if self.settled is not None:  # a settle won the race: its answer stands
+                return False
+            if task is not None and self.lost is None:
+                self.task, self.valid_until = task, sent + self.lease_ns / 1e9
+                return True
         if task is None:
             self._mark_lost("its lease ended and the task went back to the queue")
-            return False
-        with self._lock:
-            self.task, self.valid_until = task, sent + self.lease_ns / 1e9
-        return True
+        return False
 
     def _mark_lost(self, reason: str) -> None:
         with self._lock:
@@ -254,39 +289,60 @@ class RunningTask:
             if self.lost is None:  # settled meanwhile by another thread of this process
                 raise self._settled_already()
             raise self.lost
-        with self._lock:
-            self.settled, self.task = task, task
+        with self._lock:  # the store settled it: that stands, whatever was noticed meanwhile
+            self.settled, self.task, self.lost = task, task, None
         self._queue._forget(self, time.monotonic() - self.started)
         return task
+
+    def _settle_or_let_go(self, outcome: Any, text: str) -> Task:
+        """``_settle`` for a caller that cannot try again (leaving ``with``, ``process_one``):
+        when the store does not answer, the run is let go (no more renewals), so its lease
+        ends and the task is queued again, and the error is raised."""
+        try:
+            return self._settle(outcome, text)
+        except TaskLostError:
+            raise
+        except CrossInstanceError as err:
+            self._mark_lost(f"its {'result' if outcome == 'done' else 'failure'} could not be "
+                            f"recorded ({err}); it goes back to the queue when its lease ends")
+            raise
 
     def __enter__(self) -> RunningTask:
         return self
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
                  tb: TracebackType | None) -> None:
-        if self.settled is not None or self.lost is not None:
+        if self.settled is not None:
+            return
+        if self.lost is not None:
+            if ev is None:
+                raise self.lost  # the block's work was not recorded: say so
             return
         if ev is None:
-            self.complete(None)
+            self._settle_or_let_go("done", "null")
         else:
             self._give_back(ev)
 
     def _give_back(self, err: BaseException) -> None:
         """After the work raised ``err`` (any exception: a cancellation too): fail this run
-        with ``retry=True``. When even that fails, let the run go (no more renewals), so its
-        lease ends and the task is queued again; ``err`` stays the exception to see."""
+        with ``retry=True``, or let it go when even that cannot be recorded; ``err`` stays
+        the exception to see."""
         try:
-            self.fail(_described(err), retry=True)
-        except CrossInstanceError as failed:
-            self._mark_lost(f"its failure could not be recorded ({failed}); it goes back to "
-                            "the queue when its lease ends")
+            self._settle_or_let_go("retry", to_text("error", _described(err)))
+        except CrossInstanceError:
+            pass
 
     async def __aenter__(self) -> RunningTask:
         return self
 
     async def __aexit__(self, et: type[BaseException] | None, ev: BaseException | None,
                         tb: TracebackType | None) -> None:
-        await self._session.call(self.__exit__, et, ev, tb)
+        if self.settled is not None or self.lost is not None:
+            self.__exit__(et, ev, tb)  # no store call
+            return
+        # shielded: cancelled again while it runs (a timeout, a task group), the exit still
+        # settles the run or lets it go in its thread
+        await asyncio.shield(self._session.call(self.__exit__, et, ev, tb))
 
     def _outcome(self) -> Task:
         """The settled task after ``_give_back``, or the reason it could not be settled."""
@@ -393,15 +449,19 @@ class Queue:
         if inspect.isawaitable(result):
             if inspect.iscoroutine(result):
                 result.close()  # never run: no "was never awaited" warning
-            running.fail("the handler returned an awaitable, not a result", retry=True)
+            running._give_back(InvalidArgument("the handler returned an awaitable"))
             raise InvalidArgument("the handler returned an awaitable (an async handler?): "
                                   "give it to aprocess_one")
         try:
             text = to_text("result", result)
+            check_json_text("result", text)  # its size too: the store would refuse it
         except InvalidArgument as err:
-            running.fail(f"the handler's result could not be kept: {err}")
+            with contextlib.suppress(CrossInstanceError):  # let go when it cannot be recorded
+                running._settle_or_let_go("failed", to_text(
+                    "error", _described(InvalidArgument(
+                        f"the handler's result could not be kept: {err}"))))
             raise
-        return running._settle("done", text)
+        return running._settle_or_let_go("done", text)
 
     aput = _twin(put)
     atake = _twin(take)
@@ -425,7 +485,7 @@ class Queue:
             if not isinstance(err, Exception):
                 raise
             return running._outcome()
-        return await self._session.call(self._handled, running, result)
+        return await asyncio.shield(self._session.call(self._handled, running, result))
 
     # --- broadcast and stealing decisions ---------------------------------------------------
     def get_remote_queue_states(self) -> builtins.list[QueueState]:

@@ -237,7 +237,8 @@ def after_lost_lease(task: Task, owner: str | None = None) -> Task:
 def may_settle(task: Task, fence: int, now: int) -> bool:
     """Whether a worker holding ``fence`` may renew, complete or fail ``task`` at ``now``
     (store clock): it still runs it, and its lease has not ended. A run holds its task until
-    its lease ends, whether or not another run started since: one rule for every step."""
+    its lease ends, whether or not the store has queued it again yet: one rule for renewing
+    and settling."""
     return task.state == "running" and task.fence == fence \
         and task.lease_until_ns is not None and task.lease_until_ns > now
 

@@ -36,11 +36,11 @@ SLOW_CALL_S = 0.5  # a stalled lock holder or a hung server, not a busy moment
 SLOW_FOR_S = 10
 
 
-# The largest body a valid call sends: a queue task's JSON text (``MAX_TEXT`` bytes as UTF-8),
-# written with every non-ASCII character as a \u escape (at most 3 times as long: 6 bytes for
-# 2, 12 for 4) or escaped once more inside the remote store's request (at most twice), and
-# the rest of the request.
-MAX_BODY = 3 * MAX_TEXT + (1 << 20)
+# The largest body a valid call sends: a queue task's JSON text (``MAX_TEXT`` bytes as UTF-8)
+# with every character written as a \u escape (at most 6 times as long: 6 bytes for a 1-byte
+# "<", as Go's encoder writes it; 6 for 2, 12 for 4), or escaped once more inside the remote
+# store's request (at most twice), and the rest of the request.
+MAX_BODY = 6 * MAX_TEXT + (1 << 20)
 
 class Daemon:
     """The shared state of one ``pi-xi serve`` (the app's ``state.daemon``)."""

@@ -63,7 +63,10 @@ class Session:
 
     def call(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """``fn(*args)`` in the store's thread pool, as a future of the running loop (a plain
-        future, so ``acquire.answer`` shields it without a task of its own)."""
+        future, so ``acquire.answer`` shields it without a task of its own).
+        ``NotRegisteredError`` once the runtime is closed, as the sync forms say."""
+        if self.closed:
+            raise NotRegisteredError(f"runtime of instance {self.instance_id} is closed")
         return asyncio.get_running_loop().run_in_executor(self._pool(), fn, *args)
 
     def submit(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:

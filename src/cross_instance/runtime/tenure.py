@@ -40,6 +40,12 @@ class Tenure:
         membership = self._session.membership
         return math.inf if membership is None else membership.valid_until
 
+    def holds(self, valid_until: float) -> bool:
+        """Whether a holder whose renewal the store did not answer may still count as
+        holding: neither its own validity (``valid_until``, monotonic) nor its instance's
+        lease is over (the others free it at the first of the two)."""
+        return time.monotonic() < min(valid_until, self.until())
+
     def ensure(self, valid_until: float, renew: Callable[[], object],
                lose: Callable[[str], None]) -> None:
         """A holder's ``ensure()``: ``lose(reason)`` when its instance no longer holds it;
@@ -49,7 +55,7 @@ class Tenure:
         if gone is not None:
             lose(gone)
             return
-        if time.monotonic() < min(valid_until, self.until()):
+        if self.holds(valid_until):
             return
         membership = self._session.membership
         if membership is not None and time.monotonic() >= membership.valid_until:

@@ -41,6 +41,12 @@ local function task_reply(t)  -- {"task", field, value, ...} (a field without va
   return out
 end
 
+-- core/workqueue.may_settle: the run holding ``fence`` still runs ``t`` at ``now``, its lease
+-- unended (one rule for renewing and settling).
+local function task_holds(t, fence, now)
+  return t.state == "running" and t.fence == fence and (t.lease or 0) > now
+end
+
 local function task_copy(t)
   local out = {}
   for k, v in pairs(t) do out[k] = v end
@@ -236,9 +242,7 @@ local function task_settle_step(P, now, id, fence, outcome, text)
     if same then return task_reply(t) end
     return {"none"}
   end
-  if t.state ~= "running" or t.fence ~= fence or (t.lease or 0) <= now then
-    return {"none"}
-  end
+  if not task_holds(t, fence, now) then return {"none"} end
   local after = task_copy(t)
   after.lease = nil
   if outcome == "done" then
