@@ -72,18 +72,18 @@ def test_node_keeps_a_tasks_wide_integers_exact_and_its_clock_fields_numbers(tmp
     with redis_prefix("pi-node-wide") as url:
         store = open_store(url)
         try:
-            with served_app(store) as run:
+            with served_app(store) as run:  # (the daemon closes its store when it stops)
                 env = {**os.environ, "PI_COORDINATOR_ADDR": run.addr,
                        "CLIENT_URL": (CLIENT_DIR / "client.mjs").as_uri()}
                 done = subprocess.run([NODE, "--input-type=module", "-e", WIDE], cwd=tmp_path,
                                       env=env, capture_output=True, text=True, timeout=60,
                                       check=False)
+                task = store.get_task("wide")
             assert done.returncode == 0, done.stdout + done.stderr
             out = json.loads(done.stdout)
             assert out["put"] == "bigint" and out["exact"] and out["small"] == "number"
             assert out["clock"] == ["number"] * 4 and out["leaseNs"] > 2**53
             assert out["result"] == str(2**60 + 2) and out["listed"] == str(2**60 + 1)
-            task = store.get_task("wide")
             assert json.loads(task.payload) == {"big": 2**60 + 1, "small": 7,
                                                 "list": [2**60 + 1, -(2**60 + 1)]}
             assert json.loads(task.result) == {"back": 2**60 + 2}

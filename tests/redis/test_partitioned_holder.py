@@ -7,6 +7,8 @@ registers again, and a run from before is still told it lost its task."""
 from __future__ import annotations
 
 import dataclasses
+import signal
+import threading
 import time
 from contextlib import contextmanager
 
@@ -96,6 +98,38 @@ def test_a_run_whose_completion_cannot_be_recorded_is_let_go_not_renewed(tmp_pat
         assert taken.task_id == "unrecorded" and taken.fence > run.fence
         assert a._membership.generation == 0  # a was never judged dead meanwhile
         taken.complete("again")
+
+
+@pytest.mark.timeout(60)
+def test_leaving_a_lock_or_workflow_while_cut_off_keeps_the_callers_error(tmp_path):
+    """The release the store does not answer: the block's own exception (Ctrl-C here) is
+    the one raised, and ``release()`` may be called again once the store answers."""
+    with _cut_off_a(tmp_path) as (a, b, proxy):
+        for hold in (lambda: a.locks.hold("L\tone", ttl=60), lambda: a.workflows.hold("W")):
+            with pytest.raises(KeyboardInterrupt):
+                with hold() as held:
+                    proxy.blackhole.set()
+                    raise KeyboardInterrupt
+            proxy.blackhole.clear()
+            assert held.release() is True  # tried again: it went through this time
+        assert b.locks.list() == [] and b.workflows.check("W")["owned"] is True
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_during_an_acquire_whose_reply_is_lost_stays_ctrl_c(tmp_path):
+    """The store granted or queued it, the reply never came, and leaving the wait cannot be
+    sent either: the caller sees its own Ctrl-C, not the store's error."""
+    with _cut_off_a(tmp_path) as (a, _, proxy):
+        proxy.drop_replies.set()
+        stop = threading.Timer(0.1, lambda: signal.pthread_kill(threading.main_thread().ident,
+                                                                signal.SIGINT))
+        stop.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                a.locks.acquire("k", ttl=60, timeout=5)
+        finally:
+            stop.cancel()
+            proxy.drop_replies.clear()
 
 
 def _until(check, bound_s=20.0):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
 import random
 import threading
 import time
@@ -113,6 +112,7 @@ class HeldLock:
         self.lost: LockLostError | None = None
         self._lost_lock = threading.RLock()  # reentrant: ``on_lost`` may call ``ensure``
         self.released = False
+        self._releasing = False  # a release was sent: a renewal answered None is not a loss
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._task: asyncio.Task[None] | None = None
@@ -147,7 +147,7 @@ class HeldLock:
     # --- one renewal: the decision shared by the thread and the asyncio task ----------------
     def renew(self, ttl: float | None = None) -> bool:
         """Extend the TTL from now; False (and the holder told) when the lock was lost."""
-        if self.lost is not None or self.released:
+        if self.lost is not None or self.released or self._releasing:
             return False
         ttl_ns = self.ttl_ns if ttl is None else check_ttl(ttl)
         gone = None if self._tenure is None else self._tenure.gone()
@@ -165,7 +165,8 @@ class HeldLock:
             self._mark_lost(f"could not be renewed before its TTL ended ({err})")
             return False
         if record is None:
-            self._mark_lost("its TTL ended or another holder took it")
+            if not self._releasing:  # (answered after this holder's own release)
+                self._mark_lost("its TTL ended or another holder took it")
             return False
         self.record, self.ttl_ns = record, ttl_ns
         self.valid_until = sent + ttl_ns / 1e9
@@ -207,12 +208,24 @@ class HeldLock:
             raise LockLostError(self.resource, self.token, "it was released")
 
     def release(self) -> bool:
-        """Free the lock; False when it was no longer held by us. Idempotent."""
+        """Free the lock; False when it was no longer held by us. Idempotent once it went
+        through; when the store did not answer, the error is raised and ``release`` may be
+        called again (else the lock ends at its TTL)."""
         self._stop.set()
         if self.released:
             return False
+        gone = None if self._tenure is None else self._tenure.gone()
+        if gone is not None:  # e.g. the runtime closed: told as a loss, as ensure() would
+            self._mark_lost(gone)
+        self._releasing = True
+        try:  # lost as far as this process knows: if the store still has it as ours (by
+            freed = self._store.release_lock(self.resource, self.lock_id)  # lock_id), free it
+        except CrossInstanceError:
+            if self._lost_now() is None:
+                raise
+            freed = False  # lost already: nothing of ours left to free, as far as we can tell
         self.released = True
-        return self._store.release_lock(self.resource, self.lock_id)
+        return freed
 
     # --- background renewal ------------------------------------------------------------------
     def _period(self) -> float:
@@ -249,21 +262,38 @@ class HeldLock:
     async def __aexit__(self, et: type[BaseException] | None, ev: BaseException | None,
                         tb: TracebackType | None) -> None:
         self._stop.set()
+        # shielded: cancelled again meanwhile (a timeout, a task group), the lock is still
+        # released, not left to its TTL
+        done = asyncio.ensure_future(self._aexit(et))
+        done.add_done_callback(_retrieved)
+        await asyncio.shield(done)
+
+    async def _aexit(self, et: type[BaseException] | None) -> None:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await asyncio.to_thread(self._finish, et)
 
     def _finish(self, et: type[BaseException] | None) -> None:
-        lost = self._lost_now()
+        """Leaving the block: release. A loss is raised when the block ended normally
+        (its work may not have been protected); when the block raised, its exception is the
+        one to see, and a release the store did not answer leaves the lock to its TTL."""
         if not self.released:
-            if lost is None:
+            try:
                 self.release()
-            else:  # lost as far as this process knows; if the store still has it as ours
-                with contextlib.suppress(CrossInstanceError):  # (by lock_id), free it now
-                    self.release()
+            except CrossInstanceError:
+                if et is None:
+                    raise
+        lost = self._lost_now()
         if lost is not None and et is None:
             raise lost
+
+
+def _retrieved(done: asyncio.Future[None]) -> None:
+    """An exit that finished after its caller was cancelled: its outcome is retrieved (no
+    "exception was never retrieved" warning); the caller saw its cancellation."""
+    if not done.cancelled():
+        done.exception()
 
 
 class PendingLock:
@@ -342,7 +372,11 @@ class Locks:
     def ahold(self, resource: str, ttl: float = 30.0, timeout: float | None = None,
               on_lost: OnLost | None = None) -> PendingLock:
         """``async with rt.locks.ahold(...) as held``: waits on the event loop, renews in a
-        task."""
+        task. Its arguments are checked here, as ``hold`` checks them."""
+        check_resource(resource)
+        check_ttl(ttl)
+        check_seconds("timeout", timeout, LockRequestError)
+        _check_on_lost(on_lost)
         return PendingLock(self, resource, ttl, timeout, on_lost)
 
     def release(self, lock: HeldLock) -> bool:

@@ -18,12 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 from cross_instance.core.arguments import check_bool, check_int, show
 from cross_instance.core.ownership import (
+    Action,
     Claim,
     Force,
     WorkflowRecord,
     check_workflow_id,
 )
 from cross_instance.errors import (
+    CrossInstanceError,
     StaleEpochError,
     WorkflowOwnedError,
     WorkflowRequestError,
@@ -68,6 +70,12 @@ class Workflow:
             if not isinstance(key, str) or not key or len(key) > 256:
                 raise WorkflowRequestError(f"state key must be a string of 1-256 characters, "
                                            f"got {key!r}")
+            if not key.isascii():
+                try:
+                    key.encode()
+                except UnicodeEncodeError:
+                    raise WorkflowRequestError(f"state key must be Unicode text (no lone "
+                                               f"surrogate), got {key!r}") from None
             try:
                 json.dumps(value)
             except (TypeError, ValueError) as err:
@@ -81,20 +89,29 @@ class Workflow:
         return self._session.require_store().read_workflow_state(self.workflow_id)
 
     def release(self) -> bool:
-        """Give ownership up; False when it was no longer ours at this epoch. Idempotent."""
+        """Give ownership up; False when it was no longer ours at this epoch. Idempotent once
+        it went through; when the store did not answer, the error is raised and ``release``
+        may be called again."""
         if self.released:
             return False
-        self.released = True
-        return self._session.require_store().release_workflow(
+        freed = self._session.require_store().release_workflow(
             self.workflow_id, self._session.instance_id, self.epoch)
+        self.released = True
+        return freed
 
     def __enter__(self) -> Workflow:
         return self
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
                  tb: TracebackType | None) -> None:
-        if not self.keep:
+        if self.keep:
+            return
+        try:
             self.release()
+        except CrossInstanceError:
+            if et is None:
+                raise  # (``release()`` may be called again)
+            # the block's own exception is the one to see; ``release()`` may be called again
 
 
 class Workflows:
@@ -123,8 +140,11 @@ class Workflows:
                                      owner.pid if owner else 0,
                                      owner.domain.host if owner else "",
                                      claim.decision.reason + hint)
-        return Workflow(self._session, workflow_id, claim.epoch, claim.decision.action.value,
-                        keep)
+        action = claim.decision.action.value
+        # a hold of a workflow this instance owned already (a nested hold, an earlier claim)
+        # leaves it owned on exit: a hold releases only what it claimed itself
+        return Workflow(self._session, workflow_id, claim.epoch, action,
+                        keep or claim.decision.action is Action.OWNED)
 
     def hold(self, task_id: str, auto_claim: bool = True, keep: bool = False) -> Workflow:
         """Claim ``task_id`` and hold it: ``with rt.workflows.hold(task_id) as wf:

@@ -77,7 +77,10 @@ def check_ttl(ttl_s: object) -> int:
     """The TTL in ns, or a ``LockRequestError`` naming what is wrong with it."""
     if isinstance(ttl_s, bool) or not isinstance(ttl_s, int | float) or ttl_s != ttl_s:
         raise LockRequestError(f"lock ttl must be a number of seconds, got {ttl_s!r}")
-    ttl_ns = int(ttl_s * 1e9)
+    try:
+        ttl_ns = int(ttl_s * 1e9)
+    except OverflowError:  # infinite, or an integer beyond a float
+        ttl_ns = MAX_TTL_NS + 1
     if not MIN_TTL_NS <= ttl_ns <= MAX_TTL_NS:
         raise LockRequestError(f"lock ttl must be between 0.001 s and 1 day, got {ttl_s!r} s")
     return ttl_ns

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 from cross_instance.core.records import Granted, PermitRequest, Waiting
-from cross_instance.errors import Cancelled, RateLimitExceeded
+from cross_instance.errors import Cancelled, CrossInstanceError, RateLimitExceeded
 from cross_instance.stores.base import Store
 
 T_co = TypeVar("T_co", covariant=True)
@@ -443,7 +443,18 @@ def run_sync(loop: Loop[T], wake: Wake | None = None,
         gen.close()
         leave = loop.abandon()
         if leave is not None:
-            leave.fn(*leave.args)
+            _leave(leave.fn, leave.args)
+
+
+def _leave(fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    """Give a wait's place back after it ended without a grant. When the store does not
+    answer this either, the wait's own ending (a timeout, Ctrl-C, the store's error) is what
+    the caller sees, not this call's error: the store drops the place (or the grant) when
+    its lease ends."""
+    try:
+        fn(*args)
+    except CrossInstanceError:
+        pass
 
 
 def _sleep(seconds: float, cancel: threading.Event | None) -> None:
@@ -544,4 +555,4 @@ async def run_async(loop: Loop[T], call: Callable[..., Any], wake: Wake | None =
         leave = loop.abandon()
         if leave is not None:
             # Leave the queue even when cancelled: shield the store call from the cancellation.
-            await asyncio.shield(call(leave.fn, *leave.args))
+            await asyncio.shield(call(_leave, leave.fn, leave.args))

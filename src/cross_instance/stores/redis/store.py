@@ -183,6 +183,7 @@ class RedisStore(base.PermitDecisions):
     def __init__(self, url: str, *, clock: Callable[[], int] | None = None,
                  retry_for_s: float = 5.0, waiter_ttl_ns: int = 10_000_000_000,
                  socket_timeout_s: float = 5.0) -> None:
+        self._closed = False
         self.location: RedisLocation = parse_url(url)
         self.url = self.location.where
         self.prefix = self.location.prefix
@@ -228,7 +229,10 @@ class RedisStore(base.PermitDecisions):
         return "" if self._clock is None else str(self._clock() // 1000)
 
     def _run(self, name: str, *args: Any) -> Any:
-        """Operation ``name`` (``lua/<name>.lua``) called with the prefix, now, then ``args``."""
+        """Operation ``name`` (``lua/<name>.lua``) called with the prefix, now, then ``args``.
+        ``StoreUnavailable`` once the store is closed (redis-py would connect again)."""
+        if self._closed:
+            raise StoreUnavailable(f"{self.url}: the store is closed", location=self.url)
         now = self._now_arg()
         if crashpoints.ACTIVE:  # fault tests: redis.<operation>.before_send|after_reply
             crashpoints.crash_at(f"redis.{name}.before_send")
@@ -673,6 +677,7 @@ class RedisStore(base.PermitDecisions):
         return out
 
     def close(self) -> None:
+        self._closed = True
         self._lane.close()
         self.client.close()
 

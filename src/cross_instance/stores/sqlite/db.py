@@ -349,6 +349,7 @@ class Database:
         """Run ``fn(conn, now)`` as one immediate transaction under the write lock. ``op``
         names the crash points around its commit (``sqlite.<op>.before_commit`` and
         ``sqlite.<op>.after_commit``) for fault tests."""
+        self._check_open()
         if self._forked:
             self._reopen_after_fork()
         fcntl = self._fcntl
@@ -396,6 +397,7 @@ class Database:
 
     def read(self, fn: Callable[[sqlite3.Connection, int], T]) -> T:
         """Run ``fn(conn, now)`` in one consistent read transaction (no write lock)."""
+        self._check_open()
         if self._forked:
             self._reopen_after_fork()
         with self._thread_lock:
@@ -409,6 +411,13 @@ class Database:
                     conn.execute("COMMIT")
             except sqlite3.Error as err:
                 raise map_error(err, self.path) from err
+
+    def _check_open(self) -> None:
+        """``StoreUnavailable`` once closed (not the raw error of a closed file, nor the
+        "damaged" verdict that error would draw)."""
+        if self._lock_fd < 0:
+            raise StoreUnavailable(f"the state database {self.path} is closed (its runtime "
+                                   "closed)", location=str(self.path))
 
     def close(self) -> None:
         """Close the connection and the lock file. Idempotent."""
