@@ -106,11 +106,14 @@ def test_process_one_refuses_what_no_store_keeps_and_async_handlers(pair):
     with pytest.raises(InvalidArgument, match="awaitable"):
         a.queue.process_one(lambda run: handler(run))  # a coroutine: never run, given back
     _given_back(a, "kept")
-    with pytest.raises(InvalidArgument, match="result"):
-        a.queue.process_one(lambda run: {1, 2})  # the handler ran: failed, not retried
-    failed = a.queue.get("kept")
-    assert failed.state == "failed" and "could not be kept" in json.loads(failed.error)
-    assert task_id_free(a, "kept")
+    a.queue.put(2, task_id="huge")
+    for task_id, result, word in (("kept", {1, 2}, "result must be"),
+                                  ("huge", "x" * (2 << 20), "result is")):  # over 1 MiB
+        with pytest.raises(InvalidArgument, match=word):
+            a.queue.process_one(lambda run, r=result: r)  # the handler ran: failed, no retry
+        failed = a.queue.get(task_id)
+        assert failed.state == "failed" and "could not be kept" in json.loads(failed.error)
+        assert task_id_free(a, task_id)
 
 
 def test_aprocess_one_takes_a_plain_handler_too_and_runs_it_once(pair):
@@ -260,16 +263,6 @@ def test_leaving_a_block_normally_after_the_run_was_lost_says_so(pair):
         with run:
             a.queue.close()  # (as rt.close() does: every run of this process is lost)
     assert a.queue.get("lost").state == "running"  # rt.close() hands it on; not settled here
-
-
-def test_a_handler_result_over_the_bound_fails_the_task_and_is_raised(pair):
-    a, _ = pair
-    a.queue.put(1, task_id="huge")
-    with pytest.raises(InvalidArgument, match="result is"):
-        a.queue.process_one(lambda run: "x" * (2 << 20))
-    task = a.queue.get("huge")
-    assert task.state == "failed" and "could not be kept" in json.loads(task.error)
-    assert task_id_free(a, "huge")
 
 
 def test_an_error_that_is_not_utf8_is_recorded_escaped(pair):

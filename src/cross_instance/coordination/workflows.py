@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from cross_instance.core.arguments import check_bool, check_int, show
+from cross_instance.core.arguments import check_bool, check_int, is_unicode, show
 from cross_instance.core.ownership import (
     Action,
     Claim,
@@ -70,12 +70,9 @@ class Workflow:
             if not isinstance(key, str) or not key or len(key) > 256:
                 raise WorkflowRequestError(f"state key must be a string of 1-256 characters, "
                                            f"got {key!r}")
-            if not key.isascii():
-                try:
-                    key.encode()
-                except UnicodeEncodeError:
-                    raise WorkflowRequestError(f"state key must be Unicode text (no lone "
-                                               f"surrogate), got {key!r}") from None
+            if not is_unicode(key):
+                raise WorkflowRequestError(f"state key must be Unicode text (no lone "
+                                           f"surrogate), got {key!r}")
             try:
                 json.dumps(value)
             except (TypeError, ValueError) as err:

@@ -34,6 +34,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from cross_instance.core.arguments import is_unicode
 from cross_instance.core.jsonvalues import check_text, shown
 from cross_instance.errors import InvalidArgument
 
@@ -153,11 +154,9 @@ def _check_text(name: str, value: object, most: int, empty: bool) -> None:
         raise InvalidArgument(f"{name} is {len(value)} characters, more than {most}")
     if "\x00" in value:
         raise InvalidArgument(f"{name} must not hold a NUL character, got {value!r}")
-    try:
-        value.encode()
-    except UnicodeEncodeError:
+    if not is_unicode(value):
         raise InvalidArgument(f"{name} must be Unicode text (no lone surrogate), "
-                              f"got {value!r}") from None
+                              f"got {value!r}")
 
 
 def _check_int(name: str, value: object, least: int, most: int) -> None:

@@ -24,6 +24,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from cross_instance.core.arguments import is_unicode
 from cross_instance.core.limiter import RateSpec
 from cross_instance.core.limits import AdaptiveSettings
 from cross_instance.core.locking import LockRecord, LockWaiting
@@ -108,12 +109,9 @@ def checked_spend_keys(keys: Iterable[str]) -> list[str]:
     for key in out:
         if not isinstance(key, str):
             raise InvalidArgument(f"a spend key must be text, got {key!r}")
-        if not key.isascii():
-            try:
-                key.encode()
-            except UnicodeEncodeError:
-                raise InvalidArgument(f"a spend key must be Unicode text (no lone "
-                                      f"surrogate), got {key!r}") from None
+        if not is_unicode(key):
+            raise InvalidArgument(f"a spend key must be Unicode text (no lone surrogate), "
+                                  f"got {key!r}")
     return out
 
 
