@@ -159,3 +159,33 @@ def test_bad_ttls_state_keys_and_ahold_arguments_are_refused_by_name(pair):
         wf.write({"\ud800": 1})
     wf.write({"ключ\tkey 🎉": 1})
     assert wf.read() == {"ключ\tkey 🎉": 1}
+
+
+def test_closing_a_store_while_threads_use_it_ends_their_calls_cleanly(tmp_path):
+    """close() waits for a call in progress; every later call says the store is closed (a
+    closed connection used by another thread could crash the process)."""
+    from cross_instance.stores.sqlite.store import SqliteStore
+
+    store = SqliteStore(tmp_path / "state")
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def use():
+        while not stop.is_set():
+            try:
+                store.list_locks()
+                store.now_ns()
+            except BaseException as err:  # noqa: BLE001 - what ended it is the point
+                errors.append(err)
+                return
+
+    threads = [threading.Thread(target=use) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.1)
+    store.close()
+    stop.set()
+    for t in threads:
+        t.join(10)
+    assert errors and all(isinstance(e, StoreUnavailable) and "closed" in str(e)
+                          for e in errors), errors

@@ -290,3 +290,38 @@ def test_asyncio_twins_after_close_refuse_as_the_sync_forms(pair):
     with pytest.raises(NotRegisteredError):
         a.queue.put(1)
     asyncio.run(main())
+
+
+def test_a_take_cancelled_as_its_loop_ends_still_gives_its_run_back(pair):
+    """The take still waits for a store thread when its caller is cancelled and the event
+    loop closes: no callback of that loop can run, and the store thread gives the run back
+    itself once the take finishes."""
+    from cross_instance.runtime.session import STORE_THREADS
+
+    a, _ = pair
+    a.queue.put(1, task_id="late")
+
+    async def main():
+        for _ in range(STORE_THREADS):  # every store thread busy: the take waits
+            a.session.submit(time.sleep, 0.3)
+        call = asyncio.ensure_future(a.queue.atake())
+        await asyncio.sleep(0.05)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+
+    asyncio.run(main())  # the loop is closed before the take has even started
+    time.sleep(0.8)
+    _given_back(a, "late")
+
+
+def test_leaving_async_with_runtime_after_closing_it_inside_is_quiet(tmp_path):
+    from tests.helpers_runtime import make_config
+
+    async def main():
+        async with Runtime.start(cwd=tmp_path, config=make_config(tmp_path / "state"),
+                                 instance_id="quiet") as rt:
+            await rt.queue.alist()
+            rt.close()
+
+    asyncio.run(main())

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 
 import pytest
 
+from cross_instance.coordination.locks import HeldLock
 from cross_instance.core.workqueue import QueueSettings
 from cross_instance.errors import LockLostError, StoreUnavailable, TaskLostError
 from cross_instance.runtime import Runtime
@@ -111,8 +112,21 @@ def test_leaving_a_lock_or_workflow_while_cut_off_keeps_the_callers_error(tmp_pa
                     proxy.blackhole.set()
                     raise KeyboardInterrupt
             proxy.blackhole.clear()
+            if isinstance(held, HeldLock):  # its release was sent: no longer to be relied on
+                with pytest.raises(LockLostError, match="release was sent"):
+                    held.ensure()
             assert held.release() is True  # tried again: it went through this time
         assert b.locks.list() == [] and b.workflows.check("W")["owned"] is True
+        b.workflows.release("W")
+        # left owned by a release that failed, a later hold of the workflow releases it
+        with pytest.raises(KeyboardInterrupt):
+            with a.workflows.hold("V"):
+                proxy.blackhole.set()
+                raise KeyboardInterrupt
+        proxy.blackhole.clear()
+        with a.workflows.hold("V") as again:
+            assert again.action == "owned"
+        assert b.workflows.check("V")["owned"] is True
 
 
 @pytest.mark.timeout(60)

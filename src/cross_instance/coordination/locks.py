@@ -34,6 +34,7 @@ from cross_instance.errors import (
     LockTimeoutError,
 )
 from cross_instance.runtime.acquire import Call, Sleep, run_async, run_sync
+from cross_instance.runtime.session import quiet
 from cross_instance.runtime.tenure import Tenure
 from cross_instance.stores.permit_ids import new_ticket
 
@@ -206,6 +207,9 @@ class HeldLock:
             raise lost
         if self.released:
             raise LockLostError(self.resource, self.token, "it was released")
+        if self._releasing:  # a release the store did not answer: it may be free already
+            raise LockLostError(self.resource, self.token, "its release was sent (the store "
+                                "did not answer): it is held at most until its TTL")
 
     def release(self) -> bool:
         """Free the lock; False when it was no longer held by us. Idempotent once it went
@@ -265,7 +269,7 @@ class HeldLock:
         # shielded: cancelled again meanwhile (a timeout, a task group), the lock is still
         # released, not left to its TTL
         done = asyncio.ensure_future(self._aexit(et))
-        done.add_done_callback(_retrieved)
+        done.add_done_callback(quiet)
         await asyncio.shield(done)
 
     async def _aexit(self, et: type[BaseException] | None) -> None:
@@ -280,20 +284,16 @@ class HeldLock:
         one to see, and a release the store did not answer leaves the lock to its TTL."""
         if not self.released:
             try:
-                self.release()
+                freed = self.release()
             except CrossInstanceError:
                 if et is None:
                     raise
+            else:
+                if not freed and self._lost_now() is None:  # someone else's by now: its
+                    self._mark_lost("it was no longer held when released")  # work unguarded
         lost = self._lost_now()
         if lost is not None and et is None:
             raise lost
-
-
-def _retrieved(done: asyncio.Future[None]) -> None:
-    """An exit that finished after its caller was cancelled: its outcome is retrieved (no
-    "exception was never retrieved" warning); the caller saw its cancellation."""
-    if not done.cancelled():
-        done.exception()
 
 
 class PendingLock:

@@ -55,6 +55,7 @@ from cross_instance.core.workqueue import (
     total_stealing,
 )
 from cross_instance.errors import CrossInstanceError, InvalidArgument, TaskLostError
+from cross_instance.runtime.session import quiet
 from cross_instance.runtime.tenure import Tenure
 from cross_instance.stores.base import checked_min_queued
 
@@ -89,12 +90,9 @@ def _twin(method: Callable[Concatenate[Any, P], T]
     async def twin(self: Any, /, *args: P.args, **kwargs: P.kwargs) -> T:
         session: Session = self._session
         bound = getattr(self, name)  # a subclass's override, as the sync form would call
-        future = session.call(lambda: bound(*args, **kwargs))
-        try:
-            return await asyncio.shield(future)
-        except asyncio.CancelledError:
-            future.add_done_callback(functools.partial(_abandoned, session))
-            raise
+        handoff = _Handoff(session)
+        return await _shielded(session.call(handoff.run, lambda: bound(*args, **kwargs)),
+                               handoff.cancel)
 
     functools.update_wrapper(twin, method)
     signature = inspect.signature(method)
@@ -108,19 +106,58 @@ def _twin(method: Callable[Concatenate[Any, P], T]
     return twin
 
 
-def _abandoned(session: Session, future: asyncio.Future[Any]) -> None:
-    """A call whose caller was cancelled has ended: every run it started is given back (it
-    would otherwise be held, and renewed, by nobody)."""
-    if future.cancelled() or future.exception() is not None:
-        return
-    result = future.result()
-    for run in result if isinstance(result, tuple) else (result,):
-        if isinstance(run, RunningTask):
+async def _shielded(future: asyncio.Future[T],
+                    cancelled: Callable[[], None] | None = None) -> T:
+    """``future`` (a store call in its thread), which a cancellation of the caller does not
+    stop: the call finishes, ``cancelled`` is told, and its outcome is retrieved."""
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        future.add_done_callback(quiet)
+        if cancelled is not None:
+            cancelled()
+        raise
+
+
+class _Handoff:
+    """A twin's store call and its caller: when the caller was cancelled, whichever of the
+    two ends second gives back every run the call started (decided in the store thread too,
+    as the event loop may have closed before a callback could run)."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._lock = threading.Lock()
+        self._cancelled = self._done = False
+        self._result: Any = None
+
+    def run(self, call: Callable[[], T]) -> T:
+        """In the store thread: the call, then the give-back if its caller is gone."""
+        result = call()
+        with self._lock:
+            self._done, self._result = True, result
+            give_back = self._cancelled
+        if give_back:
+            _give_back_runs(result)
+        return result
+
+    def cancel(self) -> None:
+        """In the event loop: the caller was cancelled."""
+        with self._lock:
+            self._cancelled = True
+            result = self._result if self._done else None
+        if result is not None:
             try:
-                session.submit(run._give_back, asyncio.CancelledError(
-                    "its caller was cancelled before it saw this run"))
+                self._session.submit(_give_back_runs, result)
             except (RuntimeError, CrossInstanceError):
                 pass  # the runtime closed: its runs are lost, and handed on by the store
+
+
+def _give_back_runs(result: Any) -> None:
+    """Every run in a call's result, given back: its caller never saw it."""
+    for run in result if isinstance(result, tuple) else (result,):
+        if isinstance(run, RunningTask):
+            run._give_back(asyncio.CancelledError(
+                "its caller was cancelled before it saw this run"))
 
 
 def new_task_id() -> str:
@@ -342,7 +379,7 @@ class RunningTask:
             return
         # shielded: cancelled again while it runs (a timeout, a task group), the exit still
         # settles the run or lets it go in its thread
-        await asyncio.shield(self._session.call(self.__exit__, et, ev, tb))
+        await _shielded(self._session.call(self.__exit__, et, ev, tb))
 
     def _outcome(self) -> Task:
         """The settled task after ``_give_back``, or the reason it could not be settled."""
@@ -485,7 +522,7 @@ class Queue:
             if not isinstance(err, Exception):
                 raise
             return running._outcome()
-        return await asyncio.shield(self._session.call(self._handled, running, result))
+        return await _shielded(self._session.call(self._handled, running, result))
 
     # --- broadcast and stealing decisions ---------------------------------------------------
     def get_remote_queue_states(self) -> builtins.list[QueueState]:

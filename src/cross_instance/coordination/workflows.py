@@ -11,8 +11,10 @@ own lease has not run out (self-fencing: a process resumed from a pause heartbea
 from __future__ import annotations
 
 import builtins
+import collections
 import json
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -41,13 +43,16 @@ class Workflow:
     instance)."""
 
     def __init__(self, session: Session, workflow_id: str, epoch: int, action: str,
-                 keep: bool = False) -> None:
+                 keep: bool = False, nested: bool = False,
+                 on_end: Callable[[str], None] | None = None) -> None:
         self._session = session
         self.workflow_id = workflow_id
         self.epoch = epoch
         self.action = action  # how it was obtained: claimed, auto_claimed, force_claimed, owned
         self.keep = keep
         self.released = False
+        self._nested = nested  # a hold inside a live hold or claim of this process
+        self._on_end = on_end  # told once this handle no longer holds (``Workflows._open``)
 
     def __repr__(self) -> str:
         return f"<Workflow {self.workflow_id!r} epoch {self.epoch} ({self.action})>"
@@ -94,7 +99,13 @@ class Workflow:
         freed = self._session.require_store().release_workflow(
             self.workflow_id, self._session.instance_id, self.epoch)
         self.released = True
+        self._end()
         return freed
+
+    def _end(self) -> None:
+        on_end, self._on_end = self._on_end, None
+        if on_end is not None:
+            on_end(self.workflow_id)
 
     def __enter__(self) -> Workflow:
         return self
@@ -102,10 +113,13 @@ class Workflow:
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
                  tb: TracebackType | None) -> None:
         if self.keep:
+            if self._nested:
+                self._end()  # the outer hold or claim still holds it
             return
         try:
             self.release()
         except CrossInstanceError:
+            self._end()  # this hold is over: a later hold of the workflow releases it
             if et is None:
                 raise  # (``release()`` may be called again)
             # the block's own exception is the one to see; ``release()`` may be called again
@@ -117,6 +131,16 @@ class Workflows:
 
     def __init__(self, session: Session) -> None:
         self._session = session
+        # live handles of this process per workflow: holds inside their block, claims not
+        # released; a hold finding the workflow owned is nested only while one is live
+        self._open: collections.Counter[str] = collections.Counter()
+        self._open_lock = threading.Lock()
+
+    def _ended(self, workflow_id: str) -> None:
+        with self._open_lock:
+            self._open[workflow_id] -= 1
+            if self._open[workflow_id] <= 0:
+                del self._open[workflow_id]
 
     def _claim(self, workflow_id: str, *, take: bool = True, auto_claim: bool = True,
                force: Force = Force.NO) -> Claim:
@@ -137,11 +161,14 @@ class Workflows:
                                      owner.pid if owner else 0,
                                      owner.domain.host if owner else "",
                                      claim.decision.reason + hint)
-        action = claim.decision.action.value
-        # a hold of a workflow this instance owned already (a nested hold, an earlier claim)
-        # leaves it owned on exit: a hold releases only what it claimed itself
-        return Workflow(self._session, workflow_id, claim.epoch, action,
-                        keep or claim.decision.action is Action.OWNED)
+        # a hold of a workflow a live hold or claim of this process holds (a nested hold, a
+        # hold after claim) leaves it owned on exit: a hold releases only what it claimed
+        # itself; owned with no live handle (left over by a failed release), it takes over
+        with self._open_lock:
+            nested = claim.decision.action is Action.OWNED and self._open[workflow_id] > 0
+            self._open[workflow_id] += 1
+        return Workflow(self._session, workflow_id, claim.epoch, claim.decision.action.value,
+                        keep or nested, nested, self._ended)
 
     def hold(self, task_id: str, auto_claim: bool = True, keep: bool = False) -> Workflow:
         """Claim ``task_id`` and hold it: ``with rt.workflows.hold(task_id) as wf:
@@ -181,8 +208,11 @@ class Workflows:
     def release(self, task_id: str) -> bool:
         """Give up ``task_id`` if this instance owns it; False otherwise (nothing changes)."""
         check_workflow_id(task_id)
-        return self._session.require_store().release_workflow(task_id,
-                                                              self._session.instance_id)
+        freed = self._session.require_store().release_workflow(task_id,
+                                                               self._session.instance_id)
+        with self._open_lock:
+            self._open.pop(task_id, None)  # every handle of it is stale now (fenced)
+        return freed
 
     def get(self, task_id: str) -> WorkflowRecord | None:
         """The workflow's owner and epoch (None when it was never claimed)."""

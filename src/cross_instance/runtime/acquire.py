@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 from cross_instance.core.records import Granted, PermitRequest, Waiting
-from cross_instance.errors import Cancelled, CrossInstanceError, RateLimitExceeded
+from cross_instance.errors import Cancelled, NotRegisteredError, RateLimitExceeded, StoreError
 from cross_instance.stores.base import Store
 
 T_co = TypeVar("T_co", covariant=True)
@@ -453,7 +453,7 @@ def _leave(fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
     its lease ends."""
     try:
         fn(*args)
-    except CrossInstanceError:
+    except StoreError:
         pass
 
 
@@ -555,4 +555,9 @@ async def run_async(loop: Loop[T], call: Callable[..., Any], wake: Wake | None =
         leave = loop.abandon()
         if leave is not None:
             # Leave the queue even when cancelled: shield the store call from the cancellation.
-            await asyncio.shield(call(_leave, leave.fn, leave.args))
+            try:
+                left = call(_leave, leave.fn, leave.args)
+            except NotRegisteredError:
+                pass  # the runtime closed: its instance left, and its waits with it
+            else:
+                await asyncio.shield(left)

@@ -273,7 +273,8 @@ class Runtime:
 
     async def __aexit__(self, et: type[BaseException] | None, ev: BaseException | None,
                         tb: TracebackType | None) -> None:
-        await self.session.call(self.close)
+        if not self.closed:  # (closed in the block already: nothing left to do)
+            await self.session.call(self.close)
 
     # --- permits --------------------------------------------------------------------------
     def permit(self, provider: str, *, model: str | None = None, tokens: int | None = None,

@@ -24,6 +24,13 @@ T = TypeVar("T")
 STORE_THREADS = 4  # store calls of asyncio callers run at most this many at once per runtime
 
 
+def quiet(future: asyncio.Future[Any]) -> None:
+    """Done-callback of a shielded call whose caller was cancelled: its outcome is retrieved
+    (no "exception was never retrieved" warning); the caller saw its cancellation."""
+    if not future.cancelled():
+        future.exception()
+
+
 class Session:
     """One registered instance's shared handles. Thread-safe."""
 

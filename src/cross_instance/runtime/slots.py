@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from cross_instance.core.records import Granted, PermitRequest, PermitState, Waiting
-from cross_instance.errors import StoreUnavailable
+from cross_instance.errors import NotRegisteredError, StoreUnavailable
 from cross_instance.hostfacts import identity as hostinfo
 from cross_instance.runtime.acquire import SlotWaiter, Wake
 from cross_instance.runtime.handover import Doorbell, directory_for
@@ -67,7 +67,7 @@ class Slots:
             # first and held the release back by a whole decision).
             try:
                 sent = self._session.call(self._releases.flush)
-            except RuntimeError:  # the pool is shut down (closing): the flusher sends it
+            except (RuntimeError, NotRegisteredError):  # closing: the flusher sends it
                 self._releases.put_urgent()
                 return
             await sent

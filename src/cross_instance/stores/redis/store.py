@@ -219,7 +219,13 @@ class RedisStore(base.PermitDecisions):
                             on_subscribed, self.location.where)
 
     # --- plumbing ---------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        """``StoreUnavailable`` once the store is closed (redis-py would connect again)."""
+        if self._closed:
+            raise StoreUnavailable(f"{self.url}: the store is closed", location=self.url)
+
     def now_ns(self) -> int:
+        self._check_open()
         if self._clock is not None:
             return self._clock()
         return server_time_us(self.location, self.client) * 1000
@@ -229,10 +235,8 @@ class RedisStore(base.PermitDecisions):
         return "" if self._clock is None else str(self._clock() // 1000)
 
     def _run(self, name: str, *args: Any) -> Any:
-        """Operation ``name`` (``lua/<name>.lua``) called with the prefix, now, then ``args``.
-        ``StoreUnavailable`` once the store is closed (redis-py would connect again)."""
-        if self._closed:
-            raise StoreUnavailable(f"{self.url}: the store is closed", location=self.url)
+        """Operation ``name`` (``lua/<name>.lua``) called with the prefix, now, then ``args``."""
+        self._check_open()
         now = self._now_arg()
         if crashpoints.ACTIVE:  # fault tests: redis.<operation>.before_send|after_reply
             crashpoints.crash_at(f"redis.{name}.before_send")
@@ -327,6 +331,7 @@ class RedisStore(base.PermitDecisions):
 
     def _records(self, instance_id: str | None = None) -> list[InstanceRecord]:
         """Every record, or only ``instance_id``'s (then zero or one)."""
+        self._check_open()
         args = [self.prefix, self._now_arg()] + ([] if instance_id is None else [instance_id])
         records = []
         for iid, flat, models in self._lane.run("list_instances", *args):
@@ -667,6 +672,7 @@ class RedisStore(base.PermitDecisions):
         self._run("record_event", kind, instance_id or "", json.dumps(dict(data), sort_keys=True))
 
     def events(self, after_id: int = 0, limit: int = 100) -> list[Event]:
+        self._check_open()
         raw = call(self.location, self.client.zrangebyscore, f"{self.prefix}events",
                    f"({after_id}", "+inf", start=0, num=limit)
         out = []

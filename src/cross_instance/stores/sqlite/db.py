@@ -349,11 +349,11 @@ class Database:
         """Run ``fn(conn, now)`` as one immediate transaction under the write lock. ``op``
         names the crash points around its commit (``sqlite.<op>.before_commit`` and
         ``sqlite.<op>.after_commit``) for fault tests."""
-        self._check_open()
         if self._forked:
             self._reopen_after_fork()
         fcntl = self._fcntl
         with self._thread_lock:
+            self._check_open()
             self._take_write_lock()
             try:
                 self._check_files()
@@ -397,10 +397,10 @@ class Database:
 
     def read(self, fn: Callable[[sqlite3.Connection, int], T]) -> T:
         """Run ``fn(conn, now)`` in one consistent read transaction (no write lock)."""
-        self._check_open()
         if self._forked:
             self._reopen_after_fork()
         with self._thread_lock:
+            self._check_open()
             self._check_files()
             conn = self.conn
             try:
@@ -420,7 +420,12 @@ class Database:
                                    "closed)", location=str(self.path))
 
     def close(self) -> None:
-        """Close the connection and the lock file. Idempotent."""
+        """Close the connection and the lock file, once no thread is inside a transaction
+        (one that is waits for it). Idempotent."""
+        with self._thread_lock:
+            self._close()
+
+    def _close(self) -> None:
         if self._lock_fd < 0:
             return
         if not self._forked:  # a forked child's copy shares its parent's lock: keep it held
