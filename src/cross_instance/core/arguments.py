@@ -17,7 +17,6 @@ from cross_instance.errors import InvalidArgument
 ErrorType = type[InvalidArgument]
 
 
-
 def is_unicode(text: str) -> bool:
     """Whether ``text`` is Unicode every store can keep: no lone surrogate (what
     ``os.fsdecode`` makes of a file name that was not UTF-8)."""
@@ -28,6 +27,7 @@ def is_unicode(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
 
 def show(value: object, limit: int = 80) -> str:
     """``repr(value)`` cut to ``limit`` characters (an argument may be megabytes long)."""
