@@ -193,11 +193,12 @@ class LockLostError(CrossInstanceError):
 
     code = "lock_lost"
 
-    def __init__(self, resource: str, token: int, reason: str) -> None:
+    def __init__(self, resource: str, token: int | None, reason: str) -> None:
         self.resource = resource
-        self.token = token
+        self.token = token  # None when the one who noticed does not know it (a renew by id)
         self.reason = reason
-        super().__init__(f"lock on {resource!r} (token {token}) was lost: {reason}")
+        held = "" if token is None else f" (token {token})"
+        super().__init__(f"lock on {resource!r}{held} was lost: {reason}")
 
 
 class TaskLostError(CrossInstanceError):

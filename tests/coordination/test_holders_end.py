@@ -18,6 +18,7 @@ from cross_instance.errors import (
     LockLostError,
     LockRequestError,
     StoreUnavailable,
+    TaskLostError,
     WorkflowRequestError,
 )
 from cross_instance.runtime import Runtime
@@ -189,3 +190,19 @@ def test_closing_a_store_while_threads_use_it_ends_their_calls_cleanly(tmp_path)
         t.join(10)
     assert errors and all(isinstance(e, StoreUnavailable) and "closed" in str(e)
                           for e in errors), errors
+
+
+def test_ensure_after_the_ttl_ended_without_a_renewal_says_lost_at_once(pair):
+    """Past its TTL with no renewal (nobody renewed it here), the store would refuse a
+    renewal anyway: ``ensure()`` says lost without asking a store that may be down."""
+    a, _ = pair
+    held = a.locks.try_acquire("t", ttl=0.2)  # try_acquire starts no renewal
+    time.sleep(0.3)
+    with pytest.raises(LockLostError, match="TTL ended before a renewal"):
+        held.ensure()
+    a.queue.put(1, task_id="run")
+    run = a.queue.take(lease=0.2)
+    a.queue._forget(run)  # no renewal from here on (as a stalled process)
+    time.sleep(0.3)
+    with pytest.raises(TaskLostError, match="lease ended before a renewal"):
+        run.ensure()

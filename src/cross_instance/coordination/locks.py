@@ -195,13 +195,14 @@ class HeldLock:
 
     def ensure(self) -> None:
         """Raise ``LockLostError`` unless the lock is surely still held (call it before each
-        action the lock protects). It asks the store only when the TTL, or the instance's
-        own lease, may have ended."""
+        action the lock protects). It asks the store only when its instance's lease may have
+        ended (a heartbeat); a lock whose TTL ended before a renewal came through is lost at
+        once."""
         if self.lost is None and not self.released:
             if self._tenure is not None:
-                self._tenure.ensure(self.valid_until, self.renew, self._mark_lost)
+                self._tenure.ensure(self.valid_until, self._mark_lost, "its TTL")
             elif time.monotonic() >= self.valid_until:
-                self.renew()
+                self._mark_lost("its TTL ended before a renewal came through")
         lost = self._lost_now()
         if lost is not None:
             raise lost

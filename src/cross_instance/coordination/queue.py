@@ -256,11 +256,12 @@ class RunningTask:
 
     def ensure(self) -> None:
         """Raise ``TaskLostError`` unless this run surely still holds the task (call it before
-        each step whose effect must not happen twice). It asks the store only when the run's
-        lease or its instance's may have ended."""
+        each step whose effect must not happen twice). It asks the store only when its
+        instance's lease may have ended (a heartbeat); a run whose own lease ended before a
+        renewal came through is lost at once."""
         if self.lost is None and self.settled is None:
-            self._tenure.ensure(self.valid_until, self.renew, lambda why: self._mark_lost(
-                f"{why}: the task went back to the queue"))
+            self._tenure.ensure(self.valid_until, lambda why: self._mark_lost(
+                f"{why}: the task goes back to the queue"))
         if self.lost is not None:
             raise self.lost
         if self.settled is not None:

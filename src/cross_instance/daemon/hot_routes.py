@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from cross_instance.daemon import api
 from cross_instance.daemon.disconnect import ClientGone, until_disconnect
 from cross_instance.daemon.guard import BodyTooLarge, read_body, send_json
+from cross_instance.daemon.replies import CLIENT_GONE
 from cross_instance.daemon.state import Daemon
 from cross_instance.daemon.wire import error_body, problems_message, status_of
 from cross_instance.errors import CrossInstanceError
@@ -76,7 +77,7 @@ class HotRoutes:
             return _GONE
 
 
-_GONE = 499, {"code": "client_gone", "message": "the client left", "retryable": True}
+_GONE = CLIENT_GONE, {"code": "client_gone", "message": "the client left", "retryable": True}
 
 
 def _invalid(message: str) -> dict[str, Any]:

@@ -6,8 +6,9 @@ after, its reply. A resent request whose reply is there gets that reply; one who
 there without a reply was being applied when the daemon stopped, so whether it took effect is
 not known: it is refused with ``request_outcome_unknown`` (409) rather than applied a second
 time, and the client reads the state to see. Requests that are safe to apply twice by their
-nature (a permit's wait, named in the store by its request id; a release; a heartbeat) skip
-the journal. Entries are kept ``TTL_S`` (10 minutes, as the in-memory replies).
+nature (a permit's wait, named in the store by its request id; a permit's or a lock's
+release, by its id; a heartbeat) skip the journal. Entries are kept ``TTL_S`` (10 minutes,
+as the in-memory replies).
 
 A small SQLite file of the daemon's own (``coordinator-requests.sqlite3`` in its state
 directory), written on the event loop: two short transactions per journaled request.
@@ -21,10 +22,11 @@ from pathlib import Path
 
 TTL_S = 600.0
 UNKNOWN = "unknown"
-#: POST paths that are applied twice with the effect of once: no journal needed.
+#: POST paths that are applied twice with the effect of once: no journal needed. (Not a
+#: workflow's state write or release: a write resent after a later one would undo it, and a
+#: release resent after a later claim of the same instance would release that claim.)
 RESEND_SAFE = frozenset({"/v1/permits/acquire", "/v1/permits/release",
                          "/v1/instances/heartbeat", "/v1/instances/unregister",
-                         "/v1/workflows/release", "/v1/workflows/state/write",
                          "/v1/locks/release", "/v1/locks/renew"})
 
 

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cross_instance.daemon.guard import BodyTooLarge, read_body, send_error
 from cross_instance.daemon.journal import RESEND_SAFE, UNKNOWN, Journal
-from cross_instance.daemon.replies import MAX_REQUEST_ID, Replies
+from cross_instance.daemon.replies import MAX_REQUEST_ID, Replies, kept
 
 HEADER = b"x-pi-request-id"
 Captured = tuple[int, bytes]
@@ -37,7 +37,7 @@ async def _durably(journal: Journal, key: str,
         return found
     journal.intend(key)
     status, packed = await apply()
-    if status >= 500:
+    if not kept(status):
         journal.forget(key)
     else:
         journal.done(key, status, packed)

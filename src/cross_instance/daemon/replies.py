@@ -19,6 +19,15 @@ Reply = tuple[int, bytes]
 MAX_REQUEST_ID = 128
 
 
+CLIENT_GONE = 499  # the client left before its answer: nothing was applied (or it was undone)
+
+
+def kept(status: int) -> bool:
+    """Whether a reply is kept for the request id's resends: not a server error, nor the
+    answer to a client that left (its retry must run again, not get an empty 499)."""
+    return status < 500 and status != CLIENT_GONE
+
+
 class Replies:
     def __init__(self, ttl_s: float = 600.0, limit: int = 100_000) -> None:
         self.ttl_s = ttl_s
@@ -43,7 +52,7 @@ class Replies:
             future.set_exception(err)
             future.exception()  # retrieved: nobody else may be waiting
             raise
-        if reply[0] >= 500:
+        if not kept(reply[0]):
             self._seen.pop(request_id, None)
         future.set_result(reply)
         return reply

@@ -25,7 +25,7 @@ from cross_instance.core.records import MAX_COUNT, Granted
 from cross_instance.daemon.guard import BodyTooLarge, read_body, send_json
 from cross_instance.daemon.hosted import hosted_of
 from cross_instance.daemon.metrics import metrics_for
-from cross_instance.daemon.replies import Reply
+from cross_instance.daemon.replies import CLIENT_GONE, Reply
 from cross_instance.daemon.state import Daemon
 from cross_instance.daemon.wire import ValidationError, decode, encode, error_body, status_of
 from cross_instance.errors import CrossInstanceError
@@ -254,8 +254,8 @@ class StoreProtocol:
                 status, body = problem("request_too_large", str(err))
             else:
                 if data is None:  # the client left mid-body: nothing is applied
-                    status, body = reply_json(499, {"code": "client_gone", "retryable": True,
-                                                    "message": "the client left"})
+                    status, body = reply_json(CLIENT_GONE, {
+                        "code": "client_gone", "retryable": True, "message": "the client left"})
                 else:
                     status, body = await self._op(path[len("/v1/store/"):], data)
         elif path == "/v1/store" or path.startswith("/v1/store/"):

@@ -46,11 +46,13 @@ class Tenure:
         lease is over (the others free it at the first of the two)."""
         return time.monotonic() < min(valid_until, self.until())
 
-    def ensure(self, valid_until: float, renew: Callable[[], object],
-               lose: Callable[[str], None]) -> None:
-        """A holder's ``ensure()``: ``lose(reason)`` when its instance no longer holds it;
-        else, when its own validity (``valid_until``, monotonic) or its instance's may have
-        ended, ask the store (a heartbeat, then ``renew()``). No store call otherwise."""
+    def ensure(self, valid_until: float, lose: Callable[[str], None],
+               what: str = "its lease") -> None:
+        """A holder's ``ensure()``: ``lose(reason)`` when its instance no longer holds it, or
+        when its own validity (``valid_until``, monotonic: ``what``) ended before a renewal
+        came through (the store would refuse a renewal of an expired hold anyway, so it is
+        not asked: no wait on a store that may be down). When only its instance's lease may
+        have ended, a heartbeat asks. No store call otherwise."""
         gone = self.gone()
         if gone is not None:
             lose(gone)
@@ -69,4 +71,4 @@ class Tenure:
                 lose(gone)
                 return
         if time.monotonic() >= valid_until:
-            renew()
+            lose(f"{what} ended before a renewal came through")

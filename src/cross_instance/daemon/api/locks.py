@@ -16,6 +16,7 @@ from cross_instance.daemon.api.common import (
 )
 from cross_instance.daemon.disconnect import ClientGone, until_disconnect
 from cross_instance.daemon.hosted import HostedSession
+from cross_instance.daemon.replies import CLIENT_GONE
 from cross_instance.errors import LockLostError
 
 
@@ -59,8 +60,8 @@ async def acquire_lock(body: LockIn, request: Request) -> Any:
     try:
         held = await until_disconnect(locks.aacquire(body.resource, ttl, timeout),
                                       request.receive)
-    except ClientGone:  # its place in the queue went back; nobody reads this answer
-        return Response(status_code=499)
+    except ClientGone:  # its place in the queue went back; nobody reads this answer, and
+        return Response(status_code=CLIENT_GONE)  # it is not kept for a resend (``replies``)
     return {"lock": _lock_json(held.record)}
 
 
@@ -71,7 +72,7 @@ async def renew_lock(body: RenewIn, request: Request) -> dict[str, Any]:
     record = await daemon.run(daemon.store.renew_lock, body.resource, body.lock_id,
                               body.ttl_ms * 10**6)
     if record is None:
-        raise LockLostError(body.resource, 0, "expired or taken by another holder")
+        raise LockLostError(body.resource, None, "expired or taken by another holder")
     return {"lock": _lock_json(record)}
 
 
